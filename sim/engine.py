@@ -1,0 +1,367 @@
+"""Command-level golden model of the GEMM engine (``rtl/engine.py``), its cycle counts and its counters.
+
+The model executes the commands a host sends to the engine (operand writes, seed writes, runs, result reads)
+and produces bit for bit what :class:`fxtrain.rtl.engine.GemmEngine` produces, plus the exact number of cycles
+each run occupies the engine. The arithmetic is that of ``docs/numerics.md`` §5 (exact wide accumulation) and §3
+(:func:`.rounding.round_shift`); the random words come from :func:`.lfsr.lane_words` (§4); the tile/lane order is
+§6, so :func:`gemm_via_engine` equals :func:`.gemm.tiled_gemm` bit for bit.
+
+Engine interface (``rtl/engine.py``, ``GemmEngine(config)``; widths: ``AW = log2(depth)``)
+------------------------------------------------------------------------------------------
+All streams are ``amaranth.lib.stream`` interfaces (``payload``/``valid``/``ready``); in Verilog the members are
+flattened as ``<name>__payload``, ``<name>__valid``, ``<name>__ready`` and each payload is one packed vector laid
+out by the layouts below (:func:`engine_layouts`; first field in the least significant bits).
+
+``a_write`` : In stream, payload ``{addr: unsigned(AW), data: ArrayLayout(signed(wl), rows)}``
+    Writes A-memory entry ``addr`` (entry ``k`` is column ``k`` of an A tile: ``data[r] = A[r, k]``).
+    Always ready (a dedicated write port).
+``b_write`` : In stream, payload ``{addr: unsigned(AW), data: ArrayLayout(signed(wl), cols)}``
+    Writes B-memory entry ``addr`` (entry ``k`` is row ``k`` of a B tile: ``data[j] = B[k, j]``). Always ready.
+``run`` : In stream, payload ``{a_base: unsigned(AW), b_base: unsigned(AW), k: unsigned(AW + 1), clear: 1,
+drain: 1}``
+    One run: for ``i = 0 .. k-1`` every PE ``(r, j)`` accumulates ``A_mem[a_base + i][r] * B_mem[b_base + i][j]``.
+    ``clear=1`` zeroes the accumulators before the first product; ``drain=1`` rounds the ``rows x cols``
+    accumulators after the last product (column ``j`` through rounder/lane ``j``, rows in increasing order),
+    writes them to a result bank and leaves every accumulator at 0. Accepted only while the engine is idle
+    (``ready = ~busy``). A run with ``k == 0``, ``k > depth``, ``a_base + k > depth`` or ``b_base + k > depth``
+    is *rejected*: accepted and dropped in one cycle, nothing computed, no lane advanced; it sets ``error``
+    and counts in ``counters.rejected``.
+``result`` : Out stream, payload ``{data: ArrayLayout(signed(wl), cols), sat: unsigned(cols), last: 1}``
+    ``rows`` transfers per drained tile, row ``r = 0 .. rows-1`` in order; ``sat`` bit ``j`` is the saturation
+    flag of ``data[j]``; ``last`` marks row ``rows - 1``. Two result banks: a drained tile waits in one while
+    the next run computes; a drain that finds both banks unread waits (``counters.stall_out``).
+``shift`` : In ``range(33)``; ``mode`` : In(1) (:class:`.rounding.RoundingMode`)
+    Rounding parameters, sampled when a run command is accepted (they apply to that run's drain).
+``seed_lane`` : In ``range(cols)``; ``seed`` : In(32); ``seed_load`` : In(1)
+    While ``seed_load`` is high, lane ``seed_lane`` is loaded with ``seed`` (a zero seed is ignored, §4.3).
+    Load seeds only while the engine is idle.
+``busy`` : Out(1)
+    A run is in progress (not ready for a run command).
+``error`` : Out(1)
+    Sticky: a run was rejected since the last ``counters_clear``.
+``counters`` : Out ``StructLayout`` of 32-bit fields ``busy, stall_in, stall_out, saturated, runs, rejected``
+    (saturating at ``2**32 - 1``; all zeroed by ``counters_clear``, which also clears ``error``). Every clock
+    cycle counts in exactly one of ``busy`` (a run command is accepted, or the engine works on a run),
+    ``stall_in`` (idle with no run command offered: the engine waits for input) and ``stall_out`` (a drain
+    waits because both result banks hold tiles that the ``result`` stream has not taken: it waits for output).
+    ``saturated`` counts saturated outputs written to the result banks, ``runs`` accepted runs (rejected ones
+    included) and ``rejected`` rejected runs.
+``counters_clear`` : In(1)
+    Zeroes the counters and ``error``.
+
+Timing (cycle ``t0`` = the cycle in which the run command is transferred)
+-------------------------------------------------------------------------
+A run occupies the engine for exactly :func:`run_cycles` cycles ``t0 .. t0 + run_cycles - 1``, provided its
+drain (if any) finds a free result bank; the engine accepts the next run in cycle ``t0 + run_cycles``. Hence
+back-to-back runs follow each other every ``run_cycles`` cycles and ``counters.busy`` grows by ``run_cycles``
+per run::
+
+    run_cycles(k, drain=0) = k                                  (K chunks stream with no bubble)
+    run_cycles(k, drain=1) = k + rows + cols + rows + ROUNDER_LATENCY
+    rejected run           = 1
+
+``rows + cols`` is the systolic fill/flush (the last product reaches PE ``(rows-1, cols-1)`` and is added),
+``rows`` the drain through the column shift chains and ``ROUNDER_LATENCY`` the rounder pipeline.
+
+Operand memories: a write lands at the end of the cycle it is transferred in. A run reads entry
+``base + i`` in cycle ``t0 + i``; writing an entry of ``[base, base + k)`` while that run is in progress gives
+that run either the old or the new value, so the host must only write entries outside the ranges of the run in
+progress (e.g. the other half of the memory: double buffering). Writes to any entry while idle are safe.
+
+Members
+-------
+ROUNDER_LATENCY : int
+    Pipeline latency of ``rtl.rounder.StochasticRounder`` (the RTL checks it at elaboration).
+COUNTER_WIDTH : int
+    32.
+COUNTER_NAMES : tuple of str
+    Names of the counters, in layout order.
+engine_layouts
+    The stream payload and counter layouts of an engine (``amaranth.lib.data`` layouts).
+run_cycles
+    Cycles of one run (closed form above).
+gemm_cycles
+    Cycles of :func:`gemm_via_engine` with back-to-back runs (no host or output stalls).
+run_is_valid
+    Whether a run command is accepted or rejected.
+EngineModel
+    The command-level model.
+gemm_via_engine
+    The canonical host tiling of a whole GEMM onto an engine model; equals :func:`.gemm.tiled_gemm`.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import numpy as np
+
+from .gemm import EngineConfig, GemmResult
+from .lfsr import check_lfsr, lane_advance, lane_words
+from .pe import check_operands
+from .rounding import RoundingMode, check_shift, parse_mode, round_shift
+
+__all__ = ["ROUNDER_LATENCY", "COUNTER_WIDTH", "COUNTER_NAMES", "RESET_LANE_STATE", "addr_bits", "engine_layouts",
+           "run_cycles", "gemm_cycles", "run_is_valid", "EngineModel", "gemm_via_engine"]
+
+ROUNDER_LATENCY = 2
+COUNTER_WIDTH = 32
+COUNTER_NAMES = ("busy", "stall_in", "stall_out", "saturated", "runs", "rejected")
+#: State of every lane after reset (the ``reset_seed`` of ``rtl.lfsr.LFSRLanes``); hosts load seeds anyway.
+RESET_LANE_STATE = 1
+
+
+def _check_config(config):
+    if not isinstance(config, EngineConfig):
+        raise TypeError(f"Engine configuration must be an EngineConfig, not {config!r}")
+    return config
+
+
+def addr_bits(config):
+    """Bits of an operand-memory address (``log2(depth)``)."""
+    return _check_config(config).depth.bit_length() - 1
+
+
+def engine_layouts(config):
+    """``dict`` of the ``amaranth.lib.data`` layouts of ``a_write``, ``b_write``, ``run``, ``result``, ``counters``."""
+    from amaranth.hdl import signed, unsigned
+    from amaranth.lib import data
+
+    aw = addr_bits(config)
+    return {
+        "a_write": data.StructLayout({"addr": unsigned(aw), "data": data.ArrayLayout(signed(config.wl), config.rows)}),
+        "b_write": data.StructLayout({"addr": unsigned(aw), "data": data.ArrayLayout(signed(config.wl), config.cols)}),
+        "run": data.StructLayout({"a_base": unsigned(aw), "b_base": unsigned(aw), "k": unsigned(aw + 1),
+                                  "clear": unsigned(1), "drain": unsigned(1)}),
+        "result": data.StructLayout({"data": data.ArrayLayout(signed(config.wl), config.cols),
+                                     "sat": unsigned(config.cols), "last": unsigned(1)}),
+        "counters": data.StructLayout({name: unsigned(COUNTER_WIDTH) for name in COUNTER_NAMES}),
+    }
+
+
+def run_is_valid(config, a_base, b_base, k):
+    """``True`` if the engine executes run ``(a_base, b_base, k)``, ``False`` if it rejects it (see module doc)."""
+    depth = _check_config(config).depth
+    return 1 <= k <= depth and a_base + k <= depth and b_base + k <= depth
+
+
+def run_cycles(config, k, drain):
+    """Cycles one accepted, valid run occupies the engine (module docstring, *Timing*)."""
+    config = _check_config(config)
+    if not isinstance(k, (int, np.integer)) or not 1 <= k <= config.depth:
+        raise ValueError(f"Run length k must be an integer from 1 to the depth {config.depth}, not {k!r}")
+    if drain not in (0, 1, False, True):
+        raise ValueError(f"drain must be 0 or 1, not {drain!r}")
+    k = int(k)
+    if not drain:
+        return k
+    return k + 2 * config.rows + config.cols + ROUNDER_LATENCY
+
+
+def _chunks(k, chunk):
+    return [(k0, min(k, k0 + chunk)) for k0 in range(0, k, chunk)]
+
+
+def gemm_cycles(config, m, k, n, chunk=None):
+    """Engine cycles of :func:`gemm_via_engine` for an ``M x K x N`` GEMM, runs back to back."""
+    config = _check_config(config)
+    chunk = _check_chunk(config, chunk)
+    tiles = -(-m // config.rows) * -(-n // config.cols)
+    per_tile = sum(run_cycles(config, k1 - k0, k1 == k) for k0, k1 in _chunks(k, chunk))
+    return tiles * per_tile
+
+
+def _check_chunk(config, chunk):
+    if chunk is None:
+        return config.depth
+    if not isinstance(chunk, int) or not 1 <= chunk <= config.depth:
+        raise ValueError(f"K chunk must be an integer from 1 to the depth {config.depth}, not {chunk!r}")
+    return chunk
+
+
+class EngineModel:
+    """What a :class:`fxtrain.rtl.engine.GemmEngine` of ``config`` computes, command by command.
+
+    Parameters
+    ----------
+    config : EngineConfig
+
+    Members
+    -------
+    config : EngineConfig
+    a_mem : numpy.ndarray
+        ``depth x rows`` int64, the A memory (zero after reset).
+    b_mem : numpy.ndarray
+        ``depth x cols`` int64, the B memory.
+    acc : numpy.ndarray
+        ``rows x cols`` int64, the accumulators (two's complement in ``acc_width`` bits, like the RTL).
+    lane_state : list of int
+        Current state of each lane.
+    results : collections.deque
+        Drained tiles not read yet, oldest first, each ``(out, sat)``. The RTL holds two and makes a third
+        drain wait (``stall_out``) until the host reads; the model queues without limit.
+    counters : dict
+        ``busy``, ``saturated``, ``runs``, ``rejected`` as the RTL counts them; ``stall_in`` and ``stall_out``
+        depend on the host's timing and stay 0 here (an ideal host).
+    error : bool
+        Sticky rejected-run flag.
+    write_a, write_b, set_seed, set_seeds, run, read_result, clear_counters
+        The commands.
+    """
+
+    def __init__(self, config):
+        self.config = _check_config(config)
+        self.a_mem = np.zeros((config.depth, config.rows), dtype=np.int64)
+        self.b_mem = np.zeros((config.depth, config.cols), dtype=np.int64)
+        self.acc = np.zeros((config.rows, config.cols), dtype=np.int64)
+        self.lane_state = [RESET_LANE_STATE] * config.lanes
+        self.results = deque()
+        self.counters = dict.fromkeys(COUNTER_NAMES, 0)
+        self.error = False
+
+    def _write(self, mem, name, width, addr, entries):
+        entries = check_operands(name, np.asarray(entries), self.config.wl)
+        if entries.ndim == 1:
+            entries = entries[None, :]
+        if entries.ndim != 2 or entries.shape[1] != width:
+            raise ValueError(f"{name} entries must be vectors of {width} raw words, not shape {entries.shape}")
+        if not isinstance(addr, (int, np.integer)) or not 0 <= addr <= self.config.depth - len(entries):
+            raise ValueError(f"{name} write of {len(entries)} entries at address {addr!r} does not fit in depth "
+                             f"{self.config.depth}")
+        mem[addr:addr + len(entries)] = entries
+
+    def write_a(self, addr, entries):
+        """Write A entries (each ``rows`` raw words: a column of an A tile) from address ``addr`` on."""
+        self._write(self.a_mem, "A", self.config.rows, addr, entries)
+
+    def write_b(self, addr, entries):
+        """Write B entries (each ``cols`` raw words: a row of a B tile) from address ``addr`` on."""
+        self._write(self.b_mem, "B", self.config.cols, addr, entries)
+
+    def set_seed(self, lane, seed):
+        """Load lane ``lane`` with ``seed`` (non-zero; the RTL ignores a zero seed, the model raises)."""
+        if not isinstance(lane, (int, np.integer)) or not 0 <= lane < self.config.lanes:
+            raise ValueError(f"Lane must be an integer from 0 to {self.config.lanes - 1}, not {lane!r}")
+        check_lfsr(self.config.lane_width, seed)
+        self.lane_state[int(lane)] = int(seed)
+
+    def set_seeds(self, seeds):
+        """Load every lane: ``seeds[j]`` into lane ``j``."""
+        seeds = list(seeds)
+        if len(seeds) != self.config.lanes:
+            raise ValueError(f"Engine has {self.config.lanes} lanes, but {len(seeds)} seeds were given")
+        for lane, seed in enumerate(seeds):
+            self.set_seed(lane, seed)
+
+    def _count(self, name, amount):
+        self.counters[name] = min(self.counters[name] + int(amount), (1 << COUNTER_WIDTH) - 1)
+
+    def clear_counters(self):
+        """``counters_clear``: zero the counters and the error flag."""
+        self.counters = dict.fromkeys(COUNTER_NAMES, 0)
+        self.error = False
+
+    def run(self, a_base, b_base, k, clear, drain, shift=0, mode=RoundingMode.NEAREST):
+        """Execute one run command; returns the cycles it occupies the engine (1 for a rejected run)."""
+        config = self.config
+        for name, value in (("a_base", a_base), ("b_base", b_base)):
+            if not isinstance(value, (int, np.integer)) or not 0 <= value < config.depth:
+                raise ValueError(f"{name} must be an integer from 0 to {config.depth - 1}, not {value!r}")
+        if not isinstance(k, (int, np.integer)) or not 0 <= k < 2 * config.depth:
+            raise ValueError(f"k must be an integer from 0 to {2 * config.depth - 1} (the field width), not {k!r}")
+        shift = check_shift(shift)
+        mode = parse_mode(mode)
+        self._count("runs", 1)
+        if not run_is_valid(config, a_base, b_base, k):
+            self.error = True
+            self._count("rejected", 1)
+            self._count("busy", 1)
+            return 1
+        a = self.a_mem[a_base:a_base + k]          # k x rows
+        b = self.b_mem[b_base:b_base + k]          # k x cols
+        if clear:
+            self.acc[:] = 0
+        self.acc = self._wrap(self.acc + a.T @ b)
+        if drain:
+            self._drain(shift, mode)
+        cycles = run_cycles(config, int(k), bool(drain))
+        self._count("busy", cycles)
+        return cycles
+
+    def _wrap(self, acc):
+        width = self.config.acc_width
+        half = np.int64(1 << (width - 1))
+        if width >= 64:
+            return acc
+        return ((acc + half) & np.int64((1 << width) - 1)) - half
+
+    def _drain(self, shift, mode):
+        config = self.config
+        if mode is RoundingMode.STOCHASTIC:
+            rand = np.empty((config.rows, config.cols), dtype=np.uint64)
+            for j in range(config.cols):
+                rand[:, j], self.lane_state[j] = lane_words(self.lane_state[j], config.rows, config.lane_width)
+        else:
+            rand = None
+            self.lane_state = [lane_advance(s, config.rows, config.lane_width) for s in self.lane_state]
+        out, sat = round_shift(self.acc, shift, mode, rand, config.wl)
+        self.acc[:] = 0
+        self._count("saturated", int(sat.sum()))
+        self.results.append((out, sat))
+
+    def read_result(self):
+        """The oldest drained tile not read yet: ``(out, sat)``, ``rows x cols`` int64 and bool."""
+        if not self.results:
+            raise RuntimeError("No drained tile is waiting to be read")
+        return self.results.popleft()
+
+
+def gemm_via_engine(model, a, b, shift, mode, chunk=None):
+    """``round(A @ B)`` computed by the engine ``model`` with the canonical host tiling.
+
+    The canonical tiling (what ``host`` drivers send): pad ``A`` to ``Mp`` rows and ``B`` to ``Np`` columns
+    (multiples of ``rows``/``cols``); for each tile ``tm`` (outer), ``tn`` (inner), split K into chunks of
+    ``chunk`` (default ``depth``); for each chunk write the A entries (columns of the A tile) and B entries (rows
+    of the B tile) at address 0 and run with ``clear`` on the first chunk and ``drain`` on the last; then read
+    the tile. Uses the model's current lane states and leaves them advanced. Equals
+    ``tiled_gemm(config, a, b, shift, mode, lane_state)`` bit for bit (``tests/test_engine_model.py``).
+
+    Returns
+    -------
+    GemmResult
+    """
+    if not isinstance(model, EngineModel):
+        raise TypeError(f"gemm_via_engine needs an EngineModel, not {model!r}")
+    config = model.config
+    a = check_operands("A", a, config.wl)
+    b = check_operands("B", b, config.wl)
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0]:
+        raise ValueError(f"GEMM operands must be M x K and K x N matrices, not {a.shape} and {b.shape}")
+    m, k = a.shape
+    n = b.shape[1]
+    if min(m, k, n) < 1:
+        raise ValueError(f"GEMM dimensions must be at least 1, not M={m}, K={k}, N={n}")
+    if k > config.max_k:
+        raise ValueError(f"K = {k} exceeds the engine's maximum K {config.max_k} (max_k_log2={config.max_k_log2})")
+    shift = check_shift(shift)
+    mode = parse_mode(mode)
+    chunk = _check_chunk(config, chunk)
+    rows, cols = config.rows, config.cols
+    mp, np_ = -(-m // rows) * rows, -(-n // cols) * cols
+    ap = np.zeros((mp, k), dtype=np.int64)
+    ap[:m] = a
+    bp = np.zeros((k, np_), dtype=np.int64)
+    bp[:, :n] = b
+    c = np.zeros((mp, np_), dtype=np.int64)
+    sat = np.zeros((mp, np_), dtype=bool)
+    chunks = _chunks(k, chunk)
+    for tm in range(mp // rows):
+        for tn in range(np_ // cols):
+            for k0, k1 in chunks:
+                model.write_a(0, ap[tm * rows:(tm + 1) * rows, k0:k1].T)
+                model.write_b(0, bp[k0:k1, tn * cols:(tn + 1) * cols])
+                model.run(0, 0, k1 - k0, clear=k0 == 0, drain=k1 == k, shift=shift, mode=mode)
+            out, s = model.read_result()
+            c[tm * rows:(tm + 1) * rows, tn * cols:(tn + 1) * cols] = out
+            sat[tm * rows:(tm + 1) * rows, tn * cols:(tn + 1) * cols] = s
+    return GemmResult(c[:m, :n], sat[:m, :n], list(model.lane_state))
