@@ -1,0 +1,126 @@
+"""Output-stationary systolic array of ``rows x cols`` multiply-accumulate PEs with input skew and drain chains.
+
+Dataflow (``docs/engine.md`` has the picture): every cycle the array takes one column of an A tile
+(``a_in[r] = A[r, i]``) and one row of a B tile (``b_in[j] = B[i, j]``). Row ``r`` of A enters PE ``(r, 0)``
+``r`` cycles late and moves east one PE per cycle; column ``j`` of B enters PE ``(0, j)`` ``j`` cycles late and
+moves south one PE per cycle, so PE ``(r, j)`` sees the pair ``(A[r, i], B[i, j])`` exactly ``r + j`` cycles
+after it was presented and accumulates ``C[r, j]`` in place (output stationary). ``in_valid``/``in_clear``
+travel with A (skewed by ``r``, then east), so every PE clears at its own first product of a run.
+
+Why output stationary: each output word is produced once, in place, and crosses the host link exactly once
+(after the final run of its tile), while each A operand is reused by ``cols`` PEs and each B operand by
+``rows`` PEs on chip; the wide accumulators never move until the drain, so no partial sum is ever rounded or
+sent anywhere. A weight- or input-stationary array would have to move ``acc_width``-bit partial sums between
+PEs or off chip.
+
+Drain: while ``shift_en`` is high, every accumulator takes the value of the PE below it (``(r+1, j)``; the
+bottom row takes 0), so ``acc_out[j]`` (the accumulator of PE ``(0, j)``) shows rows ``0, 1, ..., rows-1`` of
+column ``j`` in consecutive cycles. After ``rows`` shifts every accumulator is 0.
+
+Latency: a pair presented in cycle ``T`` has been added into PE ``(r, j)``'s accumulator at the end of cycle
+``T + r + j + 1`` (``MACProcessingElement.latency = 2``). After the last pair of a run is presented in cycle
+``T``, every accumulator is final from cycle ``T + rows + cols`` on (:attr:`SystolicArray.settle`); pairs may
+be presented in every cycle with no bubble, also across runs. ``shift_en`` must not be raised before the
+accumulators are final (a shift has priority over an accumulation in the same PE).
+
+Exact arithmetic: each PE computes ``acc <= (clear ? 0 : acc) + a*b`` in ``acc_width`` bits (two's complement,
+no rounding, ``docs/numerics.md`` §5).
+
+Members
+-------
+SystolicArray
+    The array component.
+"""
+
+from amaranth.hdl import Module, Signal, signed
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+
+from .pe import MACProcessingElement
+
+__all__ = ["SystolicArray"]
+
+
+class SystolicArray(wiring.Component):
+    """``rows x cols`` output-stationary MAC array (module docstring).
+
+    Parameters
+    ----------
+    rows, cols : int
+        Array geometry, 1 to 32.
+    wl : int
+        Operand word length, 2 to 16.
+    acc_width : int
+        Accumulator bits, at least ``2 * wl``.
+
+    Members
+    -------
+    a_in : In(ArrayLayout(signed(wl), rows))
+        A column presented this cycle.
+    b_in : In(ArrayLayout(signed(wl), cols))
+        B row presented this cycle.
+    in_valid : In(1)
+        The pair is a product to accumulate.
+    in_clear : In(1)
+        Zero each accumulator before adding this pair (first pair of a clearing run).
+    shift_en : In(1)
+        Drain shift: every accumulator takes the one below it.
+    acc_out : Out(ArrayLayout(signed(acc_width), cols))
+        Accumulators of the top row (the head of each column's drain chain).
+    settle : int
+        Cycles from the last pair presented to all accumulators final (``rows + cols``).
+    """
+
+    def __init__(self, rows, cols, wl, acc_width):
+        for name, value in (("rows", rows), ("cols", cols)):
+            if not isinstance(value, int) or not 1 <= value <= 32:
+                raise ValueError(f"Array {name} must be an integer from 1 to 32, not {value!r}")
+        if not isinstance(wl, int) or not 2 <= wl <= 16:
+            raise ValueError(f"Word length must be an integer from 2 to 16, not {wl!r}")
+        if not isinstance(acc_width, int) or acc_width < 2 * wl:
+            raise ValueError(f"Accumulator width must be an integer of at least 2*wl = {2 * wl}, not {acc_width!r}")
+        self.rows, self.cols, self.wl, self.acc_width = rows, cols, wl, acc_width
+        self.settle = rows + cols
+        super().__init__({
+            "a_in": In(data.ArrayLayout(signed(wl), rows)),
+            "b_in": In(data.ArrayLayout(signed(wl), cols)),
+            "in_valid": In(1),
+            "in_clear": In(1),
+            "shift_en": In(1),
+            "acc_out": Out(data.ArrayLayout(signed(acc_width), cols)),
+        })
+
+    @staticmethod
+    def _delayed(m, value, cycles, name):
+        """``value`` delayed by ``cycles`` registers."""
+        for i in range(cycles):
+            reg = Signal.like(value, name=f"{name}_d{i + 1}")
+            m.d.sync += reg.eq(value)
+            value = reg
+        return value
+
+    def elaborate(self, platform):
+        m = Module()
+        rows, cols = self.rows, self.cols
+        pes = [[MACProcessingElement(self.wl, self.acc_width) for _ in range(cols)] for _ in range(rows)]
+        for r in range(rows):
+            for j in range(cols):
+                m.submodules[f"pe_{r}_{j}"] = pes[r][j]
+        for r in range(rows):
+            a = self._delayed(m, self.a_in[r], r, f"a_skew{r}")
+            valid = self._delayed(m, self.in_valid, r, f"valid_skew{r}")
+            clear = self._delayed(m, self.in_clear, r, f"clear_skew{r}")
+            m.d.comb += [pes[r][0].a_in.eq(a), pes[r][0].in_valid.eq(valid), pes[r][0].in_clear.eq(clear)]
+            for j in range(1, cols):
+                west = pes[r][j - 1]
+                m.d.comb += [pes[r][j].a_in.eq(west.a_out), pes[r][j].in_valid.eq(west.out_valid),
+                             pes[r][j].in_clear.eq(west.out_clear)]
+        for j in range(cols):
+            m.d.comb += pes[0][j].b_in.eq(self._delayed(m, self.b_in[j], j, f"b_skew{j}"))
+            for r in range(1, rows):
+                m.d.comb += pes[r][j].b_in.eq(pes[r - 1][j].b_out)
+            for r in range(rows):
+                below = pes[r + 1][j].acc if r + 1 < rows else 0
+                m.d.comb += [pes[r][j].shift_in.eq(below), pes[r][j].shift_en.eq(self.shift_en)]
+            m.d.comb += self.acc_out[j].eq(pes[0][j].acc)
+        return m

@@ -1,0 +1,277 @@
+"""The GEMM engine: operand memories, systolic array, per-column LFSR lanes and rounders, result banks, counters.
+
+``GemmEngine(config)`` computes tiles of ``round(A @ B)`` exactly as :class:`fxtrain.sim.engine.EngineModel`
+(and therefore :func:`fxtrain.sim.gemm.tiled_gemm`, ``docs/numerics.md`` §3-§6) and takes exactly
+:func:`fxtrain.sim.engine.run_cycles` cycles per run. The port list, the run semantics, the counter definitions
+and the timing contract are written once, in the docstring of :mod:`fxtrain.sim.engine`; ``docs/engine.md`` has
+the dataflow picture and the resource estimate.
+
+Dataflow::
+
+    a_write --> A memory (depth x rows*wl) --+                  lanes[j] --> next_state (rand)
+                                             v                                  |
+    b_write --> B memory (depth x cols*wl) --> SystolicArray --acc_out[j]--> rounder[j] --> result banks
+                                             ^  (rows x cols PEs,            (per column)   (2 x rows entries)
+    run ------> controller ---- addresses ---+   output stationary)                            |
+                  |  valid/clear/shift_en                                                     v
+                  +--> counters, busy, error                                               result stream
+
+Latency (cycle ``t0`` = the run command's transfer): the run reads operand entry ``base + i`` in cycle
+``t0 + i`` (in ``t0`` from the command payload itself, so accumulating runs follow each other with no bubble);
+the operands reach the array one cycle later; the accumulators are final ``rows + cols`` cycles after the last
+pair (:attr:`SystolicArray.settle`); a draining run then spends ``rows`` cycles shifting the accumulators of
+each column through its rounder, rows in increasing order, advancing the column's lane before each rounding
+and feeding its ``next_state`` to the rounder (advance-then-use, §4.2; in both modes); the rounded rows land in
+the result bank ``ROUNDER_LATENCY`` cycles later, after which the engine is idle. Total: ``run_cycles``.
+
+Exact arithmetic: PE ``(r, j)`` accumulates ``sum_i A_mem[a_base+i][r] * B_mem[b_base+i][j]`` exactly in
+``acc_width`` bits; rounder ``j`` computes ``sat_WL((acc + offset) >> shift)`` with ``offset = rand mod 2**shift``
+(stochastic) or ``2**(shift-1) - 1`` (nearest) (§3).
+
+Members
+-------
+GemmEngine
+    The engine component.
+"""
+
+from amaranth.hdl import Cat, Module, Mux, Signal
+from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from ..sim.engine import COUNTER_NAMES, COUNTER_WIDTH, ROUNDER_LATENCY, RESET_LANE_STATE, addr_bits, engine_layouts
+from ..sim.gemm import EngineConfig
+from ..sim.rounding import SHIFT_MAX
+from .array import SystolicArray
+from .lfsr import LFSRLanes
+from .rounder import StochasticRounder
+
+__all__ = ["GemmEngine"]
+
+
+class GemmEngine(wiring.Component):
+    """Tile GEMM engine (module docstring; ports and semantics in :mod:`fxtrain.sim.engine`).
+
+    Parameters
+    ----------
+    config : EngineConfig
+
+    Members
+    -------
+    a_write, b_write, run : In(stream.Signature(...))
+        Operand writes and run commands (payload layouts from :func:`fxtrain.sim.engine.engine_layouts`).
+    result : Out(stream.Signature(...))
+        One row of ``cols`` rounded words, saturation flags and ``last`` per transfer.
+    shift : In(range(33)); mode : In(1)
+        Rounding parameters, sampled when a run is accepted.
+    seed_lane : In(range(cols)); seed : In(32); seed_load : In(1)
+        Lane seed write port.
+    busy, error : Out(1)
+    counters : Out(StructLayout of 32-bit counters)
+    counters_clear : In(1)
+    config : EngineConfig
+    rounder_latency : int
+        ``ROUNDER_LATENCY``.
+    """
+
+    def __init__(self, config):
+        if not isinstance(config, EngineConfig):
+            raise TypeError(f"Engine configuration must be an EngineConfig, not {config!r}")
+        self.config = config
+        self.layouts = engine_layouts(config)
+        self._rounders = [StochasticRounder(config.wl, config.acc_width, shift_max=SHIFT_MAX,
+                                            rand_width=config.lane_width) for _ in range(config.cols)]
+        latency = self._rounders[0].latency
+        if latency != ROUNDER_LATENCY:
+            raise ValueError(f"StochasticRounder latency {latency} differs from the model's ROUNDER_LATENCY "
+                             f"{ROUNDER_LATENCY}; update fxtrain.sim.engine")
+        self.rounder_latency = latency
+        super().__init__({
+            "a_write": In(stream.Signature(self.layouts["a_write"])),
+            "b_write": In(stream.Signature(self.layouts["b_write"])),
+            "run": In(stream.Signature(self.layouts["run"])),
+            "result": Out(stream.Signature(self.layouts["result"])),
+            "shift": In(range(SHIFT_MAX + 1)),
+            "mode": In(1),
+            "seed_lane": In(range(config.lanes)),
+            "seed": In(config.lane_width),
+            "seed_load": In(1),
+            "busy": Out(1),
+            "error": Out(1),
+            "counters": Out(self.layouts["counters"]),
+            "counters_clear": In(1),
+        })
+
+    def elaborate(self, platform):
+        cfg = self.config
+        rows, cols, depth = cfg.rows, cfg.cols, cfg.depth
+        aw = addr_bits(cfg)
+        latency = self.rounder_latency
+        m = Module()
+
+        # ---- operand memories: one write port (host), one synchronous read port (array) each
+        m.submodules.a_mem = a_mem = memory.Memory(shape=self.layouts["a_write"]["data"].shape, depth=depth, init=[])
+        m.submodules.b_mem = b_mem = memory.Memory(shape=self.layouts["b_write"]["data"].shape, depth=depth, init=[])
+        a_wr, b_wr = a_mem.write_port(), b_mem.write_port()
+        a_rd, b_rd = a_mem.read_port(), b_mem.read_port()
+        for port, wr in ((self.a_write, a_wr), (self.b_write, b_wr)):
+            m.d.comb += [port.ready.eq(1), wr.addr.eq(port.payload.addr), wr.data.eq(port.payload.data),
+                         wr.en.eq(port.valid)]
+
+        m.submodules.array = array = SystolicArray(rows, cols, cfg.wl, cfg.acc_width)
+        m.submodules.lanes = lanes = LFSRLanes(cols, cfg.lane_width, reset_seed=RESET_LANE_STATE)
+        rounders = self._rounders
+        for j, rounder in enumerate(rounders):
+            m.submodules[f"rounder_{j}"] = rounder
+
+        # ---- run command latch and controller
+        cmd = self.run.payload
+        a_base = Signal(aw)
+        b_base = Signal(aw)
+        k_last = Signal(aw + 1)         # k - 1
+        drain = Signal()
+        shift = Signal(range(SHIFT_MAX + 1))
+        mode = Signal()
+        ptr = Signal(aw + 1)
+        count = Signal(range(max(rows + cols, latency, 1) + 1))
+        rejected = Signal()
+        issue_valid = Signal()
+        issue_clear = Signal()
+        shift_en = Signal()
+        round_valid = Signal()
+        bank_done = Signal()            # the result bank being written is complete (last row lands now)
+        wr_bank = Signal()
+        bank_full = Signal(2)
+        accept = Signal()
+
+        m.d.comb += rejected.eq((cmd.k == 0) | (cmd.k > depth) | (cmd.a_base + cmd.k > depth)
+                                | (cmd.b_base + cmd.k > depth))
+        m.d.comb += [a_rd.addr.eq(a_base + ptr), b_rd.addr.eq(b_base + ptr)]
+
+        def to_flush_or_idle(is_drain):
+            with m.If(is_drain):
+                m.d.sync += count.eq(rows + cols - 1)
+                m.next = "FLUSH"
+            with m.Else():
+                m.next = "IDLE"
+
+        with m.FSM(name="ctrl") as fsm:
+            with m.State("IDLE"):
+                m.d.comb += [self.run.ready.eq(1), accept.eq(self.run.valid)]
+                with m.If(self.run.valid & ~rejected):
+                    m.d.comb += [a_rd.addr.eq(cmd.a_base), b_rd.addr.eq(cmd.b_base),
+                                 issue_valid.eq(1), issue_clear.eq(cmd.clear)]
+                    m.d.sync += [a_base.eq(cmd.a_base), b_base.eq(cmd.b_base), k_last.eq(cmd.k - 1),
+                                 drain.eq(cmd.drain), shift.eq(self.shift), mode.eq(self.mode), ptr.eq(1)]
+                    with m.If(cmd.k == 1):
+                        to_flush_or_idle(cmd.drain)
+                    with m.Else():
+                        m.next = "COMPUTE"
+            with m.State("COMPUTE"):
+                m.d.comb += issue_valid.eq(1)
+                m.d.sync += ptr.eq(ptr + 1)
+                with m.If(ptr == k_last):
+                    to_flush_or_idle(drain)
+            with m.State("FLUSH"):
+                m.d.sync += count.eq(count - 1)
+                with m.If(count == 0):
+                    m.d.sync += count.eq(rows - 1)
+                    with m.If(bank_full.bit_select(wr_bank, 1)):
+                        m.next = "WAIT_BANK"
+                    with m.Else():
+                        m.next = "DRAIN"
+            with m.State("WAIT_BANK"):
+                with m.If(~bank_full.bit_select(wr_bank, 1)):
+                    m.next = "DRAIN"
+            with m.State("DRAIN"):
+                m.d.comb += [shift_en.eq(1), round_valid.eq(1)]
+                m.d.sync += count.eq(count - 1)
+                with m.If(count == 0):
+                    if latency == 0:
+                        m.d.comb += bank_done.eq(1)
+                        m.next = "IDLE"
+                    else:
+                        m.d.sync += count.eq(latency - 1)
+                        m.next = "TAIL"
+            with m.State("TAIL"):
+                m.d.sync += count.eq(count - 1)
+                with m.If(count == 0):
+                    m.d.comb += bank_done.eq(1)
+                    m.next = "IDLE"
+
+        in_wait = fsm.ongoing("WAIT_BANK")
+        idle = fsm.ongoing("IDLE")
+
+        # ---- operands into the array (read data arrives one cycle after the address)
+        valid_d = Signal()
+        clear_d = Signal()
+        m.d.sync += [valid_d.eq(issue_valid), clear_d.eq(issue_clear)]
+        m.d.comb += [array.a_in.eq(a_rd.data), array.b_in.eq(b_rd.data), array.in_valid.eq(valid_d),
+                     array.in_clear.eq(clear_d), array.shift_en.eq(shift_en)]
+
+        # ---- lanes and rounders: column j rounds rows 0..rows-1 through lane j, advance-then-use
+        m.d.comb += [lanes.seed_lane.eq(self.seed_lane), lanes.seed.eq(self.seed), lanes.seed_load.eq(self.seed_load)]
+        for j, rounder in enumerate(rounders):
+            m.d.comb += [lanes.advance[j].eq(round_valid),
+                         rounder.i_valid.eq(round_valid), rounder.acc.eq(array.acc_out[j]),
+                         rounder.rand.eq(lanes.next_state[j]), rounder.shift.eq(shift), rounder.mode.eq(mode)]
+
+        # ---- result banks: 2 x rows entries; the drain writes bank wr_bank, the stream reads bank rd_bank
+        result_layout = data.StructLayout({"data": self.layouts["result"]["data"].shape, "sat": cols})
+        m.submodules.res_mem = res_mem = memory.Memory(shape=result_layout, depth=2 * rows, init=[])
+        res_wr = res_mem.write_port()
+        res_rd = res_mem.read_port()
+        wr_row = Signal(range(rows))
+        written = rounders[0].o_valid
+        sat_bits = Cat(rounder.sat for rounder in rounders)
+        m.d.comb += [res_wr.en.eq(written), res_wr.addr.eq(Mux(wr_bank, rows, 0) + wr_row),
+                     res_wr.data.sat.eq(sat_bits)]
+        for j, rounder in enumerate(rounders):
+            m.d.comb += res_wr.data.data[j].eq(rounder.out)
+        with m.If(written):
+            m.d.sync += wr_row.eq(Mux(wr_row == rows - 1, 0, wr_row + 1))
+        with m.If(bank_done):
+            m.d.sync += [bank_full.bit_select(wr_bank, 1).eq(1), wr_bank.eq(~wr_bank)]
+
+        rd_bank = Signal()
+        rd_row = Signal(range(rows))
+        out_valid = Signal()
+        out_last = Signal()
+        fetch = Signal()
+        m.d.comb += [fetch.eq(bank_full.bit_select(rd_bank, 1) & (~out_valid | self.result.ready)),
+                     res_rd.addr.eq(Mux(rd_bank, rows, 0) + rd_row), res_rd.en.eq(fetch)]
+        with m.If(fetch):
+            m.d.sync += [out_valid.eq(1), out_last.eq(rd_row == rows - 1)]
+            with m.If(rd_row == rows - 1):
+                m.d.sync += [rd_row.eq(0), rd_bank.eq(~rd_bank), bank_full.bit_select(rd_bank, 1).eq(0)]
+            with m.Else():
+                m.d.sync += rd_row.eq(rd_row + 1)
+        with m.Elif(self.result.ready):
+            m.d.sync += out_valid.eq(0)
+        m.d.comb += [self.result.valid.eq(out_valid), self.result.payload.data.eq(res_rd.data.data),
+                     self.result.payload.sat.eq(res_rd.data.sat), self.result.payload.last.eq(out_last)]
+
+        # ---- status and counters (saturating; a cycle with counters_clear high is not counted)
+        error = Signal()
+        m.d.comb += [self.busy.eq(~idle), self.error.eq(error)]
+        events = {
+            "busy": (~idle & ~in_wait) | accept,
+            "stall_in": idle & ~self.run.valid,
+            "stall_out": in_wait,
+            "runs": accept,
+            "rejected": accept & rejected,
+        }
+        top = (1 << COUNTER_WIDTH) - 1
+        for name in COUNTER_NAMES:
+            counter = self.counters[name]
+            if name == "saturated":
+                amount = Mux(written, sum(rounder.sat for rounder in rounders), 0)
+                total = counter + amount
+                step = Mux(total > top, top, total)
+            else:
+                step = Mux((counter == top) | ~events[name], counter, counter + 1)
+            m.d.sync += counter.eq(Mux(self.counters_clear, 0, step))
+        with m.If(self.counters_clear):
+            m.d.sync += error.eq(0)
+        with m.If(accept & rejected):
+            m.d.sync += error.eq(1)
+        return m
