@@ -1,0 +1,147 @@
+"""The rounder: wide signed accumulator to a saturated ``WL``-bit word (``docs/numerics.md`` §3, §5).
+
+Golden model: :func:`fxtrain.sim.rounding.round_shift`.
+
+Members
+-------
+StochasticRounder
+    Two-stage pipelined offset-add, arithmetic shift and saturation, nearest or stochastic.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Module, Mux, Signal, signed
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from ..sim.fixedpoint import MAX_WL
+from ..sim.lfsr import LANE_WIDTH
+from ..sim.rounding import SHIFT_MAX
+
+__all__ = ["StochasticRounder"]
+
+
+def _check_int(name, value, low, high=None):
+    if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
+        bound = f"from {low} to {high}" if high is not None else f"of at least {low}"
+        raise ValueError(f"Rounder {name} must be an integer {bound}, not {value!r}")
+
+
+class StochasticRounder(wiring.Component):
+    """Round a signed accumulator to ``wl`` bits by discarding ``shift`` fraction bits (§3).
+
+    Arithmetic, exactly :func:`fxtrain.sim.rounding.round_shift`::
+
+        offset = rand mod 2**shift                               (mode = 1, stochastic)
+               = 2**(shift-1) - 1 if shift > 0 else 0            (mode = 0, nearest, ties toward -inf)
+        t      = (acc + offset) >> shift                         (arithmetic shift: floor division)
+        out    = clamp(t, -2**(wl-1), 2**(wl-1) - 1)
+        sat    = out != t
+
+    The offset addition is exact (the sum is wide enough for any ``acc`` and offset), so nothing wraps.
+
+    Pipeline (fully pipelined, one value per cycle, no back-pressure), ``latency = 2``:
+
+    * stage 1 (register after): offset select and ``acc + offset``; ``shift`` and ``i_valid`` travel along;
+    * stage 2 (register after): arithmetic shift by ``shift`` and saturation to ``out``/``sat``/``o_valid``.
+
+    ``acc``, ``rand``, ``shift`` and ``mode`` are all sampled in the cycle ``i_valid`` is high; the result of an
+    input presented in cycle ``t`` is on ``out``/``sat`` with ``o_valid`` high in cycle ``t + 2``. ``out`` and
+    ``sat`` are computed every cycle regardless of ``i_valid`` (``i_valid`` only travels to ``o_valid``).
+
+    Parameters
+    ----------
+    wl : int
+        Output word length, 2 to ``MAX_WL`` (16).
+    acc_width : int
+        Accumulator width in bits (at least ``wl``).
+    shift_max : int
+        Largest shift, 0 to ``SHIFT_MAX`` (32); it fixes the width of the ``shift`` port, so larger shifts
+        cannot be presented. Default ``SHIFT_MAX``.
+    rand_width : int
+        Width of the random word (at least ``shift_max``; default ``LANE_WIDTH``, 32).
+
+    Raises
+    ------
+    ValueError
+        If a parameter is out of range; the message names the value.
+
+    Members
+    -------
+    i_valid : In(1)
+        An input is presented this cycle.
+    acc : In(signed(acc_width))
+        Accumulator value.
+    rand : In(rand_width)
+        Random word of the rounder's LFSR lane (only its low ``shift`` bits matter, stochastic mode only).
+    shift : In(range(shift_max + 1))
+        Fraction bits to discard.
+    mode : In(1)
+        0 nearest, 1 stochastic (:class:`fxtrain.sim.rounding.RoundingMode`).
+    o_valid : Out(1)
+        ``i_valid`` delayed by ``latency``.
+    out : Out(signed(wl))
+        Rounded, saturated word.
+    sat : Out(1)
+        The word was clamped.
+    latency : int
+        2.
+    wl, acc_width, shift_max, rand_width : int
+        The parameters.
+    """
+
+    latency = 2
+
+    def __init__(self, wl, acc_width, *, shift_max=SHIFT_MAX, rand_width=LANE_WIDTH):
+        _check_int("word length", wl, 2, MAX_WL)
+        _check_int("accumulator width", acc_width, wl)
+        _check_int("shift_max", shift_max, 0, SHIFT_MAX)
+        _check_int("rand_width", rand_width, max(1, shift_max))
+        self.wl = wl
+        self.acc_width = acc_width
+        self.shift_max = shift_max
+        self.rand_width = rand_width
+        super().__init__({
+            "i_valid": In(1),
+            "acc": In(signed(acc_width)),
+            "rand": In(rand_width),
+            "shift": In(range(shift_max + 1)),
+            "mode": In(1),
+            "o_valid": Out(1),
+            "out": Out(signed(wl)),
+            "sat": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        smax = self.shift_max
+
+        # Stage 1: offset and exact sum.
+        # keep[i] = (i < shift): the thermometer mask 2**shift - 1 of the discarded bits.
+        if smax > 0:
+            keep = Signal(smax)
+            m.d.comb += keep.eq(Cat(self.shift > i for i in range(smax)))
+            nearest = keep[1:] if smax > 1 else 0          # 2**(shift-1) - 1, or 0 for shift = 0
+            stochastic = self.rand[:smax] & keep            # rand mod 2**shift
+            offset = Signal(smax)
+            m.d.comb += offset.eq(Mux(self.mode, stochastic, nearest))
+            total = self.acc + offset
+        else:
+            total = self.acc
+        sum1 = Signal(signed(max(self.acc_width, smax + 1) + 1))
+        shift1 = Signal.like(self.shift)
+        valid1 = Signal()
+        m.d.sync += [sum1.eq(total), shift1.eq(self.shift), valid1.eq(self.i_valid)]
+
+        # Stage 2: arithmetic shift and saturation.
+        shifted = Signal(signed(len(sum1)))
+        m.d.comb += shifted.eq(sum1 >> shift1)
+        low, high = -(1 << (self.wl - 1)), (1 << (self.wl - 1)) - 1
+        too_low = shifted < low
+        too_high = shifted > high
+        m.d.sync += [
+            self.out.eq(Mux(too_low, low, Mux(too_high, high, shifted[:self.wl]))),
+            self.sat.eq(too_low | too_high),
+            self.o_valid.eq(valid1),
+        ]
+        return m
