@@ -145,7 +145,6 @@ class GemmEngine(wiring.Component):
 
         m.d.comb += rejected.eq((cmd.k == 0) | (cmd.k > depth) | (cmd.a_base + cmd.k > depth)
                                 | (cmd.b_base + cmd.k > depth))
-        m.d.comb += [a_rd.addr.eq(a_base + ptr), b_rd.addr.eq(b_base + ptr)]
 
         def to_flush_or_idle(is_drain):
             with m.If(is_drain):
@@ -156,10 +155,7 @@ class GemmEngine(wiring.Component):
 
         with m.FSM(name="ctrl") as fsm:
             with m.State("IDLE"):
-                m.d.comb += [self.run.ready.eq(1), accept.eq(self.run.valid)]
                 with m.If(self.run.valid & ~rejected):
-                    m.d.comb += [a_rd.addr.eq(cmd.a_base), b_rd.addr.eq(cmd.b_base),
-                                 issue_valid.eq(1), issue_clear.eq(cmd.clear)]
                     m.d.sync += [a_base.eq(cmd.a_base), b_base.eq(cmd.b_base), k_last.eq(cmd.k - 1),
                                  drain.eq(cmd.drain), shift.eq(self.shift), mode.eq(self.mode), ptr.eq(1)]
                     with m.If(cmd.k == 1):
@@ -167,7 +163,6 @@ class GemmEngine(wiring.Component):
                     with m.Else():
                         m.next = "COMPUTE"
             with m.State("COMPUTE"):
-                m.d.comb += issue_valid.eq(1)
                 m.d.sync += ptr.eq(ptr + 1)
                 with m.If(ptr == k_last):
                     to_flush_or_idle(drain)
@@ -183,11 +178,9 @@ class GemmEngine(wiring.Component):
                 with m.If(~bank_full.bit_select(wr_bank, 1)):
                     m.next = "DRAIN"
             with m.State("DRAIN"):
-                m.d.comb += [shift_en.eq(1), round_valid.eq(1)]
                 m.d.sync += count.eq(count - 1)
                 with m.If(count == 0):
                     if latency == 0:
-                        m.d.comb += bank_done.eq(1)
                         m.next = "IDLE"
                     else:
                         m.d.sync += count.eq(latency - 1)
@@ -195,11 +188,27 @@ class GemmEngine(wiring.Component):
             with m.State("TAIL"):
                 m.d.sync += count.eq(count - 1)
                 with m.If(count == 0):
-                    m.d.comb += bank_done.eq(1)
                     m.next = "IDLE"
 
+        # Outputs of the controller are plain expressions of the state (no comb assignments inside the FSM:
+        # Icarus never evaluates an ``always @*`` block whose inputs do not change after time 0).
         in_wait = fsm.ongoing("WAIT_BANK")
         idle = fsm.ongoing("IDLE")
+        starting = idle & self.run.valid & ~rejected
+        computing = fsm.ongoing("COMPUTE")
+        draining = fsm.ongoing("DRAIN")
+        last_count = count == 0
+        m.d.comb += [
+            self.run.ready.eq(idle),
+            accept.eq(idle & self.run.valid),
+            a_rd.addr.eq(Mux(idle, cmd.a_base, a_base + ptr)),
+            b_rd.addr.eq(Mux(idle, cmd.b_base, b_base + ptr)),
+            issue_valid.eq(starting | computing),
+            issue_clear.eq(starting & cmd.clear),
+            shift_en.eq(draining),
+            round_valid.eq(draining),
+            bank_done.eq((draining if latency == 0 else fsm.ongoing("TAIL")) & last_count),
+        ]
 
         # ---- operands into the array (read data arrives one cycle after the address)
         valid_d = Signal()

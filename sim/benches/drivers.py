@@ -130,7 +130,8 @@ class StreamSource(_StreamPort):
     rng : random.Random, optional
         Source of the stalls (seed it and print the seed in the test).
     valid_probability : float
-        Chance that ``valid`` is offered in a cycle when a payload is queued (1.0: never stall).
+        Chance that a queued payload is offered in a cycle (1.0: never stall); once offered it stays offered
+        (``valid`` high, payload stable) until it is transferred, as ``lib.stream`` requires.
 
     Members
     -------
@@ -165,11 +166,13 @@ class StreamSource(_StreamPort):
         while True:
             await RisingEdge(self.clock)
             if offered and self._transfer:
+                offered = False
                 self._queue.popleft()
                 self.transfer_times.append(get_sim_time("ns"))
                 if not self._queue:
                     self._idle.set()
-            offered = bool(self._queue) and self._chance()
+            # once offered, a payload stays offered until it is taken (lib.stream rule)
+            offered = bool(self._queue) and ((offered and not self._transfer) or self._chance())
             if offered:
                 self.payload.value = self._queue[0]
             self.valid.value = int(offered)

@@ -26,9 +26,10 @@ from __future__ import annotations
 
 import random
 
-from ..engine import EngineModel, run_is_valid
+from ..engine import EngineModel, engine_layouts, run_is_valid
 from ..gemm import EngineConfig
 from ..lfsr import lane_seeds
+from ..runner import bench_params
 
 __all__ = ["engine_scenario", "expected_outputs"]
 
@@ -126,3 +127,135 @@ def expected_outputs(config, ops):
 def run_valid(config, op):
     """Whether a ``("run", ...)`` command is executed (not rejected)."""
     return run_is_valid(config, op[1], op[2], op[3])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# cocotb bench (runs inside the simulator; parameters from bench_params())
+
+try:
+    import cocotb
+    from cocotb.triggers import ReadOnly, RisingEdge
+except ImportError:         # the pure-Python part above works without cocotb
+    cocotb = None
+
+
+async def _play(dut, stall_probability, seed_offset):
+    from .drivers import StreamSink, StreamSource, start_clock_and_reset, unpack
+
+    params = bench_params()
+    config = EngineConfig(**{name: params[name] for name in ("rows", "cols", "wl", "depth", "max_k_log2")})
+    seed = params["seed"] + seed_offset
+    dut._log.info(f"scenario seed={seed} stall_probability={stall_probability}")
+    layouts = engine_layouts(config)
+    ops = engine_scenario(config, seed, params["runs"])
+    want_tiles, want_cycles, want_counters, want_error = expected_outputs(config, ops)
+
+    for name in ("seed_load", "counters_clear", "shift", "mode", "seed", "seed_lane"):
+        getattr(dut, name).value = 0
+    dut.result__ready.value = 0
+    await start_clock_and_reset(dut)
+    keep = 1.0 - stall_probability
+    sources = {name: StreamSource(dut, name, layouts[name], rng=random.Random(seed * 7 + i), valid_probability=keep)
+               for i, name in enumerate(("a_write", "b_write", "run"))}
+    sink = StreamSink(dut, "result", layouts["result"], rng=random.Random(seed * 7 + 3), ready_probability=keep)
+
+    # per-cycle monitor: run handshakes, run.ready, counters, counters_clear pulses (index = cycle)
+    trace = {"accept": [], "ready": [], "counters": [], "clear": []}
+
+    async def monitor():
+        cycle = 0
+        while True:
+            await RisingEdge(dut.clk)
+            await ReadOnly()
+            ready = int(dut.run__ready.value)
+            trace["ready"].append(ready)
+            trace["counters"].append(unpack(layouts["counters"], dut.counters.value))
+            if ready and int(dut.run__valid.value):
+                trace["accept"].append(cycle)
+            if int(dut.counters_clear.value):
+                trace["clear"].append(cycle)
+            cycle += 1
+
+    cocotb.start_soon(monitor())
+
+    async def engine_idle():
+        await sources["run"].wait_idle()
+        while True:
+            await ReadOnly()
+            if not int(dut.busy.value):
+                break
+            await RisingEdge(dut.clk)
+        await RisingEdge(dut.clk)
+
+    async def pulse(assignments):
+        await engine_idle()
+        for name, value in assignments.items():
+            getattr(dut, name).value = value
+        await RisingEdge(dut.clk)
+        dut.seed_load.value = 0
+        dut.counters_clear.value = 0
+
+    recent = []                                   # runs that may still be queued or executing
+    for op in ops:
+        if op[0] == "seed":
+            await pulse({"seed_lane": op[1], "seed": op[2], "seed_load": 1})
+        elif op[0] == "clear_counters":
+            await pulse({"counters_clear": 1})
+        elif op[0] in ("write_a", "write_b"):
+            which = 1 if op[0] == "write_a" else 2
+            if any(r[which] <= op[1] < r[which] + r[3] for r in recent):
+                await engine_idle()               # never write into the range of a run in progress
+                recent.clear()
+            sources["a_write" if which == 1 else "b_write"].send({"addr": op[1], "data": op[2]})
+        else:
+            await sources["a_write"].wait_idle()
+            await sources["b_write"].wait_idle()
+            await sources["run"].wait_idle()      # shift/mode belong to the previous run until it is accepted
+            dut.shift.value = op[6]
+            dut.mode.value = op[7]
+            sources["run"].send({"a_base": op[1], "b_base": op[2], "k": op[3], "clear": op[4], "drain": int(op[5])})
+            recent = recent[-1:] + [op]
+    await engine_idle()
+    await sink.wait_for(len(want_tiles) * config.rows)
+    for _ in range(3):
+        await RisingEdge(dut.clk)
+    await ReadOnly()
+    error = int(dut.error.value)
+    last = len(trace["counters"]) - 1
+    counters = trace["counters"][last]
+
+    rows = sink.received
+    assert len(rows) == len(want_tiles) * config.rows, (len(rows), len(want_tiles))
+    for t, (want_out, want_sat) in enumerate(want_tiles):
+        for r in range(config.rows):
+            got = rows[t * config.rows + r]
+            sat = [bool((got["sat"] >> j) & 1) for j in range(config.cols)]
+            assert got["data"] == want_out[r] and sat == want_sat[r], \
+                f"tile {t} row {r}: got {got['data']} {sat}, want {want_out[r]} {want_sat[r]}"
+            assert got["last"] == (r == config.rows - 1)
+    accepts = trace["accept"]
+    assert len(accepts) == len(want_cycles)
+    for i, (t0, want) in enumerate(zip(accepts, want_cycles)):
+        t = next(c for c in range(t0 + 1, len(trace["ready"])) if trace["ready"][c])
+        measured = t - t0 - (trace["counters"][t]["stall_out"] - trace["counters"][t0]["stall_out"])
+        assert measured == want, f"run {i} ({[op for op in ops if op[0] == 'run'][i]}): {measured} != {want} cycles"
+    for name in ("busy", "saturated", "runs", "rejected"):
+        assert counters[name] == want_counters[name], f"counter {name}: {counters[name]} != {want_counters[name]}"
+    assert bool(error) == want_error
+    since_clear = last - trace["clear"][-1] - 1
+    assert counters["busy"] + counters["stall_in"] + counters["stall_out"] == since_clear, (counters, since_clear)
+    if stall_probability == 0:
+        assert counters["stall_out"] == 0
+    dut._log.info(f"{len(want_tiles)} tiles, {len(want_cycles)} runs bit-exact; counters {counters}")
+
+
+if cocotb is not None:
+    @cocotb.test()
+    async def engine_without_stalls(dut):
+        """Scenario with streams always valid/ready: results, per-run cycles and counters equal the model."""
+        await _play(dut, 0.0, 0)
+
+    @cocotb.test()
+    async def engine_with_random_stalls(dut):
+        """Same checks with seeded random valid/ready stalls on every stream (another scenario seed)."""
+        await _play(dut, float(bench_params().get("stall_probability", 0.3)), 1)

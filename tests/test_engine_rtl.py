@@ -1,0 +1,191 @@
+"""GemmEngine RTL in the Amaranth simulator: bit-exact results, exact cycle counts and counters vs the model."""
+
+import gc
+import random
+import warnings
+
+import pytest
+from amaranth.hdl import UnusedElaboratable
+from amaranth.sim import Simulator
+
+from fxtrain.rtl.array import SystolicArray
+from fxtrain.rtl.engine import GemmEngine
+from fxtrain.sim.benches.engine_bench import engine_scenario, expected_outputs
+from fxtrain.sim.engine import run_cycles
+from fxtrain.sim.gemm import EngineConfig
+
+
+def simulate(config, ops, seed, ready_probability=1.0, write_gap=0.0):
+    """Play ``ops`` on a GemmEngine; returns (tiles, measured run cycles, counters, error, stall_out per run).
+
+    A host testbench sends one command at a time (waiting ``write_gap``-random idle cycles between operand
+    writes) and waits for each run to end (``run.ready`` high again); measured run cycles exclude the cycles the
+    drain waited for a result bank (``counters.stall_out`` growth during the run). A background sink takes
+    result rows with ready high with probability ``ready_probability``.
+    """
+    dut = GemmEngine(config)
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    rng = random.Random(seed)
+    rows_seen, cycles, stalls = [], [], []
+    final = {}
+
+    async def host(ctx):
+        for op in ops:
+            if op[0] == "seed":
+                ctx.set(dut.seed_lane, op[1])
+                ctx.set(dut.seed, op[2])
+                ctx.set(dut.seed_load, 1)
+                await ctx.tick()
+                ctx.set(dut.seed_load, 0)
+            elif op[0] in ("write_a", "write_b"):
+                port = dut.a_write if op[0] == "write_a" else dut.b_write
+                while rng.random() < write_gap:
+                    await ctx.tick()
+                ctx.set(port.payload, {"addr": op[1], "data": op[2]})
+                ctx.set(port.valid, 1)
+                await ctx.tick().until(port.ready)
+                ctx.set(port.valid, 0)
+            elif op[0] == "clear_counters":
+                ctx.set(dut.counters_clear, 1)
+                await ctx.tick()
+                ctx.set(dut.counters_clear, 0)
+            else:
+                _, a_base, b_base, k, clear, drain, shift, mode = op
+                ctx.set(dut.run.payload, {"a_base": a_base, "b_base": b_base, "k": k, "clear": clear,
+                                          "drain": int(drain)})
+                ctx.set(dut.shift, shift)
+                ctx.set(dut.mode, mode)
+                ctx.set(dut.run.valid, 1)
+                await ctx.tick().until(dut.run.ready)
+                ctx.set(dut.run.valid, 0)
+                stall0 = ctx.get(dut.counters.stall_out)
+                n = 1
+                while not ctx.get(dut.run.ready):
+                    await ctx.tick()
+                    n += 1
+                stall = ctx.get(dut.counters.stall_out) - stall0
+                cycles.append(n - stall)
+                stalls.append(stall)
+        for _ in range(4 * config.rows * (1 + int(1 / ready_probability))):
+            await ctx.tick()
+        final["counters"] = {name: ctx.get(dut.counters[name]) for name in dut.layouts["counters"].members}
+        final["error"] = ctx.get(dut.error)
+
+    async def sink(ctx):
+        while True:
+            ready = rng.random() < ready_probability
+            ctx.set(dut.result.ready, ready)
+            _, _, valid, payload = await ctx.tick().sample(dut.result.valid, dut.result.payload)
+            if ready and valid:
+                rows_seen.append(([payload.data[j] for j in range(config.cols)],
+                                  [bool((payload.sat >> j) & 1) for j in range(config.cols)], payload.last))
+
+    sim.add_testbench(host)
+    sim.add_testbench(sink, background=True)
+    sim.run()
+    assert all(last == (i % config.rows == config.rows - 1) for i, (_, _, last) in enumerate(rows_seen))
+    tiles = [([rows_seen[t * config.rows + r][0] for r in range(config.rows)],
+              [rows_seen[t * config.rows + r][1] for r in range(config.rows)])
+             for t in range(len(rows_seen) // config.rows)]
+    assert len(rows_seen) % config.rows == 0
+    return tiles, cycles, final["counters"], final["error"], stalls
+
+
+GEOMETRIES = [(2, 4), (4, 4), (3, 1)]
+
+
+@pytest.mark.parametrize("rows,cols", GEOMETRIES)
+def test_engine_matches_model(rows, cols):
+    """Every output word, saturation flag, run cycle count, counter and the error flag equal the model's, over
+    K=1, K=depth, K-split, extreme operands, shift 0/32, both modes, rejected runs and random runs."""
+    seed = 31 * rows + cols
+    print(f"seed={seed}")
+    config = EngineConfig(rows=rows, cols=cols, wl=8, depth=8, max_k_log2=6)
+    ops = engine_scenario(config, seed, runs=6)
+    want_tiles, want_cycles, want_counters, want_error = expected_outputs(config, ops)
+    tiles, cycles, counters, error, _ = simulate(config, ops, seed)
+    assert len(tiles) == len(want_tiles)
+    for i, (got, want) in enumerate(zip(tiles, want_tiles)):
+        assert got == want, f"tile {i}"
+    assert cycles == want_cycles
+    for name in ("busy", "saturated", "runs", "rejected"):
+        assert counters[name] == want_counters[name], name
+    assert counters["stall_out"] == 0
+    assert error == want_error
+
+
+def test_output_stalls_change_nothing_but_stall_counter():
+    """A result stream that is rarely ready makes drains wait (stall_out > 0) but changes no result, and
+    run cycles net of the wait still equal the closed form; busy + stall_in + stall_out counts every cycle."""
+    seed = 77
+    print(f"seed={seed}")
+    config = EngineConfig(rows=2, cols=3, wl=6, depth=4, max_k_log2=4)
+    ops = [op for op in engine_scenario(config, seed, runs=6)]
+    want_tiles, want_cycles, want_counters, _ = expected_outputs(config, ops)
+    tiles, cycles, counters, _, stalls = simulate(config, ops, seed, ready_probability=0.15, write_gap=0.3)
+    assert tiles == want_tiles
+    assert cycles == want_cycles
+    assert sum(stalls) > 0 and counters["stall_out"] > 0
+    assert counters["busy"] == want_counters["busy"]
+
+
+def test_run_cycles_of_every_k():
+    """Back-to-back runs: the measured occupancy of a run is run_cycles(k, drain) for every k of a depth-8 engine."""
+    config = EngineConfig(rows=2, cols=2, wl=4, depth=8, max_k_log2=4)
+    ops = [("run", 0, 0, k, 1, drain, 1, 0) for k in range(1, 9) for drain in (0, 1)]
+    _, cycles, counters, _, _ = simulate(config, ops, 0)
+    assert cycles == [run_cycles(config, op[3], op[5]) for op in ops]
+    assert counters["busy"] == sum(cycles)
+
+
+def test_validation():
+    """Bad parameters raise with the bad value in the message."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnusedElaboratable)   # the half-built objects are never elaborated
+        with pytest.raises(TypeError, match="EngineConfig"):
+            GemmEngine((4, 4))
+        with pytest.raises(ValueError, match="not 33"):
+            SystolicArray(33, 2, 8, 20)
+        with pytest.raises(ValueError, match="not 10"):
+            SystolicArray(2, 2, 8, 10)
+        gc.collect()
+
+
+def test_counters_partition_cycles():
+    """Every cycle after counters_clear counts in exactly one of busy, stall_in, stall_out; busy sums run_cycles."""
+    config = EngineConfig(rows=2, cols=2, wl=4, depth=4, max_k_log2=4)
+    dut = GemmEngine(config)
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    seen = {}
+
+    async def bench(ctx):
+        ctx.set(dut.result.ready, 1)
+        ctx.set(dut.counters_clear, 1)
+        await ctx.tick()
+        ctx.set(dut.counters_clear, 0)
+        ticks = 0
+        for k, drain in ((1, 1), (4, 0), (3, 1)):
+            for _ in range(3):
+                await ctx.tick()
+                ticks += 1
+            ctx.set(dut.run.payload, {"a_base": 0, "b_base": 0, "k": k, "clear": 1, "drain": drain})
+            ctx.set(dut.run.valid, 1)
+            while True:
+                _, _, ready = await ctx.tick().sample(dut.run.ready)
+                ticks += 1
+                if ready:
+                    break
+            ctx.set(dut.run.valid, 0)
+        for _ in range(40):
+            await ctx.tick()
+            ticks += 1
+        seen.update({name: ctx.get(dut.counters[name]) for name in ("busy", "stall_in", "stall_out")})
+        seen["ticks"] = ticks
+
+    sim.add_testbench(bench)
+    sim.run()
+    assert seen["busy"] == run_cycles(config, 1, 1) + run_cycles(config, 4, 0) + run_cycles(config, 3, 1)
+    assert seen["stall_out"] == 0
+    assert seen["busy"] + seen["stall_in"] + seen["stall_out"] == seen["ticks"]
