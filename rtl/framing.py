@@ -107,7 +107,7 @@ class FrameDecoder(wiring.Component):
         in_frame = state != _RxState.HUNT
         with m.If(take):
             m.d.sync += idle.eq(0)
-        with m.If(take & in_frame):
+        with m.If(take & in_frame & (state != _RxState.CRC0) & (state != _RxState.CRC1)):
             m.d.sync += crc.eq(crc16_next(crc, byte))
         with m.Switch(state):
             with m.Case(_RxState.HUNT):

@@ -476,9 +476,8 @@ class ProtocolEmulator:
         if self._crc_rx != self._crc:
             self._count("crc_errors")
             return self._respond(Status.CRC_ERROR)
+        # the frame counts before READ_COUNTERS takes its snapshot, as in the RTL
         status, payload = self._execute()
-        self._count({Status.OK: "frames_ok", Status.BAD_LENGTH: "bad_lengths",
-                     Status.BAD_ARGUMENT: "bad_arguments"}[status])
         out = self._respond(status, payload)
         if status is Status.OK and self._cmd == Command.SOFT_RESET:
             self.engine = self._engine_cls(self.config)
@@ -486,39 +485,50 @@ class ProtocolEmulator:
         return out
 
     def _execute(self):
+        status, payload_fn = self._act()
+        self._count({Status.OK: "frames_ok", Status.BAD_LENGTH: "bad_lengths",
+                     Status.BAD_ARGUMENT: "bad_arguments"}[status])
+        return status, payload_fn() if payload_fn else b""
+
+    def _act(self):
+        """Execute a frame whose CRC passed: ``(status, payload function or None)``."""
         cmd, cfg = Command(self._cmd), self.config
         if cmd is Command.IDENTIFY:
-            return Status.OK, self.identity.to_bytes()
+            return Status.OK, self.identity.to_bytes
         if cmd in (Command.WRITE_A, Command.WRITE_B):
-            return self._write_check(), b""
+            return self._write_check(), None
         if cmd is Command.SET_ROUNDING:
             shift, mode = self._args
             if shift > 32 or mode > 1:
-                return Status.BAD_ARGUMENT, b""
+                return Status.BAD_ARGUMENT, None
             self.shift, self.mode = shift, mode
-            return Status.OK, b""
+            return Status.OK, None
         if cmd is Command.SET_SEEDS:
-            return (Status.BAD_ARGUMENT if self._zero_seed else Status.OK), b""
+            return (Status.BAD_ARGUMENT if self._zero_seed else Status.OK), None
         if cmd is Command.RUN:
             a_base, b_base, k, flags = struct.unpack("<HHIB", bytes(self._args))
             if not 1 <= k <= cfg.depth or a_base + k > cfg.depth or b_base + k > cfg.depth or flags > 3:
-                return Status.BAD_ARGUMENT, b""
+                return Status.BAD_ARGUMENT, None
             self.engine.run(a_base, b_base, k, bool(flags & RUN_CLEAR), bool(flags & RUN_DRAIN), self.shift,
                             self.mode)
             if flags & RUN_DRAIN:
                 c, sat = self.engine.read_result()
                 self._result = (np.array(c, dtype=np.int64), np.array(sat, dtype=bool))
-            return Status.OK, b""
+            return Status.OK, None
         if cmd is Command.READ_RESULT:
-            return Status.OK, encode_result(cfg, *self._result)
+            result = self._result
+            return Status.OK, lambda: encode_result(cfg, *result)
         if cmd is Command.READ_COUNTERS:
-            values = [self.link_counters[n] for n in LINK_COUNTERS]
-            counters = self.engine.counters
-            values += [int(counters[n]) for n in self._engine_counter_names]
-            return Status.OK, struct.pack(f"<{len(values)}I", *[v & 0xFFFFFFFF for v in values])
+            return Status.OK, self._counter_payload
         if cmd is Command.SOFT_RESET:
-            return Status.OK, b""
+            return Status.OK, None
         raise AssertionError(cmd)
+
+    def _counter_payload(self):
+        values = [self.link_counters[n] for n in LINK_COUNTERS]
+        counters = self.engine.counters
+        values += [int(counters[n]) for n in self._engine_counter_names]
+        return struct.pack(f"<{len(values)}I", *[v & 0xFFFFFFFF for v in values])
 
     def _respond(self, status, payload=b""):
         return encode_response(self._cmd, self._seq, status, payload)
