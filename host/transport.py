@@ -83,6 +83,10 @@ class SerialTransport(Transport):
             raise TransportError(f"Cannot open serial link {url!r} at {baud} baud: {error}") from error
         self.name = f"serial:{url}@{baud}"
         self.baud = baud
+        sock = getattr(self.port, "_socket", None)
+        if sock is not None:       # socket:// URL: send small frames at once (no Nagle delay)
+            import socket
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def write(self, data):
         self.port.write(bytes(data))

