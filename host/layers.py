@@ -1,0 +1,367 @@
+"""Drop-in fixed-point ``Conv2d`` and ``Linear`` layers whose three training GEMMs run on a backend.
+
+For a layer with input ``x`` and weight ``W`` (``N x K`` once flattened) every training step needs three GEMMs,
+and all three go to the backend (the device, its RTL simulation or an emulator, :mod:`fxtrain.host.emulator`):
+
+========================  ==========================  ==================  ====================================
+GEMM                      A (M x K)                   B (K x N)           result format / shift
+========================  ==========================  ==================  ====================================
+forward                   im2col(x_q), activations    W_qᵀ, weights       ``forward_out``: fl_a + fl_w − fl_o
+input gradient            dY_q, gradients             W_q, weights        ``grad_input_out``: fl_g + fl_w − fl_o
+weight gradient           im2col(x_q)ᵀ, activations   dY_q, gradients     ``grad_weight_out``: fl_a + fl_g − fl_o
+========================  ==========================  ==================  ====================================
+
+Operands are quantized on the host (:mod:`fxtrain.host.quantize`) to their formats with the configured rounding
+mode; results are rounded **by the backend** (``docs/numerics.md`` §3, §5, §6) to their output formats, whose
+word length is the engine's. The input gradient of a convolution is ``dY·W`` followed by col2im, done by
+autograd as the backward of :func:`im2col` (a strided view, far faster than ``F.unfold`` on CPU), in float on the
+host: overlapping patches add there. For a
+linear layer im2col is the identity. Activations are quantized once, before im2col, and passed straight through
+in the backward pass. Bias, the loss, pooling, batch-norm and activations stay in float32 on the host.
+
+All three GEMMs go through one function, :func:`_offload_gemm`, the single place where a sampled subset of K or of
+the batch rows could later be sent instead of the whole product.
+
+Weights are the B operand of the forward and input-gradient GEMMs and are passed with ``b_key = (layer name,
+weight version, role)`` so a device can keep them resident while they do not change.
+
+``master_weights``: ``"fixed"`` (the paper) stores the parameters on the weight grid: each forward pass
+quantizes the weights (with the configured rounding) and writes the result back into the parameter, so the
+optimizer's update is rounded (stochastically, by default) at the next step, and nearest rounding loses updates
+smaller than half an ulp — the effect Gupta et al. show. ``"float"`` keeps a float32 master copy that the
+optimizer updates and only the GEMM operand is quantized.
+
+Members
+-------
+DEFAULT_FORMATS : dict
+    ``weights`` 16.14, ``activations`` 16.10, ``gradients`` 16.14 (justified in ``docs/training.md``).
+FixedConfig
+    Formats, rounding mode, master-weights option, quantizer generator of a converted model.
+FixedLinear, FixedConv2d
+    The layers (subclasses of ``nn.Linear`` / ``nn.Conv2d``, same parameters and state dict).
+convert
+    Replace every ``nn.Conv2d``/``nn.Linear`` of a float model by its fixed-point twin, in place.
+offload_stats
+    Sum of the host-side counters of the converted layers.
+im2col
+    Patches of an image batch as a GEMM operand (a strided view, differentiable).
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..sim.fixedpoint import FixedFormat
+from ..sim.rounding import SHIFT_MAX
+from .quantize import check_mode, quantize_raw
+
+__all__ = ["DEFAULT_FORMATS", "FixedConfig", "FixedLinear", "FixedConv2d", "convert", "offload_stats", "im2col"]
+
+DEFAULT_FORMATS = {"weights": "16.14", "activations": "16.10", "gradients": "16.14"}
+
+_layer_numbers = itertools.count()
+
+
+@dataclass
+class FixedConfig:
+    """Numerics of a converted model.
+
+    Parameters
+    ----------
+    backend
+        The GEMM backend (duck type of :mod:`fxtrain.host.emulator`).
+    weights, activations, gradients : FixedFormat or str
+        Operand formats of the weights, the layer inputs and the output gradients.
+    forward_out, grad_input_out, grad_weight_out : FixedFormat or str, optional
+        Result formats of the three GEMMs; default ``<engine WL, FL of activations / gradients / gradients>``.
+        Their word length must equal the engine's (the rounder saturates at the engine's WL).
+    rounding : str
+        ``"stochastic"`` or ``"nearest"``: host quantization of the operands and the backend's rounding.
+    master_weights : str
+        ``"fixed"`` or ``"float"`` (module docstring).
+    seed : int
+        Seeds ``generator``, the source of the host quantizers' uniform numbers.
+
+    Members
+    -------
+    shifts : dict
+        ``forward``, ``grad_input``, ``grad_weight``: the rounder shift of each GEMM.
+    generator : torch.Generator
+    """
+
+    backend: object
+    weights: "FixedFormat | str" = DEFAULT_FORMATS["weights"]
+    activations: "FixedFormat | str" = DEFAULT_FORMATS["activations"]
+    gradients: "FixedFormat | str" = DEFAULT_FORMATS["gradients"]
+    forward_out: "FixedFormat | str | None" = None
+    grad_input_out: "FixedFormat | str | None" = None
+    grad_weight_out: "FixedFormat | str | None" = None
+    rounding: str = "stochastic"
+    master_weights: str = "fixed"
+    seed: int = 0
+    generator: torch.Generator = field(init=False, repr=False)
+
+    def __post_init__(self):
+        config = getattr(self.backend, "config", None)
+        if config is None or not hasattr(self.backend, "gemm"):
+            raise TypeError(f"backend must have .config and .gemm (an emulator or a Device), not {self.backend!r}")
+        wl = config.wl
+        for name in ("weights", "activations", "gradients"):
+            fmt = FixedFormat.parse(getattr(self, name))
+            if fmt.wl > wl:
+                raise ValueError(f"{name} format {fmt} has WL {fmt.wl}, wider than the engine's {wl}-bit operands")
+            setattr(self, name, fmt)
+        for name, fl_of in (("forward_out", self.activations), ("grad_input_out", self.gradients),
+                            ("grad_weight_out", self.gradients)):
+            value = getattr(self, name)
+            fmt = FixedFormat(wl, min(fl_of.fl, wl)) if value is None else FixedFormat.parse(value)
+            if fmt.wl != wl:
+                raise ValueError(f"{name} format {fmt} must have the engine's word length {wl} (the device "
+                                 f"rounds and saturates results to {wl} bits)")
+            setattr(self, name, fmt)
+        self.rounding = check_mode(self.rounding)
+        if self.master_weights not in ("fixed", "float"):
+            raise ValueError(f"master_weights must be 'fixed' or 'float', not {self.master_weights!r}")
+        self.shifts = {
+            "forward": self._shift("forward", self.activations, self.weights, self.forward_out),
+            "grad_input": self._shift("input-gradient", self.gradients, self.weights, self.grad_input_out),
+            "grad_weight": self._shift("weight-gradient", self.activations, self.gradients, self.grad_weight_out),
+        }
+        self.generator = torch.Generator()
+        self.generator.manual_seed(int(self.seed))
+
+    @staticmethod
+    def _shift(gemm, fa, fb, fo):
+        shift = fa.fl + fb.fl - fo.fl
+        if not 0 <= shift <= SHIFT_MAX:
+            raise ValueError(f"The {gemm} GEMM needs shift {fa.fl} + {fb.fl} - {fo.fl} = {shift} (operands {fa} "
+                             f"and {fb}, result {fo}), but the device's rounder takes shifts 0 to {SHIFT_MAX}")
+        return shift
+
+    def describe(self) -> str:
+        return (f"weights {self.weights}, activations {self.activations}, gradients {self.gradients}, "
+                f"outputs {self.forward_out}/{self.grad_input_out}/{self.grad_weight_out}, "
+                f"{self.rounding} rounding, {self.master_weights} master weights")
+
+
+def _offload_gemm(backend, a_raw, b_raw, shift, mode, b_key=None):
+    """``round(a_raw @ b_raw)`` on the backend; operands and result are float tensors holding raw integers.
+
+    The one call site of ``backend.gemm`` (module docstring). Returns ``(c_raw, saturated_count)``.
+    """
+    if getattr(backend, "accepts_torch", False):
+        result = backend.gemm(a_raw, b_raw, shift, mode, b_key=b_key)
+        c = result.c
+    else:
+        result = backend.gemm(a_raw.to(torch.int64).numpy(), b_raw.to(torch.int64).numpy(), shift, mode,
+                              b_key=b_key)
+        c = torch.from_numpy(result.c)
+    return c.to(torch.float32), int(result.saturated.sum())
+
+
+class _OffloadedMatmul(torch.autograd.Function):
+    """``y = A @ Wᵀ`` with A (M x K) already on the activation grid, W (N x K) the float weight (for its
+    gradient and version) and ``w_raw`` its raw quantized value; the three GEMMs of the module table go to the
+    backend. ``layer`` supplies the config, the key and the counters."""
+
+    @staticmethod
+    def forward(ctx, a, weight, w_raw, layer):
+        cfg = layer.fixed
+        a_raw = a * (2.0 ** cfg.activations.fl)  # exact: ``a`` is on the activation grid
+        version = weight._version
+        c_raw = layer._gemm("forward", a_raw, w_raw.t(), cfg.forward_out, b_key=(layer.key, version, "Wt"))
+        ctx.layer = layer
+        ctx.version = version
+        ctx.save_for_backward(a_raw, w_raw)
+        return c_raw
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        layer = ctx.layer
+        cfg = layer.fixed
+        a_raw, w_raw = ctx.saved_tensors
+        g_raw, sat = quantize_raw(grad_out.contiguous(), cfg.gradients, cfg.rounding, cfg.generator,
+                                  count_saturated=True)
+        layer.stats["gradient_saturated"] += sat
+        grad_a = grad_w = None
+        if ctx.needs_input_grad[0]:
+            grad_a = layer._gemm("grad_input", g_raw, w_raw, cfg.grad_input_out,
+                                 b_key=(layer.key, ctx.version, "W"))
+        if ctx.needs_input_grad[1]:
+            grad_w = layer._gemm("grad_weight", a_raw.t(), g_raw, cfg.grad_weight_out).t()
+        return grad_a, grad_w, None, None
+
+
+class _QuantizeActivation(torch.autograd.Function):
+    """Forward: quantize to the activation format; backward: straight through."""
+
+    @staticmethod
+    def forward(ctx, x, layer):
+        cfg = layer.fixed
+        raw, sat = quantize_raw(x.detach(), cfg.activations, cfg.rounding, cfg.generator, count_saturated=True)
+        layer.stats["activation_saturated"] += sat
+        layer.stats["activations"] += raw.numel()
+        return raw.mul_(cfg.activations.resolution)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad, None
+
+
+class _FixedMixin:
+    """Shared state and the GEMM entry point of :class:`FixedLinear` and :class:`FixedConv2d`."""
+
+    def _init_fixed(self, fixed: FixedConfig, name=None):
+        if not isinstance(fixed, FixedConfig):
+            raise TypeError(f"fixed must be a FixedConfig, not {fixed!r}")
+        self.fixed = fixed
+        self.key = name or f"{type(self).__name__}{next(_layer_numbers)}"
+        self.stats = dict.fromkeys(("gemms", "macs", "outputs", "saturated", "activations",
+                                    "activation_saturated", "gradient_saturated"), 0)
+
+    def _gemm(self, role, a_raw, b_raw, out_fmt, b_key=None):
+        m, k = a_raw.shape
+        n = b_raw.shape[1]
+        c_raw, sat = _offload_gemm(self.fixed.backend, a_raw, b_raw, self.fixed.shifts[role], self.fixed.rounding,
+                                   b_key)
+        self.stats["gemms"] += 1
+        self.stats["macs"] += m * k * n
+        self.stats["outputs"] += m * n
+        self.stats["saturated"] += sat
+        return c_raw.mul_(out_fmt.resolution)
+
+    def _quantized_input(self, x):
+        return _QuantizeActivation.apply(x, self)
+
+    def _weight_raw(self):
+        """Raw quantized weights; with fixed master weights in training mode the parameter is overwritten with
+        them first (so the optimizer's last update is rounded here, once)."""
+        cfg = self.fixed
+        with torch.no_grad():
+            w_raw = quantize_raw(self.weight, cfg.weights, cfg.rounding, cfg.generator)
+            if cfg.master_weights == "fixed" and self.training:
+                self.weight.copy_(w_raw * cfg.weights.resolution)
+        return w_raw
+
+
+class FixedLinear(_FixedMixin, nn.Linear):
+    """``nn.Linear`` whose three GEMMs run on ``fixed.backend`` (module docstring); the bias stays float.
+
+    Parameters
+    ----------
+    in_features, out_features, bias
+        As ``nn.Linear``.
+    fixed : FixedConfig
+    name : str, optional
+        Key of the weights on the device (default: a unique name).
+    """
+
+    def __init__(self, in_features, out_features, bias=True, *, fixed: FixedConfig, name=None):
+        nn.Linear.__init__(self, in_features, out_features, bias)
+        self._init_fixed(fixed, name)
+
+    def forward(self, x):
+        lead = x.shape[:-1]
+        a = self._quantized_input(x).reshape(-1, self.in_features)
+        y = _OffloadedMatmul.apply(a, self.weight, self._weight_raw(), self).reshape(*lead, self.out_features)
+        return y if self.bias is None else y + self.bias
+
+
+def im2col(x: torch.Tensor, kernel_size, stride, padding) -> torch.Tensor:
+    """Patches of ``x`` (B x C x H x W) as a (B*OH*OW) x (C*KH*KW) matrix, rows in (b, oh, ow) order and
+    columns in (c, kh, kw) order, i.e. equal to ``F.unfold(x, ...).transpose(1, 2)`` flattened and matching
+    ``weight.reshape(out_channels, -1)``. Differentiable; its backward is col2im."""
+    (kh, kw), (sh, sw), (ph, pw) = kernel_size, stride, padding
+    if ph or pw:
+        x = F.pad(x, (pw, pw, ph, ph))
+    patches = x.unfold(2, kh, sh).unfold(3, kw, sw)  # B, C, OH, OW, KH, KW (a view)
+    batch, channels, out_h, out_w = patches.shape[:4]
+    return patches.permute(0, 2, 3, 1, 4, 5).reshape(batch * out_h * out_w, channels * kh * kw)
+
+
+class FixedConv2d(_FixedMixin, nn.Conv2d):
+    """``nn.Conv2d`` (any stride and padding, ``groups=1``, ``dilation=1``, zero padding) whose three GEMMs run on
+    ``fixed.backend`` via im2col (module docstring); the bias stays float.
+
+    Parameters
+    ----------
+    in_channels, out_channels, kernel_size, stride, padding, bias
+        As ``nn.Conv2d``.
+    fixed : FixedConfig
+    name : str, optional
+        Key of the weights on the device.
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True, *,
+                 fixed: FixedConfig, name=None, **kwargs):
+        for option, default in (("groups", 1), ("dilation", 1), ("padding_mode", "zeros")):
+            value = kwargs.pop(option, default)
+            if value not in (default, (default, default)):
+                raise ValueError(f"FixedConv2d supports {option}={default!r} only, not {value!r}")
+        if kwargs:
+            raise TypeError(f"FixedConv2d got unexpected arguments {sorted(kwargs)}")
+        if isinstance(padding, str):
+            raise ValueError(f"FixedConv2d needs numeric padding, not {padding!r}")
+        nn.Conv2d.__init__(self, in_channels, out_channels, kernel_size, stride, padding, bias=bias)
+        self._init_fixed(fixed, name)
+
+    def forward(self, x):
+        if x.dim() != 4:
+            raise ValueError(f"FixedConv2d expects N x C x H x W input, not shape {tuple(x.shape)}")
+        batch, _, height, width = x.shape
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        out_h = (height + 2 * ph - kh) // sh + 1
+        out_w = (width + 2 * pw - kw) // sw + 1
+        if out_h < 1 or out_w < 1:
+            raise ValueError(f"FixedConv2d input {height}x{width} with padding {self.padding} is smaller than the "
+                             f"kernel {self.kernel_size}")
+        a = im2col(self._quantized_input(x), self.kernel_size, self.stride, self.padding)
+        w_raw = self._weight_raw().reshape(self.out_channels, -1)
+        y = _OffloadedMatmul.apply(a, self.weight.reshape(self.out_channels, -1), w_raw, self)
+        y = y.reshape(batch, out_h * out_w, self.out_channels).transpose(1, 2)
+        y = y.reshape(batch, self.out_channels, out_h, out_w)
+        return y if self.bias is None else y + self.bias.view(1, -1, 1, 1)
+
+
+def convert(model: nn.Module, backend=None, *, fixed: "FixedConfig | None" = None, **options) -> nn.Module:
+    """Replace every ``nn.Conv2d`` and ``nn.Linear`` in ``model`` (in place) by its fixed-point twin, keeping the
+    parameters; returns ``model``.
+
+    Either pass ``fixed`` or ``backend`` and the :class:`FixedConfig` options (``weights="16.14"``,
+    ``activations``, ``gradients``, ``rounding``, ``master_weights``, ``seed``, output formats).
+    Raises ValueError for a convolution it cannot run (groups, dilation, non-zero padding modes).
+    """
+    if fixed is None:
+        fixed = FixedConfig(backend, **options)
+    elif backend is not None or options:
+        raise TypeError("Pass either fixed= or a backend and FixedConfig options, not both")
+    for name, child in list(model.named_children()):
+        if isinstance(child, (FixedConv2d, FixedLinear)):
+            continue
+        if isinstance(child, nn.Conv2d):
+            new = FixedConv2d(child.in_channels, child.out_channels, child.kernel_size, child.stride, child.padding,
+                              child.bias is not None, fixed=fixed, groups=child.groups, dilation=child.dilation,
+                              padding_mode=child.padding_mode)
+        elif isinstance(child, nn.Linear):
+            new = FixedLinear(child.in_features, child.out_features, child.bias is not None, fixed=fixed)
+        else:
+            convert(child, fixed=fixed)
+            continue
+        new.load_state_dict(child.state_dict())
+        setattr(model, name, new)
+    return model
+
+
+def offload_stats(model: nn.Module) -> dict:
+    """Sum of the ``stats`` counters of all fixed-point layers in ``model``."""
+    total = {}
+    for module in model.modules():
+        if isinstance(module, _FixedMixin):
+            for key, value in module.stats.items():
+                total[key] = total.get(key, 0) + value
+    return total
