@@ -183,7 +183,9 @@ class SimulationTransport(Transport):
         if build_root is not None:
             args += ["--build-root", str(build_root)]
         self._log = open(self.log_path, "w")
-        self.process = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, env=dict(os.environ))
+        env = dict(os.environ)
+        env.pop("PYTEST_CURRENT_TEST", None)       # cocotb_tools refuses relative result paths under pytest
+        self.process = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + start_timeout
         while not port_file.exists() or not port_file.read_text().strip():
             if self.process.poll() is not None:

@@ -63,7 +63,8 @@ class UARTTransmitter(wiring.Component):
 
     A byte accepted from ``i`` (``ready`` is high only while idle) is sent as a start bit (0), bits 0..7, a
     stop bit (1), each ``divisor`` cycles long; the start bit begins the cycle after the transfer. ``tx`` idles
-    high. One byte takes ``10 * divisor`` cycles; the next byte is accepted in the cycle the stop bit ends.
+    high. One byte takes ``10 * divisor`` cycles; the next byte is accepted in the last cycle of the stop bit,
+    so back-to-back bytes leave no gap.
 
     Parameters
     ----------
@@ -86,15 +87,17 @@ class UARTTransmitter(wiring.Component):
         shreg = Signal(10, init=0x3FF)
         bits = Signal(range(11))
         timer = Signal(range(self.divisor))
-        m.d.comb += [self.tx.eq(shreg[0]), self.i.ready.eq(bits == 0)]
-        with m.If(bits == 0):
-            with m.If(self.i.valid):
-                m.d.sync += [shreg.eq(Cat(Const(0, 1), self.i.payload, Const(1, 1))), bits.eq(10),
+        last = (bits == 1) & (timer == 0)          # final cycle of the stop bit
+        m.d.comb += [self.tx.eq(shreg[0]), self.i.ready.eq((bits == 0) | last)]
+        with m.If(self.i.valid & self.i.ready):
+            m.d.sync += [shreg.eq(Cat(Const(0, 1), self.i.payload, Const(1, 1))), bits.eq(10),
+                         timer.eq(self.divisor - 1)]
+        with m.Elif(bits != 0):
+            with m.If(timer == 0):
+                m.d.sync += [shreg.eq(Cat(shreg[1:], Const(1, 1))), bits.eq(bits - 1),
                              timer.eq(self.divisor - 1)]
-        with m.Elif(timer == 0):
-            m.d.sync += [shreg.eq(Cat(shreg[1:], Const(1, 1))), bits.eq(bits - 1), timer.eq(self.divisor - 1)]
-        with m.Else():
-            m.d.sync += timer.eq(timer - 1)
+            with m.Else():
+                m.d.sync += timer.eq(timer - 1)
         return m
 
 

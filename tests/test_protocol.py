@@ -1,0 +1,225 @@
+"""Host link protocol: CRC, frames, the golden ProtocolEmulator, and the RTL SoC answering like it.
+
+The RTL checks run the byte-stream ``AcceleratorSoC`` (real ``GemmEngine``) in the Amaranth simulator on a
+scripted byte sequence with good and bad frames and compare every response byte with ``ProtocolEmulator``.
+"""
+
+import random
+import struct
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+
+from fxtrain.rtl.crc import CRC16
+from fxtrain.rtl.soc import AcceleratorSoC, identify_payload
+from fxtrain.sim.gemm import EngineConfig
+from fxtrain.sim.protocol import (LINK_COUNTERS, Command, Identity, ProtocolEmulator, ResponseParser, Status,
+                                  counter_names, crc16, decode_result, encode_request, encode_response,
+                                  encode_result, pack_values, unpack_values)
+
+CONFIG = EngineConfig(rows=2, cols=2, wl=16, depth=32, max_k_log2=12)
+
+
+def test_crc16_is_ccitt_false():
+    """CRC-16/CCITT-FALSE check value: crc16(b'123456789') == 0x29B1; empty input gives the init 0xFFFF."""
+    assert crc16(b"123456789") == 0x29B1
+    assert crc16(b"") == 0xFFFF
+
+
+def test_rtl_crc_matches_golden_on_random_bytes():
+    """rtl.crc.CRC16 absorbs bytes exactly like sim.protocol.crc16 (and restarts on clear)."""
+    seed = 5
+    rng = random.Random(seed)
+    print("seed", seed)
+    messages = [bytes(rng.randrange(256) for _ in range(rng.randrange(1, 40))) for _ in range(20)]
+    messages.append(bytes([0x00, 0xFF, 0xA5, 0x5A]))
+    dut = CRC16()
+
+    async def bench(ctx):
+        for message in messages:
+            ctx.set(dut.clear, 1)
+            await ctx.tick()
+            ctx.set(dut.clear, 0)
+            ctx.set(dut.en, 1)
+            for byte in message:
+                ctx.set(dut.data, byte)
+                await ctx.tick()
+            ctx.set(dut.en, 0)
+            assert ctx.get(dut.crc) == crc16(message), message.hex()
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+
+
+def test_frames_round_trip_and_parser_skips_garbage():
+    """Responses survive garbage before them; a corrupted response is returned with crc_ok=False."""
+    good = encode_response(Command.IDENTIFY, 7, Status.OK, b"abc")
+    bad = bytearray(encode_response(Command.RUN, 8, Status.OK))
+    bad[3] ^= 1
+    parser = ResponseParser()
+    out = parser.feed(b"\x00\x13garbage" + good[:4]) + parser.feed(good[4:] + bytes(bad))
+    assert [(r.cmd, r.seq, r.status, r.payload, r.crc_ok) for r in out] == [
+        (1, 7, 0, b"abc", True), (6, 8, 1, b"", False)]
+    assert parser.skipped == 9
+    frame = encode_request(Command.RUN, 3, b"\x01\x02")
+    assert frame[:5] == bytes([0xA5, 6, 3, 2, 0]) and crc16(frame[1:-2]) == struct.unpack("<H", frame[-2:])[0]
+    with pytest.raises(ValueError, match="Command must be a byte"):
+        encode_request(256, 0)
+
+
+@pytest.mark.parametrize("wl", [4, 8, 12, 16])
+def test_value_packing_round_trips_extremes(wl):
+    """Raw values of ``wl`` bits, extremes included, pack to ceil(wl/8)-byte fields and back."""
+    lo, hi = -(1 << (wl - 1)), (1 << (wl - 1)) - 1
+    values = np.array([lo, hi, 0, -1, 1, lo + 1])
+    nbytes = (wl + 7) // 8
+    data = pack_values(values, nbytes)
+    assert len(data) == nbytes * len(values)
+    assert (unpack_values(data, nbytes, wl) == values).all()
+
+
+def test_result_payload_round_trips():
+    rng = np.random.default_rng(3)
+    c = rng.integers(-2**15, 2**15, (2, 2))
+    sat = np.array([[True, False], [False, True]])
+    c2, sat2 = decode_result(CONFIG, encode_result(CONFIG, c, sat))
+    assert (c2 == c).all() and (sat2 == sat).all()
+
+
+def test_identity_round_trip_and_rejects_other_magic():
+    """The 28-byte IDENTIFY payload carries geometry, clock, baud and timeout; foreign payloads are refused."""
+    ident = identify_payload(CONFIG, 48_000_000, 3_000_000)
+    assert Identity.from_bytes(ident.to_bytes()) == ident
+    assert ident.config == CONFIG and ident.frame_timeout == 480_000
+    assert ident.n_counters == len(counter_names())
+    with pytest.raises(ValueError, match="not an fxtrain device"):
+        Identity.from_bytes(b"XXXX" + ident.to_bytes()[4:])
+
+
+def _status(emulator, cmd, payload=b"", seq=1, frame=None):
+    responses = ResponseParser().feed(emulator.feed(frame or encode_request(cmd, seq, payload)))
+    assert len(responses) == 1
+    return Status(responses[0].status)
+
+
+def test_emulator_answers_every_bad_frame_with_its_error_status():
+    """Bad CRC, unknown command, wrong length, bad arguments and a truncated frame each get an error status,
+    are counted, and the next good frame succeeds (resynchronisation without reset)."""
+    emu = ProtocolEmulator(CONFIG, frame_timeout=100)
+    bad_crc = bytearray(encode_request(Command.IDENTIFY, 1))
+    bad_crc[-2] ^= 4
+    assert _status(emu, None, frame=bytes(bad_crc)) is Status.CRC_ERROR
+    assert _status(emu, 0x42) is Status.UNKNOWN_COMMAND
+    assert _status(emu, Command.RUN, b"\x00" * 8) is Status.BAD_LENGTH
+    assert _status(emu, Command.IDENTIFY, b"\x00") is Status.BAD_LENGTH
+    assert _status(emu, Command.WRITE_A, struct.pack("<HH", 0, 2) + b"\x00" * 4) is Status.BAD_LENGTH
+    assert _status(emu, Command.WRITE_A, struct.pack("<HH", 31, 2) + b"\x00" * 8) is Status.BAD_ARGUMENT
+    assert _status(emu, Command.RUN, struct.pack("<HHIB", 0, 0, 0, 3)) is Status.BAD_ARGUMENT
+    assert _status(emu, Command.RUN, struct.pack("<HHIB", 0, 1, 32, 3)) is Status.BAD_ARGUMENT
+    assert _status(emu, Command.SET_ROUNDING, bytes([33, 0])) is Status.BAD_ARGUMENT
+    assert _status(emu, Command.SET_SEEDS, struct.pack("<2I", 5, 0)) is Status.BAD_ARGUMENT
+    assert emu.feed(encode_request(Command.IDENTIFY, 9)[:4]) == b""
+    assert emu.idle(99) == b""
+    timeout = ResponseParser().feed(emu.idle(1))
+    assert [(r.cmd, r.seq, r.status) for r in timeout] == [(Command.IDENTIFY, 9, Status.TIMEOUT)]
+    assert _status(emu, Command.IDENTIFY) is Status.OK
+    assert emu.link_counters == {"frames_ok": 1, "crc_errors": 1, "unknown_commands": 1, "bad_lengths": 3,
+                                 "bad_arguments": 5, "timeouts": 1}
+
+
+def _scripted_requests(rng):
+    """Good frames of two tile GEMMs (one K-split) interleaved with every kind of bad frame."""
+    lo, hi = -2**15, 2**15 - 1
+    seeds = [rng.randrange(1, 2**32) for _ in range(CONFIG.lanes)]
+    reqs = [encode_request(Command.IDENTIFY, 1),
+            encode_request(Command.SET_SEEDS, 2, struct.pack("<2I", *seeds)),
+            encode_request(Command.SET_ROUNDING, 3, bytes([13, 1]))]
+    for base in (0, 5):
+        a = [rng.randint(lo, hi) for _ in range(10)]
+        b = [rng.choice([lo, hi, rng.randint(lo, hi)]) for _ in range(10)]
+        reqs += [encode_request(Command.WRITE_A, 4, struct.pack("<HH", base, 5) + pack_values(a, 2)),
+                 encode_request(Command.WRITE_B, 5, struct.pack("<HH", base + 1, 5) + pack_values(b, 2))]
+    reqs += [encode_request(Command.RUN, 6, struct.pack("<HHIB", 0, 1, 5, 1)),
+             encode_request(Command.RUN, 7, struct.pack("<HHIB", 5, 6, 5, 2)),
+             encode_request(Command.READ_RESULT, 8),
+             encode_request(Command.SET_ROUNDING, 9, bytes([0, 0])),
+             encode_request(Command.RUN, 10, struct.pack("<HHIB", 0, 1, 1, 3)),
+             encode_request(Command.READ_RESULT, 11)]
+    bad_crc = bytearray(encode_request(Command.RUN, 12, struct.pack("<HHIB", 0, 0, 3, 3)))
+    bad_crc[7] ^= 0x20
+    reqs += [bytes(bad_crc), b"\x00\x13\x37garbage", encode_request(0x33, 13, b"xy"),
+             encode_request(Command.RUN, 14, b"abc"), encode_request(Command.WRITE_A, 15, struct.pack("<HH", 0, 3)
+                                                                    + b"\x00" * 8),
+             encode_request(Command.RUN, 16, struct.pack("<HHIB", 30, 0, 3, 3)),
+             encode_request(Command.SET_SEEDS, 17, struct.pack("<2I", 0, 3)),
+             encode_request(Command.READ_RESULT, 18), encode_request(Command.READ_COUNTERS, 19),
+             encode_request(Command.SOFT_RESET, 20), encode_request(Command.READ_COUNTERS, 21)]
+    return reqs
+
+
+def _run_soc(stream, frame_timeout, idle_after):
+    soc = AcceleratorSoC(CONFIG, 12_000_000, 3_000_000, byte_stream=True, frame_timeout=frame_timeout)
+    out = bytearray()
+
+    async def bench(ctx):
+        ctx.set(soc.tx_bytes.ready, 1)
+        i = 0
+        idle = 0
+        while idle < idle_after:
+            if i < len(stream):
+                ctx.set(soc.rx_bytes.payload, stream[i])
+                ctx.set(soc.rx_bytes.valid, 1)
+            else:
+                ctx.set(soc.rx_bytes.valid, 0)
+            _, _, valid, ready, tx_valid, tx_byte = await ctx.tick().sample(
+                soc.rx_bytes.valid, soc.rx_bytes.ready, soc.tx_bytes.valid, soc.tx_bytes.payload)
+            i += bool(valid and ready)
+            if tx_valid:
+                out.append(tx_byte)
+            idle = idle + 1 if i >= len(stream) and not tx_valid else 0
+
+    sim = Simulator(soc)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    return bytes(out)
+
+
+def _without_timing_counters(responses):
+    """Blank the engine's stall_in/stall_out counters (they count host timing, which the emulator lacks)."""
+    names = counter_names()
+    out = []
+    for r in responses:
+        payload = r.payload
+        if r.cmd == Command.READ_COUNTERS and r.status == Status.OK:
+            values = list(struct.unpack(f"<{len(names)}I", payload))
+            for name in ("stall_in", "stall_out"):
+                values[names.index(name)] = 0
+            payload = struct.pack(f"<{len(names)}I", *values)
+        out.append((r.cmd, r.seq, r.status, payload, r.crc_ok))
+    return out
+
+
+def test_rtl_soc_answers_like_the_golden_emulator():
+    """Every response byte of the RTL SoC equals ProtocolEmulator's for a GEMM with a K-split, both rounding
+    modes, saturating operands and every kind of bad frame, then a truncated frame that must time out."""
+    seed = 11
+    rng = random.Random(seed)
+    print("seed", seed)
+    requests = _scripted_requests(rng)
+    truncated = encode_request(Command.WRITE_B, 22, struct.pack("<HH", 0, 2) + b"\x01" * 8)[:9]
+    stream = b"".join(requests) + truncated
+    timeout = 200
+    emu = ProtocolEmulator(CONFIG, 12_000_000, 3_000_000, frame_timeout=timeout)
+    expected = emu.feed(stream) + emu.idle(timeout)
+    got = _run_soc(stream, timeout, idle_after=timeout + 50)
+    exp_r, got_r = ResponseParser().feed(expected), ResponseParser().feed(got)
+    statuses = [Status(r.status).name for r in exp_r]
+    print("statuses", statuses)
+    assert {"OK", "CRC_ERROR", "UNKNOWN_COMMAND", "BAD_LENGTH", "BAD_ARGUMENT", "TIMEOUT"} <= set(statuses)
+    assert _without_timing_counters(got_r) == _without_timing_counters(exp_r)
+    assert len(got) == len(expected)
+    assert LINK_COUNTERS[0] == "frames_ok"
