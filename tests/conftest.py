@@ -1,0 +1,45 @@
+"""Shared fixtures: the cocotb simulators and the build directory of the benches.
+
+``simulator``
+    Parametrizes a test over :data:`fxtrain.sim.runner.SIMULATORS` (session scope, so session/module fixtures
+    can build each design once per simulator); a missing simulator is skipped with the reason.
+``build_root``
+    Where :func:`fxtrain.sim.runner.run_bench` caches builds: ``$FXTRAIN_SIM_BUILD`` if set, else the
+    repository's ``.sim_build`` (git-ignored), so a design is built once per simulator across test sessions.
+``run_cocotb``
+    :func:`run_bench` with the fixtures' build root, usable from session/module-scoped fixtures.
+"""
+
+import os
+from pathlib import Path
+
+import pytest
+
+from fxtrain.sim.runner import SIMULATORS, run_bench, simulator_available
+
+
+@pytest.fixture(scope="session", params=SIMULATORS)
+def simulator(request):
+    ok, why = simulator_available(request.param)
+    if not ok:
+        pytest.skip(f"{request.param} unavailable: {why}")
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def build_root():
+    root = Path(os.environ.get("FXTRAIN_SIM_BUILD", Path(__file__).resolve().parents[1] / ".sim_build"))
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+@pytest.fixture(scope="session")
+def run_cocotb(build_root):
+    """``run_cocotb(component, toplevel, module, simulator, params)`` -> number of cocotb tests that passed."""
+    def run(component, toplevel, test_module, simulator, params):
+        # run_bench passes a relative results_xml, which cocotb_tools refuses while PYTEST_CURRENT_TEST is set
+        with pytest.MonkeyPatch.context() as patch:
+            patch.delenv("PYTEST_CURRENT_TEST", raising=False)
+            return run_bench(component, toplevel, test_module, simulator=simulator, params=params,
+                             build_root=build_root)
+    return run
