@@ -157,7 +157,8 @@ class GemmEngine(wiring.Component):
             with m.State("IDLE"):
                 with m.If(self.run.valid & ~rejected):
                     m.d.sync += [a_base.eq(cmd.a_base), b_base.eq(cmd.b_base), k_last.eq(cmd.k - 1),
-                                 drain.eq(cmd.drain), shift.eq(self.shift), mode.eq(self.mode), ptr.eq(1)]
+                                 drain.eq(cmd.drain), mode.eq(self.mode), ptr.eq(1),
+                                 shift.eq(Mux(self.shift > SHIFT_MAX, SHIFT_MAX, self.shift))]
                     with m.If(cmd.k == 1):
                         to_flush_or_idle(cmd.drain)
                     with m.Else():

@@ -31,7 +31,9 @@ drain: 1}``
     flag of ``data[j]``; ``last`` marks row ``rows - 1``. Two result banks: a drained tile waits in one while
     the next run computes; a drain that finds both banks unread waits (``counters.stall_out``).
 ``shift`` : In ``range(33)``; ``mode`` : In(1) (:class:`.rounding.RoundingMode`)
-    Rounding parameters, sampled when a run command is accepted (they apply to that run's drain).
+    Rounding parameters, sampled when a run command is accepted (they apply to that run's drain). The 6-bit
+    ``shift`` port can carry 33..63: the RTL treats those as 32 (the model's ``run`` rejects them with
+    ``ValueError``; hosts never send them).
 ``seed_lane`` : In ``range(cols)``; ``seed`` : In(32); ``seed_load`` : In(1)
     While ``seed_load`` is high, lane ``seed_lane`` is loaded with ``seed`` (a zero seed is ignored, §4.3).
     Load seeds only while the engine is idle.

@@ -31,3 +31,23 @@ def test_engine_bench(simulator, rows, cols, seed, monkeypatch):
                                                                "CFG_CXXFLAGS_PCH_I=-include"])))
     assert run_bench(GemmEngine(config), "gemm_engine", "fxtrain.sim.benches.engine_bench",
                      simulator=simulator, params=params) == 2
+
+
+def test_pack_unpack_round_trip():
+    """drivers.pack/unpack: nested struct/array/signed fields survive a round trip, the first field sits in the
+    least significant bits, and out-of-range values raise naming the value."""
+    from amaranth.hdl import signed, unsigned
+    from amaranth.lib import data
+
+    from fxtrain.sim.benches.drivers import pack, unpack
+
+    layout = data.StructLayout({"addr": unsigned(3), "data": data.ArrayLayout(signed(4), 3), "flag": 1})
+    value = {"addr": 5, "data": [-8, 7, -1], "flag": 1}
+    bits = pack(layout, value)
+    assert bits == 5 | (0x8 << 3) | (0x7 << 7) | (0xF << 11) | (1 << 15)
+    assert unpack(layout, bits) == value
+    assert pack(unsigned(8), 0xA5) == 0xA5 and unpack(signed(8), 0xFF) == -1
+    with pytest.raises(ValueError, match="-9"):
+        pack(layout, {"addr": 0, "data": [-9, 0, 0], "flag": 0})
+    with pytest.raises(ValueError, match="bogus"):
+        pack(layout, {"bogus": 1})

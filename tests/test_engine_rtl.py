@@ -189,3 +189,13 @@ def test_counters_partition_cycles():
     assert seen["busy"] == run_cycles(config, 1, 1) + run_cycles(config, 4, 0) + run_cycles(config, 3, 1)
     assert seen["stall_out"] == 0
     assert seen["busy"] + seen["stall_in"] + seen["stall_out"] == seen["ticks"]
+
+
+def test_shift_above_32_acts_as_32():
+    """The 6-bit shift port can carry 33..63; the engine rounds those runs exactly like shift 32 (documented)."""
+    config = EngineConfig(rows=2, cols=2, wl=8, depth=4, max_k_log2=4)
+    setup = [("seed", 0, 123), ("seed", 1, 456), ("write_a", 0, [-128, 127]), ("write_b", 0, [-128, 127])]
+    runs = [("run", 0, 0, 1, 1, 1, shift, mode) for shift in (33, 63) for mode in (0, 1)]
+    tiles, _, _, _, _ = simulate(config, setup + runs, 5)
+    want, _, _, _ = expected_outputs(config, setup + [op[:6] + (32, op[7]) for op in runs])
+    assert tiles == want
