@@ -44,7 +44,11 @@ HostModel
 estimate_step, estimate_epoch
     The model.
 lenet_layers
-    Layer geometry of ``fxtrain.host.models`` LeNet (when that module exists).
+    Layer geometry of ``fxtrain.host.models`` LeNet.
+step_traffic
+    Steady-state :class:`Traffic` of one training step (cached).
+TimedBackend, time_training_steps, measure_host_model
+    Host time measured on the exact emulator (wall-clock minus time inside ``backend.gemm``).
 """
 
 from __future__ import annotations
@@ -63,7 +67,8 @@ from ..sim.protocol import (MAX_LENGTH, Command, encode_request, encode_response
 __all__ = ["GEMM_KINDS", "MULTIPLIER_WIDTH", "PACKED_WL", "LayerGeometry", "GemmShape", "layer_geometry",
            "training_gemms", "Traffic", "DriverReplay", "LinkTiming", "Platform", "board_platform",
            "StepEstimate", "EpochEstimate", "HostModel", "estimate_step", "estimate_epoch", "lenet_layers",
-           "request_frame_bytes", "response_frame_bytes"]
+           "request_frame_bytes", "response_frame_bytes", "step_traffic", "DEFAULT_EXCHANGE_S", "TimedBackend",
+           "time_training_steps", "measure_host_model"]
 
 GEMM_KINDS = ("forward", "input_grad", "weight_grad")
 
@@ -181,23 +186,31 @@ def layer_geometry(model, input_shape):
     return records
 
 
-def training_gemms(layers, batch):
+def training_gemms(layers, batch, rounding=None):
     """The GEMMs of one training step of ``batch`` samples, forward in layer order, then backward in reverse.
 
-    Per layer with ``P`` output positions per sample, ``F_in`` inputs (``C_in*kh*kw``) and ``F_out`` outputs:
-    forward ``(B*P x F_in) @ (F_in x F_out)``, input gradient ``(B*P x F_out) @ (F_out x F_in)`` (not for the
-    first layer), weight gradient ``(F_in x B*P) @ (B*P x F_out)``.
+    Per layer with ``P`` output positions per sample, ``F_in`` inputs (``C_in*kh*kw``) and ``F_out`` outputs
+    (the table of :mod:`fxtrain.host.layers`): forward ``(B*P x F_in) @ (F_in x F_out)``, input gradient
+    ``(B*P x F_out) @ (F_out x F_in)`` (not for the first layer, whose input needs no gradient), weight gradient
+    ``(F_in x B*P) @ (B*P x F_out)``; backward issues the input gradient before the weight gradient.
+
+    ``rounding`` maps a GEMM kind to its ``(shift, mode)``; by default each kind is taken to have its own
+    (one SET_ROUNDING whenever the kind changes, at most 17 bytes more than needed per GEMM).
     """
+    rounding = rounding or {}
     if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
         raise ValueError(f"Batch size must be a positive integer, not {batch!r}")
     forward, backward = [], []
     for layer in layers:
         rows = batch * layer.positions
-        forward.append(GemmShape(layer.name, "forward", rows, layer.in_features, layer.out_features, True))
+        forward.append(GemmShape(layer.name, "forward", rows, layer.in_features, layer.out_features, True,
+                                 rounding.get("forward", "forward")))
         step = []
         if not layer.first:
-            step.append(GemmShape(layer.name, "input_grad", rows, layer.out_features, layer.in_features, True))
-        step.append(GemmShape(layer.name, "weight_grad", layer.in_features, rows, layer.out_features, False))
+            step.append(GemmShape(layer.name, "input_grad", rows, layer.out_features, layer.in_features, True,
+                                  rounding.get("input_grad", "input_grad")))
+        step.append(GemmShape(layer.name, "weight_grad", layer.in_features, rows, layer.out_features, False,
+                              rounding.get("weight_grad", "weight_grad")))
         backward = step + backward
     return forward + backward
 
@@ -569,15 +582,17 @@ class EpochEstimate:
         return (self.link_s + self.exchange_s) / self.total_s if self.total_s else 0.0
 
 
-def step_traffic(config, layers, batch):
-    """Traffic of one training step in steady state (the residency state left by a previous step)."""
-    return _step_traffic(config.rows, config.cols, config.depth, tuple(layers), batch)
+def step_traffic(config, layers, batch, rounding=None):
+    """Traffic of one training step in steady state (after a previous step, whose operands are stale: the weights
+    changed), ``rounding`` as in :func:`training_gemms`."""
+    rounding = tuple(sorted((rounding or {}).items()))
+    return _step_traffic(config.rows, config.cols, config.depth, tuple(layers), batch, rounding)
 
 
 @lru_cache(maxsize=64)
-def _step_traffic(rows, cols, depth, layers, batch):
+def _step_traffic(rows, cols, depth, layers, batch, rounding):
     replay = DriverReplay(EngineConfig(rows=rows, cols=cols, depth=depth))
-    gemms = training_gemms(list(layers), batch)
+    gemms = training_gemms(list(layers), batch, dict(rounding))
     replay.step(gemms, step_id=0)
     return replay.step(gemms, step_id=1)
 
@@ -611,3 +626,88 @@ def estimate_epoch(platform, layers, fmt, batch, train_size, host=HostModel()):
         full, steps = partial, 1
         partial, remainder = None, 0
     return EpochEstimate(platform, FixedFormat.parse(fmt), batch, train_size, full, partial, steps, remainder)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Host time, measured
+
+
+class TimedBackend:
+    """A backend wrapper that times ``gemm`` and records every call's shapes, rounding and ``b_key``.
+
+    Members
+    -------
+    inner
+        The wrapped backend.
+    gemm_s : float
+        Seconds spent inside ``inner.gemm``.
+    calls : list
+        ``(M, K, N, shift, mode, b_key)`` per call.
+    """
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.config = inner.config
+        self.gemm_s = 0.0
+        self.calls = []
+
+    @property
+    def counters(self):
+        return self.inner.counters
+
+    def seed(self, seed):
+        self.inner.seed(seed)
+
+    def gemm(self, a, b, shift, mode, *, b_key=None):
+        import time
+
+        start = time.perf_counter()
+        result = self.inner.gemm(a, b, shift, mode, b_key=b_key)
+        self.gemm_s += time.perf_counter() - start
+        self.calls.append((a.shape[0], a.shape[1], b.shape[1], shift, str(mode), b_key))
+        return result
+
+
+def time_training_steps(backend, batch, steps, *, seed=0, warmup=1):
+    """Wall-clock of ``steps`` LeNet training steps of ``batch`` random 28 x 28 images on ``backend``.
+
+    The model is ``fxtrain.host.models`` LeNet converted by ``fxtrain.host.layers.convert`` (default formats),
+    trained by SGD on cross-entropy; data are already in memory. ``backend`` may be a :class:`TimedBackend`
+    (to read its ``calls`` afterwards). Returns ``[(wall_s, gemm_s), ...]`` per step,
+    ``gemm_s`` being the time inside ``backend.gemm`` (so ``wall_s - gemm_s`` is host time).
+    """
+    import time
+
+    import torch
+
+    from .layers import convert
+    from .models import build_model
+
+    timed = backend if isinstance(backend, TimedBackend) else TimedBackend(backend)
+    model = convert(build_model("lenet", seed), timed)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn((batch, 1, 28, 28), generator=generator)
+    y = torch.randint(0, 10, (batch,), generator=generator)
+    out = []
+    for i in range(warmup + steps):
+        gemm_before = timed.gemm_s
+        start = time.perf_counter()
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        optimizer.step()
+        wall = time.perf_counter() - start
+        if i >= warmup:
+            out.append((wall, timed.gemm_s - gemm_before))
+    return out
+
+
+def measure_host_model(batches=(8, 32), steps=2, config=None):
+    """:class:`HostModel` fitted to the host time (wall minus GEMM) of LeNet steps on the exact emulator."""
+    from .emulator import ExactEmulator
+
+    points = []
+    for batch in batches:
+        for wall, gemm in time_training_steps(ExactEmulator(config or EngineConfig()), batch, steps):
+            points.append((batch, wall - gemm))
+    return HostModel.fit(points)

@@ -1,0 +1,192 @@
+"""The time model (``host/timemodel.py``, ``docs/time-model.md``) predicts exactly what the driver, the protocol
+emulator and the RTL count: GEMM shapes of a LeNet step, bytes on the wire, exchanges and engine cycles; and
+``fxtrain estimate`` rejects impossible inputs with messages naming the value."""
+
+import random
+
+import numpy as np
+import pytest
+
+from fxtrain.host import timemodel
+from fxtrain.host.cli import main
+from fxtrain.host.device import open_device
+from fxtrain.host.emulator import ExactEmulator, FastEmulator
+from fxtrain.sim.gemm import EngineConfig
+
+
+def _device_totals(device):
+    c = device.counters
+    return c["bytes_sent"], c["bytes_received"], c["frames"]
+
+
+def test_training_gemms_equal_the_calls_of_the_fixed_layers():
+    """training_gemms lists exactly the (M, K, N, weights-or-not) of every backend call of one LeNet step, in
+    order: forward im2col·Wᵀ, then per layer backwards dY·W (not for conv1) and im2colᵀ·dY."""
+    backend = timemodel.TimedBackend(FastEmulator(EngineConfig(rows=4, cols=4, wl=16, depth=64)))
+    timemodel.time_training_steps(backend, batch=2, steps=1, warmup=0)
+    recorded = [(m, k, n, key is not None) for m, k, n, _, _, key in backend.calls]
+    predicted = [(g.m, g.k, g.n, g.b_weights) for g in timemodel.training_gemms(timemodel.lenet_layers(), 2)]
+    assert recorded == predicted
+
+
+@pytest.mark.parametrize("rows,cols,depth", [(1, 1, 2), (2, 3, 16), (4, 2, 8)])
+def test_replay_bytes_exchanges_and_cycles_equal_the_driver_on_the_protocol_emulator(rows, cols, depth):
+    """For random GEMM sequences (K = 1, K = depth, K-splits, keyed B reused and thrashed, rounding changes) the
+    replayed traffic gives the driver's bytes both ways and frames, and the engine's busy-cycle counter."""
+    seed = 7000 + 100 * rows + 10 * cols + depth
+    print(f"seed={seed}")
+    rng = random.Random(seed)
+    data = np.random.default_rng(seed)
+    wl = 8 if rows == 4 else 12
+    config = EngineConfig(rows=rows, cols=cols, wl=wl, depth=depth, max_k_log2=12)
+    device = open_device("emu", config=config)
+    replay = timemodel.DriverReplay(config)
+    start = _device_totals(device)
+    busy_start = device.device_counters()["busy"]
+    start = _device_totals(device)      # READ_COUNTERS itself is not part of the GEMMs
+    traffic = timemodel.Traffic()
+    keys = {}
+    shapes = [(1, 1, 1), (rows, depth, cols), (2 * rows + 1, 3 * depth + 1, 2 * cols + 1)]
+    shapes += [(rng.randint(1, 9), rng.randint(1, 3 * depth), rng.randint(1, 9)) for _ in range(6)]
+    for i, (m, k, n) in enumerate(shapes):
+        key = rng.choice([None, "w1", "w2"])
+        if key is not None:
+            m = rng.randint(1, 9)
+            k, n = keys.setdefault(key, (k, n))
+            b = np.random.default_rng(hash(key) % 1000).integers(-50, 50, (k, n))
+        else:
+            b = data.integers(-50, 50, (k, n))
+        shift = rng.choice([0, 3])
+        mode = rng.choice(["nearest", "stochastic"])
+        device.gemm(data.integers(-50, 50, (m, k)), b, shift, mode, b_key=key)
+        traffic += replay.gemm(m, k, n, (shift, mode), key)
+    sent, received, frames = (x - y for x, y in zip(_device_totals(device), start))
+    assert traffic.bytes(config) == (sent, received)
+    assert traffic.exchanges(config) == frames
+    assert traffic.engine_cycles(config) == device.device_counters()["busy"] - busy_start
+
+
+def test_step_traffic_equals_a_lenet_training_step_through_the_driver():
+    """The steady-state traffic of one LeNet training step (batch 1, an 8x8 engine of depth 128, where conv2's
+    weights do not fit in B memory and K-splits happen) equals the bytes and frames the driver sends in the
+    second step."""
+    config = EngineConfig(rows=8, cols=8, wl=16, depth=128)
+    device = open_device("emu", config=config)
+    timemodel.time_training_steps(device, batch=1, steps=0, warmup=1)
+    before = _device_totals(device)
+    timemodel.time_training_steps(device, batch=1, steps=1, warmup=0)
+    sent, received, frames = (x - y for x, y in zip(_device_totals(device), before))
+    traffic = timemodel.step_traffic(config, timemodel.lenet_layers(), 1, rounding=device_rounding())
+    assert traffic.bytes(config) == (sent, received)
+    assert traffic.exchanges(config) == frames
+
+
+def device_rounding():
+    """(shift, mode) per GEMM kind of the default formats of fxtrain.host.layers."""
+    from fxtrain.host.layers import FixedConfig
+
+    fixed = FixedConfig(ExactEmulator(EngineConfig()))
+    return {"forward": (fixed.shifts["forward"], fixed.rounding),
+            "input_grad": (fixed.shifts["grad_input"], fixed.rounding),
+            "weight_grad": (fixed.shifts["grad_weight"], fixed.rounding)}
+
+
+def test_rtl_engine_busy_counter_equals_predicted_cycles():
+    """The GemmEngine RTL (Amaranth simulator) counts, in its busy counter, exactly the predicted cycles of the
+    runs of a K-split GEMM (K = 2*depth + 3) and of a K = 1 GEMM."""
+    from amaranth.sim import Simulator
+
+    from fxtrain.rtl.engine import GemmEngine
+
+    config = EngineConfig(rows=2, cols=3, wl=8, depth=8, max_k_log2=8)
+    replay = timemodel.DriverReplay(config)
+    traffic = replay.gemm(3, 2 * config.depth + 3, 4)
+    traffic += replay.gemm(1, 1, 1)
+    runs = []
+    for (k, drain), count in sorted(traffic.runs.items()):
+        runs += [(k, drain)] * count
+    dut = GemmEngine(config)
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    seen = {}
+
+    async def host(ctx):
+        ctx.set(dut.result.ready, 1)
+        for k, drain in runs:
+            ctx.set(dut.run.payload, {"a_base": 0, "b_base": 0, "k": k, "clear": 1, "drain": int(drain)})
+            ctx.set(dut.run.valid, 1)
+            await ctx.tick().until(dut.run.ready)
+            ctx.set(dut.run.valid, 0)
+        while ctx.get(dut.busy):
+            await ctx.tick()
+        await ctx.tick()
+        seen["busy"] = ctx.get(dut.counters.busy)
+
+    sim.add_testbench(host)
+    sim.run()
+    assert seen["busy"] == traffic.engine_cycles(config)
+
+
+def test_word_length_sets_bytes_per_word_and_fraction_length_changes_nothing():
+    """WL 8 sends 1 byte per word, WL 9..16 two; FL never changes a predicted number."""
+    layers = timemodel.lenet_layers()
+    est = {}
+    for fmt in ("8.4", "8.7", "9.4", "16.8", "16.14"):
+        platform = timemodel.board_platform("icebreaker", fmt)
+        est[fmt] = timemodel.estimate_epoch(platform, layers, fmt, 16, 100)
+    assert est["8.4"].total_s == est["8.7"].total_s
+    assert est["9.4"].total_s == est["16.8"].total_s == est["16.14"].total_s
+    assert est["8.4"].bytes_down < est["9.4"].bytes_down
+    assert est["8.4"].engine_cycles == est["16.8"].engine_cycles
+
+
+def test_epoch_is_full_steps_plus_the_partial_batch():
+    """An epoch of 100 samples in batches of 16 is 6 steps of 16 and one of 4."""
+    layers = timemodel.lenet_layers()
+    platform = timemodel.board_platform("ulx3s-85f", "16.8")
+    host = timemodel.HostModel(0.01, 0.001)
+    epoch = timemodel.estimate_epoch(platform, layers, "16.8", 16, 100, host)
+    full = timemodel.estimate_step(platform, layers, 16, host)
+    part = timemodel.estimate_step(platform, layers, 4, host)
+    assert (epoch.steps, epoch.remainder) == (6, 4)
+    assert epoch.total_s == pytest.approx(6 * full.total_s + part.total_s)
+    assert epoch.bytes_down == 6 * full.bytes_down + part.bytes_down
+
+
+def test_host_model_fit_recovers_a_line_and_needs_two_batch_sizes():
+    fit = timemodel.HostModel.fit([(8, 0.05 + 8 * 0.002), (32, 0.05 + 32 * 0.002), (8, 0.05 + 8 * 0.002)])
+    assert fit.fixed_s == pytest.approx(0.05) and fit.per_sample_s == pytest.approx(0.002)
+    with pytest.raises(ValueError, match="two distinct batch sizes"):
+        timemodel.HostModel.fit([(8, 1.0), (8, 1.1)])
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--board", "nosuchboard"], "Unknown board 'nosuchboard'"),
+    (["--format", "17.8"], "Word length must be at most 16"),
+    (["--format", "16"], "'16' is not of the form"),
+    (["--format", "12.4", "--packed"], "need WL <= 8 on ice40 (board icebreaker), not 12"),
+    (["--batch", "0"], "Batch size must be a positive integer, not 0"),
+    (["--train-size", "-5"], "Training set size must be a positive integer, not -5"),
+    (["--model", "resnet"], "Unknown model 'resnet'"),
+    (["--exchange-ms", "-1"], "must be non-negative, not -1"),
+])
+def test_estimate_cli_rejects_bad_inputs_naming_the_value(args, message, capsys):
+    assert main(["estimate", "--no-host", "--plot", ""] + args) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_board_above_its_multiplier_width_is_refused(monkeypatch):
+    """A board whose multipliers are narrower than the format's WL is refused, naming both."""
+    monkeypatch.setitem(timemodel.MULTIPLIER_WIDTH, "ice40", 12)
+    with pytest.raises(ValueError, match="WL 14, above the 12-bit multipliers of board icebreaker"):
+        timemodel.board_platform("icebreaker", "14.7")
+
+
+def test_estimate_cli_prints_breakdown_table_and_writes_plot(tmp_path, capsys):
+    plot = tmp_path / "t.png"
+    assert main(["estimate", "--board", "ulx3s-85f", "--format", "12.6", "--batch", "32", "--train-size", "256",
+                 "--host-ms", "5", "0.5", "--plot", str(plot), "--plot-boards", "ulx3s-85f,ulx3s-45f"]) == 0
+    out = capsys.readouterr().out
+    for text in ("compute (engine busy)", "link (bytes on the wire)", "host", "| 8 | 1 |", "| 16 | 2 |"):
+        assert text in out
+    assert plot.stat().st_size > 1000
