@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import random
 
-from ..engine import EngineModel, engine_layouts, run_is_valid
+from ..engine import EngineModel, engine_layouts
 from ..gemm import EngineConfig
 from ..lfsr import lane_seeds
 from ..runner import bench_params
@@ -123,11 +123,6 @@ def expected_outputs(config, ops):
             raise ValueError(f"Unknown scenario command {op!r}")
     tiles = [(out.tolist(), sat.tolist()) for out, sat in model.results]
     return tiles, cycles, dict(model.counters), model.error
-
-
-def run_valid(config, op):
-    """Whether a ``("run", ...)`` command is executed (not rejected)."""
-    return run_is_valid(config, op[1], op[2], op[3])
 
 
 # ---------------------------------------------------------------------------------------------------------------
