@@ -36,7 +36,8 @@ __all__ = ["engine_scenario", "expected_outputs"]
 
 
 def engine_scenario(config, seed, runs=8):
-    """A seeded list of host commands exercising the engine (module docstring)."""
+    """A seeded list of host commands exercising the engine (module docstring), including a ping-pong pair of
+    runs whose second operands are written (by the cocotb bench) while the first run computes."""
     rng = random.Random(seed)
     rows, cols, depth, wl = config.rows, config.cols, config.depth, config.wl
     lo, hi = -(1 << (wl - 1)), (1 << (wl - 1)) - 1
@@ -68,6 +69,14 @@ def engine_scenario(config, seed, runs=8):
     run(0, 0, third, 1, 0)
     run(third, third, third, 0, 0)
     run(2 * third, 2 * third, depth - 2 * third, 0, 1, shift=wl - 1, mode=1)
+    # ping-pong: the upper half is written while a run computes on the lower half (a safe overlap)
+    half = depth // 2
+    fill("write_a", 0, half)
+    fill("write_b", 0, half)
+    run(0, 0, half, 1, 0)
+    fill("write_a", half, half)
+    fill("write_b", half, half)
+    run(half, half, half, 0, 1, shift=wl, mode=1)
     # after a drain the accumulators are 0: clear=0 starts from zero
     run(1, 2, 2, 0, 1, shift=0, mode=0)
     # rejected runs: k = 0, k > depth, base + k > depth (nothing computed, no lane advance)
@@ -158,7 +167,7 @@ async def _play(dut, stall_probability, result_ready_probability, seed_offset):
                       ready_probability=result_ready_probability)
 
     # per-cycle monitor: run handshakes, run.ready, counters, counters_clear pulses (index = cycle)
-    trace = {"accept": [], "ready": [], "counters": [], "clear": []}
+    trace = {"accept": [], "ready": [], "counters": [], "clear": [], "busy_writes": 0}
 
     async def monitor():
         cycle = 0
@@ -170,6 +179,10 @@ async def _play(dut, stall_probability, result_ready_probability, seed_offset):
             trace["counters"].append(unpack(layouts["counters"], dut.counters.value))
             if ready and int(dut.run__valid.value):
                 trace["accept"].append(cycle)
+            if int(dut.busy.value):
+                trace["busy_writes"] += sum(int(getattr(dut, f"{name}__valid").value)
+                                            & int(getattr(dut, f"{name}__ready").value)
+                                            for name in ("a_write", "b_write"))
             if int(dut.counters_clear.value):
                 trace["clear"].append(cycle)
             cycle += 1
@@ -247,8 +260,9 @@ async def _play(dut, stall_probability, result_ready_probability, seed_offset):
         assert stall_cycles == 0
     elif result_ready_probability <= 0.1:
         assert stall_cycles > 0, "the slow result sink never made a drain wait: the test lost its point"
-    dut._log.info(f"{len(want_tiles)} tiles, {len(want_cycles)} runs bit-exact; {stall_cycles} output-stall "
-                  f"cycles; final counters {counters}")
+    assert trace["busy_writes"] > 0, "no operand write overlapped a run: the ping-pong case lost its point"
+    dut._log.info(f"{len(want_tiles)} tiles, {len(want_cycles)} runs bit-exact; {trace['busy_writes']} operand "
+                  f"writes during runs; {stall_cycles} output-stall cycles; final counters {counters}")
 
 
 if cocotb is not None:
