@@ -49,7 +49,7 @@ from ..sim.protocol import (MAX_LENGTH, PROTOCOL_VERSION, RUN_CLEAR, RUN_DRAIN, 
 from ..sim.rounding import check_shift, parse_mode
 
 __all__ = ["DeviceError", "DeviceTimeout", "DeviceMismatch", "ResidentMemory", "DeviceGemmResult", "Device",
-           "open_device", "open_backend", "IDEMPOTENT"]
+           "open_device", "open_backend", "IDEMPOTENT", "NOT_EXECUTED"]
 
 
 class DeviceError(RuntimeError):
@@ -64,10 +64,15 @@ class DeviceMismatch(DeviceError):
     pass
 
 
-#: Commands the driver may re-send after a lost or corrupted exchange. RUN is re-sent only when the device
-#: answered CRC_ERROR or TIMEOUT (it then certainly did not execute); SOFT_RESET is never re-sent.
+#: Commands the driver may re-send after a lost or corrupted response. Any command (RUN included) is re-sent
+#: when the device answered a status of :data:`NOT_EXECUTED`; SOFT_RESET is never re-sent.
 IDEMPOTENT = frozenset({Command.IDENTIFY, Command.WRITE_A, Command.WRITE_B, Command.SET_ROUNDING,
                         Command.SET_SEEDS, Command.READ_RESULT, Command.READ_COUNTERS})
+
+
+#: Statuses that mean the request frame was mangled on the way and not executed (the host only sends well-formed
+#: frames). An answer with one of them is accepted whatever its CMD/SEQ echo (those may be the mangled bytes).
+NOT_EXECUTED = frozenset({Status.CRC_ERROR, Status.TIMEOUT, Status.UNKNOWN_COMMAND, Status.BAD_LENGTH})
 
 
 class ResidentMemory:
@@ -225,7 +230,7 @@ class Device:
                 if cmd in IDEMPOTENT:
                     continue
                 break
-            if response.status in (Status.CRC_ERROR, Status.TIMEOUT) and cmd is not Command.SOFT_RESET:
+            if response.status in NOT_EXECUTED and cmd is not Command.SOFT_RESET:
                 why = f"the device answered {Status(response.status).name}"
                 continue
             if response.status != Status.OK:
@@ -252,7 +257,8 @@ class Device:
             data = self.transport.read(min(left, 0.5))
             self.counters["bytes_received"] += len(data)
             for response in self._parser.feed(data):
-                if response.seq == seq and response.cmd == cmd:
+                if (response.seq == seq and response.cmd == cmd) or \
+                        (response.crc_ok and response.status in NOT_EXECUTED):
                     return response
                 if not response.crc_ok and self._parser.pending == 0:
                     return response      # a corrupted answer (to us, most likely)

@@ -1,0 +1,280 @@
+"""Host driver over every transport: bit-exact GEMMs of odd shapes, residency, fault recovery, timeouts.
+
+``emu`` is the in-process protocol emulator, ``sim:verilator`` / ``sim:icarus`` the SoC's Verilog served by
+the cocotb SoC server (each built once per session). Results must equal ``sim.gemm.tiled_gemm`` with the same
+lane seeds, bit for bit (``docs/numerics.md`` §6).
+"""
+
+import dataclasses
+import random
+import struct
+import time
+
+import numpy as np
+import pytest
+
+from fxtrain.host.device import (Device, DeviceError, DeviceMismatch, DeviceTimeout, ResidentMemory, open_backend,
+                                 open_device)
+from fxtrain.host.transport import EmulatorTransport, Transport, TransportError
+from fxtrain.sim.gemm import EngineConfig, tiled_gemm
+from fxtrain.sim.lfsr import lane_seeds
+from fxtrain.sim.protocol import Command, ProtocolEmulator, ResponseParser, Status, encode_request
+from fxtrain.sim.runner import simulator_available
+
+SIM_CONFIG = EngineConfig(rows=2, cols=2, wl=16, depth=32, max_k_log2=12)
+TRANSPORTS = ["emu", "sim:verilator", "sim:icarus"]
+
+
+class Mirror:
+    """The golden model's lane states, advanced GEMM by GEMM like the device's."""
+
+    def __init__(self, config, seed):
+        self.config = config
+        self.state = lane_seeds(seed, config.lanes)
+
+    def gemm(self, a, b, shift, mode):
+        result = tiled_gemm(self.config, a, b, shift, mode, self.state)
+        self.state = result.lane_state
+        return result
+
+
+@pytest.fixture(scope="module", params=TRANSPORTS)
+def device(request, build_root):
+    spec = request.param
+    if spec.startswith("sim:"):
+        ok, why = simulator_available(spec[4:])
+        if not ok:
+            pytest.skip(f"{spec[4:]} unavailable: {why}")
+        dev = open_device(spec, config=SIM_CONFIG, build_root=build_root)
+    else:
+        dev = open_device(spec, config=SIM_CONFIG)
+    yield dev
+    dev.close()
+
+
+def _random(rng, shape, wl):
+    return rng.integers(-(1 << (wl - 1)), 1 << (wl - 1), shape)
+
+
+@pytest.mark.parametrize("mode", ["nearest", "stochastic"])
+def test_odd_shape_gemms_are_bit_exact(device, mode):
+    """M, N not multiples of the array and K > depth (K-split with clear/drain), plus K=1 and saturating
+    extremes, equal tiled_gemm bit for bit with the same seeds."""
+    seed = 20 + len(mode)
+    rng = np.random.default_rng(seed)
+    print("seed", seed, "transport", device.transport.name)
+    device.seed(seed)
+    mirror = Mirror(device.config, seed)
+    wl = device.config.wl
+    lo, hi = -(1 << (wl - 1)), (1 << (wl - 1)) - 1
+    cases = [(_random(rng, (5, 70), wl), _random(rng, (70, 3), wl), 14),
+             (_random(rng, (1, 1), wl), _random(rng, (1, 1), wl), 0),
+             (np.full((3, 4), lo), np.array([[lo, hi, lo]] * 4), 3)]
+    for a, b, shift in cases:
+        got = device.gemm(a, b, shift, mode)
+        want = mirror.gemm(a, b, shift, mode)
+        assert (got.c == want.c).all(), (a.shape, b.shape, shift)
+        assert (got.saturated == want.saturated).all()
+    assert want.saturated.any() and (want.c == hi).any() and (want.c == lo).any()
+
+
+def test_resident_b_is_sent_once_per_key(device):
+    """A B operand with a b_key crosses the link once; a second GEMM reuses it and is still exact."""
+    seed = 31
+    rng = np.random.default_rng(seed)
+    print("seed", seed)
+    device.seed(seed)
+    mirror = Mirror(device.config, seed)
+    b = _random(rng, (12, 3), device.config.wl)          # 2 B tiles x 12 entries fit in depth 32
+    key = ("weights", seed)
+    for i in range(2):
+        sent = device.counters["b_entries_sent"]
+        a = _random(rng, (3, 12), device.config.wl)
+        got = device.gemm(a, b, 15, "stochastic", b_key=key)
+        assert (got.c == mirror.gemm(a, b, 15, "stochastic").c).all()
+        if i == 1:
+            assert device.counters["b_entries_sent"] == sent
+    b2 = b.copy()
+    b2[0, 0] ^= 1                         # same key, new contents: must be re-sent, never a stale result
+    a = _random(rng, (3, 12), device.config.wl)
+    got = device.gemm(a, b2, 15, "stochastic", b_key=key)
+    assert (got.c == mirror.gemm(a, b2, 15, "stochastic").c).all()
+
+
+def _responses(transport, wait, settle=0.05):
+    """Responses until ``wait`` seconds pass with none, or ``settle`` seconds of silence after the first."""
+    parser = ResponseParser()
+    out = []
+    while True:
+        data = transport.read(settle if out else wait)
+        if not data:
+            return out
+        out += parser.feed(data)
+
+
+def test_fault_injection_then_gemm_succeeds(device):
+    """Random garbage, truncated frames, flipped CRC bits, unknown commands and wrong lengths are answered
+    with error statuses (or ignored, for garbage) and never hang the device; a GEMM afterwards is exact."""
+    seed = 41
+    rng = random.Random(seed)
+    print("seed", seed)
+    transport = device.transport
+    quiet = max(transport.quiet_time, 0.05)
+    before = device.device_counters()
+    bad = []
+    for i in range(3):
+        frame = bytearray(encode_request(Command.SET_ROUNDING, 200 + i, bytes([3, 1])))
+        frame[rng.randrange(1, len(frame))] ^= 1 << rng.randrange(8)
+        bad.append((bytes(frame), {Status.CRC_ERROR, Status.UNKNOWN_COMMAND, Status.BAD_LENGTH}))
+    for i in range(3):
+        bad.append((encode_request(rng.choice([0x00, 0x0A, 0x7F, 0xFF]), 210 + i, b"zz"), {Status.UNKNOWN_COMMAND}))
+    bad.append((encode_request(Command.RUN, 220, b"\x00" * 5), {Status.BAD_LENGTH}))
+    bad.append((encode_request(Command.READ_RESULT, 221, b"\x00"), {Status.BAD_LENGTH}))
+    bad.append((encode_request(Command.SET_SEEDS, 222, b"\x01" * 4), {Status.BAD_LENGTH}))
+    for frame, allowed in bad:
+        transport.write(frame)
+        responses = _responses(transport, 10 * quiet)
+        assert len(responses) == 1 and responses[0].crc_ok and Status(responses[0].status) in allowed, \
+            (frame.hex(), responses)
+    tried = len(bad)
+    garbage = bytes(rng.randrange(256) for _ in range(300))
+    transport.write(garbage)
+    transport.resync()
+    tried += 1
+    for cut in (3, 12):
+        frame = encode_request(Command.WRITE_A, 230 + cut, struct.pack("<HH", 0, 4) + b"\x07" * 16)[:cut]
+        transport.write(frame)
+        responses = _responses(transport, 10 * quiet)
+        assert [Status(r.status) for r in responses] == [Status.TIMEOUT], (cut, responses)
+        tried += 1
+    print(f"bad frames tried: {tried} (9 checked frames, 300 garbage bytes, 2 truncated)")
+    after = device.device_counters()
+    assert after["timeouts"] - before["timeouts"] >= 2
+    assert after["unknown_commands"] - before["unknown_commands"] >= 3
+    assert after["bad_lengths"] - before["bad_lengths"] >= 3
+    device.seed(seed)
+    mirror = Mirror(device.config, seed)
+    np_rng = np.random.default_rng(seed)
+    a, b = _random(np_rng, (3, 40), device.config.wl), _random(np_rng, (40, 3), device.config.wl)
+    got = device.gemm(a, b, 12, "stochastic")
+    assert (got.c == mirror.gemm(a, b, 12, "stochastic").c).all()
+
+
+class SilentTransport(Transport):
+    """A link whose device never answers."""
+
+    name = "silent"
+    quiet_time = 0.01
+
+    def __init__(self):
+        self.written = 0
+
+    def write(self, data):
+        self.written += len(data)
+
+    def read(self, timeout):
+        time.sleep(min(timeout, 0.02))
+        return b""
+
+
+def test_host_times_out_on_a_device_that_never_answers():
+    """No answer: the driver retries, then raises DeviceTimeout naming the command, within its timeout."""
+    transport = SilentTransport()
+    start = time.monotonic()
+    with pytest.raises(DeviceTimeout, match=r"IDENTIFY failed on silent after 3 attempt\(s\): no answer"):
+        Device(transport, timeout=0.1, retries=2)
+    assert time.monotonic() - start < 2.0
+    assert transport.written == 3 * 7
+
+
+class FlakyTransport(Transport):
+    """Emulator link that corrupts every ``every``-th request and the first response to ``corrupt_cmd``."""
+
+    def __init__(self, emulator, every, corrupt_cmd):
+        self.inner = EmulatorTransport(emulator)
+        self.every = every
+        self.corrupt_cmd = corrupt_cmd
+        self.count = 0
+        self.corrupted_response = False
+        self.name = "flaky"
+
+    def write(self, data):
+        self.count += 1
+        data = bytearray(data)
+        if self.count % self.every == 0:
+            data[len(data) // 2] ^= 0x08
+        self.inner.write(bytes(data))
+
+    def read(self, timeout):
+        data = bytearray(self.inner.read(timeout))
+        if data and not self.corrupted_response and data[1] == self.corrupt_cmd:
+            data[-1] ^= 0x40
+            self.corrupted_response = True
+        return bytes(data)
+
+    def resync(self):
+        self.inner.resync()
+
+
+def test_corrupted_requests_and_responses_are_retried():
+    """CRC errors in either direction are retried (RUN only when the device reported it did not run) and the
+    GEMM is still exact."""
+    config = EngineConfig(rows=2, cols=3, wl=8, depth=16, max_k_log2=10)
+    transport = FlakyTransport(ProtocolEmulator(config), every=5, corrupt_cmd=Command.READ_RESULT)
+    dev = Device(transport, timeout=0.2)
+    dev.seed(3)
+    mirror = Mirror(config, 3)
+    rng = np.random.default_rng(3)
+    a, b = _random(rng, (4, 37), 8), _random(rng, (37, 5), 8)
+    got = dev.gemm(a, b, 6, "stochastic")
+    assert (got.c == mirror.gemm(a, b, 6, "stochastic").c).all()
+    assert dev.counters["retries"] >= 5 and transport.corrupted_response
+    assert dev.device_counters()["crc_errors"] >= 5
+
+
+def test_device_with_other_geometry_or_protocol_is_refused():
+    emu = ProtocolEmulator(SIM_CONFIG)
+    with pytest.raises(DeviceMismatch, match="has rows = 2, expected 4"):
+        Device(EmulatorTransport(emu), expect=EngineConfig(rows=4, cols=2, wl=16, depth=32, max_k_log2=12))
+    with pytest.raises(DeviceMismatch, match="has clk_freq = 12000000, expected 48000000"):
+        Device(EmulatorTransport(emu), expect={"clk_freq": 48_000_000})
+    emu.identity = dataclasses.replace(emu.identity, version=9)
+    with pytest.raises(DeviceMismatch, match="speaks protocol version 9, this host speaks version 1"):
+        Device(EmulatorTransport(emu))
+
+
+def test_device_errors_name_the_command():
+    """An error status the driver cannot fix by retrying is raised naming the command and the status."""
+    dev = open_device("emu", config=SIM_CONFIG)
+    with pytest.raises(DeviceError, match="RUN failed on emu: the device answered BAD_ARGUMENT"):
+        dev._exchange(Command.RUN, struct.pack("<HHIB", 0, 0, 0, 3), expect_len=0)
+    with pytest.raises(ValueError, match="K = 8192 exceeds the device's maximum K 4096"):
+        dev.gemm(np.zeros((1, 8192), dtype=np.int64), np.zeros((8192, 1), dtype=np.int64), 0, "nearest")
+
+
+def test_resident_memory_evicts_least_recently_used():
+    mem = ResidentMemory(32)
+    a = mem.allocate("a", b"1", 10)
+    b = mem.allocate("b", b"1", 10)
+    mem.allocate("c", b"1", 10)
+    assert mem.lookup("a", b"1") == a and mem.lookup("a", b"2") is None
+    d = mem.allocate("d", b"1", 10)       # evicts b, the least recently used
+    assert d == b and mem.lookup("b", b"1") is None and mem.lookup("c", b"1") is not None
+    assert mem.allocate("big", b"1", 32) == 0 and len(mem) == 1
+    with pytest.raises(ValueError, match="Cannot allocate 33 entries"):
+        mem.allocate("x", b"1", 33)
+
+
+def test_spec_strings():
+    with pytest.raises(ValueError, match="Device spec must be 'emu', 'sim:verilator'"):
+        open_device("fpga")
+    with pytest.raises(TransportError, match="Cannot open serial link '/nonexistent/tty' at 115200 baud"):
+        open_device("serial:/nonexistent/tty@115200")
+    with pytest.raises(ValueError, match="Baud rate in device spec"):
+        open_device("serial:/dev/null@fast")
+    dev = open_backend("emu", config=SIM_CONFIG, seed=4)
+    assert dev.config == SIM_CONFIG and set(dev.counters) >= {"gemms", "macs", "outputs", "saturated"}
+    pytest.importorskip("fxtrain.host.emulator")
+    backend = open_backend("emu:exact", config=SIM_CONFIG, seed=4)
+    a = np.ones((3, 5), dtype=np.int64)
+    assert (backend.gemm(a, a.T, 0, "nearest").c == dev.gemm(a, a.T, 0, "nearest").c).all()
