@@ -47,7 +47,8 @@ drain: 1}``
     ``stall_in`` (idle with no run command offered: the engine waits for input) and ``stall_out`` (a drain
     waits because both result banks hold tiles that the ``result`` stream has not taken: it waits for output).
     ``saturated`` counts saturated outputs written to the result banks, ``runs`` accepted runs (rejected ones
-    included) and ``rejected`` rejected runs.
+    included) and ``rejected`` rejected runs. There is no operand-write contention to count: the writes have
+    their own memory ports and are always accepted, so an input stall is only ever a missing run command.
 ``counters_clear`` : In(1)
     Zeroes the counters and ``error``.
 
