@@ -11,7 +11,8 @@ always high and measures payload bytes per clock cycle the SoC absorbs, and the 
 READ_RESULT; the numbers are written as JSON to the file named by ``result_file``.
 
 Bench parameters (``fxtrain.sim.runner.bench_params``): ``rows, cols, wl, depth, max_k_log2, clk_freq, baud,
-frame_timeout`` (the SoC's, for the golden model), ``seed``, ``baud_errors``, ``result_file``.
+frame_timeout`` (the SoC's, for the golden model), ``seed``, ``baud_errors``, ``result_file``, ``testcase``
+(run only that test: the two benches need different SoC variants).
 """
 
 from __future__ import annotations
@@ -101,7 +102,12 @@ async def _uart_receive(tx, bit_ps, out):
         out.append(byte)
 
 
-@cocotb.test()
+def _selected(name):
+    """Whether the bench parameter ``testcase`` (if given) selects cocotb test ``name``."""
+    return bench_params().get("testcase", name) == name
+
+
+@cocotb.test(skip=not _selected("uart_bit_level"))
 async def uart_bit_level(dut):
     """Requests sent bit by bit at baud * (1 + error) get the golden model's responses, bit-decoded."""
     p = bench_params()
@@ -137,7 +143,7 @@ async def uart_bit_level(dut):
     dut._log.info(f"{checked} frames answered bit-exactly at baud errors {p['baud_errors']}")
 
 
-@cocotb.test()
+@cocotb.test(skip=not _selected("byte_throughput"))
 async def byte_throughput(dut):
     """Payload bytes per cycle the SoC absorbs in WRITE_B frames sent back to back, and its response rate."""
     p = bench_params()
