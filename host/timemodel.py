@@ -47,8 +47,8 @@ lenet_layers
     Layer geometry of ``fxtrain.host.models`` LeNet.
 step_traffic
     Steady-state :class:`Traffic` of one training step (cached).
-TimedBackend, time_training_steps, measure_host_model
-    Host time measured on the exact emulator (wall-clock minus time inside ``backend.gemm``).
+TimedBackend, time_training_steps, StepTiming, measure_host_model
+    Host time measured on the exact emulator (time outside ``backend.gemm``, CPU or wall-clock).
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ __all__ = ["GEMM_KINDS", "MULTIPLIER_WIDTH", "PACKED_WL", "LayerGeometry", "Gemm
            "training_gemms", "Traffic", "DriverReplay", "LinkTiming", "Platform", "board_platform",
            "StepEstimate", "EpochEstimate", "HostModel", "estimate_step", "estimate_epoch", "lenet_layers",
            "request_frame_bytes", "response_frame_bytes", "step_traffic", "DEFAULT_EXCHANGE_S", "TimedBackend",
-           "time_training_steps", "measure_host_model"]
+           "time_training_steps", "measure_host_model", "StepTiming"]
 
 GEMM_KINDS = ("forward", "input_grad", "weight_grad")
 
@@ -639,8 +639,8 @@ class TimedBackend:
     -------
     inner
         The wrapped backend.
-    gemm_s : float
-        Seconds spent inside ``inner.gemm``.
+    gemm_s, gemm_cpu_s : float
+        Wall-clock and process CPU seconds spent inside ``inner.gemm``.
     calls : list
         ``(M, K, N, shift, mode, b_key)`` per call.
     """
@@ -649,6 +649,7 @@ class TimedBackend:
         self.inner = inner
         self.config = inner.config
         self.gemm_s = 0.0
+        self.gemm_cpu_s = 0.0
         self.calls = []
 
     @property
@@ -661,9 +662,10 @@ class TimedBackend:
     def gemm(self, a, b, shift, mode, *, b_key=None):
         import time
 
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         result = self.inner.gemm(a, b, shift, mode, b_key=b_key)
         self.gemm_s += time.perf_counter() - start
+        self.gemm_cpu_s += time.process_time() - cpu
         self.calls.append((a.shape[0], a.shape[1], b.shape[1], shift, str(mode), b_key))
         return result
 
@@ -673,8 +675,7 @@ def time_training_steps(backend, batch, steps, *, seed=0, warmup=1):
 
     The model is ``fxtrain.host.models`` LeNet converted by ``fxtrain.host.layers.convert`` (default formats),
     trained by SGD on cross-entropy; data are already in memory. ``backend`` may be a :class:`TimedBackend`
-    (to read its ``calls`` afterwards). Returns ``[(wall_s, gemm_s), ...]`` per step,
-    ``gemm_s`` being the time inside ``backend.gemm`` (so ``wall_s - gemm_s`` is host time).
+    (to read its ``calls`` afterwards). Returns one :class:`StepTiming` per step after the warm-up steps.
     """
     import time
 
@@ -691,23 +692,53 @@ def time_training_steps(backend, batch, steps, *, seed=0, warmup=1):
     y = torch.randint(0, 10, (batch,), generator=generator)
     out = []
     for i in range(warmup + steps):
-        gemm_before = timed.gemm_s
-        start = time.perf_counter()
+        gemm_before, gemm_cpu_before = timed.gemm_s, timed.gemm_cpu_s
+        start, cpu = time.perf_counter(), time.process_time()
         optimizer.zero_grad()
         torch.nn.functional.cross_entropy(model(x), y).backward()
         optimizer.step()
-        wall = time.perf_counter() - start
+        wall, cpu = time.perf_counter() - start, time.process_time() - cpu
         if i >= warmup:
-            out.append((wall, timed.gemm_s - gemm_before))
+            out.append(StepTiming(wall, timed.gemm_s - gemm_before, cpu, timed.gemm_cpu_s - gemm_cpu_before))
     return out
 
 
-def measure_host_model(batches=(8, 32), steps=2, config=None):
-    """:class:`HostModel` fitted to the host time (wall minus GEMM) of LeNet steps on the exact emulator."""
+@dataclass(frozen=True)
+class StepTiming:
+    """Measured times of one training step: wall-clock and process CPU seconds, in total and inside ``gemm``.
+
+    Members
+    -------
+    host_wall_s, host_cpu_s : float
+        ``wall_s - gemm_wall_s`` and ``cpu_s - gemm_cpu_s``: the host's share.
+    """
+
+    wall_s: float
+    gemm_wall_s: float
+    cpu_s: float
+    gemm_cpu_s: float
+
+    @property
+    def host_wall_s(self):
+        return self.wall_s - self.gemm_wall_s
+
+    @property
+    def host_cpu_s(self):
+        return self.cpu_s - self.gemm_cpu_s
+
+
+def measure_host_model(batches=(4, 16), steps=3, config=None, clock="cpu"):
+    """:class:`HostModel` fitted to the host time of LeNet steps on the exact emulator: process CPU seconds
+    (``clock="cpu"``, robust to other load on the machine) or wall-clock seconds (``"wall"``) outside
+    ``backend.gemm``, median of ``steps`` steps per batch size."""
+    import statistics
+
     from .emulator import ExactEmulator
 
+    if clock not in ("cpu", "wall"):
+        raise ValueError(f"clock must be 'cpu' or 'wall', not {clock!r}")
     points = []
     for batch in batches:
-        for wall, gemm in time_training_steps(ExactEmulator(config or EngineConfig()), batch, steps):
-            points.append((batch, wall - gemm))
+        timings = time_training_steps(ExactEmulator(config or EngineConfig()), batch, steps)
+        points.append((batch, statistics.median(getattr(t, f"host_{clock}_s") for t in timings)))
     return HostModel.fit(points)
