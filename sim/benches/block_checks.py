@@ -11,8 +11,14 @@ that edge happen and returns mid-cycle, where ``get`` reads the registered outpu
 presented before edge ``t`` to a block of latency ``L`` (registers) is therefore read after tick ``t + L - 1``;
 checking at exactly that tick verifies the latency.
 
+Several benches can share one Verilog build: their designs become signature members of one top, the runner gets
+their modules as one comma-separated ``test_module``, and each bench reads its own parameter section
+(:func:`bench_sections`, a list: one entry per instance of its design) with the member name as ``prefix``.
+
 Members
 -------
+bench_sections, start_bench
+    A bench's own parameter sets; clock, reset and idle inputs.
 AmaranthPorts, CocotbPorts
     Port access for ``amaranth.sim`` testbenches and for cocotb.
 lfsr_program, check_lfsr_lanes
@@ -35,8 +41,30 @@ from ..pe import pe_accumulate
 from ..pe_model import PECycleModel
 from ..rounding import round_shift
 
-__all__ = ["AmaranthPorts", "CocotbPorts", "lfsr_program", "check_lfsr_lanes", "rounder_program",
-           "check_rounder", "pe_program", "check_pe", "statistics_program"]
+__all__ = ["bench_sections", "start_bench", "AmaranthPorts", "CocotbPorts", "lfsr_program", "check_lfsr_lanes",
+           "rounder_program", "statistics_program", "check_rounder", "pe_program", "check_pe"]
+
+
+def bench_sections(name):
+    """This bench's parameter sets: ``bench_params()[name]`` (a list of dicts, one per design instance) when the
+    run combines several benches or parameter sets, else ``[bench_params()]``."""
+    from ..runner import bench_params
+
+    params = bench_params()
+    return params[name] if name in params else [params]
+
+
+async def start_bench(dut, ports):
+    """Zero the inputs of every :class:`CocotbPorts` in ``ports``, start the clock, pulse reset, and return at
+    the first falling edge after reset (all registers at their reset values)."""
+    from cocotb.triggers import FallingEdge
+
+    from .drivers import start_clock_and_reset
+
+    for port in ports:
+        port.zero_inputs()
+    await start_clock_and_reset(dut)
+    await FallingEdge(dut.clk)
 
 
 def _port_shapes(component):
@@ -77,23 +105,22 @@ class AmaranthPorts:
 
 
 class CocotbPorts:
-    """Port access inside a cocotb test; :meth:`start` runs the clock and reset."""
+    """Port access inside a cocotb test (:func:`start_bench` runs the clock and reset).
 
-    def __init__(self, dut, component):
+    ``component`` is the Amaranth design whose ports are accessed (for their widths, signedness and
+    direction); when it is embedded in a larger top as signature member ``prefix`` (e.g. ``"lfsr"``), its
+    Verilog ports are ``<prefix>__<name>``.
+    """
+
+    def __init__(self, dut, component, prefix=""):
         self._dut = dut
         self._ports = _port_shapes(component)
-        self._handles = {name: getattr(dut, name) for name in self._ports}
+        self._handles = {name: getattr(dut, f"{prefix}__{name}" if prefix else name) for name in self._ports}
 
-    async def start(self):
-        from cocotb.triggers import FallingEdge
-
-        from .drivers import start_clock_and_reset
-
+    def zero_inputs(self):
         for name, handle in self._handles.items():
             if self._ports[name][2]:
                 handle.value = 0
-        await start_clock_and_reset(self._dut)
-        await FallingEdge(self._dut.clk)
 
     def set(self, name, value):
         width = self._ports[name][0]

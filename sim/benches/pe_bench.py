@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """cocotb bench of the MAC processing element read out through the rounder (``docs/numerics.md`` §5, §3).
 
 Design: :class:`PEWithRounder`, a :class:`fxtrain.rtl.pe.MACProcessingElement` whose ``acc`` feeds a
@@ -6,7 +7,8 @@ Design: :class:`PEWithRounder`, a :class:`fxtrain.rtl.pe.MACProcessingElement` w
 :class:`fxtrain.sim.pe_model.PECycleModel`, exact dot products at their readout cycles, and the rounder's
 outputs against :func:`fxtrain.sim.rounding.round_shift`.
 
-Bench parameters: ``wl``, ``max_k`` (sets ``acc_width = accumulator_width(wl, max_k)``), ``shift_max``,
+Bench parameters (per parameter set, :func:`fxtrain.sim.benches.block_checks.bench_sections` ``"pe"``, plus
+``prefix`` when the design is a member of a larger top): ``wl``, ``max_k`` (sets ``acc_width = accumulator_width(wl, max_k)``), ``shift_max``,
 ``seed``, ``runs``.
 
 Members
@@ -25,8 +27,7 @@ from ...rtl.pe import MACProcessingElement
 from ...rtl.rounder import StochasticRounder
 from ..lfsr import LANE_WIDTH
 from ..pe import accumulator_width
-from ..runner import bench_params
-from .block_checks import CocotbPorts, check_pe, pe_program
+from .block_checks import CocotbPorts, bench_sections, check_pe, pe_program, start_bench
 
 try:
     import cocotb
@@ -95,13 +96,15 @@ if cocotb is not None:
     async def pe_matches_model(dut):
         """Dot-product runs (K=1, K=max_k, most negative operands, gaps, drains, overlapping readouts): every PE
         output every cycle equals the cycle model, acc equals the exact dot product, readouts equal round_shift."""
-        params = bench_params()
-        harness = PEWithRounder(params["wl"], params["max_k"], params["shift_max"])
-        dut._log.info(f"pe bench seed={params['seed']} wl={params['wl']} max_k={params['max_k']}")
-        ports = CocotbPorts(dut, harness)
-        await ports.start()
-        program, sums = pe_program(params["wl"], harness.acc_width, params["max_k"], params["shift_max"],
-                                   params["seed"], params["runs"])
-        readouts = await check_pe(ports, harness, program, sums)
-        assert readouts >= params["runs"], f"only {readouts} readouts checked for {params['runs']} runs"
-        dut._log.info(f"{len(program)} cycles, {len(sums)} exact sums, {readouts} readouts bit-exact")
+        instances = []
+        for params in bench_sections("pe"):
+            harness = PEWithRounder(params["wl"], params["max_k"], params["shift_max"])
+            instances.append((params, harness, CocotbPorts(dut, harness, params.get("prefix", ""))))
+        await start_bench(dut, [ports for _, _, ports in instances])
+        for params, harness, ports in instances:
+            dut._log.info(f"pe bench seed={params['seed']} wl={params['wl']} max_k={params['max_k']}")
+            program, sums = pe_program(params["wl"], harness.acc_width, params["max_k"], params["shift_max"],
+                                       params["seed"], params["runs"])
+            readouts = await check_pe(ports, harness, program, sums)
+            assert readouts >= params["runs"], f"only {readouts} readouts checked for {params['runs']} runs"
+            dut._log.info(f"{len(program)} cycles, {len(sums)} exact sums, {readouts} readouts bit-exact")

@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """cocotb bench of the rounder, alone and fed by a hardware LFSR lane (``docs/numerics.md`` §3, §4, §5).
 
 Design: :class:`RounderWithLane`, a :class:`fxtrain.rtl.rounder.StochasticRounder` whose random word is either
@@ -6,7 +7,8 @@ valid rounding (advance-then-use, as in the engine). The checks are
 :func:`fxtrain.sim.benches.block_checks.check_rounder`: every output of every cycle against
 :func:`fxtrain.sim.rounding.round_shift`, at the rounder's stated latency.
 
-Bench parameters: ``wl``, ``acc_width``, ``shift_max``, ``seed``, ``count`` (random cases), and for the
+Bench parameters (per parameter set, :func:`fxtrain.sim.benches.block_checks.bench_sections` ``"rounder"``,
+plus ``prefix`` when the design is a member of a larger top): ``wl``, ``acc_width``, ``shift_max``, ``seed``, ``count`` (random cases), and for the
 statistics run ``stat_acc``, ``stat_shift``, ``stat_count``, ``stat_seed`` and ``out`` (a JSON file receiving
 the rounded words of the statistics run, ``{"stochastic": [...], "nearest": [...]}``).
 
@@ -27,8 +29,8 @@ from amaranth.lib.wiring import In, Out
 from ...rtl.lfsr import LFSR
 from ...rtl.rounder import StochasticRounder
 from ..lfsr import LANE_WIDTH
-from ..runner import bench_params
-from .block_checks import CocotbPorts, check_rounder, rounder_program, statistics_program
+from .block_checks import (CocotbPorts, bench_sections, check_rounder, rounder_program, start_bench,
+                           statistics_program)
 
 try:
     import cocotb
@@ -91,35 +93,39 @@ class RounderWithLane(wiring.Component):
         return m
 
 
-def _harness(params):
-    return RounderWithLane(params["wl"], params["acc_width"], params["shift_max"])
+def _instances(dut):
+    """``(params, design, ports)`` per parameter set of this run."""
+    out = []
+    for params in bench_sections("rounder"):
+        harness = RounderWithLane(params["wl"], params["acc_width"], params["shift_max"])
+        out.append((params, harness, CocotbPorts(dut, harness, params.get("prefix", ""))))
+    return out
 
 
 if cocotb is not None:
     @cocotb.test()
     async def rounder_matches_model(dut):
         """Adversarial and random inputs every cycle, idle gaps, both modes: out/sat/o_valid equal round_shift."""
-        params = bench_params()
-        harness = _harness(params)
-        dut._log.info(f"rounder bench seed={params['seed']} wl={params['wl']} acc_width={params['acc_width']}")
-        ports = CocotbPorts(dut, harness)
-        await ports.start()
-        program = rounder_program(params["wl"], params["acc_width"], params["shift_max"], params["seed"],
-                                  params["count"])
-        results = await check_rounder(ports, harness, program)
-        dut._log.info(f"{len(results)} roundings bit-exact")
+        instances = _instances(dut)
+        await start_bench(dut, [ports for _, _, ports in instances])
+        for params, harness, ports in instances:
+            dut._log.info(f"rounder bench seed={params['seed']} wl={params['wl']} "
+                          f"acc_width={params['acc_width']} shift_max={params['shift_max']}")
+            program = rounder_program(params["wl"], params["acc_width"], params["shift_max"], params["seed"],
+                                      params["count"])
+            results = await check_rounder(ports, harness, program)
+            dut._log.info(f"{len(results)} roundings bit-exact")
 
     @cocotb.test()
     async def lane_fed_rounding_statistics(dut):
         """A constant acc rounded with the hardware lane's words in both modes; every output equals the model,
         and the outputs are written to ``params['out']`` for the bias test."""
-        params = bench_params()
-        harness = _harness(params)
-        ports = CocotbPorts(dut, harness)
-        await ports.start()
-        program = statistics_program(params["stat_acc"], params["stat_shift"], params["stat_count"],
-                                     params["stat_seed"])
-        results = await check_rounder(ports, harness, program)
-        with open(params["out"], "w") as f:
-            json.dump({"stochastic": [out for mode, out in results if mode == 1],
-                       "nearest": [out for mode, out in results if mode == 0]}, f)
+        instances = _instances(dut)
+        await start_bench(dut, [ports for _, _, ports in instances])
+        for params, harness, ports in instances:
+            program = statistics_program(params["stat_acc"], params["stat_shift"], params["stat_count"],
+                                         params["stat_seed"])
+            results = await check_rounder(ports, harness, program)
+            with open(params["out"], "w") as f:
+                json.dump({"stochastic": [out for mode, out in results if mode == 1],
+                           "nearest": [out for mode, out in results if mode == 0]}, f)
