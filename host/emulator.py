@@ -173,8 +173,9 @@ class FastEmulator:
         As :class:`ExactEmulator`.
     generator : torch.Generator
     accepts_torch : bool
-        True: :meth:`gemm` takes torch tensors holding raw integers (integer dtypes, or floating dtypes that the
-        caller guarantees hold integers — not checked, it would cost a pass) and returns float64 tensors.
+        True: :meth:`gemm` takes torch tensors holding raw integers (integer dtypes, checked, or floating dtypes
+        that the caller guarantees hold in-range integers — not checked, it would cost passes over the operands)
+        and returns float64 tensors.
     seed, gemm, state_dict, load_state_dict
     """
 
@@ -213,8 +214,9 @@ class FastEmulator:
         wl = self.config.wl
         lo, hi = -(1 << (wl - 1)), (1 << (wl - 1)) - 1
         for name, x in (("A", a), ("B", b)):
-            if not x.is_floating_point() and x.dtype not in (torch.int8, torch.int16, torch.int32, torch.int64,
-                                                              torch.uint8):
+            if x.is_floating_point():
+                continue  # the caller guarantees raw integers in range (the layers' quantizers clamp)
+            if x.dtype not in (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8):
                 raise ValueError(f"Operand {name} must hold raw integers, not {x.dtype}")
             low, high = torch.aminmax(x)
             if int(low) < lo or int(high) > hi:
@@ -222,8 +224,11 @@ class FastEmulator:
                                  f"{int(low) if int(low) < lo else int(high)}")
         # Exact: |products| < 2**30 and K <= 2**20 keep every partial sum below 2**53 (numerics §6.1).
         acc = a.to(torch.float64) @ b.to(torch.float64)
-        if mode is RoundingMode.STOCHASTIC:
-            acc.add_(torch.randint(0, 1 << shift, acc.shape, generator=self.generator, dtype=torch.float64))
+        if mode is RoundingMode.STOCHASTIC and shift > 0:
+            # floor(u * 2**s) of a uniform u on the 2**-24 (float32) or 2**-53 (float64) grid is uniform on
+            # [0, 2**s) for s <= 24 / 53.
+            dtype = torch.float32 if shift <= 24 else torch.float64
+            acc.add_(torch.rand(acc.shape, generator=self.generator, dtype=dtype).mul_(1 << shift).floor_())
         elif shift > 0:
             acc.add_((1 << (shift - 1)) - 1)
         acc.mul_(2.0 ** -shift).floor_()

@@ -188,6 +188,7 @@ class _OffloadedMatmul(torch.autograd.Function):
         g_raw, sat = quantize_raw(grad_out.contiguous(), cfg.gradients, cfg.rounding, cfg.generator,
                                   count_saturated=True)
         layer.stats["gradient_saturated"] += sat
+        layer.stats["gradients"] += g_raw.numel()
         grad_a = grad_w = None
         if ctx.needs_input_grad[0]:
             grad_a = layer._gemm("grad_input", g_raw, w_raw, cfg.grad_input_out,
@@ -222,7 +223,7 @@ class _FixedMixin:
         self.fixed = fixed
         self.key = name or f"{type(self).__name__}{next(_layer_numbers)}"
         self.stats = dict.fromkeys(("gemms", "macs", "outputs", "saturated", "activations",
-                                    "activation_saturated", "gradient_saturated"), 0)
+                                    "activation_saturated", "gradients", "gradient_saturated"), 0)
 
     def _gemm(self, role, a_raw, b_raw, out_fmt, b_key=None):
         m, k = a_raw.shape

@@ -1,0 +1,1 @@
+"""Package data: the embedded MNIST subset (IDX, gzipped); see :mod:`fxtrain.host.datasets`."""

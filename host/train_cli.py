@@ -1,0 +1,63 @@
+"""``fxtrain train``: train a CNN with its conv/linear GEMMs offloaded to a backend (:mod:`fxtrain.host.train`).
+
+With no arguments: LeNet on the embedded MNIST subset, every GEMM on the bit-exact emulator, stochastic rounding,
+weights/activations/gradients in 16.14/16.10/16.14, 3 epochs, outputs in ``runs/<name>/``.
+"""
+
+from __future__ import annotations
+
+from .layers import DEFAULT_FORMATS
+from .models import MODELS
+from .quantize import ROUNDING_MODES
+from .train import TrainConfig, train
+
+_DEFAULTS = TrainConfig()
+
+
+def add_arguments(parser):
+    parser.add_argument("--model", default=_DEFAULTS.model, choices=sorted(MODELS), help="model (default lenet)")
+    parser.add_argument("--data", default=None, metavar="DIR",
+                        help="IDX directory (MNIST/Fashion-MNIST names; with only t10k files they are split "
+                             "80/20); default: the embedded 2000+500-image MNIST subset")
+    parser.add_argument("--backend", default=_DEFAULTS.backend,
+                        help="emu (bit-exact emulator, default), emu:fast (torch emulator, statistically "
+                             "equivalent), float (float32 baseline), or a device spec")
+    parser.add_argument("--weights", default=DEFAULT_FORMATS["weights"], metavar="WL.FL",
+                        help=f"weight format (default {DEFAULT_FORMATS['weights']})")
+    parser.add_argument("--activations", default=DEFAULT_FORMATS["activations"], metavar="WL.FL",
+                        help=f"activation format (default {DEFAULT_FORMATS['activations']})")
+    parser.add_argument("--gradients", default=DEFAULT_FORMATS["gradients"], metavar="WL.FL",
+                        help=f"gradient format (default {DEFAULT_FORMATS['gradients']})")
+    parser.add_argument("--rounding", default=_DEFAULTS.rounding, choices=ROUNDING_MODES,
+                        help="rounding of operands and GEMM results (default stochastic)")
+    parser.add_argument("--master-weights", default=_DEFAULTS.master_weights, choices=("fixed", "float"),
+                        help="keep weights on the fixed-point grid (paper, default) or a float32 master copy")
+    parser.add_argument("--epochs", type=int, default=_DEFAULTS.epochs, help=f"default {_DEFAULTS.epochs}")
+    parser.add_argument("--batch-size", type=int, default=_DEFAULTS.batch_size,
+                        help=f"default {_DEFAULTS.batch_size}")
+    parser.add_argument("--lr", type=float, default=_DEFAULTS.lr, help=f"SGD learning rate (default {_DEFAULTS.lr})")
+    parser.add_argument("--momentum", type=float, default=_DEFAULTS.momentum,
+                        help=f"SGD momentum (default {_DEFAULTS.momentum})")
+    parser.add_argument("--seed", type=int, default=_DEFAULTS.seed, help="seed of everything (default 0)")
+    parser.add_argument("--train-limit", type=int, default=None, help="use only the first N train images")
+    parser.add_argument("--test-limit", type=int, default=None, help="use only the first N test images")
+    parser.add_argument("--name", default=None, help="run name (default derived from the options)")
+    parser.add_argument("--out", default=None, metavar="DIR", help="output directory (default runs/<name>)")
+    parser.add_argument("--resume", action="store_true", help="continue from the checkpoint in the output directory")
+    parser.add_argument("--no-progress", action="store_true", help="no progress line")
+    parser.add_argument("--no-plot", action="store_true", help="do not write curves.png")
+
+
+def run(args) -> int:
+    cfg = TrainConfig(model=args.model, data=args.data, backend=args.backend, weights=args.weights,
+                      activations=args.activations, gradients=args.gradients, rounding=args.rounding,
+                      master_weights=args.master_weights, epochs=args.epochs, batch_size=args.batch_size,
+                      lr=args.lr, momentum=args.momentum, seed=args.seed, train_limit=args.train_limit,
+                      test_limit=args.test_limit, out_dir=args.out, name=args.name, resume=args.resume,
+                      progress=not args.no_progress, plot=not args.no_plot)
+    history = train(cfg)
+    if history:
+        last = history[-1]
+        print(f"done: test accuracy {100 * last['test_accuracy']:.2f}% after {last['epoch']} epochs; "
+              f"metrics, curves.png and checkpoint.pt in {cfg.output_dir}")
+    return 0
