@@ -19,6 +19,7 @@ __all__ = ["SUBCOMMANDS", "main"]
 
 SUBCOMMANDS = {
     "demo": ("fxtrain.host.demo", "show the arithmetic contract on a small GEMM (emulator)"),
+    "train": ("fxtrain.host.train_cli", "train a CNN with its conv/linear GEMMs offloaded (emulator or device)"),
     "estimate": ("fxtrain.host.estimate_cli", "predict the time per training epoch on a board by number format"),
 }
 
