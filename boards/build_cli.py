@@ -1,0 +1,85 @@
+"""``fxtrain build``: build a board's bitstream and print its resource and timing report.
+
+Usage::
+
+    fxtrain build --board icebreaker                       # default geometry and clock of the board
+    fxtrain build --board ulx3s-85f --rows 12 --cols 12 --clock 100 --out build/ulx3s-85f
+    fxtrain build --list                                   # the boards and their defaults
+
+Exit status: 0 when the bitstream is written, timing is met and the DSP blocks used equal ``rows * cols``;
+1 when the build ran but failed one of these (the report is printed and written nonetheless); 2 for bad
+arguments (unknown board, a geometry that does not fit, a clock the PLL cannot make, a missing tool).
+
+Members
+-------
+add_arguments
+    Register the options on an ``argparse`` parser.
+run
+    Execute the command.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from .build import BuildError, TimingError, build_bitstream, check_fits, format_report
+from .targets import TARGETS, get_target
+from .top import pll_params
+
+__all__ = ["add_arguments", "run", "clock_hz"]
+
+
+def clock_hz(mhz):
+    """``mhz`` (MHz, float) as an integer number of Hz; ``ValueError`` unless it is a whole number of Hz."""
+    hz = round(float(mhz) * 1e6)
+    if hz <= 0 or abs(hz - float(mhz) * 1e6) > 1e-3:
+        raise ValueError(f"Clock must be a positive whole number of Hz given in MHz, not {mhz!r}")
+    return hz
+
+
+def add_arguments(parser):
+    parser.add_argument("--board", help=f"board to build for: {', '.join(TARGETS)}")
+    parser.add_argument("--rows", type=int, help="array rows (default: the board's)")
+    parser.add_argument("--cols", type=int, help="array columns (default: the board's)")
+    parser.add_argument("--clock", type=float, metavar="MHZ", help="sync clock in MHz (default: the board's; "
+                        "made by the PLL when it differs from the oscillator)")
+    parser.add_argument("--baud", type=int, help="UART baud rate (default: the board's)")
+    parser.add_argument("--depth", type=int, help="operand buffer depth (default: the board's)")
+    parser.add_argument("--out", metavar="DIR", help="build directory (default: build/<board>)")
+    parser.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default 1)")
+    parser.add_argument("--list", action="store_true", help="list the boards and their defaults, then exit")
+
+
+def _list():
+    print(f"{'board':<14} {'device':<12} {'rows x cols':>11} {'clock MHz':>9} {'baud':>9}  description")
+    for t in TARGETS.values():
+        print(f"{t.name:<14} {t.device:<12} {t.config.rows:>5} x {t.config.cols:<3} {t.clk_freq / 1e6:>9g} "
+              f"{t.baud:>9}  {t.description}")
+
+
+def run(args):
+    if args.list:
+        _list()
+        return 0
+    if args.board is None:
+        raise ValueError(f"--board is required; known boards: {', '.join(TARGETS)}")
+    target = get_target(args.board).with_options(
+        rows=args.rows, cols=args.cols, clk_freq=None if args.clock is None else clock_hz(args.clock),
+        baud=args.baud, depth=args.depth)
+    check_fits(target)
+    pll_params(target)                          # a clock the PLL cannot make fails here, before the banner
+    out_dir = args.out or os.path.join("build", target.name)
+    print(f"fxtrain build: {target.name} ({target.device}), {target.config.rows} x {target.config.cols} PEs at "
+          f"{target.clk_freq / 1e6:g} MHz, in {out_dir}", flush=True)
+    try:
+        report = build_bitstream(target, out_dir, seed=args.seed)
+    except TimingError as error:
+        print(format_report(error.report))
+        print(f"fxtrain build: error: {error}", file=sys.stderr)
+        return 1
+    except BuildError as error:
+        print(f"fxtrain build: error: {error}", file=sys.stderr)
+        return 1
+    print(format_report(report))
+    return 0

@@ -1,0 +1,155 @@
+"""The boards fxtrain builds bitstreams for: platform, default engine geometry, clocking and host link.
+
+Each :class:`BoardTarget` names an ``amaranth-boards`` platform class, the engine configuration built by
+default, the frequency of the ``sync`` clock domain (made from the board oscillator by a PLL when it differs,
+:mod:`fxtrain.boards.top`), the UART baud rate and the UART resource the SoC's ``rx``/``tx`` connect to.
+
+Default geometries (each PE multiplies two ``wl``-bit operands in one hardware multiplier: an iCE40 SB_MAC16 or
+an ECP5 MULT18X18D, so a build uses ``rows * cols`` DSP blocks):
+
+=================  =================  ===========  ========  ==========  =======================================
+name               device             DSP blocks   engine    sync clock  UART
+=================  =================  ===========  ========  ==========  =======================================
+icebreaker         iCE40UP5K-SG48     8 SB_MAC16   2 x 2     12 MHz      FT2232H channel B, 3 Mbaud
+ulx3s-12f          LFE5U-12F-6BG381   28 MULT18    2 x 2     60 MHz      FT231X, 3 Mbaud
+ulx3s-25f          LFE5U-25F-6BG381   28 MULT18    4 x 6     60 MHz      FT231X, 3 Mbaud
+ulx3s-45f          LFE5U-45F-6BG381   72 MULT18    8 x 8     60 MHz      FT231X, 3 Mbaud
+ulx3s-85f          LFE5U-85F-6BG381   156 MULT18   12 x 12   60 MHz      FT231X, 3 Mbaud
+icesugar-pro       LFE5U-25F-6BG256   28 MULT18    4 x 6     60 MHz      DAPLink USB-UART, 1 Mbaud
+=================  =================  ===========  ========  ==========  =======================================
+
+Why these numbers (measured builds in ``docs/boards.md``): on the iCE40UP5K the SoC around the array (host
+link, engine control, one rounder and LFSR lane per column) already takes about 4,000 of the 5,280 logic
+cells at ``wl = 16``, so only a 2 x 2 array fits (4 of the 8 SB_MAC16; 4 x 2 needs about 6,000 cells), and
+its fmax (about 17 MHz) allows the oscillator's 12 MHz but no PLL step up. On ECP5 the critical path is the
+operand memory's read port through the PE multiplier into the product register (about 14 ns, so about
+70 MHz), hence 60 MHz, which also divides 3 Mbaud exactly (20 clocks per bit); the PLL makes it from
+25 MHz as 25 * 12 / 5.
+
+The DSP block counts are those of the Lattice data sheets (iCE40 UltraPlus family data sheet FPGA-DS-02008,
+table 1.1; ECP5 family data sheet FPGA-DS-02012, table 1.1); nextpnr's utilisation report confirms them in
+every build (:mod:`fxtrain.boards.build`).
+
+Members
+-------
+BoardTarget
+    One board: its platform and build defaults.
+TARGETS : dict
+    Board name to :class:`BoardTarget`.
+get_target
+    Look a board up by name; ``ValueError`` listing the known names otherwise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from amaranth_boards.icebreaker import ICEBreakerPlatform
+from amaranth_boards.icesugar_pro import ICESugarProPlatform
+from amaranth_boards.ulx3s import (ULX3S_12F_Platform, ULX3S_25F_Platform, ULX3S_45F_Platform,
+                                   ULX3S_85F_Platform)
+
+from ..sim.gemm import EngineConfig
+
+__all__ = ["BoardTarget", "TARGETS", "get_target"]
+
+
+@dataclass(frozen=True)
+class BoardTarget:
+    """A board and the defaults of its build.
+
+    Parameters
+    ----------
+    name : str
+        Command-line name (``fxtrain build --board NAME``).
+    platform : type
+        ``amaranth-boards`` platform class.
+    family : str
+        ``"ice40"`` or ``"ecp5"`` (selects the toolchain and the PLL primitive).
+    config : EngineConfig
+        Engine built by default.
+    clk_freq : int
+        Frequency of the ``sync`` domain in Hz; a PLL makes it from the board oscillator when it differs.
+    baud : int
+        UART baud rate.
+    uart : tuple of (str, int)
+        ``platform.request`` name and number of the UART resource.
+    description : str
+        One line for listings.
+
+    Members
+    -------
+    device : str
+        FPGA part (``platform.device``).
+    osc_freq : int
+        Board oscillator frequency in Hz (the platform's default clock).
+    with_options
+        A copy with geometry, clock or baud rate overridden.
+    """
+
+    name: str
+    platform: type
+    family: str
+    config: EngineConfig
+    clk_freq: int
+    baud: int
+    uart: tuple = ("uart", 0)
+    description: str = ""
+
+    def __post_init__(self):
+        if self.family not in ("ice40", "ecp5"):
+            raise ValueError(f"Board family must be 'ice40' or 'ecp5', not {self.family!r}")
+        if not isinstance(self.config, EngineConfig):
+            raise TypeError(f"Board config must be an EngineConfig, not {self.config!r}")
+        for label, value in (("Clock frequency", self.clk_freq), ("Baud rate", self.baud)):
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{label} of board {self.name} must be a positive integer, not {value!r}")
+
+    @property
+    def device(self):
+        return self.platform.device
+
+    @property
+    def osc_freq(self):
+        platform = self.platform()
+        return int(platform.default_clk_frequency)
+
+    def with_options(self, rows=None, cols=None, clk_freq=None, baud=None, wl=None, depth=None, max_k_log2=None):
+        """This target with the given fields replaced (``None`` keeps the default); the engine configuration
+        is re-validated by :class:`~fxtrain.sim.gemm.EngineConfig`."""
+        config = self.config
+        changes = {k: v for k, v in (("rows", rows), ("cols", cols), ("wl", wl), ("depth", depth),
+                                     ("max_k_log2", max_k_log2)) if v is not None}
+        if changes:
+            config = replace(config, **changes)
+        return replace(self, config=config,
+                       clk_freq=self.clk_freq if clk_freq is None else clk_freq,
+                       baud=self.baud if baud is None else baud)
+
+
+def _ulx3s(variant, platform, rows, cols, clk_mhz):
+    return BoardTarget(f"ulx3s-{variant}", platform, "ecp5", EngineConfig(rows=rows, cols=cols, wl=16, depth=512),
+                       clk_mhz * 1_000_000, 3_000_000,
+                       description=f"Radiona ULX3S with {platform.device}, 25 MHz oscillator, FT231X UART")
+
+
+TARGETS = {t.name: t for t in (
+    BoardTarget("icebreaker", ICEBreakerPlatform, "ice40", EngineConfig(rows=2, cols=2, wl=16, depth=512),
+                12_000_000, 3_000_000,
+                description="1BitSquared iCEBreaker, iCE40UP5K, 12 MHz oscillator, FT2232H UART"),
+    _ulx3s("12f", ULX3S_12F_Platform, 2, 2, 60),
+    _ulx3s("25f", ULX3S_25F_Platform, 4, 6, 60),
+    _ulx3s("45f", ULX3S_45F_Platform, 8, 8, 60),
+    _ulx3s("85f", ULX3S_85F_Platform, 12, 12, 60),
+    BoardTarget("icesugar-pro", ICESugarProPlatform, "ecp5", EngineConfig(rows=4, cols=6, wl=16, depth=512),
+                60_000_000, 1_000_000,
+                description="Muse Lab iCESugar-Pro, LFE5U-25F, 25 MHz oscillator, DAPLink USB-UART"),
+)}
+
+
+def get_target(name):
+    """The :class:`BoardTarget` called ``name``; ``ValueError`` naming the known boards otherwise."""
+    try:
+        return TARGETS[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"Unknown board {name!r}; known boards: {', '.join(TARGETS)}") from None
