@@ -147,6 +147,9 @@ class Device:
         Seconds to wait for a response (plus the wire time of the exchange at the device's baud rate).
     retries : int
         Extra attempts for an idempotent exchange that failed (CRC error either way, or no answer).
+    residency : bool
+        Keep operands resident (default). ``False`` sends the A and B chunk of every run (the baseline of
+        ``bench/link_efficiency.py``).
 
     Members
     -------
@@ -159,8 +162,9 @@ class Device:
     identify, seed, gemm, device_counters, reset, close
     """
 
-    def __init__(self, transport, expect=None, *, timeout=5.0, retries=3):
+    def __init__(self, transport, expect=None, *, timeout=5.0, retries=3, residency=True):
         self.transport = transport
+        self.residency = bool(residency)
         self.timeout = float(timeout)
         self.retries = int(retries)
         self._seq = 0
@@ -308,6 +312,8 @@ class Device:
 
     def _resident(self, mem, cmd, key, block):
         digest = _digest(block)
+        if not self.residency:
+            mem.clear()
         addr = mem.lookup(key, digest)
         if addr is not None:
             return addr, False

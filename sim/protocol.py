@@ -39,6 +39,7 @@ ProtocolEmulator
 
 from __future__ import annotations
 
+import binascii
 import enum
 import struct
 from dataclasses import dataclass
@@ -111,10 +112,11 @@ def crc16_update(crc, byte):
 
 
 def crc16(data, crc=CRC_INIT):
-    """CRC-16/CCITT-FALSE of ``data``: poly 0x1021, init 0xFFFF, not reflected, no final XOR."""
-    for byte in bytes(data):
-        crc = crc16_update(crc, byte)
-    return crc
+    """CRC-16/CCITT-FALSE of ``data``: poly 0x1021, init 0xFFFF, not reflected, no final XOR.
+
+    Computed by ``binascii.crc_hqx`` (the same polynomial, unreflected, with the initial value passed in);
+    :func:`crc16_update` is the byte-wise table definition it is tested against."""
+    return binascii.crc_hqx(bytes(data), crc)
 
 
 def _check_byte(name, value):
@@ -364,10 +366,37 @@ class ProtocolEmulator:
     # -- byte-level receiver (mirrors rtl/framing.FrameDecoder + rtl/command.CommandExecutor) --
 
     def feed(self, data):
+        data = bytes(data)
         out = bytearray()
-        for byte in bytes(data):
-            out += self._byte(byte)
+        i = 0
+        while i < len(data):
+            if (self._rx is _RxState.PAYLOAD and self._cmd in (Command.WRITE_A, Command.WRITE_B)
+                    and self._count_in >= 4):
+                i += self._bulk_entries(data[i:i + self._len - self._count_in])
+            else:
+                out += self._byte(data[i])
+                i += 1
         return bytes(out)
+
+    def _bulk_entries(self, chunk):
+        """Operand-entry bytes of a WRITE_A/WRITE_B payload, many at once (same effect as byte by byte)."""
+        self._idle = 0
+        self._crc = crc16(chunk, self._crc)
+        which = "A" if self._cmd == Command.WRITE_A else "B"
+        e = entry_bytes(self.config, which)
+        done_before = (self._count_in - 4) // e
+        buf = bytes(self._word) + chunk
+        complete = len(buf) // e
+        if complete and self._write_check() is Status.OK:
+            addr = struct.unpack("<H", bytes(self._args[:2]))[0] + done_before
+            n = self.config.rows if which == "A" else self.config.cols
+            values = unpack_values(buf[:complete * e], value_bytes(self.config), self.config.wl)
+            getattr(self.engine, "write_a" if which == "A" else "write_b")(addr, values.reshape(complete, n))
+        self._word = bytearray(buf[complete * e:])
+        self._count_in += len(chunk)
+        if self._count_in == self._len:
+            self._rx = _RxState.CRC0
+        return len(chunk)
 
     def idle(self, cycles):
         """Let ``cycles`` clock cycles pass with no input; returns a TIMEOUT response if a frame was abandoned."""
