@@ -44,7 +44,7 @@ from ..sim.gemm import EngineConfig
 from ..sim.lfsr import lane_seeds
 from ..sim.pe import check_operands
 from ..sim.protocol import (MAX_LENGTH, PROTOCOL_VERSION, RUN_CLEAR, RUN_DRAIN, Command, Identity, ResponseParser,
-                            Status, counter_names, decode_result, encode_request, entry_bytes, pack_values,
+                            Status, counter_names, decode_result, encode_request, pack_values,
                             value_bytes)
 from ..sim.rounding import check_shift, parse_mode
 

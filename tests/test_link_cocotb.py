@@ -1,8 +1,8 @@
 """cocotb benches of the host link on Verilator and Icarus (``sim/benches/link_bench.py``).
 
-* UART bit level (one simulator): the UART SoC at the iCEBreaker's ratio, 12 MHz clock / 3 Mbaud (4 cycles per bit), answers a
-  small GEMM and bad frames bit-exactly like ``ProtocolEmulator`` with the host's baud rate 1.5 % slow, exact
-  and 1.5 % fast.
+* UART bit level (one simulator): the UART SoC at the iCEBreaker's ratio, 12 MHz clock / 3 Mbaud (4 cycles
+  per bit), answers a small GEMM and bad frames bit-exactly like ``ProtocolEmulator`` with the host's baud
+  rate 1.5 % slow, exact and 1.5 % fast.
 * Byte-level throughput: WRITE_B frames sent back to back through the byte-stream SoC are absorbed at the rate
   the executor's documented latency gives (one byte per cycle, plus one cycle per operand entry), and the
   READ_RESULT response leaves at one byte per cycle; the measured numbers are printed.
