@@ -57,9 +57,11 @@ class CommandExecutor(wiring.Component):
     tile has been copied into the executor's result buffer (so READ_RESULT can be repeated). SOFT_RESET pulses
     ``engine_reset`` after its response has been sent and zeroes the link counters and the rounding registers.
 
-    Latency: a payload byte is consumed per cycle (an operand entry costs one extra cycle for its memory write,
-    a seed one extra cycle); a response starts two cycles after the END event (one for RUN-less commands'
-    checks); RUN adds the engine's run time and ``rows`` result transfers.
+    Latency (byte-stream SoC, ``tests/test_protocol.py::test_rtl_response_latency``): one request byte per
+    cycle, except one stall cycle after each complete operand entry (its memory write) or seed. The first response byte leaves the SoC 5 cycles after the last request byte (the second CRC byte)
+    was taken, for commands without engine work (e.g. IDENTIFY), and 4 cycles after the LEN byte for a frame
+    rejected at its header; RUN adds the engine's ``run_cycles`` and, when draining, ``rows`` result transfers.
+    Response bytes follow at one per cycle while the output is ready.
 
     Parameters
     ----------

@@ -248,3 +248,39 @@ def test_emulator_bulk_writes_equal_byte_by_byte_feeding():
     assert out_whole == out_split
     assert (whole.engine.a_mem == split.engine.a_mem).all() and (whole.engine.b_mem == split.engine.b_mem).all()
     assert whole.engine.a_mem[3:10].any()
+
+
+def _timing(frame):
+    soc = AcceleratorSoC(CONFIG, 12_000_000, 3_000_000, byte_stream=True, frame_timeout=300)
+    taken, emitted = [], []
+
+    async def bench(ctx):
+        ctx.set(soc.tx_bytes.ready, 1)
+        i = 0
+        for cycle in range(80):
+            if i < len(frame):
+                ctx.set(soc.rx_bytes.payload, frame[i])
+            ctx.set(soc.rx_bytes.valid, i < len(frame))
+            _, _, valid, ready, tx_valid = await ctx.tick().sample(soc.rx_bytes.valid, soc.rx_bytes.ready,
+                                                                    soc.tx_bytes.valid)
+            if valid and ready:
+                taken.append(cycle)
+                i += 1
+            if tx_valid:
+                emitted.append(cycle)
+
+    sim = Simulator(soc)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    return taken, emitted
+
+
+def test_rtl_response_latency():
+    """The latencies stated in CommandExecutor's docstring: IDENTIFY's first response byte 5 cycles after its
+    last request byte, a header-rejected frame's 4 cycles after its LEN byte, responses at 1 byte/cycle."""
+    taken, emitted = _timing(encode_request(Command.IDENTIFY, 1))
+    assert taken == list(range(7))
+    assert emitted == list(range(taken[-1] + 5, taken[-1] + 5 + 6 + 28 + 2))
+    taken, emitted = _timing(encode_request(0x33, 2, b"ab"))
+    assert emitted[0] == taken[4] + 4 and len(emitted) == 8
