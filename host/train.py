@@ -316,7 +316,7 @@ def train(cfg: TrainConfig, log=print) -> list:
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            loss_sum += float(loss) * len(idx)
+            loss_sum += loss.item() * len(idx)
             correct += int((logits.argmax(1) == y).sum())
             progress.update(b + 1, loss_sum / min(n, (b + 1) * cfg.batch_size))
         test_loss, test_acc = evaluate(model, test_set)

@@ -6,6 +6,8 @@ weights/activations/gradients in 16.14/16.10/16.14, 3 epochs, outputs in ``runs/
 
 from __future__ import annotations
 
+import torch
+
 from .layers import DEFAULT_FORMATS
 from .models import MODELS
 from .quantize import ROUNDING_MODES
@@ -44,11 +46,17 @@ def add_arguments(parser):
     parser.add_argument("--name", default=None, help="run name (default derived from the options)")
     parser.add_argument("--out", default=None, metavar="DIR", help="output directory (default runs/<name>)")
     parser.add_argument("--resume", action="store_true", help="continue from the checkpoint in the output directory")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (default 1: LeNet's GEMMs are too small to gain from more, and "
+                             "extra threads spin badly on a busy machine)")
     parser.add_argument("--no-progress", action="store_true", help="no progress line")
     parser.add_argument("--no-plot", action="store_true", help="do not write curves.png")
 
 
 def run(args) -> int:
+    if args.threads < 1:
+        raise ValueError(f"--threads must be at least 1, not {args.threads}")
+    torch.set_num_threads(args.threads)
     cfg = TrainConfig(model=args.model, data=args.data, backend=args.backend, weights=args.weights,
                       activations=args.activations, gradients=args.gradients, rounding=args.rounding,
                       master_weights=args.master_weights, epochs=args.epochs, batch_size=args.batch_size,
