@@ -62,7 +62,8 @@ def model_layers(name):
     return timemodel.lenet_layers()
 
 
-def host_model(args, layers):
+def host_model(args):
+    """The host model from ``--no-host``, ``--host-ms`` or a measurement now."""
     if args.no_host:
         return timemodel.HostModel()
     if args.host_ms is not None:
@@ -178,9 +179,11 @@ def run(args):
     exchange_s = args.exchange_ms * 1e-3
     platform = timemodel.board_platform(args.board, fmt, exchange_s=exchange_s, packed=args.packed)
     layers = model_layers(args.model)
-    host = host_model(args, layers)
+    host = host_model(args)
     estimate = timemodel.estimate_epoch(platform, layers, fmt, args.batch, args.train_size, host)
     print(format_breakdown(estimate))
+    print(f"  (host per step: {host.fixed_s * 1e3:.1f} ms + {host.per_sample_s * 1e3:.2f} ms x batch; exchange "
+          f"latency {args.exchange_ms:g} ms, an assumption)")
     print(f"\ntime per epoch on {args.board} by word length (FL = {fmt.fl}, clipped to WL; FL does not change "
           f"time):")
     print(format_table(table_rows(args.board, layers, args.batch, args.train_size, fmt.fl, host, exchange_s,
