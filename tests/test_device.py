@@ -278,3 +278,28 @@ def test_spec_strings():
     backend = open_backend("emu:exact", config=SIM_CONFIG, seed=4)
     a = np.ones((3, 5), dtype=np.int64)
     assert (backend.gemm(a, a.T, 0, "nearest").c == dev.gemm(a, a.T, 0, "nearest").c).all()
+
+
+def test_training_layers_through_the_device_equal_the_exact_emulator():
+    """LeNet forward and backward with every GEMM offloaded through Device (protocol emulator) gives outputs and
+    gradients bit-identical to ExactEmulator (same engine configuration and seed): the backend duck type."""
+    torch = pytest.importorskip("torch")
+    layers = pytest.importorskip("fxtrain.host.layers")
+    from fxtrain.host.emulator import ExactEmulator
+    from fxtrain.host.models import build_model
+
+    config = EngineConfig(rows=4, cols=4, wl=16, depth=64, max_k_log2=16)
+    torch.manual_seed(0)
+    x, y = torch.rand(1, 1, 28, 28), torch.tensor([3])
+    results = []
+    for backend in (ExactEmulator(config, seed=5), Device(EmulatorTransport(ProtocolEmulator(config)))):
+        if isinstance(backend, Device):
+            backend.seed(5)
+        model = layers.convert(build_model("lenet", 0), backend)
+        out = model(x)
+        torch.nn.functional.cross_entropy(out, y).backward()
+        results.append((out.detach(), [p.grad.clone() for p in model.parameters()]))
+        assert backend.counters["gemms"] > 0
+    (out_e, grads_e), (out_d, grads_d) = results
+    assert torch.equal(out_e, out_d)
+    assert all(torch.equal(a, b) for a, b in zip(grads_e, grads_d))
