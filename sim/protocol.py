@@ -21,16 +21,22 @@ Command, Status : IntEnum
     Command and status codes.
 LINK_COUNTERS : tuple of str
     Names of the link counters, in READ_COUNTERS order (engine counters follow).
-crc16
-    CRC-16/CCITT-FALSE of a byte string.
+crc16, crc16_update
+    CRC-16/CCITT-FALSE of a byte string; the byte-wise table step that defines it.
 encode_request, encode_response
     Whole frames as bytes.
 ResponseParser
     Incremental parser of response frames (host side).
 Identity
     The IDENTIFY payload as a dataclass; ``Identity.from_parameters`` is what the RTL builds its ROM from.
-value_bytes, entry_bytes, result_row_bytes
-    Payload sizes derived from an ``EngineConfig``.
+value_bytes, entry_bytes, result_row_bytes, request_length_range
+    Payload sizes derived from an ``EngineConfig``; the legal LEN range of each command.
+default_frame_timeout
+    Idle cycles after which a device abandons a started frame (10 ms of its clock).
+counter_names
+    Field names of the READ_COUNTERS payload.
+encode_result, decode_result
+    The READ_RESULT payload.
 pack_values, unpack_values
     Raw integers to and from little-endian two's complement fields.
 ProtocolEmulator
