@@ -49,6 +49,7 @@ import sys
 import time
 
 from amaranth.hdl import Elaboratable, Module, Signal, signed
+from amaranth.lib import io
 
 from fxtrain.boards.build import (DEVICE_DSP_BLOCKS, BuildError, TimingError, build_bitstream,
                                   parse_nextpnr_report)
@@ -77,7 +78,7 @@ class DSPProbe(Elaboratable):
         a, b = Signal(signed(wl)), Signal(signed(wl))
         p = Signal(signed(2 * wl))
         m.d.sync += [a.eq(lfsr[:wl]), b.eq(lfsr[wl:]), p.eq(a * b)]
-        led = platform.request("led", 0)
+        m.submodules.led = led = io.Buffer("o", platform.request("led", 0, dir="-"))
         m.d.comb += led.o.eq(p.xor())
         return m
 
@@ -122,7 +123,7 @@ class _Constrained(Elaboratable):
         from amaranth.hdl import ClockDomain
         m = Module()
         m.domains.sync = cd = ClockDomain("sync")
-        clk = platform.request(platform.default_clk, dir="i")
+        m.submodules.clk = clk = io.Buffer("i", platform.request(platform.default_clk, dir="-"))
         m.d.comb += cd.clk.eq(clk.i)
         platform.add_clock_constraint(cd.clk, self.freq)
         m.submodules.design = self.design

@@ -265,7 +265,6 @@ def build_bitstream(target, out_dir, *, name=DEFAULT_NAME, seed=1):
     TimingError
         Timing not met (raised after every report file is written; carries the report).
     """
-    from ..sim.protocol import Identity
     from .top import BoardTop
 
     check_fits(target)
@@ -309,7 +308,7 @@ def build_bitstream(target, out_dir, *, name=DEFAULT_NAME, seed=1):
         timing_met=bool(clocks) and all(c["achieved_mhz"] >= c["required_mhz"] for c in clocks.values()),
         dsp_expected=config.rows * config.cols, build_seconds=round(seconds, 1),
         bitstream=os.path.join(out_dir, f"{name}{BITSTREAM_SUFFIX[target.family]}"),
-        identity=asdict(top.soc.identity) if isinstance(top.soc.identity, Identity) else {})
+        identity=asdict(top.identity))
     with open(os.path.join(out_dir, "build_report.json"), "w") as f:
         json.dump(report.to_dict(), f, indent=2)
     with open(os.path.join(out_dir, "build_report.txt"), "w") as f:

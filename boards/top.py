@@ -42,9 +42,11 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from amaranth.hdl import ClockDomain, ClockSignal, Const, Elaboratable, Instance, Module, Signal
+from amaranth.lib import io
 from amaranth.lib.cdc import ResetSynchronizer
 
-from ..rtl.soc import AcceleratorSoC
+from ..rtl.soc import AcceleratorSoC, identify_payload
+from ..rtl.uart import uart_divisor
 from .targets import BoardTarget
 
 __all__ = ["Ice40PLLParams", "Ecp5PLLParams", "ice40_pll_params", "ecp5_pll_params", "pll_params", "BoardTop"]
@@ -189,8 +191,9 @@ class BoardTop(Elaboratable):
     target : BoardTarget
     pll : Ice40PLLParams or Ecp5PLLParams or None
         The PLL dividers, solved at construction so a bad clock request fails before elaboration.
-    soc : AcceleratorSoC
-        The SoC (constructed here, so its ``identity`` is known before a build).
+    identity : fxtrain.sim.protocol.Identity
+        What the built SoC answers to IDENTIFY (:func:`fxtrain.rtl.soc.identify_payload` of the target's
+        configuration, clock and baud rate); the SoC itself is constructed at elaboration.
     """
 
     def __init__(self, target):
@@ -198,7 +201,8 @@ class BoardTop(Elaboratable):
             raise TypeError(f"Target must be a BoardTarget, not {target!r}")
         self.target = target
         self.pll = pll_params(target)
-        self.soc = AcceleratorSoC(target.config, target.clk_freq, target.baud)
+        uart_divisor(target.clk_freq, target.baud)          # a baud rate the clock cannot make fails here
+        self.identity = identify_payload(target.config, target.clk_freq, target.baud)
 
     def _ice40_pll(self, m, platform, clk_out, locked):
         pad = platform.request(platform.default_clk, dir="-")
@@ -212,7 +216,7 @@ class BoardTop(Elaboratable):
             o_PLLOUTGLOBAL=clk_out, o_LOCK=locked)
 
     def _ecp5_pll(self, m, platform, clk_out, locked):
-        clk_in = platform.request(platform.default_clk, dir="i").i
+        m.submodules.clk_in = clk_in = io.Buffer("i", platform.request(platform.default_clk, dir="-"))
         p = self.pll
         m.submodules.pll = Instance(
             "EHXPLLL",
@@ -224,7 +228,7 @@ class BoardTop(Elaboratable):
             p_CLKI_DIV=p.clki_div, p_CLKFB_DIV=p.clkfb_div, p_CLKOP_DIV=p.clkop_div,
             p_CLKOP_ENABLE="ENABLED", p_CLKOP_CPHASE=p.clkop_div - 1, p_CLKOP_FPHASE=0,
             p_FEEDBK_PATH="CLKOP",
-            i_CLKI=clk_in, i_CLKFB=clk_out, i_RST=Const(0), i_STDBY=Const(0),
+            i_CLKI=clk_in.i, i_CLKFB=clk_out, i_RST=Const(0), i_STDBY=Const(0),
             i_PHASESEL0=Const(0), i_PHASESEL1=Const(0), i_PHASEDIR=Const(1), i_PHASESTEP=Const(1),
             i_PHASELOADREG=Const(1), i_PLLWAKESYNC=Const(0), i_ENCLKOP=Const(0),
             o_CLKOP=clk_out, o_LOCK=locked)
@@ -243,7 +247,12 @@ class BoardTop(Elaboratable):
             m.d.comb += ClockSignal("sync").eq(clk_out)
             m.submodules.reset_sync = ResetSynchronizer(~locked, domain="sync")
             platform.add_clock_constraint(cd_sync.clk, self.target.clk_freq)
-        m.submodules.soc = soc = self.soc
-        uart = platform.request(*self.target.uart)
-        m.d.comb += [soc.rx.eq(uart.rx.i), uart.tx.o.eq(soc.tx)]
+        m.submodules.soc = soc = AcceleratorSoC(self.target.config, self.target.clk_freq, self.target.baud)
+        if soc.identity != self.identity:
+            raise AssertionError(f"SoC identity {soc.identity} differs from identify_payload {self.identity}")
+        resource = platform.lookup(*self.target.uart)       # some UARTs also have rts/dtr: left unused
+        uart = platform.request(*self.target.uart, dir={sub.name: "-" for sub in resource.ios})
+        m.submodules.uart_rx = rx = io.Buffer("i", uart.rx)
+        m.submodules.uart_tx = tx = io.Buffer("o", uart.tx)
+        m.d.comb += [soc.rx.eq(rx.i), tx.o.eq(soc.tx)]
         return m

@@ -233,5 +233,5 @@ def test_every_target_constructs_its_top_and_fits():
         check_fits(target)
         top = BoardTop(target)
         assert (top.pll is None) == (target.clk_freq == target.osc_freq)
-        assert top.soc.identity == identify_payload(target.config, target.clk_freq, target.baud)
+        assert top.identity == identify_payload(target.config, target.clk_freq, target.baud)
         assert pll_params(target) == top.pll
