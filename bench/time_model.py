@@ -143,7 +143,7 @@ def check_host(fit_batches, test_batches, steps, out):
     from fxtrain.host.emulator import ExactEmulator
 
     def measure(batch):
-        runs = timemodel.time_training_steps(ExactEmulator(EngineConfig()), batch, steps)
+        runs = timemodel.time_training_steps(ExactEmulator(EngineConfig()), batch, steps, threads=1)
         return {name: statistics.median(getattr(t, name) for t in runs)
                 for name in ("host_cpu_s", "host_wall_s", "wall_s")}
 
@@ -151,10 +151,11 @@ def check_host(fit_batches, test_batches, steps, out):
     models = {clock: timemodel.HostModel.fit([(b, m[f"host_{clock}_s"]) for b, m in fits.items()])
               for clock in ("cpu", "wall")}
     out.append(f"\n### Host time: predicted vs measured (exact emulator)\n\nHost model fitted at batches "
-               f"{', '.join(map(str, fit_batches))} and used for the predictions at the other batches. Measured: "
+               f"{', '.join(map(str, fit_batches))} (least squares) and used for the predictions at the other batches. Measured: "
                f"median of {steps} LeNet training steps (after one warm-up) of the time outside "
-               f"`backend.gemm` (`ExactEmulator`): process CPU time and wall-clock. The machine's 2 cores are "
-               f"shared with other jobs, so wall-clock is noisy; CPU time is not affected by waiting.\n")
+               f"`backend.gemm` (`ExactEmulator`), torch on one thread: process CPU time and wall-clock. The "
+               f"machine's 2 cores are shared with other jobs, so wall-clock is noisy; CPU time is not affected "
+               f"by waiting (with two torch threads, spinning OpenMP workers inflated it several-fold).\n")
     for clock, model in models.items():
         out.append(f"* {clock}: {model.fixed_s * 1e3:.1f} ms + {model.per_sample_s * 1e3:.2f} ms x batch per step")
     out.append("\n| batch | predicted CPU s | measured CPU s | error | predicted wall s | measured wall s | error "
@@ -197,15 +198,23 @@ def main(argv=None):
     parser.add_argument("--sim", action="store_true", help="also count through sim:verilator (the SoC RTL)")
     parser.add_argument("--sim-batch", type=int, default=1)
     parser.add_argument("--sim-only", action="store_true", help="only the sim:verilator check, printed, no doc")
-    parser.add_argument("--host-fit", type=int, nargs=2, default=(4, 32))
-    parser.add_argument("--host-test", type=int, nargs=2, default=(8, 64))
-    parser.add_argument("--host-steps", type=int, default=3)
+    parser.add_argument("--host-fit", type=int, nargs="+", default=(8, 32, 96),
+                        help="batch sizes the host line is fitted to (least squares)")
+    parser.add_argument("--host-test", type=int, nargs="+", default=(16, 64),
+                        help="batch sizes the host line predicts")
+    parser.add_argument("--host-steps", type=int, default=7)
+    parser.add_argument("--host-only", action="store_true", help="only the host-time check and the per-board table, printed, no doc")
     parser.add_argument("--doc", default=None, help="markdown file to update between the bench markers")
     args = parser.parse_args(argv)
 
     out = [f"Command: `python bench/time_model.py {' '.join(argv if argv is not None else sys.argv[1:])}`"
            f" (run {time.strftime('%Y-%m-%d %H:%M')} UTC, 2-core machine)\n"]
     ok = True
+    if args.host_only:
+        host, _ = check_host(args.host_fit, args.host_test, args.host_steps, out)
+        board_table(host, 64, 60000, out)
+        print("\n".join(out))
+        return 0
     if not args.sim_only:
         ok &= check_cycles(args.board, args.cycles_batch, out)
         print("\n".join(out), flush=True)

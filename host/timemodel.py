@@ -670,12 +670,14 @@ class TimedBackend:
         return result
 
 
-def time_training_steps(backend, batch, steps, *, seed=0, warmup=1):
+def time_training_steps(backend, batch, steps, *, seed=0, warmup=1, threads=None):
     """Wall-clock of ``steps`` LeNet training steps of ``batch`` random 28 x 28 images on ``backend``.
 
     The model is ``fxtrain.host.models`` LeNet converted by ``fxtrain.host.layers.convert`` (default formats),
     trained by SGD on cross-entropy; data are already in memory. ``backend`` may be a :class:`TimedBackend`
-    (to read its ``calls`` afterwards). Returns one :class:`StepTiming` per step after the warm-up steps.
+    (to read its ``calls`` afterwards). ``threads`` sets torch's intra-op threads for the measurement (restored
+    afterwards; on a shared machine, spinning OpenMP threads inflate CPU time, so host measurements use 1).
+    Returns one :class:`StepTiming` per step after the warm-up steps.
     """
     import time
 
@@ -691,6 +693,21 @@ def time_training_steps(backend, batch, steps, *, seed=0, warmup=1):
     x = torch.randn((batch, 1, 28, 28), generator=generator)
     y = torch.randint(0, 10, (batch,), generator=generator)
     out = []
+    saved_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        _run_steps(model, optimizer, timed, x, y, warmup, steps, out)
+    finally:
+        torch.set_num_threads(saved_threads)
+    return out
+
+
+def _run_steps(model, optimizer, timed, x, y, warmup, steps, out):
+    import time
+
+    import torch
+
     for i in range(warmup + steps):
         gemm_before, gemm_cpu_before = timed.gemm_s, timed.gemm_cpu_s
         start, cpu = time.perf_counter(), time.process_time()
@@ -700,7 +717,6 @@ def time_training_steps(backend, batch, steps, *, seed=0, warmup=1):
         wall, cpu = time.perf_counter() - start, time.process_time() - cpu
         if i >= warmup:
             out.append(StepTiming(wall, timed.gemm_s - gemm_before, cpu, timed.gemm_cpu_s - gemm_cpu_before))
-    return out
 
 
 @dataclass(frozen=True)
@@ -727,10 +743,10 @@ class StepTiming:
         return self.cpu_s - self.gemm_cpu_s
 
 
-def measure_host_model(batches=(4, 16), steps=3, config=None, clock="cpu"):
+def measure_host_model(batches=(8, 32), steps=3, config=None, clock="cpu"):
     """:class:`HostModel` fitted to the host time of LeNet steps on the exact emulator: process CPU seconds
     (``clock="cpu"``, robust to other load on the machine) or wall-clock seconds (``"wall"``) outside
-    ``backend.gemm``, median of ``steps`` steps per batch size."""
+    ``backend.gemm``, median of ``steps`` steps per batch size, torch on one thread."""
     import statistics
 
     from .emulator import ExactEmulator
@@ -739,6 +755,6 @@ def measure_host_model(batches=(4, 16), steps=3, config=None, clock="cpu"):
         raise ValueError(f"clock must be 'cpu' or 'wall', not {clock!r}")
     points = []
     for batch in batches:
-        timings = time_training_steps(ExactEmulator(config or EngineConfig()), batch, steps)
+        timings = time_training_steps(ExactEmulator(config or EngineConfig()), batch, steps, threads=1)
         points.append((batch, statistics.median(getattr(t, f"host_{clock}_s") for t in timings)))
     return HostModel.fit(points)
