@@ -30,7 +30,7 @@ from pathlib import Path
 
 from fxtrain.boards.targets import TARGETS, get_target
 from fxtrain.host import timemodel
-from fxtrain.host.estimate_cli import _seconds
+from fxtrain.host.estimate_cli import format_seconds
 from fxtrain.sim.gemm import EngineConfig
 
 MARK_BEGIN = "<!-- bench:time_model -->"
@@ -186,8 +186,8 @@ def board_table(host, batch, train_size, out):
             e = timemodel.estimate_epoch(timemodel.board_platform(name, fmt), layers, fmt, batch, train_size, host)
             cfg = e.platform.config
             out.append(f"| {name} | {cfg.rows}x{cfg.cols} | {target.clk_freq / 1e6:g} MHz | {target.baud:,} | "
-                       f"{fmt} | {_seconds(e.compute_s)} | {_seconds(e.link_s)} | {_seconds(e.exchange_s)} | "
-                       f"{_seconds(e.host_s)} | {_seconds(e.total_s)} | {100 * e.link_share:.1f} % |")
+                       f"{fmt} | {format_seconds(e.compute_s)} | {format_seconds(e.link_s)} | {format_seconds(e.exchange_s)} | "
+                       f"{format_seconds(e.host_s)} | {format_seconds(e.total_s)} | {100 * e.link_share:.1f} % |")
 
 
 def main(argv=None):

@@ -8,7 +8,7 @@ Members
 -------
 add_arguments, run
     The sub-command (``fxtrain.host.cli``).
-format_breakdown, format_table, plot_boards
+format_breakdown, format_table, format_seconds, plot_boards
     Text and plot outputs, reused by ``bench/time_model.py``.
 """
 
@@ -75,7 +75,7 @@ def host_model(args):
     return timemodel.measure_host_model()
 
 
-def _seconds(s):
+def format_seconds(s):
     if s >= 86400:
         return f"{s / 86400:.2f} d"
     if s >= 3600:
@@ -101,8 +101,8 @@ def format_breakdown(estimate):
                          estimate.link_s), ("link (per-exchange latency)", estimate.exchange_s),
                          ("host", estimate.host_s)):
         share = 100 * value / total if total else 0.0
-        lines.append(f"  {label:30s} {_seconds(value):>12s}  {share:5.1f} %")
-    lines.append(f"  {'total per epoch':30s} {_seconds(total):>12s}")
+        lines.append(f"  {label:30s} {format_seconds(value):>12s}  {share:5.1f} %")
+    lines.append(f"  {'total per epoch':30s} {format_seconds(total):>12s}")
     return "\n".join(lines)
 
 
@@ -137,8 +137,8 @@ def format_table(rows):
             out.append(f"| {wl} | – | – | – | – | – | {e} | – |")
             continue
         from ..sim.protocol import value_bytes
-        out.append(f"| {wl} | {value_bytes(e.platform.config)} | {_seconds(e.compute_s)} | {_seconds(e.link_s)} | "
-                   f"{_seconds(e.exchange_s)} | {_seconds(e.host_s)} | {_seconds(e.total_s)} | "
+        out.append(f"| {wl} | {value_bytes(e.platform.config)} | {format_seconds(e.compute_s)} | {format_seconds(e.link_s)} | "
+                   f"{format_seconds(e.exchange_s)} | {format_seconds(e.host_s)} | {format_seconds(e.total_s)} | "
                    f"{100 * e.link_share:.1f} % |")
     return "\n".join(out)
 

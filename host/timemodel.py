@@ -53,7 +53,6 @@ TimedBackend, time_training_steps, StepTiming, measure_host_model
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
@@ -62,7 +61,7 @@ from ..sim.engine import run_cycles
 from ..sim.fixedpoint import MAX_WL, FixedFormat
 from ..sim.gemm import EngineConfig
 from ..sim.protocol import (MAX_LENGTH, Command, encode_request, encode_response, entry_bytes,
-                            result_row_bytes, value_bytes)
+                            result_row_bytes)
 
 __all__ = ["GEMM_KINDS", "MULTIPLIER_WIDTH", "PACKED_WL", "LayerGeometry", "GemmShape", "layer_geometry",
            "training_gemms", "Traffic", "DriverReplay", "LinkTiming", "Platform", "board_platform",
