@@ -89,7 +89,9 @@ def quantize_raw(x: torch.Tensor, fmt, mode="nearest", generator: "torch.Generat
     if not isinstance(x, torch.Tensor) or not x.is_floating_point():
         raise TypeError(f"quantize_raw needs a floating-point torch tensor, not {type(x).__name__}"
                         f"{'' if not isinstance(x, torch.Tensor) else ' of ' + str(x.dtype)}")
-    if torch.isnan(x).any():
+    # A NaN makes the sum NaN (so does +Inf + -Inf: then the exact check below decides); one cheap pass.
+    total = x.sum()
+    if total != total and torch.isnan(x).any():
         raise ValueError(f"Cannot quantize NaN to fixed point {fmt} ({int(torch.isnan(x).sum())} NaN elements "
                          f"in a tensor of shape {tuple(x.shape)})")
     y = x * (2.0 ** fmt.fl)
