@@ -75,8 +75,9 @@ def bench_runs(simulator, run_cocotb, tmp_path_factory):
         stat = {"stat_acc": (3 << shift) + round(0.3 * (1 << shift)), "stat_shift": shift,
                 "stat_count": STAT_COUNT, "stat_seed": lane_seeds(SEED, 1)[0]}
         extra = {"lfsr": dict(seed=SEED, cycles=1500, words=WORDS, out=str(out_dir / f"lfsr-{name}.json")),
-                 "rounder": dict(seed=SEED, count=3000, out=str(out_dir / f"rounder-{name}.json"), **stat),
-                 "pe": dict(seed=SEED, runs=400)}
+                 "rounder": dict(seed=SEED, count=3000, out=str(out_dir / f"rounder-{name}.json"),
+                                 coverage_out=str(out_dir / f"rounder-coverage-{name}.json"), **stat),
+                 "pe": dict(seed=SEED, runs=400, coverage_out=str(out_dir / f"pe-coverage-{name}.json"))}
         for block in params:
             prefix = f"{block}_{name}"
             designs[prefix] = _design(block, case[block])
@@ -88,6 +89,8 @@ def bench_runs(simulator, run_cocotb, tmp_path_factory):
     for name, result in results.items():
         result["words"] = json.loads((out_dir / f"lfsr-{name}.json").read_text())
         result["roundings"] = json.loads((out_dir / f"rounder-{name}.json").read_text())
+        result["rounder_coverage"] = json.loads((out_dir / f"rounder-coverage-{name}.json").read_text())
+        result["pe_coverage"] = json.loads((out_dir / f"pe-coverage-{name}.json").read_text())
     return results
 
 
@@ -122,7 +125,12 @@ def test_rounder_bench(bench_run):
     """§3, §5: rounder Verilog equals round_shift on every output, with the stated latency, for adversarial
     (s = 0, s = shift_max, saturation both ends, acc extremes, ties) and random inputs in both modes (bench
     asserts; wl=16/acc 52/s<=32 and wl=8/acc 19/s<=12); the lane-fed statistics run is bit-exact as well."""
-    roundings = bench_run["roundings"]
+    roundings, coverage = bench_run["roundings"], bench_run["rounder_coverage"]
+    shift_max = bench_run["case"]["rounder"]["shift_max"]
+    print(f"{bench_run['name']}: rounder coverage {coverage}")
+    assert coverage["count"] > 3000
+    assert coverage["shifts"] == {"0": list(range(shift_max + 1)), "1": list(range(shift_max + 1))}
+    assert coverage["sat_high"] and coverage["sat_low"]
     assert len(roundings["stochastic"]) == len(roundings["nearest"]) == STAT_COUNT
 
 
@@ -144,5 +152,8 @@ def test_pe_bench(bench_run):
     """§5: PE Verilog equals the cycle model on every output every cycle and holds the exact dot product for
     K = 1 and K = max_k (most negative operands, max*min), random gaps, drains and overlapping readouts; the
     readout through the rounder equals round_shift (bench asserts; wl=16/max_k=16 and wl=8/max_k=4)."""
-    pe = bench_run["case"]["pe"]
+    pe, coverage = bench_run["case"]["pe"], bench_run["pe_coverage"]
+    print(f"{bench_run['name']}: PE coverage {coverage}")
     assert accumulator_width(pe["wl"], pe["max_k"]) == {16: 36, 8: 18}[pe["wl"]]
+    assert coverage["readouts"] >= 400 and coverage["sums"] >= 300 and coverage["cycles"] > 1000
+    assert coverage["extreme_sum"] and coverage["sat_high"] and coverage["sat_low"]

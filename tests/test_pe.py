@@ -39,7 +39,11 @@ def test_pe_matches_models(wl, max_k, shift_max):
     harness = PEWithRounder(wl, max_k, shift_max)
     runs = 60 if max_k <= 64 else 8
     program, sums = pe_program(wl, harness.acc_width, min(max_k, 64), shift_max, SEED, runs)
-    assert _play(harness, program, sums) >= runs
+    coverage = _play(harness, program, sums)
+    print(coverage)
+    assert coverage["readouts"] >= runs and coverage["sums"] >= 5
+    assert coverage["sat_high"] and coverage["sat_low"]
+    assert coverage["extreme_sum"] == (max_k <= 64)
     assert harness.latency == MACProcessingElement.latency == 2
 
 

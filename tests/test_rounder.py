@@ -6,7 +6,8 @@ import pytest
 from amaranth.sim import Simulator
 
 from fxtrain.rtl.rounder import StochasticRounder
-from fxtrain.sim.benches.block_checks import AmaranthPorts, check_rounder, rounder_program, statistics_program
+from fxtrain.sim.benches.block_checks import (AmaranthPorts, check_rounder, rounder_coverage, rounder_program,
+                                              statistics_program)
 from fxtrain.sim.benches.rounder_bench import RounderWithLane
 from fxtrain.sim.lfsr import lane_seeds
 from fxtrain.sim.randomness import rounding_bias
@@ -36,6 +37,12 @@ def test_rounder_matches_round_shift(wl, acc_width, shift_max):
     harness = RounderWithLane(wl, acc_width, shift_max)
     results = _play(harness, rounder_program(wl, acc_width, shift_max, SEED, 600))
     assert len(results) > 600
+    coverage = rounder_coverage(results)
+    assert coverage["shifts"] == {0: list(range(shift_max + 1)), 1: list(range(shift_max + 1))}
+    if acc_width > wl:                      # with acc_width == wl nothing can saturate
+        assert coverage["sat_high"] and coverage["sat_low"]
+    else:
+        assert coverage["sat_high"] == coverage["sat_low"] == 0
     assert harness.latency == StochasticRounder.latency == 2
 
 
@@ -57,8 +64,8 @@ def test_lane_fed_stochastic_rounding_is_unbiased(fraction):
     acc = -(5 << shift) + round(fraction * (1 << shift))
     harness = RounderWithLane(8, 19, 12)
     results = _play(harness, statistics_program(acc, shift, count, lane_seeds(SEED, 1)[0]))
-    stochastic = rounding_bias([out for mode, out in results if mode == 1], acc, shift)
-    nearest = rounding_bias([out for mode, out in results if mode == 0], acc, shift)
+    stochastic = rounding_bias([r[1] for r in results if r[0] == 1], acc, shift)
+    nearest = rounding_bias([r[1] for r in results if r[0] == 0], acc, shift)
     print(f"f={fraction}: stochastic {stochastic}, nearest {nearest}")
     assert stochastic.passed, stochastic
     assert not nearest.passed, nearest

@@ -42,7 +42,7 @@ from ..pe_model import PECycleModel
 from ..rounding import round_shift
 
 __all__ = ["bench_sections", "start_bench", "AmaranthPorts", "CocotbPorts", "lfsr_program", "check_lfsr_lanes",
-           "rounder_program", "statistics_program", "check_rounder", "pe_program", "check_pe"]
+           "rounder_program", "statistics_program", "check_rounder", "rounder_coverage", "pe_program", "check_pe"]
 
 
 def bench_sections(name):
@@ -256,7 +256,7 @@ async def check_rounder(ports, harness, program):
 
     Expected values come from :func:`round_shift` with the rand word of the lane model (advance-then-use) or the
     ``rand_in`` port; they are compared exactly ``harness.latency`` cycles after the input was presented.
-    Returns the list of ``(mode, out)`` of the valid outputs, in order.
+    Returns the list of ``(mode, out, sat, shift)`` of the valid outputs, in order.
     """
     latency = harness.latency
     leap = LeapMap(harness.lane_width, harness.lane_width)
@@ -285,8 +285,15 @@ async def check_rounder(ports, harness, program):
         assert got == (out, sat), (f"cycle {cycle}: acc={inputs['acc']} shift={inputs['shift']} "
                                    f"mode={inputs['mode']} rand={rand:#x}: (out, sat) {got} != model {(out, sat)}")
         if inputs["i_valid"]:
-            results.append((inputs["mode"], out))
+            results.append((inputs["mode"], out, sat, inputs["shift"]))
     return results
+
+
+def rounder_coverage(results):
+    """Coverage of :func:`check_rounder` results: saturations up/down and the shifts seen per mode."""
+    shifts = {mode: sorted({r[3] for r in results if r[0] == mode}) for mode in (0, 1)}
+    return {"sat_high": sum(1 for r in results if r[2] and r[1] > 0),
+            "sat_low": sum(1 for r in results if r[2] and r[1] < 0), "shifts": shifts}
 
 
 # ------------------------------------------------------------------------------------------------------------ PE
@@ -359,25 +366,32 @@ async def check_pe(ports, harness, program, sums):
     :class:`PECycleModel`, ``acc`` with the exact dot products ``sums`` at their readout cycles, and the rounder
     outputs with :func:`round_shift` of the model's ``acc`` ``harness.rounder_latency`` cycles later.
 
-    Returns the number of rounder readouts checked.
+    Returns coverage counts: ``readouts`` (rounder readouts checked), ``sat_high``/``sat_low`` (readouts
+    that saturated up/down), ``sums`` (exact dot products checked) and ``extreme_sum`` (whether ``acc`` held
+    ``max_k * 2**(2*wl-2)``, the largest possible sum).
     """
     model = PECycleModel(harness.wl, harness.acc_width)
     pending = deque([None] * harness.rounder_latency)
     names = ("acc", "a_out", "b_out", "out_valid", "out_clear")
-    readouts = 0
+    coverage = {"readouts": 0, "sat_high": 0, "sat_low": 0, "sums": 0, "extreme_sum": False}
+    extreme = harness.max_k << (2 * harness.wl - 2)
     for cycle, inputs in enumerate(program):
         want = model.outputs()
         got = {name: ports.get(name) for name in names}
         assert got == want, f"cycle {cycle}: PE outputs {got} != model {want}"
         if cycle in sums:
             assert got["acc"] == sums[cycle], f"cycle {cycle}: acc {got['acc']} != exact dot product {sums[cycle]}"
+            coverage["sums"] += 1
+            coverage["extreme_sum"] |= got["acc"] == extreme
         expect = pending.popleft()
         if expect is not None:
             assert ports.get("r_out_valid") == expect[0], f"cycle {cycle}: rounder o_valid"
             if expect[0]:
                 got_r = (ports.get("r_out"), bool(ports.get("r_sat")))
                 assert got_r == expect[1:], f"cycle {cycle}: rounder (out, sat) {got_r} != model {expect[1:]}"
-                readouts += 1
+                coverage["readouts"] += 1
+                if got_r[1]:
+                    coverage["sat_high" if got_r[0] > 0 else "sat_low"] += 1
         for name, value in inputs.items():
             ports.set(name, value)
         out, sat = round_shift(want["acc"], inputs["r_shift"], inputs["r_mode"], inputs["r_rand"], harness.wl)
@@ -385,4 +399,4 @@ async def check_pe(ports, harness, program, sums):
         model.tick(inputs["a_in"], inputs["b_in"], inputs["in_valid"], inputs["in_clear"], inputs["shift_in"],
                    inputs["shift_en"])
         await ports.tick()
-    return readouts
+    return coverage

@@ -9,7 +9,7 @@ outputs against :func:`fxtrain.sim.rounding.round_shift`.
 
 Bench parameters (per parameter set, :func:`fxtrain.sim.benches.block_checks.bench_sections` ``"pe"``, plus
 ``prefix`` when the design is a member of a larger top): ``wl``, ``max_k`` (sets ``acc_width = accumulator_width(wl, max_k)``), ``shift_max``,
-``seed``, ``runs``.
+``seed``, ``runs``, optional ``coverage_out`` (a JSON file receiving ``check_pe``'s coverage counts).
 
 Members
 -------
@@ -18,6 +18,8 @@ PEWithRounder
 """
 
 from __future__ import annotations
+
+import json
 
 from amaranth.hdl import Module, signed
 from amaranth.lib import wiring
@@ -105,6 +107,9 @@ if cocotb is not None:
             dut._log.info(f"pe bench seed={params['seed']} wl={params['wl']} max_k={params['max_k']}")
             program, sums = pe_program(params["wl"], harness.acc_width, params["max_k"], params["shift_max"],
                                        params["seed"], params["runs"])
-            readouts = await check_pe(ports, harness, program, sums)
-            assert readouts >= params["runs"], f"only {readouts} readouts checked for {params['runs']} runs"
-            dut._log.info(f"{len(program)} cycles, {len(sums)} exact sums, {readouts} readouts bit-exact")
+            coverage = await check_pe(ports, harness, program, sums)
+            assert coverage["readouts"] >= params["runs"], f"{coverage} for {params['runs']} runs"
+            dut._log.info(f"{len(program)} cycles bit-exact; coverage {coverage}")
+            if "coverage_out" in params:
+                with open(params["coverage_out"], "w") as f:
+                    json.dump(dict(coverage, cycles=len(program)), f)

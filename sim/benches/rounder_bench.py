@@ -10,7 +10,8 @@ valid rounding (advance-then-use, as in the engine). The checks are
 Bench parameters (per parameter set, :func:`fxtrain.sim.benches.block_checks.bench_sections` ``"rounder"``,
 plus ``prefix`` when the design is a member of a larger top): ``wl``, ``acc_width``, ``shift_max``, ``seed``, ``count`` (random cases), and for the
 statistics run ``stat_acc``, ``stat_shift``, ``stat_count``, ``stat_seed`` and ``out`` (a JSON file receiving
-the rounded words of the statistics run, ``{"stochastic": [...], "nearest": [...]}``).
+the rounded words of the statistics run, ``{"stochastic": [...], "nearest": [...]}``); optional
+``coverage_out``: a JSON file receiving the coverage of the random/adversarial run (``rounder_coverage``).
 
 Members
 -------
@@ -29,8 +30,8 @@ from amaranth.lib.wiring import In, Out
 from ...rtl.lfsr import LFSR
 from ...rtl.rounder import StochasticRounder
 from ..lfsr import LANE_WIDTH
-from .block_checks import (CocotbPorts, bench_sections, check_rounder, rounder_program, start_bench,
-                           statistics_program)
+from .block_checks import (CocotbPorts, bench_sections, check_rounder, rounder_coverage, rounder_program,
+                           start_bench, statistics_program)
 
 try:
     import cocotb
@@ -114,7 +115,11 @@ if cocotb is not None:
             program = rounder_program(params["wl"], params["acc_width"], params["shift_max"], params["seed"],
                                       params["count"])
             results = await check_rounder(ports, harness, program)
-            dut._log.info(f"{len(results)} roundings bit-exact")
+            coverage = rounder_coverage(results)
+            dut._log.info(f"{len(results)} roundings bit-exact; coverage {coverage}")
+            if "coverage_out" in params:
+                with open(params["coverage_out"], "w") as f:
+                    json.dump(dict(coverage, count=len(results)), f)
 
     @cocotb.test()
     async def lane_fed_rounding_statistics(dut):
@@ -127,5 +132,5 @@ if cocotb is not None:
                                          params["stat_seed"])
             results = await check_rounder(ports, harness, program)
             with open(params["out"], "w") as f:
-                json.dump({"stochastic": [out for mode, out in results if mode == 1],
-                           "nearest": [out for mode, out in results if mode == 0]}, f)
+                json.dump({"stochastic": [r[1] for r in results if r[0] == 1],
+                           "nearest": [r[1] for r in results if r[0] == 0]}, f)
