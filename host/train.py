@@ -18,8 +18,9 @@ Members
 TrainConfig
     Everything a run depends on.
 open_backend
-    ``"float"`` -> None, ``"emu"`` -> :class:`ExactEmulator`, ``"emu:fast"`` -> :class:`FastEmulator`, anything
-    else -> ``fxtrain.host.device.open_backend`` (imported only then).
+    ``"float"`` -> None, ``"emu"`` (or ``"emu:exact"``) -> :class:`ExactEmulator`, ``"emu:fast"`` ->
+    :class:`FastEmulator`, anything else -> ``fxtrain.host.device.open_backend`` (imported only then), with a
+    ``"device:"`` prefix removed (``device:emu`` is the Device driver over the protocol emulator).
 build
     Model (converted when the backend is not ``float``), backend, optimizer and data of a config.
 train
@@ -147,7 +148,7 @@ def open_backend(spec: str, seed: int = 0, config: "EngineConfig | None" = None)
     """The backend named by ``spec`` (module docstring); ``None`` for ``"float"``."""
     if spec == "float":
         return None
-    if spec == "emu":
+    if spec in ("emu", "emu:exact"):
         return ExactEmulator(config, seed)
     if spec == "emu:fast":
         return FastEmulator(config, seed)
@@ -158,6 +159,8 @@ def open_backend(spec: str, seed: int = 0, config: "EngineConfig | None" = None)
     if device is None or not hasattr(device, "open_backend"):
         raise ValueError(f"Unknown backend {spec!r}: use 'emu', 'emu:fast' or 'float' (device backends need "
                          f"fxtrain.host.device.open_backend)")
+    if spec.startswith("device:"):  # e.g. device:emu, the Device driver over the protocol emulator
+        spec = spec[len("device:"):]
     return device.open_backend(spec, config=config, seed=seed)
 
 
