@@ -55,7 +55,7 @@ def _x_power(exponent, modulus, degree):
 
 
 def test_prime_factors_by_trial_division():
-    """Helper of the primitivity test: the factorisations it relies on are right."""
+    """§4.1 (helper of the primitivity test): the trial-division factorisations it relies on are right."""
     assert _prime_factors((1 << 32) - 1) == [3, 5, 17, 257, 65537]
     assert _prime_factors((1 << 31) - 1) == [(1 << 31) - 1]
     assert _prime_factors(255) == [3, 5, 17]
@@ -84,7 +84,7 @@ def test_taps_polynomial_is_primitive(width):
 
 
 def test_primitivity_check_rejects_a_reducible_polynomial():
-    """The order check can fail: x^4 + x^2 + 1 = (x^2 + x + 1)^2 is not primitive."""
+    """§4.1: the order check can fail: x^4 + x^2 + 1 = (x^2 + x + 1)^2 is not primitive."""
     modulus, order = 0b10101, 15
     assert _x_power(order, modulus, 4) != 1 or any(_x_power(order // q, modulus, 4) == 1
                                                    for q in _prime_factors(order))

@@ -158,7 +158,8 @@ def lfsr_program(n, width, seed, cycles, words):
     for _ in range(cycles):
         load = rng.random() < 0.1
         value = 0 if rng.random() < 0.25 else rng.randrange(1, 1 << width)
-        program.append((rng.randrange(1 << n), int(load), rng.randrange(n), value if load else rng.randrange(1 << width)))
+        junk = rng.randrange(1 << width)
+        program.append((rng.randrange(1 << n), int(load), rng.randrange(n), value if load else junk))
     program.append((0, 1, 0, seeds[0]))
     program += [(1, 0, 0, 0)] * words
     return program

@@ -8,8 +8,8 @@ Design: :class:`PEWithRounder`, a :class:`fxtrain.rtl.pe.MACProcessingElement` w
 outputs against :func:`fxtrain.sim.rounding.round_shift`.
 
 Bench parameters (per parameter set, :func:`fxtrain.sim.benches.block_checks.bench_sections` ``"pe"``, plus
-``prefix`` when the design is a member of a larger top): ``wl``, ``max_k`` (sets ``acc_width = accumulator_width(wl, max_k)``), ``shift_max``,
-``seed``, ``runs``, optional ``coverage_out`` (a JSON file receiving ``check_pe``'s coverage counts).
+``prefix`` when the design is a member of a larger top): ``wl``, ``max_k`` (sets
+``acc_width = accumulator_width(wl, max_k)``), ``shift_max``, ``seed``, ``runs``, optional ``coverage_out`` (a JSON file receiving ``check_pe``'s coverage counts).
 
 Members
 -------

@@ -8,8 +8,8 @@ valid rounding (advance-then-use, as in the engine). The checks are
 :func:`fxtrain.sim.rounding.round_shift`, at the rounder's stated latency.
 
 Bench parameters (per parameter set, :func:`fxtrain.sim.benches.block_checks.bench_sections` ``"rounder"``,
-plus ``prefix`` when the design is a member of a larger top): ``wl``, ``acc_width``, ``shift_max``, ``seed``, ``count`` (random cases), and for the
-statistics run ``stat_acc``, ``stat_shift``, ``stat_count``, ``stat_seed`` and ``out`` (a JSON file receiving
+plus ``prefix`` when the design is a member of a larger top): ``wl``, ``acc_width``, ``shift_max``, ``seed``,
+``count`` (random cases), and for the statistics run ``stat_acc``, ``stat_shift``, ``stat_count``, ``stat_seed`` and ``out`` (a JSON file receiving
 the rounded words of the statistics run, ``{"stochastic": [...], "nearest": [...]}``); optional
 ``coverage_out``: a JSON file receiving the coverage of the random/adversarial run (``rounder_coverage``).
 
