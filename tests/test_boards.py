@@ -14,6 +14,7 @@ import subprocess
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from amaranth.hdl import Fragment
 
 from fxtrain.boards import toolchain
 from fxtrain.boards.build import (BuildError, TimingError, check_fits, check_report, parse_yosys_stats,
@@ -67,7 +68,7 @@ def test_build_writes_bitstream_meets_timing_and_uses_one_dsp_per_pe(builds, nam
     assert os.path.getsize(report.bitstream) > 10_000
     assert report.timing_met, report.clocks
     (clock,) = report.clocks.values()
-    assert clock["required_mhz"] == pytest.approx(target.clk_freq / 1e6, rel=1e-6)
+    assert clock["required_mhz"] == pytest.approx(target.clk_freq / 1e6, rel=1e-4)   # nextpnr: ps periods
     assert clock["achieved_mhz"] >= clock["required_mhz"]
     assert report.dsp_used == target.config.rows * target.config.cols == report.dsp_expected
     assert report.resources["dsp"]["available"] == {"ice40": 8, "ecp5": 28}[target.family]
@@ -115,7 +116,8 @@ def test_missed_timing_fails_with_the_numbers(builds):
     report = _report(builds, "icebreaker")
     check_report(report)
     (net, clock), = report.clocks.items()
-    failing = type(report)(**{**report.to_dict(), "clocks": {net: {**clock, "required_mhz": clock["achieved_mhz"] + 1}}})
+    raised = {net: {**clock, "required_mhz": clock["achieved_mhz"] + 1}}
+    failing = type(report)(**{**report.to_dict(), "clocks": raised})
     with pytest.raises(TimingError, match=rf"{clock['achieved_mhz']:.2f} MHz achieved < "
                                           rf"{clock['achieved_mhz'] + 1:.2f} MHz required") as info:
         check_report(failing)
@@ -226,12 +228,14 @@ def test_unreachable_clocks_name_the_nearest():
         ecp5_pll_params(25_000_000, 100_001_000)
 
 
-def test_every_target_constructs_its_top_and_fits():
-    """Every board's default target fits its device, has a solvable clock, and a UART divisor within
-    tolerance (the SoC is constructed); the oscillator-clocked boards need no PLL."""
+def test_every_target_elaborates_and_fits():
+    """Every board's default target fits its device, has a solvable clock and a UART divisor within
+    tolerance, and its top level (PLL, pins, SoC) elaborates on its platform; the oscillator-clocked boards
+    need no PLL."""
     for target in TARGETS.values():
         check_fits(target)
         top = BoardTop(target)
+        Fragment.get(top, target.platform())
         assert (top.pll is None) == (target.clk_freq == target.osc_freq)
         assert top.identity == identify_payload(target.config, target.clk_freq, target.baud)
         assert pll_params(target) == top.pll
