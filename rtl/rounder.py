@@ -42,8 +42,10 @@ class StochasticRounder(wiring.Component):
 
     Pipeline (fully pipelined, one value per cycle, no back-pressure), ``latency = 2``:
 
-    * stage 1 (register after): offset select and ``acc + offset``; ``shift`` and ``i_valid`` travel along;
-    * stage 2 (register after): arithmetic shift by ``shift`` and saturation to ``out``/``sat``/``o_valid``.
+    * stage 1 (register after): offset select and ``acc + offset``; ``shift``, ``i_valid`` and the mask of the
+      sum bits at or above ``shift + wl - 1`` travel along;
+    * stage 2 (register after): saturation (those sum bits not all equal to the sign) in parallel with the low
+      ``wl`` bits of the arithmetic shift, to ``out``/``sat``/``o_valid``.
 
     ``acc``, ``rand``, ``shift`` and ``mode`` are all sampled in the cycle ``i_valid`` is high; the result of an
     input presented in cycle ``t`` is on ``out``/``sat`` with ``o_valid`` high in cycle ``t + 2``. ``out`` and
@@ -129,19 +131,25 @@ class StochasticRounder(wiring.Component):
         else:
             total = self.acc
         sum1 = Signal(signed(max(self.acc_width, smax + 1) + 1))
+        width = len(sum1)
+        # top_mask[i] = (i >= shift + wl - 1): the bits of the sum that must all equal its sign for the shifted
+        # value to fit in wl bits; computed from shift in stage 1 so stage 2 needs no wide shifter.
+        top_mask = Signal(width)
+        m.d.comb += top_mask.eq(Cat(self.shift + (self.wl - 1) <= i for i in range(width)))
         shift1 = Signal.like(self.shift)
+        mask1 = Signal(width)
         valid1 = Signal()
-        m.d.sync += [sum1.eq(total), shift1.eq(self.shift), valid1.eq(self.i_valid)]
+        m.d.sync += [sum1.eq(total), shift1.eq(self.shift), mask1.eq(top_mask), valid1.eq(self.i_valid)]
 
-        # Stage 2: arithmetic shift and saturation.
-        shifted = Signal(signed(len(sum1)))
-        m.d.comb += shifted.eq(sum1 >> shift1)
+        # Stage 2: saturation test (parallel) and the low wl bits of the arithmetic shift.
+        sign = sum1[width - 1]
+        overflow = ((sum1.as_unsigned() ^ sign.replicate(width)) & mask1).any()
+        shifted = Signal(signed(self.wl))
+        m.d.comb += shifted.eq((sum1 >> shift1)[:self.wl])
         low, high = -(1 << (self.wl - 1)), (1 << (self.wl - 1)) - 1
-        too_low = shifted < low
-        too_high = shifted > high
         m.d.sync += [
-            self.out.eq(Mux(too_low, low, Mux(too_high, high, shifted[:self.wl]))),
-            self.sat.eq(too_low | too_high),
+            self.out.eq(Mux(overflow, Mux(sign, low, high), shifted)),
+            self.sat.eq(overflow),
             self.o_valid.eq(valid1),
         ]
         return m
