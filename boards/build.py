@@ -50,7 +50,8 @@ from dataclasses import asdict, dataclass, field
 from .targets import BoardTarget
 from .toolchain import toolchain_env
 
-__all__ = ["DEVICE_DSP_BLOCKS", "CELL_NAMES", "PE_ONLY_DSP_SCRIPT", "BITSTREAM_SUFFIX", "DEFAULT_NAME", "BuildError", "TimingError", "BuildReport", "check_fits",
+__all__ = ["DEVICE_DSP_BLOCKS", "CELL_NAMES", "PE_ONLY_DSP_SCRIPT", "BITSTREAM_SUFFIX", "DEFAULT_NAME",
+           "BuildError", "TimingError", "BuildReport", "check_fits",
            "parse_nextpnr_report", "parse_yosys_stats", "build_bitstream", "check_report", "format_report"]
 
 # iCE40 UltraPlus data sheet FPGA-DS-02008 table 1.1; ECP5 data sheet FPGA-DS-02012 table 1.1 (18x18 multipliers).
@@ -240,9 +241,9 @@ def _run_script(build_dir, name, env, log_path):
 def build_bitstream(target, out_dir, *, name=DEFAULT_NAME, seed=1):
     """Build ``target``'s bitstream in ``out_dir`` and return its :class:`BuildReport`.
 
-    Writes the bitstream (iCE40: ``<name>.bin`` from ``icepack``; ECP5: ``<name>.bit`` from ``ecppack``), ``<name>.report.json``
-    (nextpnr), ``build.log`` (all tool output), ``build_report.json`` (:meth:`BuildReport.to_dict`) and
-    ``build_report.txt`` (:func:`format_report`).
+    Writes the bitstream (iCE40: ``<name>.bin`` from ``icepack``; ECP5: ``<name>.bit`` from ``ecppack``),
+    ``<name>.report.json`` (nextpnr), ``build.log`` (all tool output), ``build_report.json``
+    (:meth:`BuildReport.to_dict`) and ``build_report.txt`` (:func:`format_report`).
 
     Parameters
     ----------
