@@ -45,14 +45,6 @@ __all__ = ["ExactEmulator", "FastEmulator", "TorchGemmResult", "COUNTER_NAMES"]
 
 COUNTER_NAMES = ("gemms", "macs", "outputs", "saturated")
 
-# Largest number of lane advances handed to one nearest-mode tiled_gemm call. The golden model's lane_advance
-# (used for nearest rounding, where the words are not needed) builds one
-# jump map per power of two of the advance count, bit-serially, the first time that power is seen (2**16 advances
-# cost ~40 s, 2**17 ~80 s); cutting a GEMM into row blocks of at most this many advances per lane keeps those maps
-# small. Row blocks that are multiples of ``rows`` visit the tiles in the same row-major order as one call (§6,
-# item 2 and 4), so the result is bit for bit the same (tests/test_emulator.py checks it).
-_MAX_ADVANCES_PER_CALL = 1 << 11
-
 
 def _check_config(config):
     if not isinstance(config, EngineConfig):
@@ -108,23 +100,7 @@ class ExactEmulator:
             raise ValueError(f"GEMM operands must be M x K and K x N matrices, not {a.shape} and {b.shape}")
         m, k = a.shape
         n = b.shape[1]
-        rows, cols = self.config.rows, self.config.cols
-        n_tiles = -(-n // cols)
-        block = max(1, _MAX_ADVANCES_PER_CALL // (n_tiles * rows)) * rows
-        if block >= m or parse_mode(mode) is RoundingMode.STOCHASTIC:
-            result = tiled_gemm(self.config, a, b, shift, mode, self.lane_state)
-        else:
-            # Validate everything once up front so no lane state changes on a bad call.
-            tiled_gemm(self.config, a[:1], b, shift, mode, self.lane_state)
-            state = self.lane_state
-            c = np.empty((m, n), dtype=np.int64)
-            sat = np.empty((m, n), dtype=bool)
-            for start in range(0, m, block):
-                part = tiled_gemm(self.config, a[start:start + block], b, shift, mode, state)
-                c[start:start + block] = part.c
-                sat[start:start + block] = part.saturated
-                state = part.lane_state
-            result = GemmResult(c, sat, state)
+        result = tiled_gemm(self.config, a, b, shift, mode, self.lane_state)
         self.lane_state = list(result.lane_state)
         self._count(m, k, n, int(result.saturated.sum()))
         return result

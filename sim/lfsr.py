@@ -118,7 +118,13 @@ class LeapMap:
         check_lfsr(width, None, steps)
         self.width = width
         self.steps = steps
-        self.columns = tuple(lfsr_leap(1 << j, width, steps) for j in range(width))
+        if steps <= 2 * width:
+            self.columns = tuple(lfsr_leap(1 << j, width, steps) for j in range(width))
+        else:
+            # L^steps = L^(steps - h) . L^h: map the columns of the first half through the second half, so a map
+            # of any size costs O(width * log(steps)) vector applications instead of width * steps bit steps.
+            first, second = _leap_map(width, steps // 2), _leap_map(width, steps - steps // 2)
+            self.columns = tuple(int(col) for col in second(np.array(first.columns, dtype=np.uint64)))
         self.masks = tuple(sum(((col >> i) & 1) << j for j, col in enumerate(self.columns))
                            for i in range(width))
         nbytes = (width + 7) // 8
@@ -212,7 +218,7 @@ def period(width, leap=None):
 
 
 def lane_advance(state, count, width=LANE_WIDTH, leap=None):
-    """State of a lane after ``count`` advances from ``state`` (square-and-multiply over cached jump maps)."""
+    """State of a lane after ``count`` advances from ``state`` (one cached jump map per set bit of ``count``)."""
     check_lfsr(width, state, leap)
     if not isinstance(count, (int, np.integer)) or count < 0:
         raise ValueError(f"Advance count must be a non-negative integer, not {count!r}")

@@ -16,8 +16,8 @@ def _operands(rng, m, k, n, wl=16):
 
 @pytest.mark.parametrize("mode", ["nearest", "stochastic"])
 def test_exact_emulator_equals_tiled_gemm_over_a_sequence_of_gemms(mode):
-    """A sequence of GEMMs of awkward shapes (K=1, M,N not tile multiples, s=0 and s=32, a large-M GEMM that the
-    emulator splits into row blocks) equals tiled_gemm with the lane state carried from call to call."""
+    """A sequence of GEMMs of awkward shapes (K=1, M,N not tile multiples, s=0 and s=32, a large-M GEMM whose nearest
+    mode advances each lane thousands of times) equals tiled_gemm with the lane state carried from call to call."""
     seed = 123
     print("seed", seed)
     rng = np.random.default_rng(seed)
