@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """UART: divisor derivation and its build-time check, transmitter/receiver bit timing (Amaranth simulator)."""
 
 import random
