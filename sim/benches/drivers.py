@@ -15,8 +15,10 @@ Members
 -------
 pack, unpack
     Layout-driven packing of payload values.
+settle_combinational
+    Make Icarus run every combinational process of yosys-written Verilog once at time 0.
 start_clock_and_reset
-    Start the clock on ``dut.clk`` and pulse ``dut.rst`` (Amaranth's default ``sync`` domain ports).
+    Settle, start the clock on ``dut.clk`` and pulse ``dut.rst`` (Amaranth's default ``sync`` domain ports).
 StreamSource
     Sends payloads on a stream, optionally dropping ``valid`` at random (seeded) between transfers.
 StreamSink
@@ -33,7 +35,7 @@ from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, Event, ReadOnly, RisingEdge
 from cocotb.utils import get_sim_time
 
-__all__ = ["pack", "unpack", "start_clock_and_reset", "StreamSource", "StreamSink"]
+__all__ = ["pack", "unpack", "settle_combinational", "start_clock_and_reset", "StreamSource", "StreamSink"]
 
 
 def _shape_info(shape):
@@ -88,8 +90,29 @@ def unpack(shape, bits):
     return dict(values)
 
 
+def settle_combinational(handle):
+    """Make Icarus evaluate every combinational process of a yosys-written design once, at time 0.
+
+    yosys's Verilog puts a never-changing ``$auto$verilog_backend...`` register in the sensitivity list of each
+    ``always @*`` process so that it runs at time 0; Icarus 11 does not treat the register's declaration
+    initialiser as an event, so comb outputs of FSMs stay X until one of their inputs changes. Depositing a
+    value into those registers is that event. Harmless on Verilator. Returns how many registers were poked.
+    """
+    count = 0
+    for child in handle:
+        name = child._name.lstrip("\\")
+        if name.startswith("$auto$verilog_backend"):
+            child.value = 1
+            count += 1
+        elif type(child).__name__ == "HierarchyObject":
+            count += settle_combinational(child)
+    return count
+
+
 async def start_clock_and_reset(dut, period_ns=10, reset_cycles=2, clk="clk", rst="rst"):
-    """Start a clock on ``dut.<clk>`` and hold ``dut.<rst>`` high for ``reset_cycles`` rising edges."""
+    """:func:`settle_combinational`, start a clock on ``dut.<clk>`` and hold ``dut.<rst>`` high for
+    ``reset_cycles`` rising edges."""
+    settle_combinational(dut)
     cocotb.start_soon(Clock(getattr(dut, clk), period_ns, unit="ns").start())
     reset = getattr(dut, rst)
     reset.value = 1

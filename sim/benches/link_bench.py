@@ -25,31 +25,12 @@ import cocotb
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, FallingEdge, Timer
 
-from fxtrain.sim.benches.drivers import StreamSink, StreamSource, start_clock_and_reset
+from fxtrain.sim.benches.drivers import StreamSink, StreamSource, settle_combinational, start_clock_and_reset
 from fxtrain.sim.gemm import EngineConfig
 from fxtrain.sim.protocol import Command, ProtocolEmulator, encode_request, entry_bytes, pack_values
 from fxtrain.sim.runner import bench_params
 
-__all__ = ["uart_bit_level", "byte_throughput", "bench_config", "gemm_requests", "settle_combinational"]
-
-
-def settle_combinational(handle):
-    """Make Icarus evaluate every combinational process of a yosys-written design once, at time 0.
-
-    yosys's Verilog puts a never-changing ``$auto$verilog_backend...`` register in the sensitivity list of each
-    ``always @*`` process so that it runs at time 0; Icarus 11 does not treat the register's declaration
-    initialiser as an event, so comb outputs of FSMs stay X until one of their inputs changes. Depositing a
-    value into those registers is that event. Harmless on Verilator. Returns how many registers were poked.
-    """
-    count = 0
-    for child in handle:
-        name = child._name.lstrip("\\")
-        if name.startswith("$auto$verilog_backend"):
-            child.value = 1
-            count += 1
-        elif type(child).__name__ == "HierarchyObject":
-            count += settle_combinational(child)
-    return count
+__all__ = ["uart_bit_level", "byte_throughput", "bench_config", "gemm_requests"]
 
 
 def bench_config(params):
@@ -149,7 +130,6 @@ async def byte_throughput(dut):
     p = bench_params()
     config = bench_config(p)
     period_ns = 10
-    settle_combinational(dut)
     await start_clock_and_reset(dut, period_ns=period_ns)
     source = StreamSource(dut, "rx_bytes", 8)
     sink = StreamSink(dut, "tx_bytes", 8)

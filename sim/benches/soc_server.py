@@ -26,7 +26,6 @@ import cocotb
 from cocotb.triggers import ClockCycles
 
 from fxtrain.sim.benches.drivers import StreamSink, StreamSource, start_clock_and_reset
-from fxtrain.sim.benches.link_bench import settle_combinational
 from fxtrain.sim.runner import bench_params
 
 __all__ = ["serve_soc", "soc_for", "main", "TOPLEVEL", "verilator_pch_workaround"]
@@ -39,7 +38,6 @@ POLL_CYCLES = 8
 async def serve_soc(dut):
     """Bridge the SoC's byte streams to one TCP client until it disconnects."""
     params = bench_params()
-    settle_combinational(dut)
     await start_clock_and_reset(dut)
     source = StreamSource(dut, "rx_bytes", 8)
     sink = StreamSink(dut, "tx_bytes", 8)
