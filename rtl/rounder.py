@@ -133,9 +133,12 @@ class StochasticRounder(wiring.Component):
         sum1 = Signal(signed(max(self.acc_width, smax + 1) + 1))
         width = len(sum1)
         # top_mask[i] = (i >= shift + wl - 1): the bits of the sum that must all equal its sign for the shifted
-        # value to fit in wl bits; computed from shift in stage 1 so stage 2 needs no wide shifter.
+        # value to fit in wl bits; computed from shift in stage 1 so stage 2 needs no wide shifter. It is the
+        # complement of the thermometer ``keep`` moved up by wl - 1 bits (0 below, 1 above shift_max + wl - 1).
         top_mask = Signal(width)
-        m.d.comb += top_mask.eq(Cat(self.shift + (self.wl - 1) <= i for i in range(width)))
+        m.d.comb += top_mask.eq(Cat(
+            0 if i < self.wl - 1 else 1 if i - (self.wl - 1) >= smax else ~keep[i - (self.wl - 1)]
+            for i in range(width)))
         shift1 = Signal.like(self.shift)
         mask1 = Signal(width)
         valid1 = Signal()
@@ -145,7 +148,15 @@ class StochasticRounder(wiring.Component):
         sign = sum1[width - 1]
         overflow = ((sum1.as_unsigned() ^ sign.replicate(width)) & mask1).any()
         shifted = Signal(signed(self.wl))
-        m.d.comb += shifted.eq((sum1 >> shift1)[:self.wl])
+        # (sum1 >> shift1)[:wl] as a logarithmic shifter over only the bits that can reach the output (bit i of
+        # the result is sum1[i + shift1], sign-extended; i + shift1 < wl + shift_max): one 2:1 multiplexer per bit
+        # per stage, largest step first, each stage keeping the wl + 2**b - 1 bits the smaller steps can reach.
+        reach = self.wl + smax
+        window = Cat(sum1.as_unsigned(), sum1[width - 1].replicate(max(0, reach - width)))[:reach]
+        for b in reversed(range(len(shift1))):
+            keep_bits = self.wl + (1 << b) - 1
+            window = Mux(shift1[b], window[1 << b:], window)[:keep_bits]
+        m.d.comb += shifted.eq(window)
         low, high = -(1 << (self.wl - 1)), (1 << (self.wl - 1)) - 1
         m.d.sync += [
             self.out.eq(Mux(overflow, Mux(sign, low, high), shifted)),
