@@ -57,6 +57,18 @@ class CommandExecutor(wiring.Component):
     tile has been copied into the executor's result buffer (so READ_RESULT can be repeated). SOFT_RESET pulses
     ``engine_reset`` after its response has been sent and zeroes the link counters and the rounding registers.
 
+    Storage (sized for the iCE40UP5K, where flip-flops cost logic cells): the link counters (``LINK_COUNTERS``
+    order, u32, wrapping) and the IDENTIFY payload share one byte-wide block RAM, the *link memory* (counter
+    ``i`` at bytes ``4i .. 4i+3``, little-endian; the IDENTIFY ROM after them). A counter is incremented by a
+    byte-serial read-modify-write started with the response (5 cycles: byte ``b`` + carry written in cycle
+    ``b + 1``; the carry into byte ``b + 1`` is ``carry & (byte == 0xFF)``), i.e. exact 32-bit wrapping
+    arithmetic; it finishes before the response's first payload byte is due (the encoder sends 6 header bytes
+    first) and payload bytes from the link memory wait for it in any case. SOFT_RESET sets a per-counter
+    *zeroed* flag (a zeroed counter reads as 0 and its next increment writes 1) instead of writing 24 bytes.
+    The result buffer is a block RAM with a synchronous read port addressed by the next result row. RUN's and
+    SET_ROUNDING's arguments are read from a shift register that every payload byte enters (it also holds the
+    current WRITE entry and SET_SEEDS seed); only WRITE's ADDR and COUNT are kept apart.
+
     Latency (byte-stream SoC, ``tests/test_protocol.py::test_rtl_response_latency``): one request byte per
     cycle, except one stall cycle after each complete operand entry (its memory write) or seed. The first response byte leaves the SoC 5 cycles after the last request byte (the second CRC byte)
     was taken, for commands without engine work (e.g. IDENTIFY), and 4 cycles after the LEN byte for a frame
@@ -82,8 +94,6 @@ class CommandExecutor(wiring.Component):
         Connect to ``GemmEngine`` with ``wiring.connect``.
     engine_reset : Out(1)
         One-cycle pulse after a SOFT_RESET response.
-    link_counters : Out(32 * len(LINK_COUNTERS))
-        The link counters, ``LINK_COUNTERS`` order, 32 bits each, wrapping.
     """
 
     def __init__(self, config, identity):
@@ -100,7 +110,6 @@ class CommandExecutor(wiring.Component):
             "tx_payload": Out(stream.Signature(8)), "tx_busy": In(1),
             "engine": In(engine_signature(config)),
             "engine_reset": Out(1),
-            "link_counters": Out(32 * len(LINK_COUNTERS)),
         })
 
     def elaborate(self, platform):
@@ -118,13 +127,16 @@ class CommandExecutor(wiring.Component):
         length = Signal(16)
         status = Signal(8)
         resp_len = Signal(16)
-        nin = Signal(16)                          # payload bytes consumed
-        args = Signal(72)                         # the first 9 payload bytes, byte i at bits [8i, 8i+8)
+        nin = Signal(range(10))                   # payload bytes consumed, saturating at 9
+        wargs = Signal(32)                        # the first 4 payload bytes (WRITE_A/B: ADDR, COUNT)
         e_max = max(entry_bytes(cfg, "A"), entry_bytes(cfg, "B"))
-        ebuf = Signal(8 * e_max)
+        # every payload byte shifts in at the top: the last entry (WRITE_A/B), seed (SET_SEEDS), or the whole
+        # payload of SET_ROUNDING (2 bytes) and RUN (9 bytes), the last byte received at the top
+        sh_bytes = max(e_max, 9)
+        sh = Signal(8 * sh_bytes)
         ecnt = Signal(range(e_max + 1))
-        widx = Signal(17)
-        sbuf = Signal(32)
+        widx = Signal(max(1, aw))                 # entries written (only the address bits are needed)
+        sbuf = sh[-32:]
         scnt = Signal(2)
         lane = Signal(range(cols + 1))
         zero_seed = Signal()
@@ -132,16 +144,18 @@ class CommandExecutor(wiring.Component):
         mode = Signal()
         got_last = Signal()
         drain = Signal()
-        counters = {name: Signal(32, name=f"count_{name}") for name in LINK_COUNTERS}
-        m.d.comb += self.link_counters.eq(Cat(*counters.values()))
         m.d.comb += [eng.shift.eq(shift), eng.mode.eq(mode)]
 
         # -- result buffer: one drained tile, row r = cols values then cols saturation flags --
-        res_mem = memory.Memory(shape=unsigned(cols * wl + cols), depth=rows, init=[])
+        res_mem = memory.Memory(shape=unsigned(cols * wl + cols), depth=rows, init=[],
+                                attrs={"ram_style": "block"})
         m.submodules.result_buffer = res_mem
         res_w = res_mem.write_port()
-        res_r = res_mem.read_port(domain="comb")
+        res_r = res_mem.read_port()               # synchronous (block RAM): addressed by the next res_row
         res_row = Signal(range(rows + 1))
+        res_row_next = Signal.like(res_row)
+        m.d.comb += [res_row_next.eq(res_row), res_r.addr.eq(res_row_next)]
+        m.d.sync += res_row.eq(res_row_next)
         m.d.comb += [res_w.addr.eq(res_row),
                      res_w.data.eq(Cat(eng.result.payload.data.as_value(), eng.result.payload.sat))]
 
@@ -155,16 +169,25 @@ class CommandExecutor(wiring.Component):
                     m.d.comb += [known.eq(1), len_ok.eq((self.length >= lo) & (self.length <= hi))]
 
         # -- argument views --
+        # depth = 2**aw, so a base below depth has no bits above aw - 1 and a count up to depth none above aw:
+        # the sums are checked in aw + 2 bits
         is_a = cmd == Command.WRITE_A
         e_len = Mux(is_a, entry_bytes(cfg, "A"), entry_bytes(cfg, "B"))
-        w_addr, w_count = args[0:16], args[16:32]
-        w_len_ok = (w_count != 0) & (length == 4 + w_count * e_len)
-        w_addr_ok = (w_addr + w_count) <= depth
-        r_a, r_b, r_k, r_flags = args[0:16], args[16:32], args[32:64], args[64:72]
-        run_ok = ((r_k >= 1) & (r_k <= depth) & (r_a + r_k <= depth) & (r_b + r_k <= depth) & (r_flags <= 3))
+        w_addr, w_count = wargs[0:16], wargs[16:32]
+        w_len_ok = (w_count != 0) & (length == 4 + Mux(is_a, w_count * entry_bytes(cfg, "A"),
+                                                        w_count * entry_bytes(cfg, "B")))
+
+        def fits(base, count):                  # base + count <= depth
+            return (base[aw:] == 0) & (count[aw + 1:] == 0) & (base[:aw] + count[:aw + 1] <= depth)
+
+        w_addr_ok = fits(w_addr, w_count)
+        run_args = sh[-72:]                       # RUN's 9 payload bytes
+        r_a, r_b, r_k, r_flags = run_args[0:16], run_args[16:32], run_args[32:64], run_args[64:72]
+        run_ok = (r_k != 0) & fits(r_a, r_k) & fits(r_b, r_k) & (r_flags <= 3)
+        r_shift, r_mode = sh[-16:-8], sh[-8:]     # SET_ROUNDING's 2 payload bytes
 
         def values_of(n):
-            return Cat(*[ebuf[8 * e_max - 8 * vb * n + 8 * vb * i:][:wl] for i in range(n)])
+            return Cat(*[sh[8 * sh_bytes - 8 * vb * n + 8 * vb * i:][:wl] for i in range(n)])
 
         m.d.comb += [
             eng.a_write.payload.addr.eq((w_addr + widx)[:aw]),
@@ -179,34 +202,82 @@ class CommandExecutor(wiring.Component):
             eng.seed.eq(sbuf),
         ]
 
+        # -- link memory (block RAM, one byte per address): the link counters, 4 bytes each, little-endian, at
+        # 4 * index (LINK_COUNTERS order), and the IDENTIFY payload (a ROM part) from id_base --
+        n_link = len(LINK_COUNTERS)
+        ident_bytes = self.identity.to_bytes()
+        id_base = 1 << (4 * n_link - 1).bit_length()
+        link_mem = memory.Memory(shape=unsigned(8), depth=id_base + len(ident_bytes),
+                                 init=[0] * id_base + list(ident_bytes))
+        m.submodules.link_memory = link_mem
+        lk_w = link_mem.write_port()
+        lk_r = link_mem.read_port()
+        # a counter whose bit is set here reads as zero (reset value; SOFT_RESET sets them all) until its next
+        # increment has rewritten its 4 bytes
+        zeroed = Signal(n_link, init=(1 << n_link) - 1)
+        # byte-serial increment: step 0 reads byte 0; step s = 1..4 writes byte s-1 + carry and reads byte s
+        inc_idx = Signal(range(n_link))
+        inc_step = Signal(range(6), init=5)       # 5 = idle
+        inc_carry = Signal()
+        inc_go = Signal()
+        inc_sel = Signal(range(n_link))
+        inc_busy = inc_step != 5
+
         # -- response payload sources --
-        pidx = Signal(16)
+        pidx = Signal(range(max(len(ident_bytes), 4 * (n_link + len(COUNTER_NAMES))) + 1))
+        pidx_next = Signal.like(pidx)
+        m.d.comb += pidx_next.eq(pidx)
+        m.d.sync += pidx.eq(pidx_next)
         bidx = Signal(range(result_row_bytes(cfg) + 1))
-        ident = Const(int.from_bytes(self.identity.to_bytes(), "little"), 8 * len(self.identity.to_bytes()))
-        count_vec = Cat(self.link_counters, *[eng.counters[n] for n in COUNTER_NAMES])
+        eng_vec = Cat(*[eng.counters[n] for n in COUNTER_NAMES])
         row = res_r.data
         row_vec = Cat(*[row[wl * j:wl * (j + 1)].as_signed().as_unsigned() if vb * 8 == wl else
                         Cat(row[wl * j:wl * (j + 1)], *([row[wl * (j + 1) - 1]] * (vb * 8 - wl)))
                         for j in range(cols)],
                       row[cols * wl:], Const(0, 8 * ((cols + 7) // 8) - cols))
-        m.d.comb += res_r.addr.eq(res_row)
         source = Signal(2)     # 0 none, 1 identity, 2 counters, 3 result
+        rd_zero = Signal()     # the link byte read last cycle belongs to a zeroed counter
+        rd_ok = Signal()       # the link memory read last cycle was the payload byte at pidx
+        # link memory read address: the increment's while it runs, else the payload byte after this cycle
+        with m.If(inc_busy):
+            m.d.comb += lk_r.addr.eq(inc_idx * 4 + inc_step[:2])
+        with m.Elif(source == 1):
+            m.d.comb += lk_r.addr.eq(id_base + pidx_next)
+        with m.Else():
+            m.d.comb += lk_r.addr.eq(pidx_next)
+        m.d.sync += [rd_ok.eq(~inc_busy),
+                     rd_zero.eq(zeroed.bit_select(Mux(inc_busy, inc_idx, pidx_next[2:]), 1) & (source != 1))]
+        link_byte = Mux(rd_zero, 0, lk_r.data)
         with m.Switch(source):
             with m.Case(1):
-                m.d.comb += self.tx_payload.payload.eq(ident.word_select(pidx[:6], 8))
+                m.d.comb += self.tx_payload.payload.eq(lk_r.data)
             with m.Case(2):
-                m.d.comb += self.tx_payload.payload.eq(count_vec.word_select(pidx[:8], 8))
+                m.d.comb += self.tx_payload.payload.eq(
+                    Mux(pidx < 4 * n_link, link_byte, eng_vec.word_select((pidx - 4 * n_link)[:len(pidx)], 8)))
             with m.Case(3):
                 m.d.comb += self.tx_payload.payload.eq(row_vec.word_select(bidx, 8))
         m.d.comb += [self.tx_cmd.eq(cmd), self.tx_seq.eq(seq), self.tx_status.eq(status),
                      self.tx_length.eq(resp_len)]
 
+        with m.If(inc_go):
+            m.d.sync += [inc_idx.eq(inc_sel), inc_step.eq(0), inc_carry.eq(1)]
+        with m.Elif(inc_busy):
+            m.d.sync += inc_step.eq(inc_step + 1)
+            with m.If(inc_step != 0):
+                # rd_zero/lk_r.data: byte inc_step - 1 of counter inc_idx, read last cycle
+                byte_in = Mux(rd_zero, 0, lk_r.data)
+                m.d.comb += [lk_w.en.eq(1), lk_w.addr.eq(inc_idx * 4 + (inc_step - 1)[:2]),
+                             lk_w.data.eq(byte_in + inc_carry)]
+                m.d.sync += inc_carry.eq(inc_carry & (byte_in == 0xFF))
+                with m.If(inc_step == 4):
+                    m.d.sync += [zeroed.bit_select(inc_idx, 1).eq(0), inc_step.eq(5)]
+
         def count(name):
-            m.d.sync += counters[name].eq(counters[name] + 1)
+            m.d.comb += [inc_go.eq(1), inc_sel.eq(LINK_COUNTERS.index(name))]
 
         def respond(st, n=0, src=0):
-            m.d.sync += [status.eq(st), resp_len.eq(n), source.eq(src), pidx.eq(0), bidx.eq(0),
-                         res_row.eq(0)]
+            m.d.sync += [status.eq(st), resp_len.eq(n), source.eq(src), bidx.eq(0)]
+            m.d.comb += [pidx_next.eq(0), res_row_next.eq(0)]
             m.next = "RESPOND"
 
         with m.FSM():
@@ -214,7 +285,7 @@ class CommandExecutor(wiring.Component):
                 m.d.comb += self.events.ready.eq(1)
                 with m.If(self.events.valid):
                     m.d.sync += [cmd.eq(self.cmd), seq.eq(self.seq), length.eq(self.length), nin.eq(0),
-                                 ecnt.eq(0), widx.eq(0), scnt.eq(0), lane.eq(0), zero_seed.eq(0), args.eq(0)]
+                                 ecnt.eq(0), widx.eq(0), scnt.eq(0), lane.eq(0), zero_seed.eq(0), wargs.eq(0)]
                     with m.If(ev.kind == EventKind.END):       # timeout before the header was complete
                         count("timeouts")
                         respond(Status.TIMEOUT)
@@ -231,19 +302,21 @@ class CommandExecutor(wiring.Component):
             with m.State("RECEIVE"):
                 m.d.comb += self.events.ready.eq(1)
                 with m.If(self.events.valid & (ev.kind == EventKind.DATA)):
-                    m.d.sync += nin.eq(nin + 1)
+                    m.d.sync += sh.eq(Cat(sh[8:], ev.data))
+                    with m.If(nin != 9):
+                        m.d.sync += nin.eq(nin + 1)
                     with m.Switch(nin):
-                        for i in range(9):
+                        for i in range(4):
                             with m.Case(i):
-                                m.d.sync += args[8 * i:8 * (i + 1)].eq(ev.data)
+                                m.d.sync += wargs[8 * i:8 * (i + 1)].eq(ev.data)
                     with m.If((cmd == Command.WRITE_A) | (cmd == Command.WRITE_B)):
                         with m.If(nin >= 4):
-                            m.d.sync += [ebuf.eq(Cat(ebuf[8:], ev.data)), ecnt.eq(ecnt + 1)]
+                            m.d.sync += ecnt.eq(ecnt + 1)
                             with m.If(ecnt == e_len - 1):
                                 m.d.sync += ecnt.eq(0)
                                 m.next = "WRITE_ENTRY"
                     with m.If(cmd == Command.SET_SEEDS):
-                        m.d.sync += [sbuf.eq(Cat(sbuf[8:], ev.data)), scnt.eq(scnt + 1)]
+                        m.d.sync += scnt.eq(scnt + 1)
                         with m.If(scnt == 3):
                             m.next = "LOAD_SEED"
                 with m.If(self.events.valid & (ev.kind == EventKind.END)):
@@ -281,11 +354,11 @@ class CommandExecutor(wiring.Component):
                             count("frames_ok")
                             respond(Status.OK)
                     with m.Case(Command.SET_ROUNDING):
-                        with m.If((args[0:8] > 32) | (args[8:16] > 1)):
+                        with m.If((r_shift > 32) | (r_mode > 1)):
                             count("bad_arguments")
                             respond(Status.BAD_ARGUMENT)
                         with m.Else():
-                            m.d.sync += [shift.eq(args[0:8]), mode.eq(args[8])]
+                            m.d.sync += [shift.eq(r_shift), mode.eq(r_mode[0])]
                             count("frames_ok")
                             respond(Status.OK)
                     with m.Case(Command.SET_SEEDS):
@@ -300,7 +373,8 @@ class CommandExecutor(wiring.Component):
                             count("bad_arguments")
                             respond(Status.BAD_ARGUMENT)
                         with m.Else():
-                            m.d.sync += [got_last.eq(0), drain.eq((r_flags & RUN_DRAIN) != 0), res_row.eq(0)]
+                            m.d.sync += [got_last.eq(0), drain.eq((r_flags & RUN_DRAIN) != 0)]
+                            m.d.comb += res_row_next.eq(0)
                             m.next = "RUN_ISSUE"
                     with m.Case(Command.READ_RESULT):
                         count("frames_ok")
@@ -318,8 +392,7 @@ class CommandExecutor(wiring.Component):
             with m.State("RUN_WAIT"):
                 m.d.comb += eng.result.ready.eq(1)
                 with m.If(eng.result.valid):
-                    m.d.comb += res_w.en.eq(1)
-                    m.d.sync += res_row.eq(res_row + 1)
+                    m.d.comb += [res_w.en.eq(1), res_row_next.eq(res_row + 1)]
                     with m.If(eng.result.payload.last):
                         m.d.sync += got_last.eq(1)
                 with m.If(~eng.busy & (~drain | got_last)):
@@ -329,17 +402,20 @@ class CommandExecutor(wiring.Component):
                 m.d.comb += self.tx_start.eq(1)
                 m.next = "SENDING"
             with m.State("SENDING"):
-                m.d.comb += self.tx_payload.valid.eq(source != 0)
-                with m.If(self.tx_payload.ready & (source != 0)):
-                    m.d.sync += pidx.eq(pidx + 1)
+                # a link memory byte is valid once it was read for this pidx (not during an increment)
+                payload_valid = (source != 0) & ((source == 3) | rd_ok)
+                m.d.comb += self.tx_payload.valid.eq(payload_valid)
+                with m.If(self.tx_payload.ready & payload_valid):
+                    m.d.comb += pidx_next.eq(pidx + 1)
                     with m.If(source == 3):
                         m.d.sync += bidx.eq(bidx + 1)
                         with m.If(bidx == result_row_bytes(cfg) - 1):
-                            m.d.sync += [bidx.eq(0), res_row.eq(res_row + 1)]
+                            m.d.sync += bidx.eq(0)
+                            m.d.comb += res_row_next.eq(res_row + 1)
                 with m.If(~self.tx_busy):
                     with m.If((cmd == Command.SOFT_RESET) & (status == Status.OK)):
                         m.d.comb += [self.engine_reset.eq(1), eng.counters_clear.eq(1)]
                         m.d.sync += [shift.eq(0), mode.eq(0)]
-                        m.d.sync += [c.eq(0) for c in counters.values()]
+                        m.d.sync += zeroed.eq((1 << n_link) - 1)
                     m.next = "IDLE"
         return m

@@ -284,3 +284,22 @@ def test_rtl_response_latency():
     assert emitted == list(range(taken[-1] + 5, taken[-1] + 5 + 6 + 28 + 2))
     taken, emitted = _timing(encode_request(0x33, 2, b"ab"))
     assert emitted[0] == taken[4] + 4 and len(emitted) == 8
+
+
+def test_rtl_link_counters_carry_across_bytes():
+    """The link counters (byte-serial increments in the executor's link memory) carry from byte 0 into byte 1
+    like the emulator's u32 counters: over 256 UNKNOWN_COMMAND and over 256 BAD_LENGTH answers, READ_COUNTERS,
+    a SOFT_RESET, READ_COUNTERS again."""
+    stream = b"".join(encode_request(0x33, i % 256) for i in range(300))
+    stream += b"".join(encode_request(Command.IDENTIFY, i % 256, b"x") for i in range(260))
+    stream += (encode_request(Command.READ_COUNTERS, 1) + encode_request(Command.SOFT_RESET, 2)
+               + encode_request(Command.READ_COUNTERS, 3))
+    timeout = 200
+    emu = ProtocolEmulator(CONFIG, 12_000_000, 3_000_000, frame_timeout=timeout)
+    expected = emu.feed(stream)
+    got = _run_soc(stream, timeout, idle_after=50)
+    exp_r, got_r = ResponseParser().feed(expected), ResponseParser().feed(got)
+    counters = dict(zip(counter_names(), struct.unpack("<12I", exp_r[-3].payload)))
+    assert counters["unknown_commands"] >= 256 and counters["bad_lengths"] >= 256   # (a rejected frame's CRC
+    assert counters["frames_ok"] == 1                                                 # bytes may start a frame)
+    assert _without_timing_counters(got_r) == _without_timing_counters(exp_r)
