@@ -18,6 +18,9 @@ DEVICE_DSP_BLOCKS : dict
     FPGA part to its number of hardware multipliers (data sheet; nextpnr's report confirms it in each build).
 PE_ONLY_DSP_SCRIPT : str
     Yosys commands that keep every multiplier outside the PEs out of the DSP blocks.
+KEEP_FANOUT_SCRIPT : str
+    Yosys command that marks the registers of the array's ``fanout_*`` submodules (replicated copies of a
+    control signal) ``keep``.
 CELL_NAMES : dict
     Family to the nextpnr cell types reported as logic cells, flip-flops, DSP and block RAM.
 BuildError
@@ -50,7 +53,7 @@ from dataclasses import asdict, dataclass, field
 from .targets import BoardTarget
 from .toolchain import toolchain_env
 
-__all__ = ["DEVICE_DSP_BLOCKS", "CELL_NAMES", "PE_ONLY_DSP_SCRIPT", "BITSTREAM_SUFFIX", "DEFAULT_NAME",
+__all__ = ["DEVICE_DSP_BLOCKS", "CELL_NAMES", "PE_ONLY_DSP_SCRIPT", "KEEP_FANOUT_SCRIPT", "BITSTREAM_SUFFIX", "DEFAULT_NAME",
            "BuildError", "TimingError", "BuildReport", "check_fits",
            "parse_nextpnr_report", "parse_yosys_stats", "build_bitstream", "check_report", "format_report"]
 
@@ -78,6 +81,12 @@ BITSTREAM_SUFFIX = {"ice40": ".bin", "ecp5": ".bit"}
 # ``rows * cols`` of them (the link's command executor has a small counter-times-constant length check that
 # would otherwise take a DSP block, leaving too few for the iCEBreaker's 2 x 4 array).
 PE_ONLY_DSP_SCRIPT = "techmap -map +/techmap.v t:$mul *.array.pe_*/t:$mul %d"
+
+# The systolic array drives its drain-shift control through one register per row and one per PE, in its
+# ``fanout_shift_<r>`` submodules (``rtl/array.py``), so that no net reaches every PE. Copies with the same
+# input are merged back into one register by Yosys' opt_merge unless the flip-flop cell itself carries
+# ``keep``: this marks every ``$dff`` of those submodules.
+KEEP_FANOUT_SCRIPT = "setattr -set keep 1 *.array.fanout_*/t:$dff"
 
 
 class BuildError(RuntimeError):
@@ -275,7 +284,8 @@ def build_bitstream(target, out_dir, *, name=DEFAULT_NAME, seed=1):
     os.makedirs(out_dir, exist_ok=True)
 
     nextpnr_opts = [f"--report {name}.report.json", "--timing-allow-fail", f"--seed {int(seed)}"]
-    overrides = {"nextpnr_opts": " ".join(nextpnr_opts), "script_after_read": PE_ONLY_DSP_SCRIPT}
+    overrides = {"nextpnr_opts": " ".join(nextpnr_opts),
+                 "script_after_read": "\n".join([PE_ONLY_DSP_SCRIPT, KEEP_FANOUT_SCRIPT])}
     if target.family == "ice40":
         overrides["synth_opts"] = "-dsp"
     platform = target.platform()

@@ -13,15 +13,22 @@ Why output stationary: each output word is produced once, in place, and crosses 
 sent anywhere. A weight- or input-stationary array would have to move ``acc_width``-bit partial sums between
 PEs or off chip.
 
-Drain: while ``shift_en`` is high, every accumulator takes the value of the PE below it (``(r+1, j)``; the
-bottom row takes 0), so ``acc_out[j]`` (the accumulator of PE ``(0, j)``) shows rows ``0, 1, ..., rows-1`` of
-column ``j`` in consecutive cycles. After ``rows`` shifts every accumulator is 0.
+Drain: ``shift_en`` acts ``shift_latency = 2`` cycles late: it goes through one register per row and then
+one register per PE (submodule ``fanout_shift_<r>`` of row ``r``), so no net drives the shift multiplexers of
+more than one PE (``acc_width`` bits) and ``shift_en`` itself drives only ``rows`` registers. In a
+cycle in which the PE's copy is high (``shift_en`` was high ``shift_latency`` cycles earlier), every accumulator
+takes the value of the PE below it (``(r+1, j)``; the bottom row takes 0), so ``acc_out[j]`` (the accumulator of
+PE ``(0, j)``) shows rows ``0, 1, ..., rows-1`` of column ``j`` in consecutive cycles. After ``rows`` shifts
+every accumulator is 0. The copies are identical registers that synthesis would merge back into one: the board
+flow marks every register of a ``fanout_*`` submodule ``keep`` (``boards/build.py``, ``KEEP_FANOUT_SCRIPT``).
 
 Latency: a pair presented in cycle ``T`` has been added into PE ``(r, j)``'s accumulator at the end of cycle
 ``T + r + j + 1`` (``MACProcessingElement.latency = 2``). After the last pair of a run is presented in cycle
 ``T``, every accumulator is final from cycle ``T + rows + cols`` on (:attr:`SystolicArray.settle`); pairs may
-be presented in every cycle with no bubble, also across runs. ``shift_en`` must not be raised before the
-accumulators are final (a shift has priority over an accumulation in the same PE).
+be presented in every cycle with no bubble, also across runs. A shift must not act before the accumulators
+are final (a shift has priority over an accumulation in the same PE): after a last pair presented in cycle
+``T``, ``shift_en`` may be high from cycle ``T + settle - shift_latency`` on, and the shift it asks for in cycle
+``t`` moves ``acc_out`` at the end of cycle ``t + shift_latency``.
 
 Exact arithmetic: each PE computes ``acc <= (clear ? 0 : acc) + a*b`` in ``acc_width`` bits (two's complement,
 no rounding, ``docs/numerics.md`` §5).
@@ -39,6 +46,28 @@ from amaranth.lib.wiring import In, Out
 from .pe import MACProcessingElement
 
 __all__ = ["SystolicArray"]
+
+
+class _Fanout(wiring.Component):
+    """``o[j]`` is ``i`` delayed by 2 registers: one shared stem register, then one register per output bit.
+
+    Latency 2 (``o`` in cycle ``t + 2`` equals ``i`` in cycle ``t``); all registers reset to 0. The per-output
+    registers are copies with the same input; they exist so that each drives a small local load.
+    """
+
+    def __init__(self, width):
+        self.width = width
+        super().__init__({"i": In(1), "o": Out(width)})
+
+    def elaborate(self, platform):
+        m = Module()
+        stem = Signal()
+        m.d.sync += stem.eq(self.i)
+        for j in range(self.width):
+            copy = Signal(name=f"copy{j}")
+            m.d.sync += copy.eq(stem)
+            m.d.comb += self.o[j].eq(copy)
+        return m
 
 
 class SystolicArray(wiring.Component):
@@ -64,12 +93,16 @@ class SystolicArray(wiring.Component):
     in_clear : In(1)
         Zero each accumulator before adding this pair (first pair of a clearing run).
     shift_en : In(1)
-        Drain shift: every accumulator takes the one below it.
+        Drain shift, acting ``shift_latency`` cycles later: every accumulator takes the one below it.
     acc_out : Out(ArrayLayout(signed(acc_width), cols))
         Accumulators of the top row (the head of each column's drain chain).
     settle : int
         Cycles from the last pair presented to all accumulators final (``rows + cols``).
+    shift_latency : int
+        Cycles from ``shift_en`` to the shift it asks for (2: the per-row and per-PE copy registers).
     """
+
+    shift_latency = 2
 
     def __init__(self, rows, cols, wl, acc_width):
         for name, value in (("rows", rows), ("cols", cols)):
@@ -115,12 +148,18 @@ class SystolicArray(wiring.Component):
                 west = pes[r][j - 1]
                 m.d.comb += [pes[r][j].a_in.eq(west.a_out), pes[r][j].in_valid.eq(west.out_valid),
                              pes[r][j].in_clear.eq(west.out_clear)]
+        # shift_en fan-out tree: shift_en -> one register per row -> one register per PE (shift_latency = 2)
+        shift_pe = []
+        for r in range(rows):
+            m.submodules[f"fanout_shift_{r}"] = fanout = _Fanout(cols)
+            m.d.comb += fanout.i.eq(self.shift_en)
+            shift_pe.append(fanout.o)
         for j in range(cols):
             m.d.comb += pes[0][j].b_in.eq(self._delayed(m, self.b_in[j], j, f"b_skew{j}"))
             for r in range(1, rows):
                 m.d.comb += pes[r][j].b_in.eq(pes[r - 1][j].b_out)
             for r in range(rows):
                 below = pes[r + 1][j].acc if r + 1 < rows else 0
-                m.d.comb += [pes[r][j].shift_in.eq(below), pes[r][j].shift_en.eq(self.shift_en)]
+                m.d.comb += [pes[r][j].shift_in.eq(below), pes[r][j].shift_en.eq(shift_pe[r][j])]
             m.d.comb += self.acc_out[j].eq(pes[0][j].acc)
         return m

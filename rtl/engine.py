@@ -8,21 +8,27 @@ the dataflow picture and the resource estimate.
 
 Dataflow::
 
-    a_write --> A memory (depth x rows*wl) --+                  lanes[j] --> next_state (rand)
-                                             v                                  |
-    b_write --> B memory (depth x cols*wl) --> SystolicArray --acc_out[j]--> rounder[j] --> result banks
-                                             ^  (rows x cols PEs,            (per column)   (2 x rows entries)
-    run ------> controller ---- addresses ---+   output stationary)                            |
-                  |  valid/clear/shift_en                                                     v
-                  +--> counters, busy, error                                               result stream
+    a_write --> A memory (depth x rows*wl) --[R]--+               lanes[j] --> next_state (rand)
+                                                  v                               |
+    b_write --> B memory (depth x cols*wl) --[R]--> SystolicArray --acc_out[j]--> rounder[j] --> result banks
+                                                  ^  (rows x cols PEs,         (per column)   (2 x rows entries)
+    run ------> controller ---- addresses --------+   output stationary)                         |
+                  |  valid/clear (+[R]), shift_en                                               v
+                  +--> counters, busy, error                    [R]: operand registers     result stream
 
 Latency (cycle ``t0`` = the run command's transfer): the run reads operand entry ``base + i`` in cycle
 ``t0 + i`` (in ``t0`` from the command payload itself, so accumulating runs follow each other with no bubble);
-the operands reach the array one cycle later; the accumulators are final ``rows + cols`` cycles after the last
-pair (:attr:`SystolicArray.settle`); a draining run then spends ``rows`` cycles shifting the accumulators of
-each column through its rounder, rows in increasing order, advancing the column's lane before each rounding
-and feeding its ``next_state`` to the rounder (advance-then-use, §4.2; in both modes); the rounded rows land in
-the result bank ``ROUNDER_LATENCY`` cycles later, after which the engine is idle. Total: ``run_cycles``.
+the read data passes ``OPERAND_LATENCY = 1`` register (so every multiplier input is a flip-flop output, not a
+block RAM read port) and reaches the array ``1 + OPERAND_LATENCY`` cycles after the read; the accumulators are
+final ``rows + cols`` cycles after the last pair (:attr:`SystolicArray.settle`); a draining run then spends
+``rows`` cycles shifting the accumulators of each column through its rounder, rows in increasing order,
+advancing the column's lane before each rounding and feeding its ``next_state`` to the rounder
+(advance-then-use, §4.2; in both modes); the rounded rows land in the result bank ``ROUNDER_LATENCY`` cycles
+later, after which the engine is idle. Total: ``run_cycles(k, 1) = k + 2*rows + cols + 3``. The controller's
+``DRAIN`` state raises the array's ``shift_en`` :attr:`SystolicArray.shift_latency` (2) cycles before the
+shifts act (the array copies it into one register per row and per PE, so no net drives all PEs), and delays
+the rounders' and lanes' valid by as many registers; this shifts the states, not the total: ``FLUSH`` lasts
+``rows + cols + OPERAND_LATENCY - shift_latency`` cycles and ``TAIL`` ``shift_latency + ROUNDER_LATENCY``.
 
 Exact arithmetic: PE ``(r, j)`` accumulates ``sum_i A_mem[a_base+i][r] * B_mem[b_base+i][j]`` exactly in
 ``acc_width`` bits; rounder ``j`` computes ``sat_WL((acc + offset) >> shift)`` with ``offset = rand mod 2**shift``
@@ -38,7 +44,8 @@ from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..sim.engine import COUNTER_NAMES, COUNTER_WIDTH, ROUNDER_LATENCY, RESET_LANE_STATE, addr_bits, engine_layouts
+from ..sim.engine import (COUNTER_NAMES, COUNTER_WIDTH, OPERAND_LATENCY, ROUNDER_LATENCY, RESET_LANE_STATE, addr_bits,
+                          engine_layouts)
 from ..sim.gemm import EngineConfig
 from ..sim.rounding import SHIFT_MAX
 from .array import SystolicArray
@@ -107,6 +114,15 @@ class GemmEngine(wiring.Component):
         aw = addr_bits(cfg)
         latency = self.rounder_latency
         m = Module()
+        m.submodules.array = array = SystolicArray(rows, cols, cfg.wl, cfg.acc_width)
+        shift_latency = array.shift_latency
+        # FLUSH: cycles between the last operand read and the first DRAIN cycle. The last pair reaches the array
+        # 1 + OPERAND_LATENCY cycles after its read (memory read port, then the operand registers) and the
+        # accumulators are final settle cycles later; the FSM enters DRAIN shift_latency cycles before the first
+        # shift acts (array docstring), so FLUSH lasts settle + OPERAND_LATENCY - shift_latency cycles.
+        flush_cycles = array.settle + OPERAND_LATENCY - shift_latency
+        assert flush_cycles >= 1
+        tail_cycles = shift_latency + latency       # after the last DRAIN cycle: shift delay, then the rounder
 
         # ---- operand memories: one write port (host), one synchronous read port (array) each
         m.submodules.a_mem = a_mem = memory.Memory(shape=self.layouts["a_write"]["data"].shape, depth=depth, init=[])
@@ -117,7 +133,6 @@ class GemmEngine(wiring.Component):
             m.d.comb += [port.ready.eq(1), wr.addr.eq(port.payload.addr), wr.data.eq(port.payload.data),
                          wr.en.eq(port.valid)]
 
-        m.submodules.array = array = SystolicArray(rows, cols, cfg.wl, cfg.acc_width)
         m.submodules.lanes = lanes = LFSRLanes(cols, cfg.lane_width, reset_seed=RESET_LANE_STATE)
         rounders = self._rounders
         for j, rounder in enumerate(rounders):
@@ -132,7 +147,7 @@ class GemmEngine(wiring.Component):
         shift = Signal(range(SHIFT_MAX + 1))
         mode = Signal()
         ptr = Signal(aw + 1)
-        count = Signal(range(max(rows + cols, latency, 1) + 1))
+        count = Signal(range(max(flush_cycles, rows, tail_cycles) + 1))
         rejected = Signal()
         issue_valid = Signal()
         issue_clear = Signal()
@@ -148,7 +163,7 @@ class GemmEngine(wiring.Component):
 
         def to_flush_or_idle(is_drain):
             with m.If(is_drain):
-                m.d.sync += count.eq(rows + cols - 1)
+                m.d.sync += count.eq(flush_cycles - 1)
                 m.next = "FLUSH"
             with m.Else():
                 m.next = "IDLE"
@@ -181,11 +196,8 @@ class GemmEngine(wiring.Component):
             with m.State("DRAIN"):
                 m.d.sync += count.eq(count - 1)
                 with m.If(count == 0):
-                    if latency == 0:
-                        m.next = "IDLE"
-                    else:
-                        m.d.sync += count.eq(latency - 1)
-                        m.next = "TAIL"
+                    m.d.sync += count.eq(tail_cycles - 1)
+                    m.next = "TAIL"
             with m.State("TAIL"):
                 m.d.sync += count.eq(count - 1)
                 with m.If(count == 0):
@@ -207,16 +219,32 @@ class GemmEngine(wiring.Component):
             issue_valid.eq(starting | computing),
             issue_clear.eq(starting & cmd.clear),
             shift_en.eq(draining),
-            round_valid.eq(draining),
-            bank_done.eq((draining if latency == 0 else fsm.ongoing("TAIL")) & last_count),
+            bank_done.eq(fsm.ongoing("TAIL") & last_count),
         ]
 
-        # ---- operands into the array (read data arrives one cycle after the address)
-        valid_d = Signal()
-        clear_d = Signal()
-        m.d.sync += [valid_d.eq(issue_valid), clear_d.eq(issue_clear)]
-        m.d.comb += [array.a_in.eq(a_rd.data), array.b_in.eq(b_rd.data), array.in_valid.eq(valid_d),
-                     array.in_clear.eq(clear_d), array.shift_en.eq(shift_en)]
+        # ---- operands into the array: the read data arrives one cycle after the address and then passes
+        # OPERAND_LATENCY registers, so every multiplier input is a flip-flop output (no block RAM read port
+        # in front of a DSP block); valid/clear go through as many registers.
+        a_op, b_op = a_rd.data, b_rd.data
+        valid_op, clear_op = Signal(name="valid_rd"), Signal(name="clear_rd")
+        m.d.sync += [valid_op.eq(issue_valid), clear_op.eq(issue_clear)]
+        for stage in range(OPERAND_LATENCY):
+            a_reg = Signal.like(a_rd.data, name=f"a_op{stage}")
+            b_reg = Signal.like(b_rd.data, name=f"b_op{stage}")
+            valid_reg, clear_reg = Signal(name=f"valid_op{stage}"), Signal(name=f"clear_op{stage}")
+            m.d.sync += [a_reg.eq(a_op), b_reg.eq(b_op), valid_reg.eq(valid_op), clear_reg.eq(clear_op)]
+            a_op, b_op, valid_op, clear_op = a_reg, b_reg, valid_reg, clear_reg
+        m.d.comb += [array.a_in.eq(a_op), array.b_in.eq(b_op), array.in_valid.eq(valid_op),
+                     array.in_clear.eq(clear_op), array.shift_en.eq(shift_en)]
+
+        # round_valid: the drain cycles delayed like the shift itself, so rounder j sees row 0, 1, ... of
+        # column j on acc_out[j] in the cycles the array shifts them out
+        round_valid_q = shift_en
+        for stage in range(shift_latency):
+            reg = Signal(name=f"round_valid_d{stage + 1}")
+            m.d.sync += reg.eq(round_valid_q)
+            round_valid_q = reg
+        m.d.comb += round_valid.eq(round_valid_q)
 
         # ---- lanes and rounders: column j rounds rows 0..rows-1 through lane j, advance-then-use
         m.d.comb += [lanes.seed_lane.eq(self.seed_lane), lanes.seed.eq(self.seed), lanes.seed_load.eq(self.seed_load)]

@@ -60,11 +60,15 @@ back-to-back runs follow each other every ``run_cycles`` cycles and ``counters.b
 per run::
 
     run_cycles(k, drain=0) = k                                  (K chunks stream with no bubble)
-    run_cycles(k, drain=1) = k + rows + cols + rows + ROUNDER_LATENCY
+    run_cycles(k, drain=1) = k + OPERAND_LATENCY + rows + cols + rows + ROUNDER_LATENCY
+                           = k + 2*rows + cols + 3
     rejected run           = 1
 
-``rows + cols`` is the systolic fill/flush (the last product reaches PE ``(rows-1, cols-1)`` and is added),
-``rows`` the drain through the column shift chains and ``ROUNDER_LATENCY`` the rounder pipeline.
+``OPERAND_LATENCY`` (1) is the register stage between the operand memories' read ports and the array (every
+multiplier input is a flip-flop output), ``rows + cols`` the systolic fill/flush (the last product reaches PE
+``(rows-1, cols-1)`` and is added), ``rows`` the drain through the column shift chains and ``ROUNDER_LATENCY``
+the rounder pipeline. (The array's registered copies of the drain-shift control add no cycle: the controller
+raises it ``shift_latency`` cycles before the accumulators are final and delays the rounders' valid alike.)
 
 Operand memories: a write lands at the end of the cycle it is transferred in. A run reads entry
 ``base + i`` in cycle ``t0 + i``; writing an entry of ``[base, base + k)`` while that run is in progress gives
@@ -73,6 +77,8 @@ progress (e.g. the other half of the memory: double buffering). Writes to any en
 
 Members
 -------
+OPERAND_LATENCY : int
+    Registers between the operand memories' read data and the array in ``rtl/engine.py`` (1).
 ROUNDER_LATENCY : int
     Pipeline latency of ``rtl.rounder.StochasticRounder`` (the RTL checks it at elaboration).
 COUNTER_WIDTH : int
@@ -104,9 +110,10 @@ from .lfsr import check_lfsr, lane_advance, lane_words
 from .pe import check_operands
 from .rounding import RoundingMode, check_shift, parse_mode, round_shift
 
-__all__ = ["ROUNDER_LATENCY", "COUNTER_WIDTH", "COUNTER_NAMES", "RESET_LANE_STATE", "addr_bits", "engine_layouts",
+__all__ = ["OPERAND_LATENCY", "ROUNDER_LATENCY", "COUNTER_WIDTH", "COUNTER_NAMES", "RESET_LANE_STATE", "addr_bits", "engine_layouts",
            "run_cycles", "gemm_cycles", "run_is_valid", "EngineModel", "gemm_via_engine"]
 
+OPERAND_LATENCY = 1
 ROUNDER_LATENCY = 2
 COUNTER_WIDTH = 32
 COUNTER_NAMES = ("busy", "stall_in", "stall_out", "saturated", "runs", "rejected")
@@ -158,7 +165,7 @@ def run_cycles(config, k, drain):
     k = int(k)
     if not drain:
         return k
-    return k + 2 * config.rows + config.cols + ROUNDER_LATENCY
+    return k + OPERAND_LATENCY + 2 * config.rows + config.cols + ROUNDER_LATENCY
 
 
 def _chunks(k, chunk):

@@ -17,11 +17,12 @@ import pytest
 from amaranth.hdl import Fragment
 
 from fxtrain.boards import toolchain
-from fxtrain.boards.build import (BuildError, TimingError, check_fits, check_report, parse_yosys_stats,
-                                  build_bitstream)
+from fxtrain.boards.build import (KEEP_FANOUT_SCRIPT, BuildError, TimingError, check_fits, check_report,
+                                  parse_yosys_stats, build_bitstream)
 from fxtrain.boards.targets import TARGETS, get_target
 from fxtrain.boards.top import BoardTop, ecp5_pll_params, ice40_pll_params, pll_params
 from fxtrain.host.cli import main as cli_main
+from fxtrain.rtl.array import SystolicArray
 from fxtrain.rtl.soc import identify_payload
 from fxtrain.sim.protocol import Identity
 
@@ -239,3 +240,25 @@ def test_every_target_elaborates_and_fits():
         assert (top.pll is None) == (target.clk_freq == target.osc_freq)
         assert top.identity == identify_payload(target.config, target.clk_freq, target.baud)
         assert pll_params(target) == top.pll
+
+
+def test_keep_rule_preserves_the_shift_fanout_registers(tmp_path):
+    """synth_ecp5 merges the array's identical shift_en copies into one register unless the build's
+    KEEP_FANOUT_SCRIPT marks them: with it, all rows + rows * cols copies survive (rows * cols + rows - 2 more
+    flip-flops than without: the merged chain keeps 2)."""
+    from amaranth.back import rtlil
+    from amaranth.hdl import Module
+
+    env = _tools_or_skip("ecp5")
+    rows, cols = 2, 3
+    m = Module()
+    m.submodules.array = array = SystolicArray(rows, cols, 4, 8)     # instance path top.array, as in the SoC
+    ports = [array.a_in.as_value(), array.b_in.as_value(), array.in_valid, array.in_clear, array.shift_en,
+             array.acc_out.as_value()]
+    (tmp_path / "array.il").write_text(rtlil.convert(m, ports=ports))
+    counts = []
+    for script in ("", KEEP_FANOUT_SCRIPT + "; "):
+        subprocess.run([env["YOSYS"], "-q", "-p", f"read_rtlil array.il; {script}synth_ecp5 -top top; "
+                        "tee -q -o stat.txt stat"], cwd=tmp_path, check=True, env=env)
+        counts.append(int(re.search(r"(\d+)\s+TRELLIS_FF", (tmp_path / "stat.txt").read_text()).group(1)))
+    assert counts[1] - counts[0] == rows * cols + rows - 2

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from fxtrain.sim.engine import (COUNTER_NAMES, ROUNDER_LATENCY, EngineModel, engine_layouts, gemm_cycles,
-                                gemm_via_engine, run_cycles, run_is_valid)
+from fxtrain.sim.engine import (COUNTER_NAMES, OPERAND_LATENCY, ROUNDER_LATENCY, EngineModel, engine_layouts,
+                                gemm_cycles, gemm_via_engine, run_cycles, run_is_valid)
 from fxtrain.sim.gemm import EngineConfig, tiled_gemm
 from fxtrain.sim.lfsr import lane_seeds
 from fxtrain.sim.rounding import RoundingMode
@@ -110,11 +110,13 @@ def test_invalid_runs_are_rejected_not_silent(a_base, b_base, k):
 
 
 def test_run_cycles_closed_form():
-    """Cycle formula: k for an accumulating chunk, k + 2*rows + cols + rounder latency for a draining one."""
+    """Cycle formula: k for an accumulating chunk, k + operand registers + 2*rows + cols + rounder latency
+    (k + 2*rows + cols + 3) for a draining one."""
     config = EngineConfig(rows=4, cols=2, wl=8, depth=16, max_k_log2=8)
+    assert (OPERAND_LATENCY, ROUNDER_LATENCY) == (1, 2)
     assert run_cycles(config, 1, 0) == 1
     assert run_cycles(config, 16, 0) == 16
-    assert run_cycles(config, 5, 1) == 5 + 8 + 2 + ROUNDER_LATENCY
+    assert run_cycles(config, 5, 1) == 5 + OPERAND_LATENCY + 8 + 2 + ROUNDER_LATENCY == 18
     for bad in (0, 17):
         with pytest.raises(ValueError, match=f"not {bad}"):
             run_cycles(config, bad, 1)
