@@ -10,7 +10,7 @@ an ECP5 MULT18X18D, so a build uses ``rows * cols`` DSP blocks):
 =================  =================  ===========  ========  ==========  =======================================
 name               device             DSP blocks   engine    sync clock  UART
 =================  =================  ===========  ========  ==========  =======================================
-icebreaker         iCE40UP5K-SG48     8 SB_MAC16   2 x 2     12 MHz      FT2232H channel B, 3 Mbaud
+icebreaker         iCE40UP5K-SG48     8 SB_MAC16   4 x 2     12 MHz      FT2232H channel B, 3 Mbaud
 ulx3s-12f          LFE5U-12F-6BG381   28 MULT18    2 x 2     60 MHz      FT231X, 3 Mbaud
 ulx3s-25f          LFE5U-25F-6BG381   28 MULT18    4 x 6     60 MHz      FT231X, 3 Mbaud
 ulx3s-45f          LFE5U-45F-6BG381   72 MULT18    8 x 8     60 MHz      FT231X, 3 Mbaud
@@ -18,10 +18,10 @@ ulx3s-85f          LFE5U-85F-6BG381   156 MULT18   12 x 12   60 MHz      FT231X,
 icesugar-pro       LFE5U-25F-6BG256   28 MULT18    4 x 6     60 MHz      DAPLink USB-UART, 1 Mbaud
 =================  =================  ===========  ========  ==========  =======================================
 
-Why these numbers (measured builds in ``docs/boards.md``): on the iCE40UP5K the SoC around the array (host
-link, engine control, one rounder and LFSR lane per column) already takes about 4,000 of the 5,280 logic
-cells at ``wl = 16``, so only a 2 x 2 array fits (4 of the 8 SB_MAC16; 4 x 2 needs about 6,000 cells), and
-its fmax (about 17 MHz) allows the oscillator's 12 MHz but no PLL step up. On ECP5 the critical path is the
+Why these numbers (measured builds in ``docs/boards.md``): on the iCE40UP5K, 4 x 2 uses all 8 SB_MAC16 in
+about 4,900 of the 5,280 logic cells at ``wl = 16`` (the host link keeps its counters, IDENTIFY ROM and
+result buffer in block RAM; 4 x 2 has two rounders and LFSR lanes where 2 x 4 would have four), and its fmax
+(about 19 MHz) allows the oscillator's 12 MHz but no PLL step up. On ECP5 the critical path is the
 operand memory's read port through the PE multiplier into the product register (about 14 ns, so about
 70 MHz), hence 60 MHz, which also divides 3 Mbaud exactly (20 clocks per bit); the PLL makes it from
 25 MHz as 25 * 12 / 5.
@@ -134,7 +134,7 @@ def _ulx3s(variant, platform, rows, cols, clk_mhz):
 
 
 TARGETS = {t.name: t for t in (
-    BoardTarget("icebreaker", ICEBreakerPlatform, "ice40", EngineConfig(rows=2, cols=2, wl=16, depth=512),
+    BoardTarget("icebreaker", ICEBreakerPlatform, "ice40", EngineConfig(rows=4, cols=2, wl=16, depth=512),
                 12_000_000, 3_000_000,
                 description="1BitSquared iCEBreaker, iCE40UP5K, 12 MHz oscillator, FT2232H UART"),
     _ulx3s("12f", ULX3S_12F_Platform, 2, 2, 60),
