@@ -40,13 +40,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..sim.gemm import EngineConfig
+from ..sim.gemm import EngineConfig, check_gemm
 from ..sim.lfsr import lane_seeds
-from ..sim.pe import check_operands
 from ..sim.protocol import (MAX_LENGTH, PROTOCOL_VERSION, RUN_CLEAR, RUN_DRAIN, Command, Identity, ResponseParser,
                             Status, counter_names, decode_result, encode_request, pack_values,
                             value_bytes)
-from ..sim.rounding import check_shift, parse_mode
 
 __all__ = ["DeviceError", "DeviceTimeout", "DeviceMismatch", "ResidentMemory", "DeviceGemmResult", "Device",
            "open_device", "open_backend", "IDEMPOTENT", "NOT_EXECUTED"]
@@ -327,18 +325,9 @@ class Device:
         ``b_key``: optional hashable naming B's contents; B chunks sent under it stay resident for later calls.
         """
         cfg = self.config
-        a = check_operands("A", a, cfg.wl)
-        b = check_operands("B", b, cfg.wl)
-        if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0]:
-            raise ValueError(f"GEMM operands must be M x K and K x N matrices, not {a.shape} and {b.shape}")
+        a, b, shift, mode = check_gemm(cfg, a, b, shift, mode, "device")
         m, k = a.shape
         n = b.shape[1]
-        if min(m, k, n) < 1:
-            raise ValueError(f"GEMM dimensions must be at least 1, not M={m}, K={k}, N={n}")
-        if k > cfg.max_k:
-            raise ValueError(f"K = {k} exceeds the device's maximum K {cfg.max_k}")
-        shift = check_shift(shift)
-        mode = parse_mode(mode)
         if self._rounding != (shift, int(mode)):
             self._exchange(Command.SET_ROUNDING, bytes([shift, int(mode)]), expect_len=0)
             self._rounding = (shift, int(mode))

@@ -105,7 +105,7 @@ from collections import deque
 
 import numpy as np
 
-from .gemm import EngineConfig, GemmResult
+from .gemm import EngineConfig, GemmResult, check_gemm
 from .lfsr import check_lfsr, lane_advance, lane_words
 from .pe import check_operands
 from .rounding import RoundingMode, check_shift, parse_mode, round_shift
@@ -343,18 +343,9 @@ def gemm_via_engine(model, a, b, shift, mode, chunk=None):
     if not isinstance(model, EngineModel):
         raise TypeError(f"gemm_via_engine needs an EngineModel, not {model!r}")
     config = model.config
-    a = check_operands("A", a, config.wl)
-    b = check_operands("B", b, config.wl)
-    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0]:
-        raise ValueError(f"GEMM operands must be M x K and K x N matrices, not {a.shape} and {b.shape}")
+    a, b, shift, mode = check_gemm(config, a, b, shift, mode)
     m, k = a.shape
     n = b.shape[1]
-    if min(m, k, n) < 1:
-        raise ValueError(f"GEMM dimensions must be at least 1, not M={m}, K={k}, N={n}")
-    if k > config.max_k:
-        raise ValueError(f"K = {k} exceeds the engine's maximum K {config.max_k} (max_k_log2={config.max_k_log2})")
-    shift = check_shift(shift)
-    mode = parse_mode(mode)
     chunk = _check_chunk(config, chunk)
     rows, cols = config.rows, config.cols
     mp, np_ = -(-m // rows) * rows, -(-n // cols) * cols

@@ -37,7 +37,7 @@ from .lfsr import LANE_WIDTH, check_lfsr, lane_advance, lane_words
 from .pe import MAX_K_LOG2, accumulator_width, check_operands
 from .rounding import RoundingMode, check_shift, parse_mode, round_shift
 
-__all__ = ["EngineConfig", "GemmResult", "tile_gemm", "tiled_gemm"]
+__all__ = ["EngineConfig", "GemmResult", "check_gemm", "tile_gemm", "tiled_gemm"]
 
 
 @dataclass(frozen=True)
@@ -119,8 +119,12 @@ def _check_lane_state(config, lane_state):
     return lane_state
 
 
-def tiled_gemm(config: EngineConfig, a, b, shift, mode, lane_state) -> GemmResult:
-    """``round(A @ B)`` on an engine of ``config``, exactly as the hardware computes it (module docstring)."""
+def check_gemm(config: EngineConfig, a, b, shift, mode, what="engine"):
+    """Validate the arguments of a GEMM on an engine of ``config``; ValueError naming the bad value.
+
+    Returns ``(a, b, shift, mode)`` as int64 arrays, an int and a :class:`RoundingMode`. ``what`` names the
+    engine in the maximum-K message (``"engine"``, ``"device"``).
+    """
     a = check_operands("A", a, config.wl)
     b = check_operands("B", b, config.wl)
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0]:
@@ -130,9 +134,15 @@ def tiled_gemm(config: EngineConfig, a, b, shift, mode, lane_state) -> GemmResul
     if min(m, k, n) < 1:
         raise ValueError(f"GEMM dimensions must be at least 1, not M={m}, K={k}, N={n}")
     if k > config.max_k:
-        raise ValueError(f"K = {k} exceeds the engine's maximum K {config.max_k} (max_k_log2={config.max_k_log2})")
-    shift = check_shift(shift)
-    mode = parse_mode(mode)
+        raise ValueError(f"K = {k} exceeds the {what}'s maximum K {config.max_k} (max_k_log2={config.max_k_log2})")
+    return a, b, check_shift(shift), parse_mode(mode)
+
+
+def tiled_gemm(config: EngineConfig, a, b, shift, mode, lane_state) -> GemmResult:
+    """``round(A @ B)`` on an engine of ``config``, exactly as the hardware computes it (module docstring)."""
+    a, b, shift, mode = check_gemm(config, a, b, shift, mode)
+    m, k = a.shape
+    n = b.shape[1]
     lane_state = _check_lane_state(config, lane_state)
     rows, cols = config.rows, config.cols
     mt, nt = -(-m // rows), -(-n // cols)
