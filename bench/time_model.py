@@ -31,38 +31,11 @@ from pathlib import Path
 from fxtrain.boards.targets import TARGETS, get_target
 from fxtrain.host import timemodel
 from fxtrain.host.estimate_cli import format_seconds
+from fxtrain.sim.benches.engine_bench import busy_cycles_in_amaranth_sim
 from fxtrain.sim.gemm import EngineConfig
 
 MARK_BEGIN = "<!-- bench:time_model -->"
 MARK_END = "<!-- /bench:time_model -->"
-
-
-def rtl_busy_cycles(config, runs):
-    """Play ``[(k, drain), ...]`` on ``GemmEngine(config)`` in the Amaranth simulator; the RTL's busy counter."""
-    from amaranth.sim import Simulator
-
-    from fxtrain.rtl.engine import GemmEngine
-
-    dut = GemmEngine(config)
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    seen = {}
-
-    async def host(ctx):
-        ctx.set(dut.result.ready, 1)
-        for k, drain in runs:
-            ctx.set(dut.run.payload, {"a_base": 0, "b_base": 0, "k": k, "clear": 1, "drain": int(drain)})
-            ctx.set(dut.run.valid, 1)
-            await ctx.tick().until(dut.run.ready)
-            ctx.set(dut.run.valid, 0)
-        while ctx.get(dut.busy):
-            await ctx.tick()
-        await ctx.tick()
-        seen["busy"] = ctx.get(dut.counters.busy)
-
-    sim.add_testbench(host)
-    sim.run()
-    return seen["busy"]
 
 
 def check_cycles(board, batch, out):
@@ -81,7 +54,7 @@ def check_cycles(board, batch, out):
         traffic = replay.gemm(g.m, g.k, g.n, g.rounding, (g.layer, g.kind) if g.b_weights else None)
         runs = [run for run, count in sorted(traffic.runs.items()) for _ in range(count)]
         predicted = traffic.engine_cycles(config)
-        measured = rtl_busy_cycles(config, runs)
+        measured = busy_cycles_in_amaranth_sim(config, runs)
         all_equal &= predicted == measured
         out.append(f"| {g.layer} | {g.kind} | {g.m} x {g.k} x {g.n} | {traffic.tiles} | {len(runs)} | "
                    f"{predicted:,} | {measured:,} | {'yes' if predicted == measured else '**NO**'} |")

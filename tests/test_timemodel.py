@@ -11,6 +11,7 @@ from fxtrain.host import timemodel
 from fxtrain.host.cli import main
 from fxtrain.host.device import open_device
 from fxtrain.host.emulator import ExactEmulator, FastEmulator
+from fxtrain.sim.benches.engine_bench import busy_cycles_in_amaranth_sim
 from fxtrain.sim.gemm import EngineConfig
 
 
@@ -94,10 +95,6 @@ def device_rounding():
 def test_rtl_engine_busy_counter_equals_predicted_cycles():
     """The GemmEngine RTL (Amaranth simulator) counts, in its busy counter, exactly the predicted cycles of the
     runs of a K-split GEMM (K = 2*depth + 3) and of a K = 1 GEMM."""
-    from amaranth.sim import Simulator
-
-    from fxtrain.rtl.engine import GemmEngine
-
     config = EngineConfig(rows=2, cols=3, wl=8, depth=8, max_k_log2=8)
     replay = timemodel.DriverReplay(config)
     traffic = replay.gemm(3, 2 * config.depth + 3, 4)
@@ -105,26 +102,7 @@ def test_rtl_engine_busy_counter_equals_predicted_cycles():
     runs = []
     for (k, drain), count in sorted(traffic.runs.items()):
         runs += [(k, drain)] * count
-    dut = GemmEngine(config)
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    seen = {}
-
-    async def host(ctx):
-        ctx.set(dut.result.ready, 1)
-        for k, drain in runs:
-            ctx.set(dut.run.payload, {"a_base": 0, "b_base": 0, "k": k, "clear": 1, "drain": int(drain)})
-            ctx.set(dut.run.valid, 1)
-            await ctx.tick().until(dut.run.ready)
-            ctx.set(dut.run.valid, 0)
-        while ctx.get(dut.busy):
-            await ctx.tick()
-        await ctx.tick()
-        seen["busy"] = ctx.get(dut.counters.busy)
-
-    sim.add_testbench(host)
-    sim.run()
-    assert seen["busy"] == traffic.engine_cycles(config)
+    assert busy_cycles_in_amaranth_sim(config, runs) == traffic.engine_cycles(config)
 
 
 def test_word_length_sets_bytes_per_word_and_fraction_length_changes_nothing():

@@ -21,6 +21,8 @@ engine_scenario
     The command list.
 expected_outputs
     Model results, run cycles and final counters of a command list.
+busy_cycles_in_amaranth_sim
+    Plays a list of runs on ``GemmEngine`` in the Amaranth simulator and returns its busy counter.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from ..gemm import EngineConfig
 from ..lfsr import lane_seeds
 from ..runner import bench_params
 
-__all__ = ["engine_scenario", "expected_outputs"]
+__all__ = ["engine_scenario", "expected_outputs", "busy_cycles_in_amaranth_sim"]
 
 
 def engine_scenario(config, seed, runs=8):
@@ -278,3 +280,32 @@ if cocotb is not None:
         params = bench_params()
         await _play(dut, float(params.get("stall_probability", 0.3)),
                     float(params.get("result_ready_probability", 0.05)), 1)
+
+
+def busy_cycles_in_amaranth_sim(config, runs):
+    """The RTL's busy counter after playing ``[(k, drain), ...]`` (clearing runs from address 0, results always
+    accepted) back to back on ``GemmEngine(config)`` in the Amaranth simulator."""
+    from amaranth.sim import Simulator
+
+    from ...rtl.engine import GemmEngine
+
+    dut = GemmEngine(config)
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    seen = {}
+
+    async def host(ctx):
+        ctx.set(dut.result.ready, 1)
+        for k, drain in runs:
+            ctx.set(dut.run.payload, {"a_base": 0, "b_base": 0, "k": k, "clear": 1, "drain": int(drain)})
+            ctx.set(dut.run.valid, 1)
+            await ctx.tick().until(dut.run.ready)
+            ctx.set(dut.run.valid, 0)
+        while ctx.get(dut.busy):
+            await ctx.tick()
+        await ctx.tick()
+        seen["busy"] = ctx.get(dut.counters.busy)
+
+    sim.add_testbench(host)
+    sim.run()
+    return seen["busy"]
