@@ -47,6 +47,7 @@ import json
 import os
 import re
 import subprocess
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -87,6 +88,12 @@ PE_ONLY_DSP_SCRIPT = "techmap -map +/techmap.v t:$mul *.array.pe_*/t:$mul %d"
 # input are merged back into one register by Yosys' opt_merge unless the flip-flop cell itself carries
 # ``keep``: this marks every ``$dff`` of those submodules.
 KEEP_FANOUT_SCRIPT = "setattr -set keep 1 *.array.fanout_*/t:$dff"
+
+
+# Amaranth's BuildPlan.extract writes the files after os.chdir(root), which is process-wide: two builds
+# extracting at the same time from different threads (tests/test_boards.py builds two boards concurrently)
+# would write each other's files into the wrong directory. Extraction is serialised.
+_EXTRACT_LOCK = threading.Lock()
 
 
 class BuildError(RuntimeError):
@@ -290,7 +297,8 @@ def build_bitstream(target, out_dir, *, name=DEFAULT_NAME, seed=1):
         overrides["synth_opts"] = "-dsp"
     platform = target.platform()
     plan = platform.build(top, name=name, build_dir=out_dir, do_build=False, **overrides)
-    plan.extract(out_dir)
+    with _EXTRACT_LOCK:
+        plan.extract(out_dir)
     started = time.monotonic()
     try:
         _run_script(out_dir, name, env, os.path.join(out_dir, "build.log"))
