@@ -21,10 +21,11 @@ icesugar-pro       LFE5U-25F-6BG256   28 MULT18    4 x 6     60 MHz      DAPLink
 Why these numbers (measured builds in ``docs/boards.md``): on the iCE40UP5K, 4 x 2 uses all 8 SB_MAC16 in
 about 4,900 of the 5,280 logic cells at ``wl = 16`` (the host link keeps its counters, IDENTIFY ROM and
 result buffer in block RAM; 4 x 2 has two rounders and LFSR lanes where 2 x 4 would have four), and its fmax
-(about 19 MHz) allows the oscillator's 12 MHz but no PLL step up. On ECP5 the critical path is the
-operand memory's read port through the PE multiplier into the product register (about 14 ns, so about
-70 MHz), hence 60 MHz, which also divides 3 Mbaud exactly (20 clocks per bit); the PLL makes it from
-25 MHz as 25 * 12 / 5.
+(about 19 MHz) allows the oscillator's 12 MHz but no PLL step up. On ECP5 the ULX3S-12F 2 x 2 build
+closes at about 78 MHz (critical path in the host link since the engine registers its operands) and the 8 x 8
+array on the 45F at about 79 MHz (PE flip-flop -> multiplier -> flip-flop with long routes to the DSP sites),
+hence 60 MHz, which also divides 3 Mbaud exactly (20 clocks per bit); the PLL makes it from 25 MHz as
+25 * 12 / 5.
 
 The DSP block counts are those of the Lattice data sheets (iCE40 UltraPlus family data sheet FPGA-DS-02008,
 table 1.1; ECP5 family data sheet FPGA-DS-02012, table 1.1); nextpnr's utilisation report confirms them in
