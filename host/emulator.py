@@ -96,12 +96,9 @@ class ExactEmulator:
         """
         a = a.numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
         b = b.numpy() if isinstance(b, torch.Tensor) else np.asarray(b)
-        if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0]:
-            raise ValueError(f"GEMM operands must be M x K and K x N matrices, not {a.shape} and {b.shape}")
-        m, k = a.shape
-        n = b.shape[1]
-        result = tiled_gemm(self.config, a, b, shift, mode, self.lane_state)
+        result = tiled_gemm(self.config, a, b, shift, mode, self.lane_state)   # validates (sim.gemm.check_gemm)
         self.lane_state = list(result.lane_state)
+        (m, k), n = a.shape, b.shape[1]
         self._count(m, k, n, int(result.saturated.sum()))
         return result
 
