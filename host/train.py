@@ -25,6 +25,11 @@ build
     Model (converted when the backend is not ``float``), backend, optimizer and data of a config.
 train
     Run (or resume) a training; returns the list of per-epoch metrics.
+LocalReplica
+    The hooks through which :func:`train` runs in one process, overridden for data-parallel training
+    (:mod:`fxtrain.host.distributed`).
+epoch_seed
+    Seed of an epoch's shuffle.
 evaluate
     Loss and accuracy of a model on a dataset.
 save_atomic
@@ -52,7 +57,8 @@ from .layers import DEFAULT_FORMATS, FixedConfig, convert, offload_stats
 from .models import build_model
 from .quantize import check_mode
 
-__all__ = ["TrainConfig", "open_backend", "build", "train", "evaluate", "save_atomic", "METRIC_FIELDS"]
+__all__ = ["TrainConfig", "open_backend", "build", "train", "evaluate", "save_atomic", "METRIC_FIELDS",
+           "LocalReplica", "epoch_seed"]
 
 METRIC_FIELDS = ("epoch", "train_loss", "train_accuracy", "test_loss", "test_accuracy", "wall_s", "macs", "gemms",
                  "saturation_rate", "activation_saturation_rate", "gradient_saturation_rate")
@@ -164,20 +170,23 @@ def open_backend(spec: str, seed: int = 0, config: "EngineConfig | None" = None)
     return device.open_backend(spec, config=config, seed=seed)
 
 
-def build(cfg: TrainConfig):
+def build(cfg: TrainConfig, seed: "int | None" = None, backend_spec: "str | None" = None):
     """``(model, backend, fixed, optimizer, train_set, test_set)`` for ``cfg``; ``backend`` and ``fixed`` are None
-    for the float baseline."""
+    for the float baseline. ``seed`` (default ``cfg.seed``) seeds the backend's lanes and the host quantizers
+    (a data-parallel rank passes its own); the model's initialisation always uses ``cfg.seed``. ``backend_spec``
+    (default ``cfg.backend``) names this process's backend."""
     train_set, test_set = load_data(cfg.data)
     if cfg.train_limit:
         train_set = train_set.subset(cfg.train_limit)
     if cfg.test_limit:
         test_set = test_set.subset(cfg.test_limit)
     model = build_model(cfg.model, cfg.seed)
-    backend = open_backend(cfg.backend, cfg.seed)
+    seed = cfg.seed if seed is None else seed
+    backend = open_backend(cfg.backend if backend_spec is None else backend_spec, seed)
     fixed = None
     if backend is not None:
         fixed = FixedConfig(backend, cfg.weights, cfg.activations, cfg.gradients, rounding=cfg.rounding,
-                            master_weights=cfg.master_weights, seed=cfg.seed)
+                            master_weights=cfg.master_weights, seed=seed)
         convert(model, fixed=fixed)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
     return model, backend, fixed, optimizer, train_set, test_set
@@ -262,21 +271,112 @@ def _write_metrics(out_dir: Path, cfg: TrainConfig, history: list, plot: bool):
         plt.close(fig)
 
 
-def train(cfg: TrainConfig, log=print) -> list:
+class LocalReplica:
+    """How :func:`train` runs in one process; :class:`fxtrain.host.distributed.Replicas` overrides these hooks for
+    data-parallel training (one replica per rank).
+
+    ``rank``/``world_size``/``is_main``; ``seed(cfg)`` seeds this replica's backend and quantizers;
+    ``backend_spec(cfg)`` its backend; ``setup`` returns the module that takes the training steps;
+    ``batches`` the index tensors of this replica's batches in an epoch; ``after_step`` runs after each optimizer
+    step; ``reduce`` sums a dict of counters over the replicas; ``evaluate`` the test loss and accuracy;
+    ``load``/``end_epoch``/``restore`` move checkpoints and per-replica random states.
+    """
+
+    rank, world_size, is_main = 0, 1, True
+
+    def seed(self, cfg):
+        return cfg.seed
+
+    def backend_spec(self, cfg):
+        return cfg.backend
+
+    def setup(self, cfg, model, fixed):
+        return model
+
+    def batches(self, cfg, n, epoch):
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch)))
+        return [order[start:start + cfg.batch_size] for start in range(0, n, cfg.batch_size)]
+
+    def after_step(self, model, step):
+        pass
+
+    def reduce(self, counters: dict) -> dict:
+        return counters
+
+    def evaluate(self, model, dataset):
+        return evaluate(model, dataset)
+
+    def load(self, path):
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"Cannot resume: no checkpoint at {path}")
+        return torch.load(path, weights_only=False)
+
+    def end_epoch(self, model, state: dict) -> dict:
+        """The checkpoint entries of this replica's random state ``state`` (rank 0's view of all replicas)."""
+        return state
+
+    def restore(self, checkpoint: dict) -> "dict | None":
+        """This replica's random state out of ``checkpoint``; None if it holds none for this replica."""
+        return checkpoint
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """Seed of the shuffle of ``epoch`` (the same in one process and under DistributedSampler)."""
+    return seed * 1_000_003 + epoch
+
+
+def _random_state(fixed, backend):
+    return {"torch_rng": torch.random.get_rng_state(),
+            "quantizer_rng": fixed.generator.get_state() if fixed is not None else None,
+            "backend": backend.state_dict() if hasattr(backend, "state_dict") else None}
+
+
+def _load_random_state(state, cfg, fixed, backend, log):
+    torch.random.set_rng_state(state["torch_rng"])
+    if fixed is not None:
+        fixed.generator.set_state(state["quantizer_rng"])
+        if state["backend"] is not None and hasattr(backend, "load_state_dict"):
+            backend.load_state_dict(state["backend"])
+        else:
+            log(f"warning: backend {cfg.backend!r} cannot restore its random state; the resumed run is "
+                f"statistically, not bit for bit, equivalent")
+
+
+def _counters(model, backend, loss_sum, correct, seen):
+    counters = {k: float(v) for k, v in offload_stats(model).items()}
+    counters.update({k: float(v) for k, v in _backend_counters(backend).items()
+                     if k in ("macs", "gemms", "outputs", "saturated")})
+    counters.update(loss_sum=loss_sum, correct=float(correct), seen=float(seen))
+    return counters
+
+
+def train(cfg: TrainConfig, log=print, *, replica: "LocalReplica | None" = None, on_epoch=None) -> list:
     """Run ``cfg`` (module docstring); returns the per-epoch metrics (all epochs, resumed ones included).
+
+    ``replica`` (default :class:`LocalReplica`) is the data-parallel hook (:mod:`fxtrain.host.distributed`);
+    only its main replica logs and writes files. ``on_epoch(row, checkpoint_path)`` is called by the main
+    replica after each epoch's checkpoint and metrics are written (a sweep reports them to its scheduler).
 
     Raises FileNotFoundError if ``resume`` is set and there is no checkpoint, ValueError if the checkpoint was
     written by a run with different numerics.
     """
+    replica = replica or LocalReplica()
+    if not replica.is_main:
+        log = lambda message: None  # noqa: E731
     out_dir = cfg.output_dir
-    model, backend, fixed, optimizer, train_set, test_set = build(cfg)
+    model, backend, fixed, optimizer, train_set, test_set = build(cfg, replica.seed(cfg), replica.backend_spec(cfg))
+    stepper = replica.setup(cfg, model, fixed)
     history = []
     start_epoch = 0
     checkpoint_path = out_dir / "checkpoint.pt"
     if cfg.resume:
-        if not checkpoint_path.is_file():
-            raise FileNotFoundError(f"Cannot resume: no checkpoint at {checkpoint_path}")
-        checkpoint = torch.load(checkpoint_path, weights_only=False)
+        checkpoint = replica.load(checkpoint_path)
         saved = {k: v for k, v in checkpoint["config"].items() if k not in _RESUMABLE}
         current = {k: v for k, v in asdict(cfg).items() if k not in _RESUMABLE}
         if saved != current:
@@ -284,78 +384,80 @@ def train(cfg: TrainConfig, log=print) -> list:
             raise ValueError(f"Checkpoint {checkpoint_path} is from a different run (saved vs now: {diff})")
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
-        torch.random.set_rng_state(checkpoint["torch_rng"])
-        if fixed is not None:
-            fixed.generator.set_state(checkpoint["quantizer_rng"])
-            if checkpoint["backend"] is not None and hasattr(backend, "load_state_dict"):
-                backend.load_state_dict(checkpoint["backend"])
-            else:
-                log(f"warning: backend {cfg.backend!r} cannot restore its random state; the resumed run is "
-                    f"statistically, not bit for bit, equivalent")
+        state = replica.restore(checkpoint)
+        if state is not None:
+            _load_random_state(state, cfg, fixed, backend, log)
+        else:
+            print(f"warning: rank {replica.rank}: the checkpoint holds no random state for it (written by fewer "
+                  f"ranks); it continues with fresh seeds", file=sys.stderr)
+        replica.load_state_dict(checkpoint.get("replicas", {}))
         history = checkpoint["history"]
         start_epoch = checkpoint["epoch"]
         log(f"resuming {cfg.run_name} after epoch {start_epoch}")
     else:
-        torch.manual_seed(cfg.seed)
-    out_dir.mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(replica.seed(cfg))
+    if replica.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
     numerics = fixed.describe() if fixed is not None else "float32"
+    ranks = f" x {replica.world_size} ranks" if replica.world_size > 1 else ""
     log(f"{cfg.run_name}: {cfg.model} on {train_set.name} ({len(train_set)} train / {len(test_set)} test), "
-        f"backend {cfg.backend}, {numerics}; output {out_dir}")
+        f"backend {cfg.backend}{ranks}, {numerics}; output {out_dir}")
     n = len(train_set)
-    batches = -(-n // cfg.batch_size)
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()
-        before = _backend_counters(backend)
-        stats_before = offload_stats(model)
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch))
+        before = _counters(model, backend, 0.0, 0, 0)
+        batches = replica.batches(cfg, n, epoch)
         model.train()
-        progress = _Progress(cfg.progress, batches, f"epoch {epoch + 1}/{cfg.epochs}")
-        loss_sum, correct = 0.0, 0
-        for b in range(batches):
-            idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+        progress = _Progress(cfg.progress and replica.is_main, len(batches), f"epoch {epoch + 1}/{cfg.epochs}")
+        loss_sum, correct, seen = 0.0, 0, 0
+        for b, idx in enumerate(batches):
             x, y = train_set.images[idx], train_set.labels[idx]
-            logits = model(x)
+            logits = stepper(x)
             loss = F.cross_entropy(logits, y)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
+            replica.after_step(model, b)
             loss_sum += loss.item() * len(idx)
             correct += int((logits.argmax(1) == y).sum())
-            progress.update(b + 1, loss_sum / min(n, (b + 1) * cfg.batch_size))
-        test_loss, test_acc = evaluate(model, test_set)
-        after = _backend_counters(backend)
-        stats = offload_stats(model)
-        delta = {k: after.get(k, 0) - before.get(k, 0) for k in ("macs", "gemms", "outputs", "saturated")}
-        sdelta = {k: stats.get(k, 0) - stats_before.get(k, 0) for k in stats}
+            seen += len(idx)
+            progress.update(b + 1, loss_sum / seen)
+        test_loss, test_acc = replica.evaluate(model, test_set)
+        after = _counters(model, backend, loss_sum, correct, seen)
+        delta = replica.reduce({k: after[k] - before.get(k, 0.0) for k in after})
+        delta = {k: int(v) if k != "loss_sum" else v for k, v in delta.items()}
         row = {
             "epoch": epoch + 1,
-            "train_loss": loss_sum / n,
-            "train_accuracy": correct / n,
+            "train_loss": delta["loss_sum"] / delta["seen"],
+            "train_accuracy": delta["correct"] / delta["seen"],
             "test_loss": test_loss,
             "test_accuracy": test_acc,
             "wall_s": time.perf_counter() - t0,
-            "macs": delta["macs"],
-            "gemms": delta["gemms"],
-            "saturation_rate": delta["saturated"] / delta["outputs"] if delta["outputs"] else 0.0,
-            "activation_saturation_rate": (sdelta["activation_saturated"] / sdelta["activations"]
-                                           if sdelta.get("activations") else 0.0),
-            "gradient_saturation_rate": (sdelta["gradient_saturated"] / sdelta["gradients"]
-                                         if sdelta.get("gradients") else 0.0),
+            "macs": delta.get("macs", 0),
+            "gemms": delta.get("gemms", 0),
+            "saturation_rate": delta["saturated"] / delta["outputs"] if delta.get("outputs") else 0.0,
+            "activation_saturation_rate": (delta["activation_saturated"] / delta["activations"]
+                                           if delta.get("activations") else 0.0),
+            "gradient_saturation_rate": (delta["gradient_saturated"] / delta["gradients"]
+                                         if delta.get("gradients") else 0.0),
         }
         history.append(row)
         log(f"epoch {row['epoch']}: train loss {row['train_loss']:.4f}, train acc {100 * row['train_accuracy']:.2f}%, "
             f"test acc {100 * test_acc:.2f}%, {row['wall_s']:.1f} s, {row['macs'] / 1e6:.1f} M MACs on the backend, "
             f"saturation {100 * row['saturation_rate']:.3f}%")
-        checkpoint = {
-            "config": asdict(cfg),
-            "epoch": epoch + 1,
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "torch_rng": torch.random.get_rng_state(),
-            "quantizer_rng": fixed.generator.get_state() if fixed is not None else None,
-            "backend": backend.state_dict() if hasattr(backend, "state_dict") else None,
-            "history": history,
-        }
-        save_atomic(checkpoint, checkpoint_path)
-        _write_metrics(out_dir, cfg, history, cfg.plot)
+        random_state = replica.end_epoch(model, _random_state(fixed, backend))
+        if replica.is_main:
+            checkpoint = {
+                "config": asdict(cfg),
+                "epoch": epoch + 1,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                **random_state,
+                "replicas": replica.state_dict(),
+                "history": history,
+            }
+            save_atomic(checkpoint, checkpoint_path)
+            _write_metrics(out_dir, cfg, history, cfg.plot)
+            if on_epoch is not None:
+                on_epoch(row, checkpoint_path)
     return history
