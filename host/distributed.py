@@ -8,7 +8,7 @@ Launch with torchrun (one process per rank; ``--nnodes``/``--rdzv-endpoint`` for
 How a step runs on ``W`` ranks (``docs/scale-out.md``):
 
 * **data** — :class:`torch.utils.data.DistributedSampler` over the train split, seeded as the single-process
-  shuffle (:func:`fxtrain.host.train.epoch_seed`), so rank ``r`` takes positions ``r, r + W, …`` of the same
+  shuffle (:func:`fxtrain.host.replica.epoch_seed`), so rank ``r`` takes positions ``r, r + W, …`` of the same
   permutation; ``--batch-size`` is the *global* batch and each rank takes ``batch_size / W`` of it, so the
   ranks of one step together see exactly the images one process would see in that step;
 * **backend** — each rank opens its own backend: ``--backend`` is one spec for all ranks or a comma-separated
@@ -56,7 +56,8 @@ from torch.utils.data import DistributedSampler
 
 from .layers import FixedConv2d, FixedLinear
 from .quantize import quantize_raw
-from .train import _RESUMABLE, LocalReplica, epoch_seed
+from .replica import LocalReplica, epoch_seed
+from .train import _RESUMABLE
 
 __all__ = ["Replicas", "rank_seed", "update_seed", "ENV_VARS"]
 

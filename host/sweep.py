@@ -266,7 +266,10 @@ def run_sweep(sweep: SweepConfig, log=print):
                                             max_concurrent_trials=sweep.max_concurrent),
                 run_config=tune.RunConfig(name="sweep", storage_path=str(sweep.storage), verbose=0,
                                           checkpoint_config=tune.CheckpointConfig(num_to_keep=2)))
-        return tuner.fit()
+        tuner.fit()
+        # The experiment state on disk has each trial's final status (an interrupted sweep's trials are PAUSED or
+        # PENDING there, while the grid fit() returns after Ctrl-C already calls them TERMINATED).
+        return tune.Tuner.restore(str(sweep.storage / "sweep"), trainable).get_results()
     finally:
         if started:
             ray.shutdown()

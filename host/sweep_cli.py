@@ -62,6 +62,7 @@ def build_sweep(args):
     if values.get("data"):
         values["data"] = str(Path(values["data"]).resolve())  # trials run in their own directories
     space = {name: parse_values(name, value) for name, value in values.items()}
+    _check_values(space)
     swept = [name for name, value in space.items() if not isinstance(value, (str, int, float))]
     if args.samples < 1:
         raise ValueError(f"--samples must be at least 1, not {args.samples}")
@@ -107,3 +108,15 @@ def run(args) -> int:
               f"--out {sweep.out_dir}")
     return 1 if total["errors"] else 0
 
+
+
+def _check_values(space):
+    """Raise ValueError (naming the value) for a constant or grid value that ``fxtrain train`` would refuse, before
+    any trial starts."""
+    from .train import TrainConfig
+
+    for name, value in space.items():
+        candidates = value["grid_search"] if isinstance(value, dict) and "grid_search" in value else [value]
+        for candidate in candidates:
+            if isinstance(candidate, (str, int, float)):
+                TrainConfig(**{name: candidate})

@@ -25,11 +25,6 @@ build
     Model (converted when the backend is not ``float``), backend, optimizer and data of a config.
 train
     Run (or resume) a training; returns the list of per-epoch metrics.
-LocalReplica
-    The hooks through which :func:`train` runs in one process, overridden for data-parallel training
-    (:mod:`fxtrain.host.distributed`).
-epoch_seed
-    Seed of an epoch's shuffle.
 evaluate
     Loss and accuracy of a model on a dataset.
 save_atomic
@@ -56,9 +51,9 @@ from .emulator import ExactEmulator, FastEmulator
 from .layers import DEFAULT_FORMATS, FixedConfig, convert, offload_stats
 from .models import build_model
 from .quantize import check_mode
+from .replica import LocalReplica
 
-__all__ = ["TrainConfig", "open_backend", "build", "train", "evaluate", "save_atomic", "METRIC_FIELDS",
-           "LocalReplica", "epoch_seed"]
+__all__ = ["TrainConfig", "open_backend", "build", "train", "evaluate", "save_atomic", "METRIC_FIELDS"]
 
 METRIC_FIELDS = ("epoch", "train_loss", "train_accuracy", "test_loss", "test_accuracy", "wall_s", "macs", "gemms",
                  "saturation_rate", "activation_saturation_rate", "gradient_saturation_rate")
@@ -269,66 +264,6 @@ def _write_metrics(out_dir: Path, cfg: TrainConfig, history: list, plot: bool):
         fig.tight_layout()
         fig.savefig(out_dir / "curves.png", dpi=100)
         plt.close(fig)
-
-
-class LocalReplica:
-    """How :func:`train` runs in one process; :class:`fxtrain.host.distributed.Replicas` overrides these hooks for
-    data-parallel training (one replica per rank).
-
-    ``rank``/``world_size``/``is_main``; ``seed(cfg)`` seeds this replica's backend and quantizers;
-    ``backend_spec(cfg)`` its backend; ``setup`` returns the module that takes the training steps;
-    ``batches`` the index tensors of this replica's batches in an epoch; ``after_step`` runs after each optimizer
-    step; ``reduce`` sums a dict of counters over the replicas; ``evaluate`` the test loss and accuracy;
-    ``load``/``end_epoch``/``restore`` move checkpoints and per-replica random states.
-    """
-
-    rank, world_size, is_main = 0, 1, True
-
-    def seed(self, cfg):
-        return cfg.seed
-
-    def backend_spec(self, cfg):
-        return cfg.backend
-
-    def setup(self, cfg, model, fixed):
-        return model
-
-    def batches(self, cfg, n, epoch):
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch)))
-        return [order[start:start + cfg.batch_size] for start in range(0, n, cfg.batch_size)]
-
-    def after_step(self, model, step):
-        pass
-
-    def reduce(self, counters: dict) -> dict:
-        return counters
-
-    def evaluate(self, model, dataset):
-        return evaluate(model, dataset)
-
-    def load(self, path):
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"Cannot resume: no checkpoint at {path}")
-        return torch.load(path, weights_only=False)
-
-    def end_epoch(self, model, state: dict) -> dict:
-        """The checkpoint entries of this replica's random state ``state`` (rank 0's view of all replicas)."""
-        return state
-
-    def restore(self, checkpoint: dict) -> "dict | None":
-        """This replica's random state out of ``checkpoint``; None if it holds none for this replica."""
-        return checkpoint
-
-    def state_dict(self) -> dict:
-        return {}
-
-    def load_state_dict(self, state: dict) -> None:
-        pass
-
-
-def epoch_seed(seed: int, epoch: int) -> int:
-    """Seed of the shuffle of ``epoch`` (the same in one process and under DistributedSampler)."""
-    return seed * 1_000_003 + epoch
 
 
 def _random_state(fixed, backend):

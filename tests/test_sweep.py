@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -82,17 +81,17 @@ def test_asha_stops_a_bad_trial_and_writes_the_table(local_ray, tmp_path):
 
 
 def test_board_trials_never_share_a_board(local_ray, tmp_path):
-    """Four board trials on two fake ports (the bit-exact emulator behind each) with CPU for four at once: the
+    """Three board trials on two fake ports (the bit-exact emulator behind each) with CPU for four at once: the
     board resource and the port leases let at most one trial use a port at a time and at most two run."""
     out, locks = tmp_path / "sweep", tmp_path / "locks"
-    assert main(["sweep", "--boards", "fake0,fake1", "--board-spec", "emu", "--seed", "0,1,2,3", "--train-limit",
+    assert main(["sweep", "--boards", "fake0,fake1", "--board-spec", "emu", "--seed", "0,1,2", "--train-limit",
                  "32", "--test-limit", "16", "--batch-size", "16", "--epochs", "1", "--cpus-per-trial", "0.5",
                  "--scheduler", "fifo", "--lock-dir", str(locks), "--out", str(out)]) == 0
     rows = _rows(out)
-    assert len(rows) == 4 and all(r["status"] == "completed" for r in rows)
+    assert len(rows) == 3 and all(r["status"] == "completed" for r in rows)
     assert {r["board"] for r in rows} <= {"fake0", "fake1"}
     leases = [json.loads(line) for line in (locks / "leases.jsonl").read_text().splitlines()]
-    assert len(leases) == 4
+    assert len(leases) == 3
     for a, b in itertools.combinations(leases, 2):
         if a["port"] == b["port"]:
             assert a["end"] <= b["start"] or b["end"] <= a["start"], (a, b)
@@ -125,3 +124,5 @@ def test_bad_sweep_values_are_clear_errors(tmp_path, capsys):
     assert "LO:HI" in capsys.readouterr().err
     assert main(["sweep", "--epochs", "two", "--out", str(tmp_path)]) == 2
     assert "'two'" in capsys.readouterr().err
+    assert main(["sweep", "--rounding", "stochastic,upward", "--out", str(tmp_path)]) == 2
+    assert "'upward'" in capsys.readouterr().err
