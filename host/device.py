@@ -15,17 +15,17 @@ B's contents with ``b_key`` (e.g. a layer's weights at one optimiser step), so w
 they fit in B memory. A B chunk whose content digest differs from the one stored under the same key is sent
 again (a stale ``b_key`` can cost time but never a wrong result).
 
-Recovery (``docs/protocol.md`` §5.1). The driver's beliefs about the device (which operand chunks are resident,
-the rounding registers, the lanes' position) are recorded only after the device acknowledged the command that
+Recovery (``docs/protocol.md`` §5.1). The driver's beliefs about the device (which operand chunks are resident, the
+rounding registers, the lanes' position) are recorded only after the device acknowledged the command that
 established them, and all of them are dropped whenever an attempt fails (no answer, a corrupted answer, an error
-status) or the link is resynchronised: a mangled frame may have written operand entries or lanes anywhere before
-its CRC was checked (the rounding registers change only through a CRC-checked SET_ROUNDING, so only a failed
-SET_ROUNDING or SOFT_RESET drops that belief). Everything a RUN depends on is confirmed again, and re-sent where needed, right before it is
-sent; a RUN the device did not execute is re-sent that way, a RUN that may have executed restarts its tile from
-the CLEAR run. The lanes are kept at the golden model's position (seeds advanced by ``rows`` per acknowledged
-drain, re-loaded with SET_SEEDS after any failure), and a ``gemm`` that raises leaves them where they were before
-it. So every ``gemm`` either equals the golden model bit for bit or raises :class:`DeviceError` (up to CRC-16
-collisions of corrupted frames).
+status) or the link is resynchronised: a mangled frame may have written operand entries or lanes anywhere before its
+CRC was checked (the rounding registers change only through a CRC-checked SET_ROUNDING, so only a failed
+SET_ROUNDING or SOFT_RESET drops that belief). Everything a RUN depends on is confirmed again, and re-sent where
+needed, right before it is sent; a RUN the device did not execute is re-sent that way, a RUN that may have executed
+restarts its tile from the CLEAR run. The lanes are kept at the golden model's position (seeds advanced by ``rows``
+per acknowledged drain, re-loaded with SET_SEEDS after any failure), and a ``gemm`` that raises leaves them where
+they were before it. So every ``gemm`` either equals the golden model bit for bit or raises :class:`DeviceError` (up
+to CRC-16 collisions of corrupted frames).
 
 Members
 -------
