@@ -37,7 +37,7 @@ def _series(result):
 
 
 def trial_rows(results, swept) -> list:
-    """One dict per trial of ``results`` (a ResultGrid), with the options named in ``swept``."""
+    """One dict per trial of ``results`` (a ResultGrid), with the options named in ``swept``, in trial order."""
     rows = []
     # Tune's trial status (TERMINATED, ERROR, PAUSED, ...) is not on the public Result; the ResultGrid keeps the
     # trials in the same order as its results.
@@ -67,7 +67,7 @@ def trial_rows(results, swept) -> list:
                    error=str(result.error).splitlines()[0][:200] if result.error is not None else "")
         row["_series"] = [(r["reported_at"], r.get("wall_s", 0.0), r["test_accuracy"]) for r in series]
         rows.append(row)
-    return rows
+    return sorted(rows, key=lambda r: str(r["trial"]))
 
 
 def summarize(rows) -> dict:
