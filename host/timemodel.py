@@ -644,6 +644,9 @@ class TimedBackend:
         ``(M, K, N, shift, mode, b_key)`` per call.
     """
 
+    accepts_torch = False         # the layers hand it numpy operands, as to a Device
+    restores_state = False
+
     def __init__(self, inner):
         self.inner = inner
         self.config = inner.config
@@ -657,6 +660,15 @@ class TimedBackend:
 
     def seed(self, seed):
         self.inner.seed(seed)
+
+    def state_dict(self):
+        return self.inner.state_dict()
+
+    def load_state_dict(self, state):
+        self.inner.load_state_dict(state)
+
+    def close(self):
+        self.inner.close()
 
     def gemm(self, a, b, shift, mode, *, b_key=None):
         import time
@@ -682,7 +694,7 @@ def time_training_steps(backend, batch, steps, *, seed=0, warmup=1, threads=None
 
     import torch
 
-    from .layers import convert
+    from .convert import convert
     from .models import build_model
 
     timed = backend if isinstance(backend, TimedBackend) else TimedBackend(backend)
