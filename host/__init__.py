@@ -9,16 +9,20 @@ Main modules
 ------------
 backend
     The :class:`~fxtrain.host.backend.Backend` protocol and the spec-string registry.
-quantize, layers
-    Torch quantizers; ``FixedConv2d``/``FixedLinear`` and :func:`~fxtrain.host.layers.convert` (torch.ao style).
+quantize, layers, convert
+    Torch quantizers; ``FixedConv2d``/``FixedLinear``, their numerics (``FixedConfig``) and live state
+    (``Offload``); :func:`~fxtrain.host.convert.convert` (a mapping table and ``from_float``, torch.ao style).
 emulator, device, transport
     The exact and fast emulators; the ``Device`` driver of a board or of the RTL in simulation and its transports.
-train, train_cli, models, datasets, idx
-    The training loop of ``fxtrain train``, the models and the data.
+train, train_cli, progress, metrics, models, datasets, idx
+    The training loop of ``fxtrain train``, its progress bar and metrics files (JSON, CSV, plot, TensorBoard),
+    the models and the data.
 timemodel, estimate_cli, demo, cli
     The time-per-epoch model, ``fxtrain estimate``, ``fxtrain demo`` and the ``fxtrain`` entry point.
 
-May import: :mod:`fxtrain.sim` (the spec), ``numpy``, ``torch`` (the ``[train]`` extra) and, lazily, the transports'
-``pyserial``/``cocotb``. Only ``cli`` refers to :mod:`fxtrain.boards` (by module name, for its sub-commands);
-nothing here imports :mod:`fxtrain.rtl` except the simulation transport, through :mod:`fxtrain.sim.runner`.
+May import: :mod:`fxtrain.sim` (the spec), ``numpy``, ``torch``/``tqdm``/``matplotlib`` (the ``[train]`` extra)
+and, lazily, ``tensorboard`` and the transports' ``pyserial``/``cocotb``; ``backend``, ``device``, ``transport``,
+``timemodel``, ``estimate_cli``, ``demo`` and ``cli`` import no torch. :mod:`fxtrain.boards` and
+:mod:`fxtrain.rtl` only lazily: ``cli`` names the board sub-commands, ``timemodel``/``estimate_cli`` read the board
+targets and the UART divisor.
 """
