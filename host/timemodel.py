@@ -684,7 +684,7 @@ class TimedBackend:
 def time_training_steps(backend, batch, steps, *, seed=0, warmup=1, threads=None):
     """Wall-clock of ``steps`` LeNet training steps of ``batch`` random 28 x 28 images on ``backend``.
 
-    The model is ``fxtrain.host.models`` LeNet converted by ``fxtrain.host.layers.convert`` (default formats),
+    The model is ``fxtrain.host.models`` LeNet converted by ``fxtrain.host.convert.convert`` (default formats),
     trained by SGD on cross-entropy; data are already in memory. ``backend`` may be a :class:`TimedBackend`
     (to read its ``calls`` afterwards). ``threads`` sets torch's intra-op threads for the measurement (restored
     afterwards; on a shared machine, spinning OpenMP threads inflate CPU time, so host measurements use 1).

@@ -317,7 +317,7 @@ def test_training_layers_through_the_device_equal_the_exact_emulator():
     """LeNet forward and backward with every GEMM offloaded through Device (protocol emulator) gives outputs and
     gradients bit-identical to ExactEmulator (same engine configuration and seed): the backend duck type."""
     torch = pytest.importorskip("torch")
-    layers = pytest.importorskip("fxtrain.host.convert")
+    convert = pytest.importorskip("fxtrain.host.convert")
     from fxtrain.host.emulator import ExactEmulator
     from fxtrain.host.models import build_model
 
@@ -328,7 +328,7 @@ def test_training_layers_through_the_device_equal_the_exact_emulator():
     for backend in (ExactEmulator(config, seed=5), Device(EmulatorTransport(ProtocolEmulator(config)))):
         if isinstance(backend, Device):
             backend.seed(5)
-        model = layers.convert(build_model("lenet", 0), backend)
+        model = convert.convert(build_model("lenet", 0), backend)
         out = model(x)
         torch.nn.functional.cross_entropy(out, y).backward()
         results.append((out.detach(), [p.grad.clone() for p in model.parameters()]))
@@ -344,7 +344,7 @@ def test_conv_layer_forward_and_backward_through_the_device_equal_the_exact_emul
     device (protocol emulator, and the SoC's RTL under Verilator and Icarus) are bit-identical to ExactEmulator
     with the same engine configuration and lane seed."""
     torch = pytest.importorskip("torch")
-    layers = pytest.importorskip("fxtrain.host.convert")
+    convert = pytest.importorskip("fxtrain.host.convert")
     from fxtrain.host.emulator import ExactEmulator
 
     seed = 11
@@ -355,7 +355,7 @@ def test_conv_layer_forward_and_backward_through_the_device_equal_the_exact_emul
         torch.manual_seed(seed)
         conv = torch.nn.Conv2d(2, 3, 3, stride=2, padding=1)
         x = torch.rand(2, 2, 6, 6, requires_grad=True)
-        model = layers.convert(torch.nn.Sequential(conv), backend, rounding=mode, seed=seed)
+        model = convert.convert(torch.nn.Sequential(conv), backend, rounding=mode, seed=seed)
         out = model(x)
         (out * torch.linspace(-1, 1, out.numel()).reshape(out.shape)).sum().backward()
         results.append((out.detach(), x.grad.clone(), model[0].weight.grad.clone()))
