@@ -59,6 +59,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..sim.fixedpoint import FixedFormat
+from ..sim.gemm import EngineConfig
 from ..sim.rounding import SHIFT_MAX, RoundingMode
 from .backend import Backend
 from .quantize import check_mode, quantize_raw
@@ -85,7 +86,7 @@ class FixedConfig:
     master_weights : str
         ``"fixed"`` or ``"float"`` (module docstring).
     wl : int
-        The engine's word length (16, ``EngineConfig().wl``); :class:`Offload` refuses a backend with another.
+        The engine's word length (default ``EngineConfig().wl``); :class:`Offload` refuses a backend with another.
 
     Members
     -------
@@ -101,7 +102,7 @@ class FixedConfig:
     grad_weight_out: "FixedFormat | str | None" = None
     rounding: "RoundingMode | str" = RoundingMode.STOCHASTIC
     master_weights: str = "fixed"
-    wl: int = 16
+    wl: int = EngineConfig.wl
 
     def __post_init__(self):
         wl = self.wl
