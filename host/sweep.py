@@ -52,7 +52,7 @@ from .train import TrainConfig, train
 
 __all__ = ["SWEEPABLE", "parse_values", "load_space", "SweepConfig", "run_trial", "run_sweep"]
 
-_OUTPUT_FIELDS = ("out_dir", "name", "resume", "progress", "plot")
+_OUTPUT_FIELDS = ("out_dir", "name", "resume", "progress", "plot", "tensorboard")
 SWEEPABLE = {f.name: f for f in dataclasses.fields(TrainConfig) if f.name not in _OUTPUT_FIELDS}
 _RANDOM = ("uniform", "loguniform", "randint", "choice")
 
