@@ -3,24 +3,20 @@
 :class:`Device` has the backend duck type the training code uses (``config``, ``seed``, ``gemm``, ``counters``)
 and speaks ``docs/protocol.md`` over a transport (:mod:`.transport`).
 
-GEMMs of any shape are tiled exactly like ``fxtrain.sim.engine.gemm_via_engine`` (and therefore equal
-``fxtrain.sim.gemm.tiled_gemm`` bit for bit): A is zero-padded to a multiple of ``rows`` rows and B to a multiple
-of ``cols`` columns; output tiles go ``tm`` outer, ``tn`` inner; K is split into chunks of at most ``depth``
-entries, the first run of a tile has ``clear=1``, the last ``drain=1`` and all runs in between neither, so a
-K-split keeps accumulating in the wide accumulators and only the complete sum is rounded (§6).
-
-Operand residency: operand memories are managed as address ranges with LRU eviction. An A chunk stays resident
-for all tiles ``tn`` of its row ``tm``; a B chunk stays resident across ``gemm`` calls when the caller names
-B's contents with ``b_key`` (e.g. a layer's weights at one optimiser step), so weights cross the link once while
-they fit in B memory. A B chunk whose content digest differs from the one stored under the same key is sent
-again (a stale ``b_key`` can cost time but never a wrong result).
+GEMMs of any shape are sent as the command schedule of :class:`fxtrain.sim.planner.CommandPlanner` (the one
+GEMM planner: padding, tiles ``tm`` outer / ``tn`` inner, K chunks of ``depth`` with clear/drain flags, operand
+residency with LRU eviction and content digests); ``fxtrain.sim.engine.gemm_via_engine`` plays the same schedule
+on the golden model, so the result equals ``fxtrain.sim.gemm.tiled_gemm`` bit for bit. A B chunk stays resident
+across ``gemm`` calls when the caller names B's contents with ``b_key`` (e.g. a layer's weights at one optimiser
+step); a stale ``b_key`` can cost time but never a wrong result. Any failed command makes the planner forget
+residency and the rounding registers.
 
 Members
 -------
 DeviceError, DeviceTimeout, DeviceMismatch
     Errors; messages name the command and the reason.
 ResidentMemory
-    Address-range allocator with LRU eviction for one operand memory.
+    Re-exported from :mod:`fxtrain.sim.planner`.
 Device
     The driver.
 open_device
@@ -33,18 +29,18 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-import struct
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..sim.gemm import EngineConfig, check_gemm
 from ..sim.lfsr import lane_seeds
-from ..sim.protocol import (MAX_LENGTH, PROTOCOL_VERSION, RUN_CLEAR, RUN_DRAIN, Command, Identity, ResponseParser,
-                            Status, counter_names, decode_result, encode_request, pack_values,
-                            value_bytes)
+from ..sim.payloads import (COUNTER, PROTOCOL_VERSION, ROUNDING_ARGS, RUN_ARGS, SEED, WRITE_HEADER, Identity,
+                            counter_names, decode_result, pack_values, result_bytes, value_bytes, write_frames)
+from ..sim.planner import (CommandPlanner, ReadResult, Reused, Run, SetRounding, WriteOperand, ResidentMemory,
+                           plan_gemm)
+from ..sim.wire import Command, ResponseParser, Status, encode_request
 
 __all__ = ["DeviceError", "DeviceTimeout", "DeviceMismatch", "ResidentMemory", "DeviceGemmResult", "Device",
            "open_device", "open_backend", "IDEMPOTENT", "NOT_EXECUTED"]
@@ -71,55 +67,6 @@ IDEMPOTENT = frozenset({Command.IDENTIFY, Command.WRITE_A, Command.WRITE_B, Comm
 #: Statuses that mean the request frame was mangled on the way and not executed (the host only sends well-formed
 #: frames). An answer with one of them is accepted whatever its CMD/SEQ echo (those may be the mangled bytes).
 NOT_EXECUTED = frozenset({Status.CRC_ERROR, Status.TIMEOUT, Status.UNKNOWN_COMMAND, Status.BAD_LENGTH})
-
-
-class ResidentMemory:
-    """Which keyed address ranges of a ``depth``-entry operand memory hold valid data (LRU eviction).
-
-    Members
-    -------
-    lookup(key, digest) -> address or None
-        Address of a resident range with this key and content digest (and marks it recently used).
-    allocate(key, digest, length) -> address
-        Reserves ``length`` entries for ``key`` (evicting least recently used ranges until a gap fits).
-    clear()
-        Forget everything (after a reset).
-    """
-
-    def __init__(self, depth):
-        self.depth = depth
-        self._ranges = OrderedDict()      # key -> (start, length, digest), least recently used first
-
-    def lookup(self, key, digest):
-        entry = self._ranges.get(key)
-        if entry is None or entry[2] != digest:
-            return None
-        self._ranges.move_to_end(key)
-        return entry[0]
-
-    def _gap(self, length):
-        spans = sorted((s, s + n) for s, n, _ in self._ranges.values())
-        pos = 0
-        for start, end in spans:
-            if start - pos >= length:
-                return pos
-            pos = max(pos, end)
-        return pos if self.depth - pos >= length else None
-
-    def allocate(self, key, digest, length):
-        if not 1 <= length <= self.depth:
-            raise ValueError(f"Cannot allocate {length} entries in a memory of depth {self.depth}")
-        self._ranges.pop(key, None)
-        while (start := self._gap(length)) is None:
-            self._ranges.popitem(last=False)
-        self._ranges[key] = (start, length, digest)
-        return start
-
-    def clear(self):
-        self._ranges.clear()
-
-    def __len__(self):
-        return len(self._ranges)
 
 
 @dataclass
@@ -170,7 +117,6 @@ class Device:
         self.counters = dict.fromkeys(("gemms", "macs", "outputs", "saturated", "runs", "bytes_sent",
                                        "bytes_received", "payload_sent", "payload_received", "frames", "retries",
                                        "a_entries_sent", "b_entries_sent", "b_entries_reused"), 0)
-        self._gemm_id = 0
         self.identity = self.identify()
         if self.identity.version != PROTOCOL_VERSION:
             raise DeviceMismatch(f"Device on {transport.name} speaks protocol version {self.identity.version}, "
@@ -179,9 +125,7 @@ class Device:
         self._check_expected(expect)
         # silence long enough for the device to abandon any partial frame (twice its frame timeout)
         transport.quiet_time = max(transport.quiet_time, 2 * self.identity.frame_timeout / self.identity.clk_freq)
-        self._a_mem = ResidentMemory(self.config.depth)
-        self._b_mem = ResidentMemory(self.config.depth)
-        self._rounding = None
+        self.planner = CommandPlanner(self.config, residency=self.residency)
 
     def _check_expected(self, expect):
         if expect is None:
@@ -269,26 +213,26 @@ class Device:
 
     def identify(self):
         """Ask the device for its :class:`~fxtrain.sim.protocol.Identity`."""
-        return Identity.from_bytes(self._exchange(Command.IDENTIFY, expect_len=28))
+        return Identity.from_bytes(self._exchange(Command.IDENTIFY, expect_len=Identity.SIZE))
 
     def seed(self, seed):
         """Load the lanes with ``sim.lfsr.lane_seeds(seed, lanes)`` (§4.3)."""
         seeds = lane_seeds(seed, self.config.lanes, self.config.lane_width)
-        self._exchange(Command.SET_SEEDS, struct.pack(f"<{len(seeds)}I", *seeds), expect_len=0)
+        self._exchange(Command.SET_SEEDS, b"".join(SEED.pack(s) for s in seeds), expect_len=0)
 
     def device_counters(self):
         """The device's counters (link then engine, ``sim.protocol.counter_names()``) as a dict."""
         names = counter_names()
         data = self._exchange(Command.READ_COUNTERS, expect_len=4 * self.identity.n_counters)
-        values = struct.unpack(f"<{self.identity.n_counters}I", data)
+        values = [COUNTER.unpack(data[i:i + COUNTER.size])["value"] for i in range(0, len(data), COUNTER.size)]
         return dict(zip(names, values))
 
     def reset(self):
         """SOFT_RESET: engine state, lanes, counters and rounding registers back to reset values."""
-        self._exchange(Command.SOFT_RESET, expect_len=0)
-        self._a_mem.clear()
-        self._b_mem.clear()
-        self._rounding = None
+        try:
+            self._exchange(Command.SOFT_RESET, expect_len=0)
+        finally:
+            self.planner.forget()
 
     def close(self):
         self.transport.close()
@@ -299,71 +243,52 @@ class Device:
     def __exit__(self, *exc):
         self.close()
 
-    def _write_entries(self, cmd, addr, entries):
+    def _write_entries(self, which, addr, entries):
         vb = value_bytes(self.config)
-        e = entries.shape[1] * vb
-        per_frame = (MAX_LENGTH - 4) // e
-        for start in range(0, len(entries), per_frame):
-            part = entries[start:start + per_frame]
-            payload = struct.pack("<HH", addr + start, len(part)) + pack_values(part, vb)
+        cmd = Command.WRITE_A if which == "A" else Command.WRITE_B
+        for start, count in write_frames(self.config, which, len(entries)):
+            payload = WRITE_HEADER.pack(addr + start, count) + pack_values(entries[start:start + count], vb)
             self._exchange(cmd, payload, expect_len=0)
-
-    def _resident(self, mem, cmd, key, block):
-        digest = _digest(block)
-        if not self.residency:
-            mem.clear()
-        addr = mem.lookup(key, digest)
-        if addr is not None:
-            return addr, False
-        addr = mem.allocate(key, digest, len(block))
-        self._write_entries(cmd, addr, block)
-        return addr, True
+        self.counters["a_entries_sent" if which == "A" else "b_entries_sent"] += len(entries)
 
     def gemm(self, a, b, shift, mode, *, b_key=None):
         """``round(A @ B)`` on the device: ``.c`` (M x N raw int64) and ``.saturated`` (M x N bool).
 
         ``b_key``: optional hashable naming B's contents; B chunks sent under it stay resident for later calls.
+        The commands are :class:`fxtrain.sim.planner.CommandPlanner`'s schedule; if any of them fails, the
+        planner forgets residency and the rounding registers (the device's state is then unknown).
         """
         cfg = self.config
         a, b, shift, mode = check_gemm(cfg, a, b, shift, mode, "device")
-        m, k = a.shape
-        n = b.shape[1]
-        if self._rounding != (shift, int(mode)):
-            self._exchange(Command.SET_ROUNDING, bytes([shift, int(mode)]), expect_len=0)
-            self._rounding = (shift, int(mode))
-        rows, cols, depth = cfg.rows, cfg.cols, cfg.depth
-        mt, nt = -(-m // rows), -(-n // cols)
-        ap = np.zeros((mt * rows, k), dtype=np.int64)
-        ap[:m] = a
-        bp = np.zeros((k, nt * cols), dtype=np.int64)
-        bp[:, :n] = b
-        c = np.zeros((mt * rows, nt * cols), dtype=np.int64)
-        sat = np.zeros((mt * rows, nt * cols), dtype=bool)
-        chunks = [(k0, min(k, k0 + depth)) for k0 in range(0, k, depth)]
-        self._gemm_id += 1
-        b_scope = ("B", b_key, b.shape) if b_key is not None else ("B-call", self._gemm_id)
-        result_len = rows * (cols * value_bytes(cfg) + (cols + 7) // 8)
-        for tm in range(mt):
-            for tn in range(nt):
-                for k0, k1 in chunks:
-                    a_block = ap[tm * rows:(tm + 1) * rows, k0:k1].T
-                    b_block = bp[k0:k1, tn * cols:(tn + 1) * cols]
-                    a_addr, sent = self._resident(self._a_mem, Command.WRITE_A, ("A", self._gemm_id, tm, k0),
-                                                  a_block)
-                    self.counters["a_entries_sent"] += len(a_block) if sent else 0
-                    b_addr, sent = self._resident(self._b_mem, Command.WRITE_B, b_scope + (tn, k0), b_block)
-                    self.counters["b_entries_sent" if sent else "b_entries_reused"] += len(b_block)
-                    flags = (RUN_CLEAR if k0 == 0 else 0) | (RUN_DRAIN if k1 == k else 0)
-                    self._exchange(Command.RUN, struct.pack("<HHIB", a_addr, b_addr, k1 - k0, flags),
+        plan = plan_gemm(cfg, a.shape[0], a.shape[1], b.shape[1])
+        ap, bp = plan.pad(a, b)
+        blocks = {"A": lambda i, chunk: plan.a_block(ap, i, chunk), "B": lambda i, chunk: plan.b_block(bp, i, chunk)}
+        c = np.zeros((plan.mp, plan.np_), dtype=np.int64)
+        sat = np.zeros((plan.mp, plan.np_), dtype=bool)
+        try:
+            for item in self.planner.schedule(plan, (shift, int(mode)), b_key=b_key,
+                                              digest=lambda w, i, chunk: _digest(blocks[w](i, chunk))):
+                if isinstance(item, WriteOperand):
+                    self._write_entries(item.which, item.addr, blocks[item.which](item.index, item.chunk))
+                elif isinstance(item, Reused):
+                    self.counters["b_entries_reused"] += item.entries if item.which == "B" else 0
+                elif isinstance(item, Run):
+                    self._exchange(Command.RUN, RUN_ARGS.pack(item.a_base, item.b_base, item.k, item.flags),
                                    expect_len=0)
                     self.counters["runs"] += 1
-                tile_c, tile_sat = decode_result(cfg, self._exchange(Command.READ_RESULT, expect_len=result_len))
-                c[tm * rows:(tm + 1) * rows, tn * cols:(tn + 1) * cols] = tile_c
-                sat[tm * rows:(tm + 1) * rows, tn * cols:(tn + 1) * cols] = tile_sat
-        c, sat = c[:m, :n], sat[:m, :n]
+                elif isinstance(item, SetRounding):
+                    self._exchange(Command.SET_ROUNDING, ROUNDING_ARGS.pack(*item.rounding), expect_len=0)
+                elif isinstance(item, ReadResult):
+                    rs, cs = plan.tile_slices(item.tm, item.tn)
+                    c[rs, cs], sat[rs, cs] = decode_result(
+                        cfg, self._exchange(Command.READ_RESULT, expect_len=result_bytes(cfg)))
+        except BaseException:
+            self.planner.forget()
+            raise
+        c, sat = c[:plan.m, :plan.n], sat[:plan.m, :plan.n]
         self.counters["gemms"] += 1
-        self.counters["macs"] += m * k * n
-        self.counters["outputs"] += m * n
+        self.counters["macs"] += plan.m * plan.k * plan.n
+        self.counters["outputs"] += plan.m * plan.n
         self.counters["saturated"] += int(sat.sum())
         return DeviceGemmResult(c, sat)
 

@@ -107,7 +107,7 @@ def format_breakdown(estimate):
 
 
 def value_bytes_text(config):
-    from ..sim.protocol import value_bytes
+    from ..sim.payloads import value_bytes
     n = value_bytes(config)
     return f"{n} byte{'s' if n > 1 else ''} per word on the wire"
 
@@ -136,7 +136,7 @@ def format_table(rows):
         if isinstance(e, str):
             out.append(f"| {wl} | – | – | – | – | – | {e} | – |")
             continue
-        from ..sim.protocol import value_bytes
+        from ..sim.payloads import value_bytes
         out.append(f"| {wl} | {value_bytes(e.platform.config)} | {format_seconds(e.compute_s)} | {format_seconds(e.link_s)} | "
                    f"{format_seconds(e.exchange_s)} | {format_seconds(e.host_s)} | {format_seconds(e.total_s)} | "
                    f"{100 * e.link_share:.1f} % |")

@@ -14,13 +14,15 @@ CommandExecutor
 from __future__ import annotations
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
-from amaranth.lib import memory, stream, wiring
+from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..sim.engine import COUNTER_NAMES, addr_bits, engine_layouts
 from ..sim.gemm import EngineConfig
-from ..sim.protocol import (LINK_COUNTERS, RUN_CLEAR, RUN_DRAIN, Command, Identity, Status, entry_bytes,
-                            request_length_range, result_row_bytes, value_bytes)
+from ..sim.payloads import (COUNTER, LINK_COUNTERS, ROUNDING_ARGS, RUN_ARGS, RUN_CLEAR, RUN_DRAIN, SEED,
+                            WRITE_HEADER, Identity, entry_bytes, request_length_range, result_bytes,
+                            result_row_bytes, value_bytes)
+from ..sim.wire import Command, Status
 from .framing import EventKind, event_layout
 
 __all__ = ["engine_signature", "CommandExecutor"]
@@ -127,17 +129,17 @@ class CommandExecutor(wiring.Component):
         length = Signal(16)
         status = Signal(8)
         resp_len = Signal(16)
-        nin = Signal(range(10))                   # payload bytes consumed, saturating at 9
-        wargs = Signal(32)                        # the first 4 payload bytes (WRITE_A/B: ADDR, COUNT)
+        nin = Signal(range(RUN_ARGS.size + 1))    # payload bytes consumed, saturating at RUN_ARGS.size
+        wargs = Signal(8 * WRITE_HEADER.size)     # the first payload bytes (WRITE_A/B: ADDR, COUNT)
         e_max = max(entry_bytes(cfg, "A"), entry_bytes(cfg, "B"))
         # every payload byte shifts in at the top: the last entry (WRITE_A/B), seed (SET_SEEDS), or the whole
-        # payload of SET_ROUNDING (2 bytes) and RUN (9 bytes), the last byte received at the top
-        sh_bytes = max(e_max, 9)
+        # payload of SET_ROUNDING and RUN (sim.payloads layouts), the last byte received at the top
+        sh_bytes = max(e_max, RUN_ARGS.size, ROUNDING_ARGS.size, SEED.size)
         sh = Signal(8 * sh_bytes)
         ecnt = Signal(range(e_max + 1))
         widx = Signal(max(1, aw))                 # entries written (only the address bits are needed)
-        sbuf = sh[-32:]
-        scnt = Signal(2)
+        sbuf = sh[-8 * SEED.size:]
+        scnt = Signal(range(SEED.size))
         lane = Signal(range(cols + 1))
         zero_seed = Signal()
         shift = Signal(range(33))
@@ -173,18 +175,20 @@ class CommandExecutor(wiring.Component):
         # the sums are checked in aw + 2 bits
         is_a = cmd == Command.WRITE_A
         e_len = Mux(is_a, entry_bytes(cfg, "A"), entry_bytes(cfg, "B"))
-        w_addr, w_count = wargs[0:16], wargs[16:32]
-        w_len_ok = (w_count != 0) & (length == 4 + Mux(is_a, w_count * entry_bytes(cfg, "A"),
-                                                        w_count * entry_bytes(cfg, "B")))
+        w_args = data.View(WRITE_HEADER.as_struct(), wargs)
+        w_addr, w_count = w_args.addr, w_args.count
+        w_len_ok = (w_count != 0) & (length == WRITE_HEADER.size + Mux(is_a, w_count * entry_bytes(cfg, "A"),
+                                                                        w_count * entry_bytes(cfg, "B")))
 
         def fits(base, count):                  # base + count <= depth
             return (base[aw:] == 0) & (count[aw + 1:] == 0) & (base[:aw] + count[:aw + 1] <= depth)
 
         w_addr_ok = fits(w_addr, w_count)
-        run_args = sh[-72:]                       # RUN's 9 payload bytes
-        r_a, r_b, r_k, r_flags = run_args[0:16], run_args[16:32], run_args[32:64], run_args[64:72]
-        run_ok = (r_k != 0) & fits(r_a, r_k) & fits(r_b, r_k) & (r_flags <= 3)
-        r_shift, r_mode = sh[-16:-8], sh[-8:]     # SET_ROUNDING's 2 payload bytes
+        run_args = data.View(RUN_ARGS.as_struct(), sh[-8 * RUN_ARGS.size:])
+        r_a, r_b, r_k, r_flags = run_args.a_base, run_args.b_base, run_args.k, run_args.flags
+        run_ok = (r_k != 0) & fits(r_a, r_k) & fits(r_b, r_k) & (r_flags <= (RUN_CLEAR | RUN_DRAIN))
+        rounding_args = data.View(ROUNDING_ARGS.as_struct(), sh[-8 * ROUNDING_ARGS.size:])
+        r_shift, r_mode = rounding_args.shift, rounding_args.mode
 
         def values_of(n):
             return Cat(*[sh[8 * sh_bytes - 8 * vb * n + 8 * vb * i:][:wl] for i in range(n)])
@@ -303,21 +307,21 @@ class CommandExecutor(wiring.Component):
                 m.d.comb += self.events.ready.eq(1)
                 with m.If(self.events.valid & (ev.kind == EventKind.DATA)):
                     m.d.sync += sh.eq(Cat(sh[8:], ev.data))
-                    with m.If(nin != 9):
+                    with m.If(nin != RUN_ARGS.size):
                         m.d.sync += nin.eq(nin + 1)
                     with m.Switch(nin):
-                        for i in range(4):
+                        for i in range(WRITE_HEADER.size):
                             with m.Case(i):
                                 m.d.sync += wargs[8 * i:8 * (i + 1)].eq(ev.data)
                     with m.If((cmd == Command.WRITE_A) | (cmd == Command.WRITE_B)):
-                        with m.If(nin >= 4):
+                        with m.If(nin >= WRITE_HEADER.size):
                             m.d.sync += ecnt.eq(ecnt + 1)
                             with m.If(ecnt == e_len - 1):
                                 m.d.sync += ecnt.eq(0)
                                 m.next = "WRITE_ENTRY"
                     with m.If(cmd == Command.SET_SEEDS):
                         m.d.sync += scnt.eq(scnt + 1)
-                        with m.If(scnt == 3):
+                        with m.If(scnt == SEED.size - 1):
                             m.next = "LOAD_SEED"
                 with m.If(self.events.valid & (ev.kind == EventKind.END)):
                     with m.If(ev.timeout):
@@ -378,10 +382,10 @@ class CommandExecutor(wiring.Component):
                             m.next = "RUN_ISSUE"
                     with m.Case(Command.READ_RESULT):
                         count("frames_ok")
-                        respond(Status.OK, rows * result_row_bytes(cfg), 3)
+                        respond(Status.OK, result_bytes(cfg), 3)
                     with m.Case(Command.READ_COUNTERS):
                         count("frames_ok")
-                        respond(Status.OK, 4 * (len(LINK_COUNTERS) + len(COUNTER_NAMES)), 2)
+                        respond(Status.OK, COUNTER.size * (len(LINK_COUNTERS) + len(COUNTER_NAMES)), 2)
                     with m.Case(Command.SOFT_RESET):
                         count("frames_ok")
                         respond(Status.OK)

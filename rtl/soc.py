@@ -25,7 +25,7 @@ from amaranth.lib import fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..sim.gemm import EngineConfig
-from ..sim.protocol import Identity
+from ..sim.payloads import Identity
 from .command import CommandExecutor
 from .framing import FrameDecoder, FrameEncoder
 from .uart import UARTReceiver, UARTTransmitter, uart_divisor

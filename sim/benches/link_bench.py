@@ -27,6 +27,7 @@ from cocotb.triggers import ClockCycles, FallingEdge, Timer
 
 from fxtrain.sim.benches.drivers import StreamSink, StreamSource, settle_combinational, start_clock_and_reset
 from fxtrain.sim.gemm import EngineConfig
+from fxtrain.sim.payloads import RUN_ARGS, WRITE_HEADER
 from fxtrain.sim.protocol import Command, ProtocolEmulator, encode_request, entry_bytes, pack_values
 from fxtrain.sim.runner import bench_params
 
@@ -50,9 +51,9 @@ def gemm_requests(config, rng, seq0=1):
         encode_request(Command.IDENTIFY, seq0),
         encode_request(Command.SET_SEEDS, seq0 + 1, struct.pack(f"<{len(seeds)}I", *seeds)),
         encode_request(Command.SET_ROUNDING, seq0 + 2, bytes([config.wl - 2, 1])),
-        encode_request(Command.WRITE_A, seq0 + 3, struct.pack("<HH", 0, k) + pack_values(a, vb)),
-        encode_request(Command.WRITE_B, seq0 + 4, struct.pack("<HH", 1, k) + pack_values(b, vb)),
-        encode_request(Command.RUN, seq0 + 5, struct.pack("<HHIB", 0, 1, k, 3)),
+        encode_request(Command.WRITE_A, seq0 + 3, WRITE_HEADER.pack(0, k) + pack_values(a, vb)),
+        encode_request(Command.WRITE_B, seq0 + 4, WRITE_HEADER.pack(1, k) + pack_values(b, vb)),
+        encode_request(Command.RUN, seq0 + 5, RUN_ARGS.pack(0, 1, k, 3)),
         encode_request(Command.READ_RESULT, seq0 + 6),
     ]
     bad = bytearray(encode_request(Command.IDENTIFY, seq0 + 7))
@@ -140,7 +141,7 @@ async def byte_throughput(dut):
     frames = []
     for i in range(4):
         values = [rng.randint(lo, hi) for _ in range(config.depth * config.cols)]
-        frames.append(encode_request(Command.WRITE_B, i, struct.pack("<HH", 0, config.depth) +
+        frames.append(encode_request(Command.WRITE_B, i, WRITE_HEADER.pack(0, config.depth) +
                                      pack_values(values, vb)))
     read = encode_request(Command.READ_RESULT, 9)
     emulator = ProtocolEmulator(config, p["clk_freq"], p["baud"], p["frame_timeout"])
