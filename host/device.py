@@ -35,12 +35,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..sim.gemm import EngineConfig, check_gemm
-from ..sim.lfsr import lane_seeds
+from ..sim.engine import RESET_LANE_STATE
+from ..sim.lfsr import lane_advance, lane_seeds
 from ..sim.payloads import (COUNTER, PROTOCOL_VERSION, ROUNDING_ARGS, RUN_ARGS, SEED, WRITE_HEADER, Identity,
                             counter_names, decode_result, pack_values, result_bytes, value_bytes, write_frames)
 from ..sim.planner import (CommandPlanner, ReadResult, Reused, Run, SetRounding, WriteOperand, ResidentMemory,
                            plan_gemm)
 from ..sim.wire import Command, ResponseParser, Status, encode_request
+from .pipeline import LinkFault, Pipeline
 
 __all__ = ["DeviceError", "DeviceTimeout", "DeviceMismatch", "ResidentMemory", "DeviceGemmResult", "Device",
            "open_device", "open_backend", "IDEMPOTENT", "NOT_EXECUTED"]
@@ -116,7 +118,9 @@ class Device:
         self._parser = ResponseParser()
         self.counters = dict.fromkeys(("gemms", "macs", "outputs", "saturated", "runs", "bytes_sent",
                                        "bytes_received", "payload_sent", "payload_received", "frames", "retries",
-                                       "a_entries_sent", "b_entries_sent", "b_entries_reused"), 0)
+                                       "rewinds", "a_entries_sent", "b_entries_sent", "b_entries_reused"), 0)
+        self._lane_base = None          # lane states after the last seed()/reset() (None: unknown)
+        self._lane_steps = 0            # lane advances since then
         self.identity = self.identify()
         if self.identity.version != PROTOCOL_VERSION:
             raise DeviceMismatch(f"Device on {transport.name} speaks protocol version {self.identity.version}, "
@@ -126,6 +130,7 @@ class Device:
         # silence long enough for the device to abandon any partial frame (twice its frame timeout)
         transport.quiet_time = max(transport.quiet_time, 2 * self.identity.frame_timeout / self.identity.clk_freq)
         self.planner = CommandPlanner(self.config, residency=self.residency)
+        self.pipelined = self.identity.rx_buffer > 0
 
     def _check_expected(self, expect):
         if expect is None:
@@ -148,8 +153,14 @@ class Device:
         baud = getattr(self, "identity", None) and self.identity.baud
         return 10 * nbytes / baud if baud else 0.0
 
-    def _exchange(self, cmd, payload=b"", expect_len=None):
-        """Send one request and return the response payload; retries as documented in :data:`IDEMPOTENT`."""
+    def _next_seq(self):
+        seq = self._seq
+        self._seq = (self._seq + 1) & 0xFF
+        return seq
+
+    def _exchange(self, cmd, payload=b"", expect_len=None, lost=None):
+        """Send one request and return the response payload; retries as documented in :data:`IDEMPOTENT`.
+        ``lost``: exception class raised when a non-idempotent request's answer is lost (default DeviceError)."""
         cmd = Command(cmd)
         attempts = 1 + self.retries
         why = ""
@@ -158,8 +169,7 @@ class Device:
                 self.counters["retries"] += 1
                 self.transport.resync()
                 self._parser = ResponseParser()
-            seq = self._seq
-            self._seq = (self._seq + 1) & 0xFF
+            seq = self._next_seq()
             frame = encode_request(cmd, seq, payload)
             self.transport.write(frame)
             self.counters["bytes_sent"] += len(frame)
@@ -192,6 +202,8 @@ class Device:
                                   f"{len(response.payload)} bytes, expected {expect_len}")
             return response.payload
         error = DeviceTimeout if why.startswith("no answer") else DeviceError
+        if lost is not None and cmd not in IDEMPOTENT and not why.startswith("the device answered"):
+            error = lost
         raise error(f"{cmd.name} failed on {self.transport.name} after {attempt + 1} attempt(s): {why}")
 
     def _await(self, cmd, seq, nbytes):
@@ -218,7 +230,12 @@ class Device:
     def seed(self, seed):
         """Load the lanes with ``sim.lfsr.lane_seeds(seed, lanes)`` (§4.3)."""
         seeds = lane_seeds(seed, self.config.lanes, self.config.lane_width)
-        self._exchange(Command.SET_SEEDS, b"".join(SEED.pack(s) for s in seeds), expect_len=0)
+        self._lane_base = None
+        self._set_lanes(seeds)
+        self._lane_base, self._lane_steps = list(seeds), 0
+
+    def _set_lanes(self, states):
+        self._exchange(Command.SET_SEEDS, b"".join(SEED.pack(s) for s in states), expect_len=0)
 
     def device_counters(self):
         """The device's counters (link then engine, ``sim.protocol.counter_names()``) as a dict."""
@@ -229,10 +246,12 @@ class Device:
 
     def reset(self):
         """SOFT_RESET: engine state, lanes, counters and rounding registers back to reset values."""
+        self._lane_base = None
         try:
             self._exchange(Command.SOFT_RESET, expect_len=0)
         finally:
             self.planner.forget()
+        self._lane_base, self._lane_steps = [RESET_LANE_STATE] * self.config.lanes, 0
 
     def close(self):
         self.transport.close()
@@ -243,54 +262,111 @@ class Device:
     def __exit__(self, *exc):
         self.close()
 
-    def _write_entries(self, which, addr, entries):
-        vb = value_bytes(self.config)
-        cmd = Command.WRITE_A if which == "A" else Command.WRITE_B
-        for start, count in write_frames(self.config, which, len(entries)):
-            payload = WRITE_HEADER.pack(addr + start, count) + pack_values(entries[start:start + count], vb)
-            self._exchange(cmd, payload, expect_len=0)
-        self.counters["a_entries_sent" if which == "A" else "b_entries_sent"] += len(entries)
-
     def gemm(self, a, b, shift, mode, *, b_key=None):
         """``round(A @ B)`` on the device: ``.c`` (M x N raw int64) and ``.saturated`` (M x N bool).
 
         ``b_key``: optional hashable naming B's contents; B chunks sent under it stay resident for later calls.
-        The commands are :class:`fxtrain.sim.planner.CommandPlanner`'s schedule; if any of them fails, the
-        planner forgets residency and the rounding registers (the device's state is then unknown).
+        The commands are :class:`fxtrain.sim.planner.CommandPlanner`'s schedule, pipelined when the device
+        reports a receive buffer (:mod:`.pipeline`). Recovery (``docs/protocol.md`` §5.1): when an exchange fails
+        in a way that leaves the device's state unknown, the driver resynchronises, forgets residency and the
+        rounding registers, loads the lanes with the states they had before the first tile whose result it has
+        not received (known from the last ``seed``/``reset``), and sends the rest of the schedule again, one
+        request at a time with per-request retries; after ``retries`` such rewinds, or with unknown lane
+        states, it raises ``DeviceError``. A GEMM therefore returns the golden model's result or raises.
         """
         cfg = self.config
         a, b, shift, mode = check_gemm(cfg, a, b, shift, mode, "device")
         plan = plan_gemm(cfg, a.shape[0], a.shape[1], b.shape[1])
-        ap, bp = plan.pad(a, b)
-        blocks = {"A": lambda i, chunk: plan.a_block(ap, i, chunk), "B": lambda i, chunk: plan.b_block(bp, i, chunk)}
-        c = np.zeros((plan.mp, plan.np_), dtype=np.int64)
-        sat = np.zeros((plan.mp, plan.np_), dtype=bool)
-        try:
-            for item in self.planner.schedule(plan, (shift, int(mode)), b_key=b_key,
-                                              digest=lambda w, i, chunk: _digest(blocks[w](i, chunk))):
-                if isinstance(item, WriteOperand):
-                    self._write_entries(item.which, item.addr, blocks[item.which](item.index, item.chunk))
-                elif isinstance(item, Reused):
-                    self.counters["b_entries_reused"] += item.entries if item.which == "B" else 0
-                elif isinstance(item, Run):
-                    self._exchange(Command.RUN, RUN_ARGS.pack(item.a_base, item.b_base, item.k, item.flags),
-                                   expect_len=0)
-                    self.counters["runs"] += 1
-                elif isinstance(item, SetRounding):
-                    self._exchange(Command.SET_ROUNDING, ROUNDING_ARGS.pack(*item.rounding), expect_len=0)
-                elif isinstance(item, ReadResult):
-                    rs, cs = plan.tile_slices(item.tm, item.tn)
-                    c[rs, cs], sat[rs, cs] = decode_result(
-                        cfg, self._exchange(Command.READ_RESULT, expect_len=result_bytes(cfg)))
-        except BaseException:
-            self.planner.forget()
-            raise
-        c, sat = c[:plan.m, :plan.n], sat[:plan.m, :plan.n]
+        out = _Output(plan, *plan.pad(a, b))
+        steps0, rewinds = self._lane_steps, 0
+        while True:
+            try:
+                if rewinds:
+                    self._set_lanes([lane_advance(s, steps0 + out.received * cfg.rows, cfg.lane_width)
+                                     for s in self._lane_base])
+                self._send_schedule(plan, out, (shift, int(mode)), b_key, pipelined=self.pipelined and not rewinds)
+                break
+            except LinkFault as fault:
+                self.planner.forget()
+                rewinds += 1
+                self.counters["rewinds"] += 1
+                if self._lane_base is None or rewinds > self.retries:
+                    why = "lane states unknown (seed or reset the device first)" if self._lane_base is None \
+                        else f"{rewinds - 1} rewind(s)"
+                    self._lane_base = None
+                    raise DeviceError(f"GEMM failed on {self.transport.name} after {out.received} of "
+                                      f"{len(plan.tiles)} tiles: {fault.why}; not recovered: {why}") from None
+                self.transport.resync()
+                self._parser = ResponseParser()
+            except BaseException:
+                self.planner.forget()
+                self._lane_base = None
+                raise
+        self._lane_steps = steps0 + len(plan.tiles) * cfg.rows
+        c, sat = out.c[:plan.m, :plan.n], out.sat[:plan.m, :plan.n]
         self.counters["gemms"] += 1
         self.counters["macs"] += plan.m * plan.k * plan.n
         self.counters["outputs"] += plan.m * plan.n
         self.counters["saturated"] += int(sat.sum())
         return DeviceGemmResult(c, sat)
+
+    def _send_schedule(self, plan, out, rounding, b_key, pipelined):
+        """Send the schedule from tile ``out.received`` on (pipelined, or one exchange at a time)."""
+        cfg = self.config
+        if pipelined:
+            pipe = Pipeline(self.transport, self.identity.rx_buffer, self.timeout, self._wire_time, self.counters,
+                            self._next_seq)
+            send = pipe.send
+        else:
+            pipe = None
+
+            def send(cmd, payload=b"", expect_len=0, on_ok=None):
+                answer = self._exchange(cmd, payload, expect_len, lost=LinkFault)
+                if on_ok is not None:
+                    on_ok(answer)
+        vb = value_bytes(cfg)
+        for item in self.planner.schedule(plan, rounding, b_key=b_key, digest=out.digest, first_tile=out.received):
+            if isinstance(item, WriteOperand):
+                entries = out.block(item.which, item.index, item.chunk)
+                cmd = Command.WRITE_A if item.which == "A" else Command.WRITE_B
+                for start, count in write_frames(cfg, item.which, len(entries), self.identity.rx_buffer):
+                    send(cmd, WRITE_HEADER.pack(item.addr + start, count) +
+                         pack_values(entries[start:start + count], vb))
+                self.counters["a_entries_sent" if item.which == "A" else "b_entries_sent"] += len(entries)
+            elif isinstance(item, Reused):
+                self.counters["b_entries_reused"] += item.entries if item.which == "B" else 0
+            elif isinstance(item, Run):
+                send(Command.RUN, RUN_ARGS.pack(item.a_base, item.b_base, item.k, item.flags))
+                self.counters["runs"] += 1
+            elif isinstance(item, SetRounding):
+                send(Command.SET_ROUNDING, ROUNDING_ARGS.pack(*item.rounding))
+            elif isinstance(item, ReadResult):
+                send(Command.READ_RESULT, b"", result_bytes(cfg), out.place)
+        if pipe is not None:
+            pipe.flush()
+
+
+class _Output:
+    """The padded operands and result of one GEMM on the device; tiles arrive in schedule order."""
+
+    def __init__(self, plan, ap, bp):
+        self.plan, self.ap, self.bp = plan, ap, bp
+        self.c = np.zeros((plan.mp, plan.np_), dtype=np.int64)
+        self.sat = np.zeros((plan.mp, plan.np_), dtype=bool)
+        self.received = 0
+
+    def block(self, which, index, chunk):
+        if which == "A":
+            return self.plan.a_block(self.ap, index, chunk)
+        return self.plan.b_block(self.bp, index, chunk)
+
+    def digest(self, which, index, chunk):
+        return _digest(self.block(which, index, chunk))
+
+    def place(self, payload):
+        rs, cs = self.plan.tile_slices(*self.plan.tiles[self.received])
+        self.c[rs, cs], self.sat[rs, cs] = decode_result(self.plan.config, payload)
+        self.received += 1
 
 
 def _parse_config(config):

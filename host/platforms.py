@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 
 from ..sim.fixedpoint import MAX_WL, FixedFormat
 from ..sim.gemm import EngineConfig
+from ..sim.payloads import DEFAULT_RX_BUFFER
 
 __all__ = ["MULTIPLIER_WIDTH", "PACKED_WL", "BITS_PER_UART_BYTE", "LinkTiming", "Platform", "DEFAULT_EXCHANGE_S",
            "board_platform"]
@@ -74,6 +75,13 @@ class Platform:
     link : LinkTiming
     packed : bool
         What-if (not in the RTL): two products per DSP block, i.e. ``rows x 2*cols`` PEs on the same blocks.
+    rx_buffer : int
+        Request bytes the device buffers (``docs/protocol.md`` §2.2); 0: the driver waits for every answer.
+
+    Members
+    -------
+    pipelined : bool
+        ``rx_buffer > 0``.
     """
 
     name: str
@@ -82,6 +90,11 @@ class Platform:
     clk_freq: int
     link: LinkTiming
     packed: bool = False
+    rx_buffer: int = DEFAULT_RX_BUFFER
+
+    @property
+    def pipelined(self):
+        return self.rx_buffer > 0
 
 
 #: Default fixed latency per exchange on a board: a full-speed USB-UART bridge answers within about one 1 ms USB

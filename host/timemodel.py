@@ -79,28 +79,53 @@ class StepEstimate:
     -------
     compute_s : float
         Engine busy time (``engine_cycles / clk_freq``).
+    down_s, up_s : float
+        Wire time of the bytes to and from the device.
     link_s : float
-        Wire time of all bytes (``bytes_down * down_byte_s + bytes_up * up_byte_s``).
+        ``down_s + up_s``.
+    process_s : float
+        Device time reading request bytes (``bytes_down`` cycles: the executor takes at most one byte per cycle).
     exchange_s : float
-        Fixed per-exchange latency times the number of exchanges.
+        Fixed latency per wait for the device times the number of waits.
     host_s : float
+    pipelined : bool
+        Whether the driver pipelines (``docs/protocol.md`` §2.2): then the device's work overlaps the wire.
+    device_s : float
+        The link and device part: ``max(down_s, up_s + compute_s + process_s)`` pipelined (the down wire runs
+        while the executor computes and answers, which it does one after the other), else
+        ``compute_s + link_s``.
     traffic : Traffic
-    engine_cycles, bytes_down, bytes_up, exchanges : int
+    engine_cycles, bytes_down, bytes_up, exchanges, waits : int
+        ``waits``: round trips the driver waits for (one per GEMM pipelined, one per exchange otherwise).
     """
 
     compute_s: float
-    link_s: float
+    down_s: float
+    up_s: float
+    process_s: float
     exchange_s: float
     host_s: float
+    pipelined: bool
     traffic: Traffic
     engine_cycles: int
     bytes_down: int
     bytes_up: int
     exchanges: int
+    waits: int
+
+    @property
+    def link_s(self):
+        return self.down_s + self.up_s
+
+    @property
+    def device_s(self):
+        if self.pipelined:
+            return max(self.down_s, self.up_s + self.compute_s + self.process_s)
+        return self.compute_s + self.link_s
 
     @property
     def total_s(self):
-        return self.compute_s + self.link_s + self.exchange_s + self.host_s
+        return self.device_s + self.exchange_s + self.host_s
 
 
 @dataclass
@@ -109,9 +134,11 @@ class EpochEstimate:
 
     Members
     -------
-    compute_s, link_s, exchange_s, host_s, total_s : float
+    compute_s, down_s, up_s, link_s, process_s, device_s, exchange_s, host_s, total_s : float
+        Sums over the steps (:class:`StepEstimate`).
     link_share : float
-        ``(link_s + exchange_s) / total_s``.
+        ``(device_s + exchange_s - compute_s) / total_s`` sequential; pipelined, the share of the critical path
+        that is not the engine.
     """
 
     platform: Platform
@@ -128,6 +155,10 @@ class EpochEstimate:
         return value + (getattr(self.partial, name) if self.partial is not None else 0)
 
     compute_s = property(lambda self: self._sum("compute_s"))
+    down_s = property(lambda self: self._sum("down_s"))
+    up_s = property(lambda self: self._sum("up_s"))
+    process_s = property(lambda self: self._sum("process_s"))
+    device_s = property(lambda self: self._sum("device_s"))
     link_s = property(lambda self: self._sum("link_s"))
     exchange_s = property(lambda self: self._sum("exchange_s"))
     host_s = property(lambda self: self._sum("host_s"))
@@ -135,11 +166,16 @@ class EpochEstimate:
     bytes_down = property(lambda self: self._sum("bytes_down"))
     bytes_up = property(lambda self: self._sum("bytes_up"))
     exchanges = property(lambda self: self._sum("exchanges"))
+    waits = property(lambda self: self._sum("waits"))
     engine_cycles = property(lambda self: self._sum("engine_cycles"))
 
     @property
+    def pipelined(self):
+        return self.platform.pipelined
+
+    @property
     def link_share(self):
-        return (self.link_s + self.exchange_s) / self.total_s if self.total_s else 0.0
+        return (self.device_s + self.exchange_s - self.compute_s) / self.total_s if self.total_s else 0.0
 
 
 def step_traffic(config, layers, batch, rounding=None):
@@ -160,18 +196,26 @@ def _step_traffic(rows, cols, depth, layers, batch, rounding):
 def estimate_step(platform, layers, batch, host=HostModel()):
     """:class:`StepEstimate` of one training step of ``batch`` samples of a model of ``layers``.
 
-    ``T = cycles / f_clk + bytes_down * t_down + bytes_up * t_up + exchanges * t_exchange + T_host(batch)``: the
-    driver is strictly sequential (each request waits for its response; RUN answers when the engine is idle), so
-    nothing overlaps (``docs/time-model.md``).
+    Pipelined (the device reports a receive buffer, ``docs/protocol.md`` §2.2)::
+
+        T = max(bytes_down * t_down, bytes_up * t_up + cycles / f_clk + bytes_down / f_clk)
+            + gemms * t_exchange + T_host(batch)
+
+    the down wire streams while the executor computes and answers (one after the other) and the driver waits
+    for the device once per GEMM; otherwise every request waits for its response and nothing overlaps:
+    ``T = cycles / f_clk + bytes_down * t_down + bytes_up * t_up + exchanges * t_exchange + T_host``
+    (``docs/time-model.md``).
     """
     config = platform.config
     traffic = step_traffic(config, layers, batch)
     cycles = traffic.engine_cycles(config)
-    down, up = traffic.bytes(config)
-    exchanges = traffic.exchanges(config)
+    down, up = traffic.bytes(config, platform.rx_buffer)
+    exchanges = traffic.exchanges(config, platform.rx_buffer)
+    waits = traffic.gemms if platform.pipelined else exchanges
     link = platform.link
-    return StepEstimate(cycles / platform.clk_freq, down * link.down_byte_s + up * link.up_byte_s,
-                        exchanges * link.exchange_s, host.step_s(batch), traffic, cycles, down, up, exchanges)
+    return StepEstimate(cycles / platform.clk_freq, down * link.down_byte_s, up * link.up_byte_s,
+                        down / platform.clk_freq, waits * link.exchange_s, host.step_s(batch), platform.pipelined,
+                        traffic, cycles, down, up, exchanges, waits)
 
 
 def estimate_epoch(platform, layers, fmt, batch, train_size, host=HostModel()):

@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 
 from ..sim.engine import run_cycles
 from ..sim.gemm import EngineConfig
-from ..sim.payloads import ROUNDING_ARGS, RUN_ARGS, WRITE_HEADER, entry_bytes, result_bytes, write_frames
+from ..sim.payloads import (DEFAULT_RX_BUFFER, ROUNDING_ARGS, RUN_ARGS, WRITE_HEADER, entry_bytes, result_bytes,
+                            write_frames)
 from ..sim.planner import CommandPlanner, ReadResult, Reused, Run, SetRounding, WriteOperand, plan_gemm
 from ..sim.wire import Command, request_frame_bytes, response_frame_bytes
 
@@ -45,6 +46,8 @@ class Traffic:
         READ_RESULT exchanges (one per output tile).
     tiles : int
     macs : int
+    gemms : int
+        GEMM calls (a pipelined driver waits for the device once per call).
     """
 
     set_rounding: int = 0
@@ -54,6 +57,7 @@ class Traffic:
     read_results: int = 0
     tiles: int = 0
     macs: int = 0
+    gemms: int = 0
 
     def __iadd__(self, other):
         self.set_rounding += other.set_rounding
@@ -63,6 +67,7 @@ class Traffic:
         self.read_results += other.read_results
         self.tiles += other.tiles
         self.macs += other.macs
+        self.gemms += other.gemms
         return self
 
     def scaled(self, factor):
@@ -70,31 +75,32 @@ class Traffic:
         out = Traffic(self.set_rounding * factor, Counter({k: v * factor for k, v in self.writes.items()}),
                       Counter({k: v * factor for k, v in self.reused.items()}),
                       Counter({k: v * factor for k, v in self.runs.items()}), self.read_results * factor,
-                      self.tiles * factor, self.macs * factor)
+                      self.tiles * factor, self.macs * factor, self.gemms * factor)
         return out
 
-    def write_frames(self, config):
-        """``[(command, payload_bytes, count)]`` of the WRITE frames (blocks cut by ``sim.payloads.write_frames``)."""
+    def write_frames(self, config, rx_buffer=DEFAULT_RX_BUFFER):
+        """``[(command, payload_bytes, count)]`` of the WRITE frames (blocks cut by ``sim.payloads.write_frames``
+        to fit a device's ``rx_buffer``, as the driver cuts them)."""
         frames = Counter()
         for (cmd, entries), count in self.writes.items():
             which = "A" if cmd == Command.WRITE_A else "B"
             eb = entry_bytes(config, which)
-            for _, part in write_frames(config, which, entries):
+            for _, part in write_frames(config, which, entries, rx_buffer):
                 frames[(cmd, WRITE_HEADER.size + part * eb)] += count
         return [(cmd, payload, count) for (cmd, payload), count in sorted(frames.items())]
 
-    def exchanges(self, config):
-        """Number of request/response exchanges."""
-        return (self.set_rounding + sum(c for _, _, c in self.write_frames(config)) + sum(self.runs.values())
-                + self.read_results)
+    def exchanges(self, config, rx_buffer=DEFAULT_RX_BUFFER):
+        """Number of request/response exchanges (frames each way)."""
+        return (self.set_rounding + sum(c for _, _, c in self.write_frames(config, rx_buffer))
+                + sum(self.runs.values()) + self.read_results)
 
-    def bytes(self, config):
+    def bytes(self, config, rx_buffer=DEFAULT_RX_BUFFER):
         """``(bytes to the device, bytes from the device)`` on the wire for an engine of ``config``."""
         down = self.set_rounding * request_frame_bytes(ROUNDING_ARGS.size)
         down += sum(self.runs.values()) * request_frame_bytes(RUN_ARGS.size)
         down += self.read_results * request_frame_bytes(0)
         writes = 0
-        for _, payload, count in self.write_frames(config):
+        for _, payload, count in self.write_frames(config, rx_buffer):
             down += count * request_frame_bytes(payload)
             writes += count
         acks = self.set_rounding + writes + sum(self.runs.values())
@@ -126,7 +132,7 @@ class DriverReplay:
     def gemm(self, m, k, n, rounding=None, b_key=None):
         """The :class:`Traffic` of one ``M x K x N`` GEMM issued now (advances the residency state)."""
         plan = plan_gemm(self.config, m, k, n)
-        traffic = Traffic(macs=m * k * n, tiles=len(plan.tiles))
+        traffic = Traffic(macs=m * k * n, tiles=len(plan.tiles), gemms=1)
         for item in self.planner.schedule(plan, rounding, b_key=b_key):
             if isinstance(item, WriteOperand):
                 cmd = Command.WRITE_A if item.which == "A" else Command.WRITE_B

@@ -15,6 +15,8 @@ WRITE_HEADER, RUN_ARGS, ROUNDING_ARGS, SEED, COUNTER : FieldLayout
     SET_SEEDS lane seed; one READ_COUNTERS counter.
 value_bytes, entry_bytes, result_row_bytes, result_bytes
     Payload sizes derived from an ``EngineConfig``.
+max_payload
+    Largest request payload for a receive buffer.
 write_frames
     How a block of operand entries is cut into WRITE frames (``(first entry, entries)`` per frame).
 request_length_range
@@ -27,6 +29,8 @@ LINK_COUNTERS, counter_names
     Names of the READ_COUNTERS fields.
 default_frame_timeout
     Idle cycles after which a device abandons a started frame (10 ms of its clock).
+DEFAULT_RX_BUFFER : int
+    Request bytes a device absorbs while it executes (2048; the pipelining rule of ``docs/protocol.md`` §2.2).
 Identity
     The IDENTIFY payload as a dataclass; ``Identity.from_parameters`` is what the RTL builds its ROM from.
 """
@@ -39,12 +43,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from .gemm import EngineConfig
-from .wire import MAX_LENGTH, Command
+from .wire import MAX_LENGTH, Command, request_frame_bytes
 
 __all__ = ["PROTOCOL_VERSION", "MAGIC", "RUN_CLEAR", "RUN_DRAIN", "FieldLayout", "WRITE_HEADER", "RUN_ARGS",
            "ROUNDING_ARGS", "SEED", "COUNTER", "value_bytes", "entry_bytes", "result_row_bytes", "result_bytes",
-           "write_frames", "request_length_range", "pack_values", "unpack_values", "encode_result",
-           "decode_result", "LINK_COUNTERS", "counter_names", "default_frame_timeout", "Identity"]
+           "max_payload", "write_frames", "request_length_range", "pack_values", "unpack_values", "encode_result",
+           "decode_result", "LINK_COUNTERS", "counter_names", "default_frame_timeout", "DEFAULT_RX_BUFFER",
+           "Identity"]
 
 PROTOCOL_VERSION = 1
 MAGIC = b"FXTR"
@@ -151,10 +156,20 @@ def result_bytes(config):
     return config.rows * result_row_bytes(config)
 
 
-def write_frames(config, which, entries):
+def max_payload(rx_buffer):
+    """Largest request payload a host sends to a device with an ``rx_buffer``-byte receive buffer (0: none
+    promised): the whole frame must fit the buffer (``docs/protocol.md`` §2.2), and LEN is 16 bits."""
+    if not rx_buffer:
+        return MAX_LENGTH
+    return min(MAX_LENGTH, rx_buffer - request_frame_bytes(0))
+
+
+def write_frames(config, which, entries, rx_buffer=0):
     """``[(first, count), ...]``: the WRITE_A/WRITE_B frames that carry a block of ``entries`` entries, each as
-    full as ``MAX_LENGTH`` allows (``WRITE_HEADER`` then ``count`` entries)."""
-    per_frame = (MAX_LENGTH - WRITE_HEADER.size) // entry_bytes(config, which)
+    full as :func:`max_payload` allows (``WRITE_HEADER`` then ``count`` entries)."""
+    per_frame = (max_payload(rx_buffer) - WRITE_HEADER.size) // entry_bytes(config, which)
+    if per_frame < 1:
+        raise ValueError(f"A {rx_buffer}-byte receive buffer cannot hold a WRITE_{which} frame of one entry")
     return [(start, min(per_frame, entries - start)) for start in range(0, entries, per_frame)]
 
 
@@ -227,6 +242,10 @@ def counter_names():
     return LINK_COUNTERS + tuple(COUNTER_NAMES)
 
 
+#: Request bytes a device buffers (``AcceleratorSoC``'s receive FIFO; reported by IDENTIFY as a power of two).
+DEFAULT_RX_BUFFER = 2048
+
+
 def default_frame_timeout(clk_freq):
     """Idle cycles after which a started frame is abandoned: 10 ms of clock, at least 256 cycles."""
     return max(256, int(clk_freq) // 100)
@@ -240,6 +259,11 @@ class Identity:
     -------
     version, rows, cols, wl, max_k_log2, lane_width, n_counters, depth, clk_freq, baud, frame_timeout
         The fields; ``baud`` is 0 for the byte-stream (simulation) variant of the SoC.
+    rx_buffer_log2 : int
+        ``log2`` of the request bytes the device buffers (byte 11, 0 on a device that does not promise any:
+        the host then waits for each response before the next request).
+    rx_buffer : int
+        ``2**rx_buffer_log2`` bytes, or 0.
     config : EngineConfig
         The engine configuration these fields describe.
     """
@@ -255,23 +279,28 @@ class Identity:
     clk_freq: int
     baud: int
     frame_timeout: int
+    rx_buffer_log2: int = 0
 
     FORMAT = "<4sBBBBBBBBIIII"
     SIZE = struct.calcsize(FORMAT)
 
     @classmethod
-    def from_parameters(cls, config, clk_freq, baud, frame_timeout=None, n_engine_counters=None):
-        """The identity a SoC built from these parameters reports."""
+    def from_parameters(cls, config, clk_freq, baud, frame_timeout=None, n_engine_counters=None,
+                        rx_buffer=DEFAULT_RX_BUFFER):
+        """The identity a SoC built from these parameters reports (``rx_buffer``: a power of two, or 0)."""
+        if not isinstance(rx_buffer, int) or rx_buffer < 0 or rx_buffer & (rx_buffer - 1) or rx_buffer == 1:
+            raise ValueError(f"Receive buffer must be 0 or a power of two of at least 2 bytes, not {rx_buffer!r}")
         if n_engine_counters is None:
             from .engine import COUNTER_NAMES
             n_engine_counters = len(COUNTER_NAMES)
         return cls(PROTOCOL_VERSION, config.rows, config.cols, config.wl, config.max_k_log2, config.lane_width,
                    len(LINK_COUNTERS) + n_engine_counters, config.depth, int(clk_freq), int(baud),
-                   default_frame_timeout(clk_freq) if frame_timeout is None else int(frame_timeout))
+                   default_frame_timeout(clk_freq) if frame_timeout is None else int(frame_timeout),
+                   rx_buffer.bit_length() - 1 if rx_buffer else 0)
 
     def to_bytes(self):
         return struct.pack(self.FORMAT, MAGIC, self.version, self.rows, self.cols, self.wl, self.max_k_log2,
-                           self.lane_width, self.n_counters, 0, self.depth, self.clk_freq, self.baud,
+                           self.lane_width, self.n_counters, self.rx_buffer_log2, self.depth, self.clk_freq, self.baud,
                            self.frame_timeout)
 
     @classmethod
@@ -279,12 +308,16 @@ class Identity:
         data = bytes(data)
         if len(data) != cls.SIZE:
             raise ValueError(f"IDENTIFY payload must be {cls.SIZE} bytes, not {len(data)}")
-        (magic, version, rows, cols, wl, max_k_log2, lane_width, n_counters, _reserved, depth, clk_freq, baud,
+        (magic, version, rows, cols, wl, max_k_log2, lane_width, n_counters, rx_buffer_log2, depth, clk_freq, baud,
          frame_timeout) = struct.unpack(cls.FORMAT, data)
         if magic != MAGIC:
             raise ValueError(f"IDENTIFY payload starts with {magic!r}, not {MAGIC!r}: not an fxtrain device")
         return cls(version, rows, cols, wl, max_k_log2, lane_width, n_counters, depth, clk_freq, baud,
-                   frame_timeout)
+                   frame_timeout, rx_buffer_log2)
+
+    @property
+    def rx_buffer(self):
+        return 1 << self.rx_buffer_log2 if self.rx_buffer_log2 else 0
 
     @property
     def config(self):

@@ -232,6 +232,7 @@ class CommandPlanner:
         issued when it differs from the last one, or always when ``None``); ``digest(which, index, chunk)``
         returns a content digest of an operand chunk (``None``: contents are what the keys say). Residency is
         recorded when a write is yielded: a consumer that fails to execute it must call :meth:`forget`.
+        ``first_tile`` skips the tiles before it (a host resuming a GEMM after a failure).
     forget()
         Forget residency and the rounding registers (after a reset or any failed command).
     """
@@ -259,13 +260,13 @@ class CommandPlanner:
         addr = mem.allocate(key, value, chunk.length)
         return addr, WriteOperand(which, addr, index, chunk)
 
-    def schedule(self, plan, rounding, *, b_key=None, digest=None):
+    def schedule(self, plan, rounding, *, b_key=None, digest=None, first_tile=0):
         if rounding is None or rounding != self.rounding:
             yield SetRounding(rounding)
             self.rounding = rounding
         self._gemm_id += 1
         b_scope = ("B", b_key, (plan.k, plan.n)) if b_key is not None else ("B-call", self._gemm_id)
-        for tm, tn in plan.tiles:
+        for tm, tn in plan.tiles[first_tile:]:
             for chunk in plan.chunks:
                 a_addr, item = self._operand(self.a_mem, "A", ("A", self._gemm_id, tm, chunk.k0), tm, chunk, digest)
                 yield item

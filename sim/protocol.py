@@ -21,7 +21,7 @@ import numpy as np
 
 from .gemm import EngineConfig
 from .payloads import *  # noqa: F401,F403  (re-exported: the protocol's payload layouts)
-from .payloads import (COUNTER, LINK_COUNTERS, ROUNDING_ARGS, RUN_ARGS, RUN_CLEAR, RUN_DRAIN, SEED, WRITE_HEADER,
+from .payloads import (COUNTER, DEFAULT_RX_BUFFER, LINK_COUNTERS, ROUNDING_ARGS, RUN_ARGS, RUN_CLEAR, RUN_DRAIN, SEED, WRITE_HEADER,
                        Identity, encode_result, entry_bytes, request_length_range, unpack_values, value_bytes)
 from .payloads import __all__ as _payload_names
 from .wire import *  # noqa: F401,F403  (re-exported: the protocol's wire codec)
@@ -58,6 +58,9 @@ class ProtocolEmulator:
         Reported by IDENTIFY.
     frame_timeout : int, optional
         Idle cycles before a started frame is abandoned (default :func:`default_frame_timeout`).
+    rx_buffer : int
+        Request bytes the device promises to buffer (reported by IDENTIFY; the emulator itself never loses a
+        byte, it executes each request as it arrives).
 
     Members
     -------
@@ -66,14 +69,15 @@ class ProtocolEmulator:
     link_counters : dict
     """
 
-    def __init__(self, config=EngineConfig(), clk_freq=12_000_000, baud=3_000_000, frame_timeout=None):
+    def __init__(self, config=EngineConfig(), clk_freq=12_000_000, baud=3_000_000, frame_timeout=None,
+                 rx_buffer=DEFAULT_RX_BUFFER):
         from .engine import COUNTER_NAMES, EngineModel
         if not isinstance(config, EngineConfig):
             raise TypeError(f"config must be an EngineConfig, not {type(config).__name__}")
         self.config = config
         self._engine_cls = EngineModel
         self._engine_counter_names = tuple(COUNTER_NAMES)
-        self.identity = Identity.from_parameters(config, clk_freq, baud, frame_timeout, len(COUNTER_NAMES))
+        self.identity = Identity.from_parameters(config, clk_freq, baud, frame_timeout, len(COUNTER_NAMES), rx_buffer)
         self.engine = EngineModel(config)
         self._reset_link()
         self._clear_result()
