@@ -147,3 +147,26 @@ def test_write_frames_cut_blocks_at_the_frame_maximum():
     per = (MAX_LENGTH - WRITE_HEADER.size) // 64
     assert frames[0] == (0, per) and sum(c for _, c in frames) == 4096
     assert all(s == i * per for i, (s, _) in enumerate(frames))
+
+
+def test_write_frames_fit_the_receive_buffer_and_identity_reports_it():
+    """With a receive buffer every WRITE frame (header, payload, CRC) fits it; IDENTIFY byte 11 carries its log2
+    and 0 means none; a size that is not a power of two is refused naming it."""
+    from fxtrain.sim.payloads import Identity, max_payload
+    from fxtrain.sim.wire import request_frame_bytes
+
+    cfg = EngineConfig(rows=4, cols=2, wl=16, depth=512)
+    for rx in (64, 2048):
+        for which in ("A", "B"):
+            frames = write_frames(cfg, which, 512, rx)
+            assert sum(c for _, c in frames) == 512
+            assert all(request_frame_bytes(WRITE_HEADER.size + c * 2 * (4 if which == "A" else 2)) <= rx
+                       for _, c in frames)
+    assert max_payload(0) == MAX_LENGTH and max_payload(2048) == 2041
+    ident = Identity.from_parameters(cfg, 12_000_000, 3_000_000, rx_buffer=2048)
+    assert ident.to_bytes()[11] == 11 and Identity.from_bytes(ident.to_bytes()).rx_buffer == 2048
+    assert Identity.from_parameters(cfg, 12_000_000, 3_000_000, rx_buffer=0).rx_buffer == 0
+    with pytest.raises(ValueError, match="not 1000"):
+        Identity.from_parameters(cfg, 12_000_000, 3_000_000, rx_buffer=1000)
+    with pytest.raises(ValueError, match="cannot hold a WRITE_A frame"):
+        write_frames(EngineConfig(rows=32, cols=1, wl=16, depth=64), "A", 4, 64)
