@@ -1,15 +1,33 @@
 """Host driver of an fxtrain accelerator: the GEMM backend for a board, the RTL in simulation, or the emulator.
 
-:class:`Device` has the backend duck type the training code uses (``config``, ``seed``, ``gemm``, ``counters``)
-and speaks ``docs/protocol.md`` over a transport (:mod:`.transport`).
+:class:`Device` implements :class:`fxtrain.host.backend.Backend` (the registry's ``sim:…``, ``serial:…`` and
+``device:…`` specs open one) and speaks ``docs/protocol.md`` over a transport (:mod:`.transport`).
 
-GEMMs of any shape are sent as the command schedule of :class:`fxtrain.sim.planner.CommandPlanner` (the one
-GEMM planner: padding, tiles ``tm`` outer / ``tn`` inner, K chunks of ``depth`` with clear/drain flags, operand
-residency with LRU eviction and content digests); ``fxtrain.sim.engine.gemm_via_engine`` plays the same schedule
-on the golden model, so the result equals ``fxtrain.sim.gemm.tiled_gemm`` bit for bit. A B chunk stays resident
-across ``gemm`` calls when the caller names B's contents with ``b_key`` (e.g. a layer's weights at one optimiser
-step); a stale ``b_key`` can cost time but never a wrong result. Any failed command makes the planner forget
-residency and the rounding registers.
+GEMMs of any shape are tiled by the one GEMM planner, :mod:`fxtrain.sim.planner` (padding, tiles ``tm`` outer /
+``tn`` inner, K chunks of ``depth`` with clear/drain flags, operand residency with LRU eviction and content
+digests), which ``fxtrain.sim.engine.gemm_via_engine`` plays on the golden model, so results equal
+``fxtrain.sim.gemm.tiled_gemm`` bit for bit. A B chunk stays resident across ``gemm`` calls when the caller names
+B's contents with ``b_key`` (e.g. a layer's weights at one optimiser step); a stale ``b_key`` can cost time but
+never a wrong result.
+
+Pipelining (``docs/protocol.md`` §2.2, §5.1). When the device reports a receive buffer and the driver manages the
+lanes (after ``seed``/``reset``), ``gemm`` sends the planner's whole schedule without waiting, within the buffer
+(:mod:`.pipeline`), and waits once at the end. The planner records residency as it plans; a GEMM whose answers all
+arrived OK and in order proves every frame arrived intact. At the first missing, corrupted, out-of-order or
+not-OK answer the driver forgets all beliefs (below) and finishes the GEMM from the first tile whose result it has
+not received with the one-request-at-a-time path of the recovery rules below.
+
+Recovery (``docs/protocol.md`` §5.1). The driver's beliefs about the device (which operand chunks are resident, the
+rounding registers, the lanes' position) are recorded only after the device acknowledged the command that
+established them, and all of them are dropped whenever an attempt fails (no answer, a corrupted answer, an error
+status) or the link is resynchronised: a mangled frame may have written operand entries or lanes anywhere before its
+CRC was checked (the rounding registers change only through a CRC-checked SET_ROUNDING, so only a failed
+SET_ROUNDING or SOFT_RESET drops that belief). Everything a RUN depends on is confirmed again, and re-sent where
+needed, right before it is sent; a RUN the device did not execute is re-sent that way, a RUN that may have executed
+restarts its tile from the CLEAR run. The lanes are kept at the golden model's position (seeds advanced by ``rows``
+per acknowledged drain, re-loaded with SET_SEEDS after any failure), and a ``gemm`` that raises leaves them where
+they were before it. So every ``gemm`` either equals the golden model bit for bit or raises :class:`DeviceError` (up
+to CRC-16 collisions of corrupted frames).
 
 Members
 -------
@@ -20,32 +38,30 @@ ResidentMemory
 Device
     The driver.
 open_device
-    A :class:`Device` from a spec string: ``emu``, ``sim:verilator``, ``sim:icarus``, ``serial:PORT@BAUD``.
-open_backend
-    Like :func:`open_device`, plus ``emu:exact`` and ``emu:fast`` (``fxtrain.host.emulator``).
+    A :class:`Device` from a device spec string: ``emu``, ``sim:verilator``, ``sim:icarus``, ``serial:PORT@BAUD``
+    (unseeded; :func:`fxtrain.host.backend.open_backend` opens and seeds one from a backend spec).
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib
 import time
-from dataclasses import dataclass
 
 import numpy as np
 
-from ..sim.gemm import EngineConfig, check_gemm
 from ..sim.engine import RESET_LANE_STATE
+from ..sim.gemm import EngineConfig, GemmResult, check_gemm
 from ..sim.lfsr import lane_advance, lane_seeds
-from ..sim.payloads import (COUNTER, PROTOCOL_VERSION, ROUNDING_ARGS, RUN_ARGS, SEED, WRITE_HEADER, Identity,
-                            counter_names, decode_result, pack_values, result_bytes, value_bytes, write_frames)
-from ..sim.planner import (CommandPlanner, ReadResult, Reused, Run, SetRounding, WriteOperand, ResidentMemory,
+from ..sim.payloads import (COUNTER, PROTOCOL_VERSION, ROUNDING_ARGS, RUN_ARGS, RUN_DRAIN, SEED, WRITE_HEADER,
+                            Identity, counter_names, decode_result, pack_values, result_bytes, value_bytes,
+                            write_frames)
+from ..sim.planner import (CommandPlanner, ReadResult, ResidentMemory, Reused, Run, SetRounding, WriteOperand,
                            plan_gemm)
 from ..sim.wire import Command, ResponseParser, Status, encode_request
 from .pipeline import LinkFault, Pipeline
 
-__all__ = ["DeviceError", "DeviceTimeout", "DeviceMismatch", "ResidentMemory", "DeviceGemmResult", "Device",
-           "open_device", "open_backend", "IDEMPOTENT", "NOT_EXECUTED"]
+__all__ = ["DeviceError", "DeviceTimeout", "DeviceMismatch", "ResidentMemory", "Device", "open_device", "IDEMPOTENT",
+           "NOT_EXECUTED"]
 
 
 class DeviceError(RuntimeError):
@@ -60,6 +76,14 @@ class DeviceMismatch(DeviceError):
     pass
 
 
+class _NotExecuted(DeviceError):
+    """One attempt failed and the device reported that it did not execute the request."""
+
+
+class _Unanswered(DeviceError):
+    """One attempt got no valid answer: the device may or may not have executed the request."""
+
+
 #: Commands the driver may re-send after a lost or corrupted response. Any command (RUN included) is re-sent
 #: when the device answered a status of :data:`NOT_EXECUTED`; SOFT_RESET is never re-sent.
 IDEMPOTENT = frozenset({Command.IDENTIFY, Command.WRITE_A, Command.WRITE_B, Command.SET_ROUNDING,
@@ -69,12 +93,6 @@ IDEMPOTENT = frozenset({Command.IDENTIFY, Command.WRITE_A, Command.WRITE_B, Comm
 #: Statuses that mean the request frame was mangled on the way and not executed (the host only sends well-formed
 #: frames). An answer with one of them is accepted whatever its CMD/SEQ echo (those may be the mangled bytes).
 NOT_EXECUTED = frozenset({Status.CRC_ERROR, Status.TIMEOUT, Status.UNKNOWN_COMMAND, Status.BAD_LENGTH})
-
-
-@dataclass
-class DeviceGemmResult:
-    c: np.ndarray
-    saturated: np.ndarray
 
 
 def _digest(array):
@@ -106,8 +124,15 @@ class Device:
         Host-side totals: ``gemms, macs, outputs, saturated`` (the backend duck type), ``runs``,
         ``bytes_sent, bytes_received``, ``payload_sent, payload_received`` (payload bytes of those), ``frames``,
         ``retries``, ``b_entries_sent, b_entries_reused, a_entries_sent``.
-    identify, seed, gemm, device_counters, reset, close
+    accepts_torch : bool
+        False (numpy operands and results).
+    restores_state : bool
+        False: the lane states cannot be read back, so ``state_dict`` holds the counters only.
+    identify, seed, gemm, state_dict, load_state_dict, device_counters, reset, close
     """
+
+    accepts_torch = False
+    restores_state = False
 
     def __init__(self, transport, expect=None, *, timeout=5.0, retries=3, residency=True):
         self.transport = transport
@@ -119,8 +144,15 @@ class Device:
         self.counters = dict.fromkeys(("gemms", "macs", "outputs", "saturated", "runs", "bytes_sent",
                                        "bytes_received", "payload_sent", "payload_received", "frames", "retries",
                                        "rewinds", "a_entries_sent", "b_entries_sent", "b_entries_reused"), 0)
-        self._lane_base = None          # lane states after the last seed()/reset() (None: unknown)
-        self._lane_steps = 0            # lane advances since then
+        self._gemm_id = 0
+        # Beliefs about the device's state (module docstring, "Recovery"): recorded only after the device
+        # acknowledged, all dropped by _forget() on any failed attempt or resynchronisation.
+        self._epoch = 0                  # incremented by every _forget()
+        self._a_mem = self._b_mem = None
+        self._rounding = None            # (shift, mode) loaded on the device
+        self._lane_origin = None         # lane states the driver loaded (seed, reset); None: lanes not managed
+        self._lane_advances = 0          # advances since the origin, of acknowledged drains
+        self._lanes_synced = False       # the device's lanes are at origin advanced by _lane_advances
         self.identity = self.identify()
         if self.identity.version != PROTOCOL_VERSION:
             raise DeviceMismatch(f"Device on {transport.name} speaks protocol version {self.identity.version}, "
@@ -129,6 +161,8 @@ class Device:
         self._check_expected(expect)
         # silence long enough for the device to abandon any partial frame (twice its frame timeout)
         transport.quiet_time = max(transport.quiet_time, 2 * self.identity.frame_timeout / self.identity.clk_freq)
+        self._a_mem = ResidentMemory(self.config.depth)
+        self._b_mem = ResidentMemory(self.config.depth)
         self.planner = CommandPlanner(self.config, residency=self.residency)
         self.pipelined = self.identity.rx_buffer > 0
 
@@ -153,57 +187,78 @@ class Device:
         baud = getattr(self, "identity", None) and self.identity.baud
         return 10 * nbytes / baud if baud else 0.0
 
-    def _next_seq(self):
+    def _forget(self):
+        """Drop the beliefs a failed attempt can falsify: operand residency and the lanes' position.
+
+        Called on every failed attempt (a mangled frame may have written operand entries or lanes anywhere
+        before its CRC was checked, and an unanswered RUN may have drained) and on every resynchronisation. The
+        rounding registers change only through a CRC-checked SET_ROUNDING or SOFT_RESET; that belief is dropped
+        when one of those fails (:meth:`_sync_rounding`, :meth:`reset`)."""
+        self._epoch += 1
+        for mem in (self._a_mem, self._b_mem):
+            if mem is not None:
+                mem.clear()
+        if getattr(self, "planner", None) is not None:
+            self.planner.forget()
+        self._lanes_synced = False
+
+    def _resync(self):
+        """Wait until the device has abandoned any partial frame and drop what it sent; forget all beliefs."""
+        self._forget()
+        self.transport.resync()
+        self._parser = ResponseParser()
+
+    def _attempt(self, cmd, payload, expect_len):
+        """Send one request once and return the response payload.
+
+        Raises :class:`_NotExecuted` (the device said the frame was mangled), :class:`_Unanswered` (no answer, or
+        one that failed its CRC) or :class:`DeviceError` (an error status for a frame that arrived intact). Every
+        failure first drops the driver's beliefs (:meth:`_forget`)."""
         seq = self._seq
         self._seq = (self._seq + 1) & 0xFF
-        return seq
+        frame = encode_request(cmd, seq, payload)
+        self.transport.write(frame)
+        self.counters["bytes_sent"] += len(frame)
+        self.counters["payload_sent"] += len(payload)
+        self.counters["frames"] += 1
+        response = self._await(cmd, seq, len(frame) + (expect_len or 0))
+        if response is None or not response.crc_ok:
+            self._forget()
+            raise _Unanswered(f"no answer within {self.timeout} s" if response is None
+                              else "the response failed its CRC")
+        if response.status in NOT_EXECUTED and cmd is not Command.SOFT_RESET:
+            self._forget()
+            raise _NotExecuted(f"the device answered {Status(response.status).name}")
+        if response.status != Status.OK:
+            self._forget()
+            try:
+                name = Status(response.status).name
+            except ValueError:
+                name = f"unknown status 0x{response.status:02x}"
+            raise DeviceError(f"{cmd.name} failed on {self.transport.name}: the device answered {name} "
+                              f"(request payload {len(payload)} bytes)")
+        self.counters["payload_received"] += len(response.payload)
+        if expect_len is not None and len(response.payload) != expect_len:
+            self._forget()
+            raise DeviceError(f"{cmd.name} on {self.transport.name}: response payload has "
+                              f"{len(response.payload)} bytes, expected {expect_len}")
+        return response.payload
 
-    def _exchange(self, cmd, payload=b"", expect_len=None, lost=None):
-        """Send one request and return the response payload; retries as documented in :data:`IDEMPOTENT`.
-        ``lost``: exception class raised when a non-idempotent request's answer is lost (default DeviceError)."""
+    def _exchange(self, cmd, payload=b"", expect_len=None):
+        """Send one request and return the response payload; an :data:`IDEMPOTENT` command is re-sent (after a
+        resynchronisation) when its attempt failed, any other command is tried once (``gemm`` re-sends RUN
+        itself, after confirming its operands again)."""
         cmd = Command(cmd)
-        attempts = 1 + self.retries
-        why = ""
+        attempts = 1 + self.retries if cmd in IDEMPOTENT else 1
         for attempt in range(attempts):
             if attempt:
                 self.counters["retries"] += 1
-                self.transport.resync()
-                self._parser = ResponseParser()
-            seq = self._next_seq()
-            frame = encode_request(cmd, seq, payload)
-            self.transport.write(frame)
-            self.counters["bytes_sent"] += len(frame)
-            self.counters["payload_sent"] += len(payload)
-            self.counters["frames"] += 1
-            response = self._await(cmd, seq, len(frame) + (expect_len or 0))
-            if response is None:
-                why = f"no answer within {self.timeout} s"
-                if cmd in IDEMPOTENT:
-                    continue
-                break
-            if not response.crc_ok:
-                why = "the response failed its CRC"
-                if cmd in IDEMPOTENT:
-                    continue
-                break
-            if response.status in NOT_EXECUTED and cmd is not Command.SOFT_RESET:
-                why = f"the device answered {Status(response.status).name}"
-                continue
-            if response.status != Status.OK:
-                try:
-                    name = Status(response.status).name
-                except ValueError:
-                    name = f"unknown status 0x{response.status:02x}"
-                raise DeviceError(f"{cmd.name} failed on {self.transport.name}: the device answered {name} "
-                                  f"(request payload {len(payload)} bytes)")
-            self.counters["payload_received"] += len(response.payload)
-            if expect_len is not None and len(response.payload) != expect_len:
-                raise DeviceError(f"{cmd.name} on {self.transport.name}: response payload has "
-                                  f"{len(response.payload)} bytes, expected {expect_len}")
-            return response.payload
-        error = DeviceTimeout if why.startswith("no answer") else DeviceError
-        if lost is not None and cmd not in IDEMPOTENT and not why.startswith("the device answered"):
-            error = lost
+                self._resync()
+            try:
+                return self._attempt(cmd, payload, expect_len)
+            except (_NotExecuted, _Unanswered) as error:
+                why = error
+        error = DeviceTimeout if str(why).startswith("no answer") else DeviceError
         raise error(f"{cmd.name} failed on {self.transport.name} after {attempt + 1} attempt(s): {why}")
 
     def _await(self, cmd, seq, nbytes):
@@ -228,14 +283,34 @@ class Device:
         return Identity.from_bytes(self._exchange(Command.IDENTIFY, expect_len=Identity.SIZE))
 
     def seed(self, seed):
-        """Load the lanes with ``sim.lfsr.lane_seeds(seed, lanes)`` (§4.3)."""
-        seeds = lane_seeds(seed, self.config.lanes, self.config.lane_width)
-        self._lane_base = None
-        self._set_lanes(seeds)
-        self._lane_base, self._lane_steps = list(seeds), 0
+        """Load the lanes with ``sim.lfsr.lane_seeds(seed, lanes)`` (§4.3); from then on the driver keeps the
+        device's lanes where the golden model has them (module docstring, "Recovery")."""
+        self._lane_origin = lane_seeds(seed, self.config.lanes, self.config.lane_width)
+        self._lane_advances = 0
+        self._lanes_synced = False
+        self._sync_lanes()
 
-    def _set_lanes(self, states):
+    @property
+    def lane_state(self):
+        """The lane states the golden model has now (what the device holds once synchronised), or ``None`` when
+        the driver has not loaded the lanes (no ``seed``/``reset`` yet)."""
+        if self._lane_origin is None:
+            return None
+        return [lane_advance(s, self._lane_advances, self.config.lane_width) for s in self._lane_origin]
+
+    def _sync_lanes(self):
+        """SET_SEEDS with :attr:`lane_state` unless the device's lanes are known to hold it."""
+        if self._lanes_synced or self._lane_origin is None:
+            return
+        states = self.lane_state
         self._exchange(Command.SET_SEEDS, b"".join(SEED.pack(s) for s in states), expect_len=0)
+        self._lanes_synced = True        # the acknowledged frame loaded every lane, nothing came after it
+
+    def _sync_rounding(self, shift, mode):
+        if self._rounding != (shift, int(mode)):
+            self._rounding = None
+            self._exchange(Command.SET_ROUNDING, ROUNDING_ARGS.pack(shift, int(mode)), expect_len=0)
+            self._rounding = (shift, int(mode))
 
     def device_counters(self):
         """The device's counters (link then engine, ``sim.protocol.counter_names()``) as a dict."""
@@ -246,12 +321,23 @@ class Device:
 
     def reset(self):
         """SOFT_RESET: engine state, lanes, counters and rounding registers back to reset values."""
-        self._lane_base = None
         try:
             self._exchange(Command.SOFT_RESET, expect_len=0)
         finally:
-            self.planner.forget()
-        self._lane_base, self._lane_steps = [RESET_LANE_STATE] * self.config.lanes, 0
+            self._forget()               # operand memories are undefined after a reset
+            self._rounding = None
+        self._lane_origin = [RESET_LANE_STATE] * self.config.lanes
+        self._lane_advances = 0
+        self._lanes_synced = True
+
+    def state_dict(self):
+        """The host-side counters (the device's lane states cannot be read back: ``restores_state`` is False)."""
+        return {"kind": "device", "counters": dict(self.counters)}
+
+    def load_state_dict(self, state):
+        if state.get("kind") != "device":
+            raise ValueError(f"Cannot load a {state.get('kind')!r} backend state into a Device")
+        self.counters = dict(state["counters"])
 
     def close(self):
         self.transport.close()
@@ -262,92 +348,170 @@ class Device:
     def __exit__(self, *exc):
         self.close()
 
+    def _write_entries(self, cmd, addr, entries):
+        """Write ``entries`` at ``addr``; True if no attempt failed after the first frame's acknowledgement (so
+        every entry holds what the acknowledged frames wrote)."""
+        vb = value_bytes(self.config)
+        which = "A" if cmd == Command.WRITE_A else "B"
+        epoch = None
+        for start, count in write_frames(self.config, which, len(entries), self.identity.rx_buffer):
+            payload = WRITE_HEADER.pack(addr + start, count) + pack_values(entries[start:start + count], vb)
+            self._exchange(cmd, payload, expect_len=0)
+            epoch = self._epoch if epoch is None else epoch
+        return epoch == self._epoch
+
+    def _resident(self, mem, cmd, key, block, sent_counter, reused_counter=None):
+        """Address of ``block`` in ``mem``, written first unless it is resident; recorded only once written."""
+        digest = _digest(block)
+        if not self.residency:
+            mem.clear()
+        addr = mem.lookup(key, digest)
+        if addr is not None:
+            if reused_counter:
+                self.counters[reused_counter] += len(block)
+            return addr
+        for _ in range(1 + self.retries):
+            addr = mem.reserve(key, len(block))
+            intact = self._write_entries(cmd, addr, block)
+            self.counters[sent_counter] += len(block)
+            if intact:
+                mem.commit(key, digest, addr, len(block))
+                return addr
+        raise DeviceError(f"{cmd.name} of {len(block)} entries on {self.transport.name}: a link error hit every "
+                          f"one of {1 + self.retries} attempts")
+
+    def _run(self, shift, mode, a_key, a_block, b_key, b_block, flags):
+        """One RUN whose operands, rounding registers and lanes are confirmed right before it is sent.
+
+        Re-sent (after confirming everything again) while the device reports it did not execute it; raises
+        :class:`_Unanswered` when it may have executed (the caller restarts the tile)."""
+        why = None
+        for attempt in range(1 + self.retries):
+            if attempt:
+                self.counters["retries"] += 1
+                if why is not None:
+                    self._resync()
+            epoch = self._epoch
+            if flags & RUN_DRAIN:
+                self._sync_lanes()
+                self._sync_rounding(shift, mode)
+            a_addr = self._resident(self._a_mem, Command.WRITE_A, a_key, a_block, "a_entries_sent")
+            b_addr = self._resident(self._b_mem, Command.WRITE_B, b_key, b_block, "b_entries_sent",
+                                    "b_entries_reused")
+            if self._epoch != epoch:
+                why = None               # a link error after something was confirmed: confirm everything again
+                continue
+            try:
+                self._attempt(Command.RUN, RUN_ARGS.pack(a_addr, b_addr, len(a_block), flags), 0)
+            except _NotExecuted as error:
+                why = error
+                continue
+            self.counters["runs"] += 1
+            if flags & RUN_DRAIN:
+                self._lane_advances += self.config.rows
+            return
+        raise DeviceError(f"RUN failed on {self.transport.name} after {attempt + 1} attempt(s): "
+                          f"{why or 'a link error while confirming its operands every time'}")
+
+    def _tile(self, shift, mode, runs):
+        """The runs of one output tile, then its READ_RESULT; restarted from its first (CLEAR) run when a RUN
+        went unanswered. Returns ``(c, saturated)`` of the tile."""
+        cfg = self.config
+        result_len = result_bytes(cfg)
+        for attempt in range(1 + self.retries):
+            if attempt:
+                self.counters["retries"] += 1
+                self._resync()
+            try:
+                for run in runs:
+                    self._run(shift, mode, *run)
+            except _Unanswered as error:
+                why = error
+                continue
+            return decode_result(cfg, self._exchange(Command.READ_RESULT, expect_len=result_len))
+        raise DeviceError(f"RUN failed on {self.transport.name}: unanswered in each of {attempt + 1} attempts "
+                          f"at its tile ({why})")
+
     def gemm(self, a, b, shift, mode, *, b_key=None):
         """``round(A @ B)`` on the device: ``.c`` (M x N raw int64) and ``.saturated`` (M x N bool).
 
         ``b_key``: optional hashable naming B's contents; B chunks sent under it stay resident for later calls.
-        The commands are :class:`fxtrain.sim.planner.CommandPlanner`'s schedule, pipelined when the device
-        reports a receive buffer (:mod:`.pipeline`). Recovery (``docs/protocol.md`` §5.1): when an exchange fails
-        in a way that leaves the device's state unknown, the driver resynchronises, forgets residency and the
-        rounding registers, loads the lanes with the states they had before the first tile whose result it has
-        not received (known from the last ``seed``/``reset``), and sends the rest of the schedule again, one
-        request at a time with per-request retries; after ``retries`` such rewinds, or with unknown lane
-        states, it raises ``DeviceError``. A GEMM therefore returns the golden model's result or raises.
+        Pipelined when possible (module docstring); either the result equals the golden model bit for bit or a
+        :class:`DeviceError` is raised; a call that raises leaves the lanes where they were before it (module
+        docstring, "Recovery").
         """
         cfg = self.config
         a, b, shift, mode = check_gemm(cfg, a, b, shift, mode, "device")
         plan = plan_gemm(cfg, a.shape[0], a.shape[1], b.shape[1])
         out = _Output(plan, *plan.pad(a, b))
-        steps0, rewinds = self._lane_steps, 0
-        while True:
-            try:
-                if rewinds:
-                    self._set_lanes([lane_advance(s, steps0 + out.received * cfg.rows, cfg.lane_width)
-                                     for s in self._lane_base])
-                self._send_schedule(plan, out, (shift, int(mode)), b_key, pipelined=self.pipelined and not rewinds)
-                break
-            except LinkFault as fault:
-                self.planner.forget()
-                rewinds += 1
-                self.counters["rewinds"] += 1
-                if self._lane_base is None or rewinds > self.retries:
-                    why = "lane states unknown (seed or reset the device first)" if self._lane_base is None \
-                        else f"{rewinds - 1} rewind(s)"
-                    self._lane_base = None
-                    raise DeviceError(f"GEMM failed on {self.transport.name} after {out.received} of "
-                                      f"{len(plan.tiles)} tiles: {fault.why}; not recovered: {why}") from None
-                self.transport.resync()
-                self._parser = ResponseParser()
-            except BaseException:
-                self.planner.forget()
-                self._lane_base = None
-                raise
-        self._lane_steps = steps0 + len(plan.tiles) * cfg.rows
+        self._gemm_id += 1
+        b_scope = ("B", b_key, b.shape) if b_key is not None else ("B-call", self._gemm_id)
+        advances = self._lane_advances
+        try:
+            if self.pipelined and self._lane_origin is not None:
+                try:
+                    self._sync_lanes()
+                    self._pipelined(plan, out, (shift, int(mode)), b_key)
+                except LinkFault:
+                    self.counters["rewinds"] += 1
+                    self._lane_advances = advances + out.received * cfg.rows
+                    self._rounding = None          # the pipelined SET_ROUNDING may or may not have executed
+                    self._resync()                 # forgets residency (both bookkeepings) and the lanes' sync
+            for tm, tn in plan.tiles[out.received:]:
+                runs = [(("A", self._gemm_id, tm, chunk.k0), plan.a_block(out.ap, tm, chunk),
+                         b_scope + (tn, chunk.k0), plan.b_block(out.bp, tn, chunk), plan.flags(chunk))
+                        for chunk in plan.chunks]
+                out.place_tile(*self._tile(shift, mode, runs))
+        except BaseException:
+            self._lane_advances = advances   # as if this call never happened: the next one re-seeds the lanes
+            self._forget()
+            raise
         c, sat = out.c[:plan.m, :plan.n], out.sat[:plan.m, :plan.n]
         self.counters["gemms"] += 1
         self.counters["macs"] += plan.m * plan.k * plan.n
         self.counters["outputs"] += plan.m * plan.n
         self.counters["saturated"] += int(sat.sum())
-        return DeviceGemmResult(c, sat)
+        return GemmResult(c, sat)
 
-    def _send_schedule(self, plan, out, rounding, b_key, pipelined):
-        """Send the schedule from tile ``out.received`` on (pipelined, or one exchange at a time)."""
+    def _pipelined(self, plan, out, rounding, b_key):
+        """Send the planner's whole schedule pipelined (:mod:`.pipeline`); :class:`LinkFault` at the first bad
+        answer. On success the driver's beliefs are those of the schedule: lanes advanced by every drained tile,
+        the rounding registers set."""
         cfg = self.config
-        if pipelined:
-            pipe = Pipeline(self.transport, self.identity.rx_buffer, self.timeout, self._wire_time, self.counters,
-                            self._next_seq)
-            send = pipe.send
-        else:
-            pipe = None
-
-            def send(cmd, payload=b"", expect_len=0, on_ok=None):
-                answer = self._exchange(cmd, payload, expect_len, lost=LinkFault)
-                if on_ok is not None:
-                    on_ok(answer)
+        pipe = Pipeline(self.transport, self.identity.rx_buffer, self.timeout, self._wire_time, self.counters,
+                        self._next_seq)
         vb = value_bytes(cfg)
-        for item in self.planner.schedule(plan, rounding, b_key=b_key, digest=out.digest, first_tile=out.received):
+        self.planner.rounding = self._rounding
+        for item in self.planner.schedule(plan, rounding, b_key=b_key, digest=out.digest):
             if isinstance(item, WriteOperand):
                 entries = out.block(item.which, item.index, item.chunk)
                 cmd = Command.WRITE_A if item.which == "A" else Command.WRITE_B
                 for start, count in write_frames(cfg, item.which, len(entries), self.identity.rx_buffer):
-                    send(cmd, WRITE_HEADER.pack(item.addr + start, count) +
-                         pack_values(entries[start:start + count], vb))
+                    pipe.send(cmd, WRITE_HEADER.pack(item.addr + start, count) +
+                              pack_values(entries[start:start + count], vb))
                 self.counters["a_entries_sent" if item.which == "A" else "b_entries_sent"] += len(entries)
             elif isinstance(item, Reused):
                 self.counters["b_entries_reused"] += item.entries if item.which == "B" else 0
             elif isinstance(item, Run):
-                send(Command.RUN, RUN_ARGS.pack(item.a_base, item.b_base, item.k, item.flags))
+                pipe.send(Command.RUN, RUN_ARGS.pack(item.a_base, item.b_base, item.k, item.flags))
                 self.counters["runs"] += 1
             elif isinstance(item, SetRounding):
-                send(Command.SET_ROUNDING, ROUNDING_ARGS.pack(*item.rounding))
+                self._rounding = None
+                pipe.send(Command.SET_ROUNDING, ROUNDING_ARGS.pack(*item.rounding))
             elif isinstance(item, ReadResult):
-                send(Command.READ_RESULT, b"", result_bytes(cfg), out.place)
-        if pipe is not None:
-            pipe.flush()
+                pipe.send(Command.READ_RESULT, b"", result_bytes(cfg), out.place)
+        pipe.flush()
+        self._rounding = rounding
+        self._lane_advances += len(plan.tiles) * cfg.rows
+
+    def _next_seq(self):
+        seq = self._seq
+        self._seq = (self._seq + 1) & 0xFF
+        return seq
 
 
 class _Output:
-    """The padded operands and result of one GEMM on the device; tiles arrive in schedule order."""
+    """The padded operands and the result of one GEMM; tiles arrive in the plan's order."""
 
     def __init__(self, plan, ap, bp):
         self.plan, self.ap, self.bp = plan, ap, bp
@@ -363,10 +527,13 @@ class _Output:
     def digest(self, which, index, chunk):
         return _digest(self.block(which, index, chunk))
 
-    def place(self, payload):
+    def place_tile(self, c, sat):
         rs, cs = self.plan.tile_slices(*self.plan.tiles[self.received])
-        self.c[rs, cs], self.sat[rs, cs] = decode_result(self.plan.config, payload)
+        self.c[rs, cs], self.sat[rs, cs] = c, sat
         self.received += 1
+
+    def place(self, payload):
+        self.place_tile(*decode_result(self.plan.config, payload))
 
 
 def _parse_config(config):
@@ -414,18 +581,3 @@ def open_device(spec, *, config=None, expect=None, timeout=None, retries=3, **tr
         transport.close()
         raise
 
-
-def open_backend(spec, *, config=None, seed=0, **options):
-    """A GEMM backend: ``emu:exact`` / ``emu:fast`` map to ``fxtrain.host.emulator`` (when that module exists),
-    anything else to :func:`open_device` (seeded with ``seed``)."""
-    if spec in ("emu:exact", "emu:fast"):
-        try:
-            emulator = importlib.import_module("fxtrain.host.emulator")
-        except ImportError as error:
-            raise ValueError(f"Backend {spec!r} needs fxtrain.host.emulator, which is not available: {error}") \
-                from None
-        cls = emulator.ExactEmulator if spec == "emu:exact" else emulator.FastEmulator
-        return cls(_parse_config(config), seed=seed)
-    device = open_device(spec, config=config, **options)
-    device.seed(seed)
-    return device

@@ -169,14 +169,24 @@ class ReadResult:
 class ResidentMemory:
     """Which keyed address ranges of a ``depth``-entry operand memory hold valid data (LRU eviction).
 
+    A range should be recorded only once the device has acknowledged the write that filled it: :meth:`reserve`
+    finds the addresses (forgetting every range the write will overwrite), :meth:`commit` records them
+    afterwards; :meth:`allocate` does both at once (the planner, whose consumer forgets everything when any
+    command of a schedule fails).
+
     Members
     -------
     lookup(key, digest) -> address or None
         Address of a resident range with this key and content digest (and marks it recently used).
+    reserve(key, length) -> address
+        Addresses for ``length`` entries under ``key``: forgets ``key``'s old range and evicts least recently
+        used ranges until a gap fits. Records nothing.
+    commit(key, digest, start, length)
+        Records ``key`` at ``start``.
     allocate(key, digest, length) -> address
-        Reserves ``length`` entries for ``key`` (evicting least recently used ranges until a gap fits).
+        ``reserve`` then ``commit``.
     clear()
-        Forget everything (after a reset or a failed command).
+        Forget everything (after a reset, a failed command or a resynchronisation).
     """
 
     def __init__(self, depth):
@@ -199,13 +209,26 @@ class ResidentMemory:
             pos = max(pos, end)
         return pos if self.depth - pos >= length else None
 
-    def allocate(self, key, digest, length):
+    def reserve(self, key, length):
         if not 1 <= length <= self.depth:
             raise ValueError(f"Cannot allocate {length} entries in a memory of depth {self.depth}")
         self._ranges.pop(key, None)
         while (start := self._gap(length)) is None:
             self._ranges.popitem(last=False)
+        return start
+
+    def commit(self, key, digest, start, length):
+        if start < 0 or start + length > self.depth:
+            raise ValueError(f"Range {start}+{length} does not fit a memory of depth {self.depth}")
+        for other, (s, n, _) in list(self._ranges.items()):
+            if other != key and s < start + length and start < s + n:
+                del self._ranges[other]          # overwritten by this write
+        self._ranges.pop(key, None)
         self._ranges[key] = (start, length, digest)
+
+    def allocate(self, key, digest, length):
+        start = self.reserve(key, length)
+        self.commit(key, digest, start, length)
         return start
 
     def clear(self):
