@@ -17,7 +17,7 @@ arrived OK and in order proves every frame arrived intact. At the first missing,
 not-OK answer the driver forgets all beliefs (below) and finishes the GEMM from the first tile whose result it has
 not received with the one-request-at-a-time path of the recovery rules below.
 
-Recovery (``docs/protocol.md`` §5.1). The driver's beliefs about the device (which operand chunks are resident, the
+Recovery (``docs/protocol.md`` §5.2). The driver's beliefs about the device (which operand chunks are resident, the
 rounding registers, the lanes' position) are recorded only after the device acknowledged the command that
 established them, and all of them are dropped whenever an attempt fails (no answer, a corrupted answer, an error
 status) or the link is resynchronised: a mangled frame may have written operand entries or lanes anywhere before its
