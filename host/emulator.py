@@ -178,7 +178,7 @@ class ExactEmulator:
             self.lane_state = [lane_advance(s, advances, self.config.lane_width) for s in lane_state]
         self._count(m, k, n, int(count))
         if floating:
-            return TorchGemmResult(torch.from_numpy(c), torch.from_numpy(saturated))
+            return TorchGemmResult(torch.from_numpy(c), torch.from_numpy(saturated), int(count))
         return GemmResult(c, saturated, list(self.lane_state))
 
     def _count(self, m, k, n, saturated):
@@ -201,11 +201,12 @@ class ExactEmulator:
 
 @dataclass
 class TorchGemmResult:
-    """``c``: M x N raw results (float32 tensor holding integers — exact for WL <= 16 — or int64 numpy for numpy input);
-    ``saturated``: M x N bool (tensor or numpy like ``c``)."""
+    """``c``: M x N raw results (float32 tensor holding integers, exact for WL <= 16, or int64 numpy for numpy
+    input); ``saturated``: M x N bool (tensor or numpy like ``c``); ``saturated_count``: its number of True."""
 
     c: "torch.Tensor | np.ndarray"
     saturated: "torch.Tensor | np.ndarray"
+    saturated_count: "int | None" = None  # ``int(saturated.sum())``, when the emulator counted it anyway
 
 
 class FastEmulator:
@@ -263,8 +264,8 @@ class FastEmulator:
         self.counters["outputs"] += m * n
         self.counters["saturated"] += int(count)
         if numpy_in:
-            return TorchGemmResult(c, saturated)
-        return TorchGemmResult(torch.from_numpy(c), torch.from_numpy(saturated))
+            return TorchGemmResult(c, saturated, int(count))
+        return TorchGemmResult(torch.from_numpy(c), torch.from_numpy(saturated), int(count))
 
     def state_dict(self) -> dict:
         return {"kind": "fast", "generator": self.generator.get_state(), "counters": dict(self.counters)}

@@ -161,7 +161,8 @@ def _offload_gemm(backend, a_raw, b_raw, shift, mode, b_key=None):
         result = backend.gemm(a_raw.to(torch.int64).numpy(), b_raw.to(torch.int64).numpy(), shift, mode,
                               b_key=b_key)
         c = torch.from_numpy(result.c)
-    return c.to(torch.float32), int(result.saturated.sum())
+    count = getattr(result, "saturated_count", None)
+    return c.to(torch.float32), int(result.saturated.sum()) if count is None else count
 
 
 class _OffloadedMatmul(torch.autograd.Function):
@@ -172,7 +173,9 @@ class _OffloadedMatmul(torch.autograd.Function):
     @staticmethod
     def forward(ctx, a, weight, w_raw, layer):
         cfg = layer.fixed
-        a_raw = a * (2.0 ** cfg.activations.fl)  # exact: ``a`` is on the activation grid
+        # exact: ``a`` is on the activation grid; float64 is what the emulators' exact GEMM takes, and the weight
+        # gradient GEMM reuses it
+        a_raw = a.to(torch.float64).mul_(2.0 ** cfg.activations.fl)
         version = weight._version
         c_raw = layer._gemm("forward", a_raw, w_raw.t(), cfg.forward_out, b_key=(layer.key, version, "Wt"))
         ctx.layer = layer
@@ -185,8 +188,8 @@ class _OffloadedMatmul(torch.autograd.Function):
         layer = ctx.layer
         cfg = layer.fixed
         a_raw, w_raw = ctx.saved_tensors
-        g_raw, sat = quantize_raw(grad_out.contiguous(), cfg.gradients, cfg.rounding, cfg.generator,
-                                  count_saturated=True)
+        g_raw, sat = quantize_raw(grad_out, cfg.gradients, cfg.rounding, cfg.generator, count_saturated=True,
+                                  dtype=torch.float64)
         layer.stats["gradient_saturated"] += sat
         layer.stats["gradients"] += g_raw.numel()
         grad_a = grad_w = None
@@ -244,7 +247,7 @@ class _FixedMixin:
         them first (so the optimizer's last update is rounded here, once)."""
         cfg = self.fixed
         with torch.no_grad():
-            w_raw = quantize_raw(self.weight, cfg.weights, cfg.rounding, cfg.generator)
+            w_raw = quantize_raw(self.weight, cfg.weights, cfg.rounding, cfg.generator, dtype=torch.float64)
             if cfg.master_weights == "fixed" and self.training:
                 self.weight.copy_(w_raw * cfg.weights.resolution)
         return w_raw

@@ -58,7 +58,7 @@ def check_mode(mode) -> str:
 
 
 def quantize_raw(x: torch.Tensor, fmt, mode="nearest", generator: "torch.Generator | None" = None,
-                 *, count_saturated: bool = False, out: "torch.Tensor | None" = None):
+                 *, count_saturated: bool = False, out: "torch.Tensor | None" = None, dtype=None):
     """Raw integers of ``x`` in ``fmt`` as a floating tensor (float32 input gives float32, which holds every
     16-bit raw value exactly).
 
@@ -76,8 +76,11 @@ def quantize_raw(x: torch.Tensor, fmt, mode="nearest", generator: "torch.Generat
     count_saturated : bool
         Also return the number of elements that saturated (counted in the same pass).
     out : torch.Tensor, optional
-        Contiguous tensor of ``x``'s shape and dtype (float32/float64) to write into (``x`` itself is allowed);
-        saves allocating, and page-faulting in, a new tensor.
+        Contiguous float32/float64 tensor of ``x``'s shape to write into (``x`` itself is allowed; it is then
+        overwritten even if a NaN makes the call raise); saves allocating, and page-faulting in, a new tensor.
+    dtype : torch.dtype, optional
+        ``torch.float32`` or ``torch.float64`` for a newly allocated result (default: ``x``'s), e.g. float64 raw
+        operands for the emulators' exact float64 GEMM without a conversion pass.
 
     Returns
     -------
@@ -95,21 +98,23 @@ def quantize_raw(x: torch.Tensor, fmt, mode="nearest", generator: "torch.Generat
     if not isinstance(x, torch.Tensor) or not x.is_floating_point():
         raise TypeError(f"quantize_raw needs a floating-point torch tensor, not {type(x).__name__}"
                         f"{'' if not isinstance(x, torch.Tensor) else ' of ' + str(x.dtype)}")
-    out, saturated = _quantize(x, fmt, mode, generator, 1.0, out)
+    out, saturated = _quantize(x, fmt, mode, generator, 1.0, out, dtype)
     return (out, saturated) if count_saturated else out
 
 
-def _quantize(x, fmt, mode, generator, out_scale, out=None):
+def _quantize(x, fmt, mode, generator, out_scale, out=None, dtype=None):
     """One fused pass of :func:`fxtrain.host.kernels.quantize_into` over ``x``: ``(values, saturated count)``;
     ValueError for NaN."""
     if x.dtype not in (torch.float32, torch.float64) or x.device.type != "cpu":
         x = x.to(device="cpu", dtype=torch.float32 if x.dtype != torch.float64 else torch.float64)
     src = x.detach().contiguous()
+    if dtype not in (None, torch.float32, torch.float64):
+        raise ValueError(f"dtype must be torch.float32 or torch.float64, not {dtype!r}")
     if out is None:
-        out = torch.empty_like(src, memory_format=torch.contiguous_format)
-    elif (not isinstance(out, torch.Tensor) or out.shape != src.shape or out.dtype != src.dtype
+        out = torch.empty(src.shape, dtype=dtype or src.dtype)
+    elif (not isinstance(out, torch.Tensor) or out.shape != src.shape or out.dtype not in (torch.float32, torch.float64)
           or not out.is_contiguous() or out.device.type != "cpu"):
-        raise ValueError(f"out must be a contiguous CPU tensor of shape {tuple(src.shape)} and dtype {src.dtype}, "
+        raise ValueError(f"out must be a contiguous float32/float64 CPU tensor of shape {tuple(src.shape)}, "
                          f"not {type(out).__name__} {getattr(out, 'shape', '')} {getattr(out, 'dtype', '')}")
     stochastic = mode == "stochastic"
     key = kernels.draw_key(generator) if stochastic else 0

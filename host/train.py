@@ -49,13 +49,16 @@ from ..sim.gemm import EngineConfig
 from .datasets import load_data
 from .emulator import ExactEmulator, FastEmulator
 from .layers import DEFAULT_FORMATS, FixedConfig, convert, offload_stats
-from .models import build_model
+from .models import INITS, build_model
 from .quantize import check_mode
 
-__all__ = ["TrainConfig", "open_backend", "build", "train", "evaluate", "save_atomic", "METRIC_FIELDS"]
+__all__ = ["TrainConfig", "open_backend", "build", "train", "evaluate", "learning_rate", "shift_images", "save_atomic",
+           "METRIC_FIELDS", "SCHEDULES"]
 
 METRIC_FIELDS = ("epoch", "train_loss", "train_accuracy", "test_loss", "test_accuracy", "wall_s", "macs", "gemms",
                  "saturation_rate", "activation_saturation_rate", "gradient_saturation_rate")
+
+SCHEDULES = ("cosine", "constant")
 
 # Config fields that may differ between a run and its resumption.
 _RESUMABLE = ("epochs", "out_dir", "name", "resume", "progress", "plot")
@@ -81,7 +84,18 @@ class TrainConfig:
         ``"fixed"`` or ``"float"`` (:mod:`fxtrain.host.layers`).
     epochs, batch_size : int
     lr, momentum : float
-        SGD parameters.
+        SGD parameters (``lr`` is the peak learning rate of the schedule).
+    schedule : str
+        ``"cosine"``: linear warm-up over the first ``warmup`` fraction of the steps, then cosine decay to 0
+        (Loshchilov & Hutter 2017), set per step from the global step number (so resuming needs no scheduler
+        state); ``"constant"``: ``lr`` throughout.
+    warmup : float
+        Fraction of all steps spent warming up (cosine schedule).
+    init : str
+        Weight initialisation, :data:`fxtrain.host.models.INITS`.
+    shift_augment : int
+        Training images are shifted by a random whole number of pixels in ``[-shift_augment, shift_augment]``
+        along each axis (zero fill; drawn from the epoch's generator, so resuming stays exact); 0 turns it off.
     seed : int
         Seeds the initialisation, the shuffling, the host quantizers and the backend's lanes.
     train_limit, test_limit : int, optional
@@ -106,10 +120,14 @@ class TrainConfig:
     gradients: str = DEFAULT_FORMATS["gradients"]
     rounding: str = "stochastic"
     master_weights: str = "fixed"
-    epochs: int = 3
-    batch_size: int = 64
+    epochs: int = 10
+    batch_size: int = 32
     lr: float = 0.05
     momentum: float = 0.9
+    schedule: str = "cosine"
+    warmup: float = 0.1
+    init: str = "kaiming"
+    shift_augment: int = 1
     seed: int = 0
     train_limit: "int | None" = None
     test_limit: "int | None" = None
@@ -129,6 +147,14 @@ class TrainConfig:
             raise ValueError(f"seed must be a non-negative integer, not {self.seed!r}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"lr must be a positive number, not {self.lr!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, not {self.schedule!r}")
+        if not 0 <= self.warmup < 1:
+            raise ValueError(f"warmup must be a fraction in [0, 1), not {self.warmup!r}")
+        if not isinstance(self.shift_augment, int) or not 0 <= self.shift_augment <= 8:
+            raise ValueError(f"shift_augment must be an integer from 0 to 8 pixels, not {self.shift_augment!r}")
+        if self.init not in INITS:
+            raise ValueError(f"init must be one of {', '.join(INITS)}, not {self.init!r}")
 
     @property
     def run_name(self) -> str:
@@ -172,7 +198,7 @@ def build(cfg: TrainConfig):
         train_set = train_set.subset(cfg.train_limit)
     if cfg.test_limit:
         test_set = test_set.subset(cfg.test_limit)
-    model = build_model(cfg.model, cfg.seed)
+    model = build_model(cfg.model, cfg.seed, cfg.init)
     backend = open_backend(cfg.backend, cfg.seed)
     fixed = None
     if backend is not None:
@@ -181,6 +207,27 @@ def build(cfg: TrainConfig):
         convert(model, fixed=fixed)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
     return model, backend, fixed, optimizer, train_set, test_set
+
+
+def learning_rate(cfg: TrainConfig, step: int, total_steps: int) -> float:
+    """The learning rate of global step ``step`` (0-based) of ``total_steps`` under ``cfg.schedule``."""
+    if cfg.schedule == "constant":
+        return cfg.lr
+    warm = int(cfg.warmup * total_steps)
+    if step < warm:
+        return cfg.lr * (step + 1) / warm
+    return cfg.lr * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total_steps - warm)))
+
+
+def shift_images(images: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
+    """Each image of ``images`` (B x C x H x W) moved by its own random ``(dy, dx)`` in
+    ``[-max_shift, max_shift]``, zero-filled: a crop of the zero-padded batch."""
+    if max_shift == 0:
+        return images
+    batch, _, height, width = images.shape
+    padded = F.pad(images, (max_shift,) * 4)
+    offsets = torch.randint(0, 2 * max_shift + 1, (batch, 2), generator=generator).tolist()
+    return torch.stack([padded[i, :, dy:dy + height, dx:dx + width] for i, (dy, dx) in enumerate(offsets)])
 
 
 def evaluate(model, dataset, batch_size: int = 250):
@@ -307,13 +354,16 @@ def train(cfg: TrainConfig, log=print) -> list:
         t0 = time.perf_counter()
         before = _backend_counters(backend)
         stats_before = offload_stats(model)
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch))
+        epoch_generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
+        order = torch.randperm(n, generator=epoch_generator)
         model.train()
         progress = _Progress(cfg.progress, batches, f"epoch {epoch + 1}/{cfg.epochs}")
         loss_sum, correct = 0.0, 0
         for b in range(batches):
             idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
-            x, y = train_set.images[idx], train_set.labels[idx]
+            x, y = shift_images(train_set.images[idx], cfg.shift_augment, epoch_generator), train_set.labels[idx]
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(cfg, epoch * batches + b, cfg.epochs * batches)
             logits = model(x)
             loss = F.cross_entropy(logits, y)
             optimizer.zero_grad()
