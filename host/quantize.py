@@ -16,7 +16,10 @@ with no temporaries. They follow :meth:`fxtrain.sim.fixedpoint.FixedFormat.to_ra
   raises :class:`ValueError` (the device has no NaN).
 
 Scaling by ``2**FL`` is exact in floating point, so for float32 input every result equals the contract's float64
-result (checked against ``apytypes`` in ``tests/test_quantize.py``).
+result (checked against ``apytypes`` in ``tests/test_quantize.py``). float16 and bfloat16 inputs are computed in
+float32 and give float32 results: half precision cannot hold ``x * 2**FL - 1/2`` or 16-bit raw values exactly
+(float16 1025 at 16.0 would round to 1024, the largest 16.7 value 255.9921875 to 256), and its fraction
+``y - f`` would make stochastic rounding biased at the resolution of a half-precision ``U``.
 
 Members
 -------
@@ -30,7 +33,7 @@ quantize_raw
 to_raw
     Floats to raw integers as an integer tensor.
 quantize
-    Floats to the nearest representable floats (dequantized), same dtype as the input.
+    Floats to the nearest representable floats (dequantized), dtype of the input promoted to at least float32.
 from_raw
     Raw integers to floats.
 """
@@ -59,8 +62,8 @@ def check_mode(mode) -> str:
 
 def quantize_raw(x: torch.Tensor, fmt, mode="nearest", generator: "torch.Generator | None" = None,
                  *, count_saturated: bool = False, out: "torch.Tensor | None" = None, dtype=None):
-    """Raw integers of ``x`` in ``fmt`` as a floating tensor (float32 input gives float32, which holds every
-    16-bit raw value exactly).
+    """Raw integers of ``x`` in ``fmt`` as a floating tensor (float32 for float32, float16 and bfloat16 input,
+    float64 for float64, unless ``dtype`` says otherwise: both hold every 16-bit raw value exactly).
 
     Parameters
     ----------
@@ -106,7 +109,7 @@ def _quantize(x, fmt, mode, generator, out_scale, out=None, dtype=None):
     """One fused pass of :func:`fxtrain.host.kernels.quantize_into` over ``x``: ``(values, saturated count)``;
     ValueError for NaN."""
     if x.dtype not in (torch.float32, torch.float64) or x.device.type != "cpu":
-        x = x.to(device="cpu", dtype=torch.float32 if x.dtype != torch.float64 else torch.float64)
+        x = x.to(device="cpu", dtype=_compute_dtype(x.dtype))
     src = x.detach().contiguous()
     if dtype not in (None, torch.float32, torch.float64):
         raise ValueError(f"dtype must be torch.float32 or torch.float64, not {dtype!r}")
@@ -126,22 +129,26 @@ def _quantize(x, fmt, mode, generator, out_scale, out=None, dtype=None):
     return out, int(saturated)
 
 
+def _compute_dtype(dtype):
+    """At least float32: half-precision inputs are promoted (module docstring)."""
+    return torch.promote_types(dtype, torch.float32)
+
+
 def to_raw(x: torch.Tensor, fmt, mode="nearest", generator=None, dtype=torch.int64) -> torch.Tensor:
     """Raw integers of ``x`` in ``fmt`` as an integer tensor of ``dtype`` (see :func:`quantize_raw`)."""
     return quantize_raw(x, fmt, mode, generator).to(dtype)
 
 
 def quantize(x: torch.Tensor, fmt, mode="nearest", generator=None, *, count_saturated: bool = False, out=None):
-    """``x`` rounded to the grid of ``fmt`` and saturated, as floats of ``x``'s dtype (see :func:`quantize_raw`;
-    the same single pass, writing ``raw * 2**-FL``)."""
+    """``x`` rounded to the grid of ``fmt`` and saturated, as floats of ``x``'s dtype promoted to at least float32
+    (half precision cannot hold every 16-bit fixed-point value; see :func:`quantize_raw`; the same single pass,
+    writing ``raw * 2**-FL``)."""
     fmt = FixedFormat.parse(fmt)
     mode = check_mode(mode)
     if not isinstance(x, torch.Tensor) or not x.is_floating_point():
         raise TypeError(f"quantize needs a floating-point torch tensor, not {type(x).__name__}"
                         f"{'' if not isinstance(x, torch.Tensor) else ' of ' + str(x.dtype)}")
     out, saturated = _quantize(x, fmt, mode, generator, fmt.resolution, out)
-    if x.dtype != out.dtype:
-        out = out.to(x.dtype)
     return (out, saturated) if count_saturated else out
 
 
