@@ -38,6 +38,8 @@ round_into
     Fused rounder of the fast emulator: accumulator + random or nearest offset, shift, saturate, count.
 lanes_round
     Fused rounder of the exact emulator: LFSR lane words generated in tile order, shift, saturate, count.
+lane_words
+    Consecutive words of one lane (compiled; equal to :func:`fxtrain.sim.lfsr.lane_words`).
 leap_tables
     Byte lookup tables of a lane's leap map (from :class:`fxtrain.sim.lfsr.LeapMap`).
 """
