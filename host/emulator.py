@@ -1,24 +1,18 @@
-"""GEMM-engine emulators with the backend duck type of :class:`fxtrain.host.device.Device`.
+"""GEMM-engine emulators: two implementations of :class:`fxtrain.host.backend.Backend`.
 
-A *backend* is anything with::
-
-    backend.config                       # fxtrain.sim.gemm.EngineConfig
-    backend.seed(seed)                   # lane states = sim.lfsr.lane_seeds(seed, config.lanes)
-    backend.gemm(a, b, shift, mode, *, b_key=None) -> result with .c (M x N raw) and .saturated
-    backend.counters                     # dict with at least "gemms", "macs", "outputs", "saturated"
-
-Two emulators implement it:
-
-* :class:`ExactEmulator` — bit-identical to the RTL and the board (``docs/numerics.md`` §6): every GEMM goes
-  through :func:`fxtrain.sim.gemm.tiled_gemm`, the golden model, and the LFSR lane states persist across calls.
+* :class:`ExactEmulator` — bit-identical to the RTL and the board (``docs/numerics.md`` §6, §6.1): the exact
+  float64 product of the raw operands, then one compiled pass (:func:`fxtrain.host.kernels.lanes_round`) that
+  makes the LFSR lane words in the engine's tile order and rounds; the lane states persist across calls. Tested
+  against :func:`fxtrain.sim.gemm.tiled_gemm`, the golden model, bit for bit.
 * :class:`FastEmulator` — same exact accumulation (§5, float64 products of raw integers) and the same rounder
   formula ``sat_WL(floor((acc + offset) / 2**s))`` (§3), but in stochastic mode ``offset`` is drawn uniformly
-  from ``[0, 2**s)`` by a :class:`torch.Generator` instead of the LFSR lanes: statistically equivalent, not bit
-  identical. Nearest rounding is bit identical. It accepts and returns torch tensors, so the training layers
+  from ``[0, 2**s)`` by a counter-based generator keyed from a :class:`torch.Generator` (§6.2) instead of the LFSR
+  lanes: statistically equivalent, not bit identical. Nearest rounding is bit identical. It accepts and returns torch tensors, so the training layers
   avoid copies. Use it for long experiments.
 
-Both also expose ``state_dict()`` / ``load_state_dict()`` (lane states or generator state and the counters) so a
-training checkpoint can resume the random sequence exactly.
+Both return :class:`fxtrain.sim.gemm.GemmResult` and restore their random state from ``state_dict()`` (lane states
+or generator state, and the counters), so a training checkpoint resumes the random sequence exactly
+(``restores_state``).
 
 Members
 -------
@@ -26,13 +20,9 @@ ExactEmulator
     Golden-model backend.
 FastEmulator
     Torch backend for long runs.
-TorchGemmResult
-    Result of :meth:`FastEmulator.gemm`: ``c`` and ``saturated``.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -42,7 +32,7 @@ from ..sim.gemm import EngineConfig, GemmResult, check_gemm, tiled_gemm
 from ..sim.lfsr import check_lfsr, lane_advance, lane_seeds
 from ..sim.rounding import RoundingMode, check_shift, parse_mode
 
-__all__ = ["ExactEmulator", "FastEmulator", "TorchGemmResult", "COUNTER_NAMES"]
+__all__ = ["ExactEmulator", "FastEmulator", "COUNTER_NAMES"]
 
 COUNTER_NAMES = ("gemms", "macs", "outputs", "saturated")
 
@@ -124,11 +114,15 @@ class ExactEmulator:
     lane_state : list of int
         Current LFSR lane states; assignable (validated by the next GEMM).
     accepts_torch : bool
-        True: :meth:`gemm` also takes floating torch tensors holding raw integers (as :class:`FastEmulator`).
-    seed, gemm, state_dict, load_state_dict
+        True: :meth:`gemm` also takes floating torch tensors holding raw integers (as :class:`FastEmulator`) and
+        then returns torch tensors.
+    restores_state : bool
+        True.
+    seed, gemm, state_dict, load_state_dict, close
     """
 
     accepts_torch = True
+    restores_state = True
 
     def __init__(self, config: EngineConfig = None, seed: int = 0):
         self.config = _check_config(EngineConfig() if config is None else config)
@@ -147,7 +141,7 @@ class ExactEmulator:
         training layers' quantizers clamp; not checked, as in :class:`FastEmulator`); ``shift`` 0..32; ``mode``
         ``"nearest"``/``"stochastic"``/RoundingMode. Raises ValueError (from the golden model's validator) for
         operands, shapes or shifts the engine cannot take. Numpy/integer input gives a :class:`GemmResult` of
-        numpy arrays (int64 ``c``), floating torch input a :class:`TorchGemmResult` with float32 ``c``.
+        numpy arrays (int64 ``c``), floating torch input one of torch tensors (float32 ``c``).
         """
         floating = isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.is_floating_point() \
             and b.is_floating_point()
@@ -184,8 +178,8 @@ class ExactEmulator:
             self.lane_state = [lane_advance(s, advances, self.config.lane_width) for s in lane_state]
         self._count(m, k, n, int(count))
         if floating:
-            return TorchGemmResult(torch.from_numpy(c), torch.from_numpy(saturated), int(count))
-        return GemmResult(c, saturated, list(self.lane_state))
+            return GemmResult(torch.from_numpy(c), torch.from_numpy(saturated), list(self.lane_state), int(count))
+        return GemmResult(c, saturated, list(self.lane_state), int(count))
 
     def _count(self, m, k, n, saturated):
         self.counters["gemms"] += 1
@@ -204,15 +198,8 @@ class ExactEmulator:
         self.lane_state = [int(s) for s in state["lane_state"]]
         self.counters = dict(state["counters"])
 
-
-@dataclass
-class TorchGemmResult:
-    """``c``: M x N raw results (float32 tensor holding integers, exact for WL <= 16, or int64 numpy for numpy
-    input); ``saturated``: M x N bool (tensor or numpy like ``c``); ``saturated_count``: its number of True."""
-
-    c: "torch.Tensor | np.ndarray"
-    saturated: "torch.Tensor | np.ndarray"
-    saturated_count: "int | None" = None  # ``int(saturated.sum())``, when the emulator counted it anyway
+    def close(self) -> None:
+        """Nothing to release."""
 
 
 class FastEmulator:
@@ -234,11 +221,14 @@ class FastEmulator:
     accepts_torch : bool
         True: :meth:`gemm` takes torch tensors holding raw integers (integer dtypes, checked, or floating dtypes
         that the caller guarantees hold in-range integers — not checked, it would cost passes over the operands)
-        and returns float64 tensors.
-    seed, gemm, state_dict, load_state_dict
+        and returns float64 tensors (int64 numpy for numpy input).
+    restores_state : bool
+        True.
+    seed, gemm, state_dict, load_state_dict, close
     """
 
     accepts_torch = True
+    restores_state = True
 
     def __init__(self, config: EngineConfig = None, seed: int = 0):
         self.config = _check_config(EngineConfig() if config is None else config)
@@ -249,7 +239,7 @@ class FastEmulator:
     def seed(self, seed: int) -> None:
         self.generator.manual_seed(_check_seed(seed))
 
-    def gemm(self, a, b, shift, mode, *, b_key=None) -> TorchGemmResult:
+    def gemm(self, a, b, shift, mode, *, b_key=None) -> GemmResult:
         """``sat_WL(floor((A @ B + offset) / 2**shift))`` with exact accumulation; ``b_key`` is ignored.
 
         Raises ValueError for non-matrix or mismatched operands, K above ``config.max_k``, operands that do not
@@ -270,8 +260,8 @@ class FastEmulator:
         self.counters["outputs"] += m * n
         self.counters["saturated"] += int(count)
         if numpy_in:
-            return TorchGemmResult(c, saturated, int(count))
-        return TorchGemmResult(torch.from_numpy(c), torch.from_numpy(saturated), int(count))
+            return GemmResult(c, saturated, None, int(count))
+        return GemmResult(torch.from_numpy(c), torch.from_numpy(saturated), None, int(count))
 
     def state_dict(self) -> dict:
         return {"kind": "fast", "generator": self.generator.get_state(), "counters": dict(self.counters)}
@@ -281,3 +271,6 @@ class FastEmulator:
             raise ValueError(f"Cannot load a {state.get('kind')!r} backend state into a FastEmulator")
         self.generator.set_state(state["generator"])
         self.counters = dict(state["counters"])
+
+    def close(self) -> None:
+        """Nothing to release."""

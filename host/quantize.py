@@ -24,9 +24,9 @@ float32 and give float32 results: half precision cannot hold ``x * 2**FL - 1/2``
 Members
 -------
 ROUNDING_MODES : tuple of str
-    ``("nearest", "stochastic")``.
+    ``("nearest", "stochastic")`` (from :mod:`fxtrain.sim.rounding`).
 check_mode
-    Validates a rounding-mode name (or :class:`fxtrain.sim.rounding.RoundingMode`) and returns the name.
+    A :class:`fxtrain.sim.rounding.RoundingMode` from itself or its name (:func:`~fxtrain.sim.rounding.parse_mode`).
 quantize_raw
     Floats to raw integers, returned as a float tensor holding integers (cheapest for the GEMM that follows),
     plus optionally the saturation count.
@@ -44,20 +44,13 @@ import torch
 
 from . import kernels
 from ..sim.fixedpoint import FixedFormat
-from ..sim.rounding import RoundingMode
+from ..sim.rounding import ROUNDING_MODES, RoundingMode, parse_mode
 
 __all__ = ["ROUNDING_MODES", "check_mode", "quantize_raw", "to_raw", "quantize", "from_raw"]
 
-ROUNDING_MODES = ("nearest", "stochastic")
-
-
-def check_mode(mode) -> str:
-    """``"nearest"`` or ``"stochastic"`` from either name or a :class:`RoundingMode`; ValueError otherwise."""
-    if isinstance(mode, RoundingMode):
-        return mode.name.lower()
-    if isinstance(mode, str) and mode.strip().lower() in ROUNDING_MODES:
-        return mode.strip().lower()
-    raise ValueError(f"Rounding mode must be 'nearest' or 'stochastic', not {mode!r}")
+def check_mode(mode) -> RoundingMode:
+    """The :class:`RoundingMode` of ``mode`` (itself, ``"nearest"`` or ``"stochastic"``); ValueError otherwise."""
+    return parse_mode(mode)
 
 
 def quantize_raw(x: torch.Tensor, fmt, mode="nearest", generator: "torch.Generator | None" = None,
@@ -71,8 +64,8 @@ def quantize_raw(x: torch.Tensor, fmt, mode="nearest", generator: "torch.Generat
         Floating-point input; not modified.
     fmt : FixedFormat or str
         Target format (``"16.8"`` or ``"<16,8>"`` accepted).
-    mode : str
-        ``"nearest"`` or ``"stochastic"``.
+    mode : RoundingMode or str
+        ``RoundingMode.NEAREST`` / ``"nearest"`` or ``RoundingMode.STOCHASTIC`` / ``"stochastic"``.
     generator : torch.Generator, optional
         Source of the key of the uniform numbers for ``"stochastic"`` (one draw per call); ``None`` uses
         torch's default generator.
@@ -119,7 +112,7 @@ def _quantize(x, fmt, mode, generator, out_scale, out=None, dtype=None):
           or not out.is_contiguous() or out.device.type != "cpu"):
         raise ValueError(f"out must be a contiguous float32/float64 CPU tensor of shape {tuple(src.shape)}, "
                          f"not {type(out).__name__} {getattr(out, 'shape', '')} {getattr(out, 'dtype', '')}")
-    stochastic = mode == "stochastic"
+    stochastic = mode is RoundingMode.STOCHASTIC
     key = kernels.draw_key(generator) if stochastic else 0
     saturated, nans = kernels.quantize_into(src.view(-1).numpy(), out.view(-1).numpy(), fmt.fl, fmt.min_raw,
                                             fmt.max_raw, out_scale, stochastic, key)
