@@ -53,14 +53,19 @@ from .convert import convert, get_offload, offload_stats
 from .datasets import load_data
 from .layers import DEFAULT_FORMATS, FixedConfig, _FixedMixin
 from .metrics import TensorBoardLog, write_metrics
-from .models import build_model
+from .models import INITS, build_model
 from .progress import EpochProgress
-from .replica import LocalReplica
+from .replica import LocalReplica, epoch_seed
 
-__all__ = ["TrainConfig", "build", "train", "evaluate", "save_atomic", "METRIC_FIELDS"]
+__all__ = ["TrainConfig", "build", "train", "evaluate", "learning_rate", "shift_offsets", "shift_images",
+           "save_atomic", "METRIC_FIELDS", "SCHEDULES"]
 
 METRIC_FIELDS = ("epoch", "train_loss", "train_accuracy", "test_loss", "test_accuracy", "wall_s", "macs", "gemms",
                  "saturation_rate", "activation_saturation_rate", "gradient_saturation_rate")
+
+SCHEDULES = ("cosine", "constant")
+#: Mixed into the epoch seed for the augmentation offsets, so they are not the shuffle's random stream.
+_SHIFT_STREAM = 0x5A17_F7ED
 
 # Config fields that may differ between a run and its resumption.
 _RESUMABLE = ("epochs", "out_dir", "name", "resume", "progress", "plot", "tensorboard")
@@ -86,7 +91,18 @@ class TrainConfig:
         ``"fixed"`` or ``"float"`` (:mod:`fxtrain.host.layers`).
     epochs, batch_size : int
     lr, momentum : float
-        SGD parameters.
+        SGD parameters (``lr`` is the peak learning rate of the schedule).
+    schedule : str
+        ``"cosine"``: linear warm-up over the first ``warmup`` fraction of the steps, then cosine decay to 0
+        (Loshchilov & Hutter 2017), set per step from the global step number (so resuming needs no scheduler
+        state); ``"constant"``: ``lr`` throughout.
+    warmup : float
+        Fraction of all steps spent warming up (cosine schedule).
+    init : str
+        Weight initialisation, :data:`fxtrain.host.models.INITS`.
+    shift_augment : int
+        Training images are shifted by a random whole number of pixels in ``[-shift_augment, shift_augment]``
+        along each axis (zero fill; drawn from the epoch's generator, so resuming stays exact); 0 turns it off.
     seed : int
         Seeds the initialisation, the shuffling, the host quantizers and the backend's lanes.
     train_limit, test_limit : int, optional
@@ -113,10 +129,14 @@ class TrainConfig:
     gradients: str = DEFAULT_FORMATS["gradients"]
     rounding: str = "stochastic"
     master_weights: str = "fixed"
-    epochs: int = 3
-    batch_size: int = 64
+    epochs: int = 10
+    batch_size: int = 32
     lr: float = 0.05
     momentum: float = 0.9
+    schedule: str = "cosine"
+    warmup: float = 0.1
+    init: str = "kaiming"
+    shift_augment: int = 1
     seed: int = 0
     train_limit: "int | None" = None
     test_limit: "int | None" = None
@@ -137,6 +157,14 @@ class TrainConfig:
             raise ValueError(f"seed must be a non-negative integer, not {self.seed!r}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"lr must be a positive number, not {self.lr!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, not {self.schedule!r}")
+        if not 0 <= self.warmup < 1:
+            raise ValueError(f"warmup must be a fraction in [0, 1), not {self.warmup!r}")
+        if not isinstance(self.shift_augment, int) or not 0 <= self.shift_augment <= 8:
+            raise ValueError(f"shift_augment must be an integer from 0 to 8 pixels, not {self.shift_augment!r}")
+        if self.init not in INITS:
+            raise ValueError(f"init must be one of {', '.join(INITS)}, not {self.init!r}")
 
     @property
     def run_name(self) -> str:
@@ -162,7 +190,7 @@ def build(cfg: TrainConfig, seed: "int | None" = None, backend_spec: "str | None
         train_set = train_set.subset(cfg.train_limit)
     if cfg.test_limit:
         test_set = test_set.subset(cfg.test_limit)
-    model = build_model(cfg.model, cfg.seed)
+    model = build_model(cfg.model, cfg.seed, cfg.init)
     seed = cfg.seed if seed is None else seed
     backend = open_backend(cfg.backend if backend_spec is None else backend_spec, seed=seed)
     offload = None
@@ -176,6 +204,36 @@ def build(cfg: TrainConfig, seed: "int | None" = None, backend_spec: "str | None
             raise
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
     return model, backend, offload, optimizer, train_set, test_set
+
+
+def learning_rate(cfg: TrainConfig, step: int, total_steps: int) -> float:
+    """The learning rate of global step ``step`` (0-based) of ``total_steps`` under ``cfg.schedule``."""
+    if cfg.schedule == "constant":
+        return cfg.lr
+    warm = int(cfg.warmup * total_steps)
+    if step < warm:
+        return cfg.lr * (step + 1) / warm
+    return cfg.lr * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total_steps - warm)))
+
+
+def shift_offsets(cfg: TrainConfig, n: int, epoch: int) -> "torch.Tensor | None":
+    """The crop offsets ``(dy, dx)`` in ``[0, 2 * shift_augment]`` of each of the ``n`` training images in
+    ``epoch`` (None without augmentation). Drawn per image index, so that a data-parallel run whose ranks see
+    other slices of the same shuffled epoch shifts every image exactly as one process does."""
+    if cfg.shift_augment == 0:
+        return None
+    generator = torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch) ^ _SHIFT_STREAM)
+    return torch.randint(0, 2 * cfg.shift_augment + 1, (n, 2), generator=generator)
+
+
+def shift_images(images: torch.Tensor, max_shift: int, offsets: "torch.Tensor | None") -> torch.Tensor:
+    """Each image of ``images`` (B x C x H x W) moved by its own ``(dy, dx) = offsets[i] - max_shift`` (offsets
+    from :func:`shift_offsets`), zero-filled: a crop of the zero-padded batch."""
+    if max_shift == 0:
+        return images
+    _, _, height, width = images.shape
+    padded = F.pad(images, (max_shift,) * 4)
+    return torch.stack([padded[i, :, dy:dy + height, dx:dx + width] for i, (dy, dx) in enumerate(offsets.tolist())])
 
 
 def evaluate(model, dataset, batch_size: int = 250):
@@ -330,11 +388,15 @@ def _train_epoch(cfg, epoch, model, stepper, backend, optimizer, train_set, test
     t0 = time.perf_counter()
     before = _counters(model, backend, 0.0, 0, 0)
     batches = replica.batches(cfg, n, epoch)
+    offsets = shift_offsets(cfg, n, epoch)
     model.train()
     loss_sum, correct, seen = 0.0, 0, 0
     with EpochProgress(cfg.progress and replica.is_main, len(batches), f"epoch {epoch + 1}/{cfg.epochs}") as progress:
         for b, idx in enumerate(batches):
-            x, y = train_set.images[idx], train_set.labels[idx]
+            x = shift_images(train_set.images[idx], cfg.shift_augment, None if offsets is None else offsets[idx])
+            y = train_set.labels[idx]
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(cfg, epoch * len(batches) + b, cfg.epochs * len(batches))
             logits = stepper(x)
             loss = F.cross_entropy(logits, y)
             optimizer.zero_grad()
@@ -350,7 +412,6 @@ def _train_epoch(cfg, epoch, model, stepper, backend, optimizer, train_set, test
     total = replica.reduce({k: after[k] - before.get(k, 0.0) for k in after})
     delta = {k: int(v) if k != "loss_sum" else v for k, v in total.items()}
     delta.update({k: delta.get(k, 0) for k in ("macs", "gemms", "outputs", "saturated")})
-    sdelta = delta
     return {
         "epoch": epoch + 1,
         "train_loss": delta["loss_sum"] / delta["seen"],
@@ -361,8 +422,8 @@ def _train_epoch(cfg, epoch, model, stepper, backend, optimizer, train_set, test
         "macs": delta["macs"],
         "gemms": delta["gemms"],
         "saturation_rate": delta["saturated"] / delta["outputs"] if delta["outputs"] else 0.0,
-        "activation_saturation_rate": (sdelta["activation_saturated"] / sdelta["activations"]
-                                       if sdelta.get("activations") else 0.0),
-        "gradient_saturation_rate": (sdelta["gradient_saturated"] / sdelta["gradients"]
-                                     if sdelta.get("gradients") else 0.0),
+        "activation_saturation_rate": (delta["activation_saturated"] / delta["activations"]
+                                       if delta.get("activations") else 0.0),
+        "gradient_saturation_rate": (delta["gradient_saturated"] / delta["gradients"]
+                                     if delta.get("gradients") else 0.0),
     }
