@@ -206,11 +206,14 @@ class HarnessTransport(SimulationTransport):
 
     def __init__(self, simulator="verilator", config=None, *, clk_freq=12_000_000, baud=3_000_000,
                  frame_timeout=2000, build_root=None, start_timeout=600.0):
-        from ..sim.freerun import HarnessError, build_harness
-
         from ..sim.benches.soc_server import soc_for
+        from ..sim.freerun import HarnessError, build_harness, check_toolchain
 
         self.process = None
+        try:
+            check_toolchain()
+        except HarnessError as error:
+            raise TransportError(f"sim:verilator cannot start: {error}") from None
         soc = soc_for(config or SIM_CONFIG, clk_freq, baud, frame_timeout)
         try:
             exe = build_harness(soc, "fxtrain_soc", build_root=build_root)

@@ -18,6 +18,8 @@ HarnessError
     The harness cannot be built (no Verilator, no C++ compiler, a failed build): one line with the reason.
 stream_ports
     ``(rx, tx, clocks, resets)`` port names of a component and its Verilog.
+check_toolchain
+    Verilator and a C++ compiler are there, or ``HarnessError``.
 build_harness
     The harness executable for a component (built if not cached).
 """
@@ -32,7 +34,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-__all__ = ["HarnessError", "stream_ports", "build_harness", "HARNESS_SOURCE", "POLL_CYCLES"]
+__all__ = ["HarnessError", "check_toolchain", "stream_ports", "build_harness", "HARNESS_SOURCE", "POLL_CYCLES"]
 
 HARNESS_SOURCE = Path(__file__).with_name("freerun_harness.cpp")
 #: Clock cycles between two polls of the pipes while the SoC is busy.
@@ -122,6 +124,15 @@ def _first_error(log_text):
     return tail[-1][:300] if tail else "(empty log)"
 
 
+def check_toolchain():
+    """``HarnessError`` unless Verilator and a C++ compiler (``$CXX``, default ``g++``) are available; returns
+    the paths ``(verilator, cxx)``."""
+    cxx = os.environ.get("CXX", "g++")
+    if shutil.which(cxx) is None:
+        raise HarnessError(f"No C++ compiler: {cxx!r} is not on PATH (install g++ or set CXX)")
+    return _verilator(), cxx
+
+
 def build_harness(component, toplevel, *, build_root=None, jobs=1, niceness=10):
     """Path of the harness executable simulating ``component`` (top module ``toplevel``); compiled on the first
     call for a design, reused afterwards. ``HarnessError`` (one line, naming the build log) on any failure."""
@@ -129,14 +140,11 @@ def build_harness(component, toplevel, *, build_root=None, jobs=1, niceness=10):
 
     from .runner import default_build_root
 
-    cxx = os.environ.get("CXX", "g++")
-    if shutil.which(cxx) is None:
-        raise HarnessError(f"No C++ compiler: {cxx!r} is not on PATH (install g++ or set CXX)")
-    binary = _verilator()
+    binary, cxx = check_toolchain()
     verilog_text = verilog.convert(component, name=toplevel, emit_src=False)
     header = _ports_header(*stream_ports(component, verilog_text, toplevel))
     source = HARNESS_SOURCE.read_text()
-    key = "\0".join([verilog_text, source, header, " ".join(_VERILATOR_FLAGS), _CXX_FLAGS,
+    key = "\0".join([verilog_text, source, header, " ".join(_VERILATOR_FLAGS), _CXX_FLAGS, cxx,
                      _verilator_version(binary)])
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     root = Path(build_root or default_build_root()).resolve()
@@ -155,7 +163,7 @@ def build_harness(component, toplevel, *, build_root=None, jobs=1, niceness=10):
         log_path = build_dir / "build.log"
         cmd = ["nice", "-n", str(niceness), str(binary), "--cc", "--exe", "--build", "-j", str(jobs),
                "--prefix", "Vtop", "--top-module", toplevel, *_VERILATOR_FLAGS,
-               "-CFLAGS", f"{_CXX_FLAGS} -I{build_dir}", "--Mdir", str(build_dir / "obj"), "-o", str(exe),
+               "-CFLAGS", f"{_CXX_FLAGS} -I{build_dir}", "-MAKEFLAGS", f"CXX={cxx} LINK={cxx}", "--Mdir", str(build_dir / "obj"), "-o", str(exe),
                str(build_dir / f"{toplevel}.v"), str(build_dir / HARNESS_SOURCE.name)]
         env = dict(os.environ, CXX=cxx)
         with open(log_path, "w") as log:

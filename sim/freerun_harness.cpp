@@ -7,8 +7,8 @@
 //
 // Clocking: one cycle = inputs set with the clock low, eval, handshakes sampled, rising edge, eval. A byte moves
 // when valid and ready were both high before the edge (tx ready is always high: the SoC never waits for the
-// host). The clock runs in spans of POLL_CYCLES cycles between non-blocking polls of the pipes while bytes are
-// pending or the SoC is busy. "Busy" is decided without knowing the design: the model's whole state (the
+// host). The clock runs in spans (MIN_SPAN cycles after the host wrote, doubling up to POLL_CYCLES) between
+// non-blocking polls of the pipes while bytes are pending or the SoC is busy. "Busy" is decided without knowing the design: the model's whole state (the
 // Verilator root object, design flattened) is compared before and after the last cycle of a span; when it did
 // not change, no rx byte is pending and every tx byte has been written, the design sits at a fixed point of its
 // inputs (nothing would ever change by running on) and the harness blocks in poll() until the host writes.
@@ -43,6 +43,9 @@
 #ifndef POLL_CYCLES
 #define POLL_CYCLES 256
 #endif
+#ifndef MIN_SPAN
+#define MIN_SPAN 8
+#endif
 #ifndef RESET_CYCLES
 #define RESET_CYCLES 4
 #endif
@@ -68,6 +71,7 @@ struct Harness {
     size_t rx_head = 0, tx_head = 0;
     uint64_t cycles = 0, run_ns = 0;
     bool settled = false;             // fixed point reached and nothing moved since
+    int span_len = MIN_SPAN;
     std::vector<uint8_t> snapshot, mask;
     bool debug = std::getenv("FXTRAIN_HARNESS_DEBUG") != nullptr;
 
@@ -116,15 +120,17 @@ struct Harness {
         return diff == 0;
     }
 
-    // POLL_CYCLES cycles; the last one is checked for a state change.
+    // span_len cycles; the last one is checked for a state change. Spans start short after the host wrote (a
+    // request is often answered within a few cycles) and double up to POLL_CYCLES while the SoC stays busy.
     void span() {
         uint64_t start = now_ns();
         bool moved = false;
-        for (int i = 0; i < POLL_CYCLES - 1; ++i) moved |= cycle();
+        for (int i = 0; i < span_len - 1; ++i) moved |= cycle();
         std::memcpy(snapshot.data(), (const void *)top->rootp, snapshot.size());
         moved |= cycle();
         bool same = unchanged();
         settled = same && !moved && rx_head == rx.size();
+        span_len = span_len * 2 > POLL_CYCLES ? POLL_CYCLES : span_len * 2;
         if (!same && debug && rx_head == rx.size() && !moved) {
             const uint8_t *now = (const uint8_t *)top->rootp;
             for (size_t i = 0; i < snapshot.size(); ++i)
@@ -191,7 +197,7 @@ int main(int argc, char **argv) {
         if (fds[0].revents & (POLLIN | POLLHUP | POLLERR)) {
             size_t before = h.rx.size();
             if (!read_into(0, h.rx)) break;
-            if (h.rx.size() != before) h.settled = false;
+            if (h.rx.size() != before) { h.settled = false; h.span_len = MIN_SPAN; }
         }
         if (!h.tx.empty() && !write_all_possible(1, h.tx, h.tx_head)) break;
         if (nfds == 3 && (fds[2].revents & (POLLIN | POLLHUP | POLLERR))) {
