@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import re
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -52,7 +53,11 @@ def workload(spec, args, build_root):
     session_start = start
     device.close()                                     # the cocotb server logs its cycle count when it ends
     session = time.perf_counter() - session_start
-    served = re.findall(r"served \d+ bytes over (\d+) cycles", transport.log_path.read_text())
+    # cocotb writes its log to <build>/test-<server pid>.log (fxtrain.sim.runner.run_bench)
+    logs = list(Path(build_root).glob(f"fxtrain_soc-verilator-*/test-{transport.process.pid}.log"))
+    served = re.findall(r"served \d+ bytes over (\d+) cycles", logs[0].read_text()) if logs else []
+    if not served:
+        raise RuntimeError(f"no cycle count in the cocotb log {logs}")
     cycles = int(served[-1])
     return wall, cycles, cycles / session, equal
 
