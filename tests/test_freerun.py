@@ -48,7 +48,7 @@ def test_training_gemms_through_the_harness_equal_the_exact_emulator(harness):
     gradients, stochastic rounding) through the free-running harness gives outputs and gradients bit-identical
     to ExactEmulator with the same engine configuration and lane seed."""
     torch = pytest.importorskip("torch")
-    layers = pytest.importorskip("fxtrain.host.layers")
+    convert = pytest.importorskip("fxtrain.host.convert")
     from fxtrain.host.emulator import ExactEmulator
     from fxtrain.host.models import build_model
 
@@ -60,7 +60,7 @@ def test_training_gemms_through_the_harness_equal_the_exact_emulator(harness):
     results = []
     for backend in (ExactEmulator(SIM_CONFIG, seed=seed), device):
         backend.seed(seed)
-        model = layers.convert(build_model("lenet", 0), backend, rounding="stochastic", seed=seed)
+        model = convert.convert(build_model("lenet", 0), backend, rounding="stochastic", seed=seed)
         out = model(x)
         torch.nn.functional.cross_entropy(out, y).backward()
         results.append((out.detach(), [p.grad.clone() for p in model.parameters()]))
