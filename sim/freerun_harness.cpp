@@ -18,6 +18,9 @@
 // its fixed point with nothing pending and every tx byte written to stdout, by "idle CYCLES RUN_NS\n": cycles
 // simulated since start and nanoseconds spent running them. Transport.resync uses it.
 //
+// With FXTRAIN_HARNESS_DEBUG set in the environment, the state bytes that keep the SoC from settling while no
+// byte moves are printed to stderr (to find a free-running register the calibration after reset missed).
+//
 // Exit: end of file on stdin or the control pipe (the host closed it or died), or a broken stdout pipe.
 // Exit code 0 then; 2 for bad arguments.
 
