@@ -545,8 +545,9 @@ def open_device(spec, *, config=None, expect=None, timeout=None, retries=3, **tr
     """A :class:`Device` for ``spec``.
 
     ``emu`` (the protocol emulator over the engine model, ``config`` or the default ``EngineConfig``),
-    ``sim:verilator`` (the SoC's RTL in the free-running Verilator harness), ``sim:verilator-cocotb`` /
-    ``sim:icarus`` (the same RTL behind the cocotb bridge; ``config`` defaults to a 2x2 engine of depth 32),
+    ``sim:verilator`` (the SoC's RTL in the free-running Verilator harness; ``config`` defaults to
+    ``EngineConfig()`` like ``emu``), ``sim:verilator-cocotb`` / ``sim:icarus`` (the same RTL behind the cocotb
+    bridge; ``config`` defaults to a 2x2 engine of depth 32),
     ``serial:PORT@BAUD`` (a board; PORT may be a pyserial URL, BAUD defaults to 3000000).
     """
     from .transport import SIMULATION_BACKENDS, EmulatorTransport, SerialTransport, SimulationTransport

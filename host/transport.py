@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import os
 import select
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -40,7 +41,9 @@ __all__ = ["Transport", "SerialTransport", "EmulatorTransport", "SimulationTrans
 
 #: ``sim:<name>`` simulations: the free-running Verilator harness, and the cocotb bridge under either simulator.
 SIMULATION_BACKENDS = ("verilator", "verilator-cocotb", "icarus")
-#: Engine of a simulated SoC unless told otherwise (small geometries simulate fast).
+#: Engine of a SoC behind the cocotb bridge unless told otherwise (small geometries simulate fast there). The
+#: free-running harness defaults to ``EngineConfig()``, the emulators' default, so that ``sim:verilator`` and
+#: ``emu`` train bit-identically and LeNet's weight gradients (K = batch x 576) fit its accumulator.
 SIM_CONFIG = EngineConfig(rows=2, cols=2, wl=16, depth=32, max_k_log2=12)
 
 
@@ -160,7 +163,8 @@ class SimulationTransport(Transport):
     simulator : str
         One of :data:`SIMULATION_BACKENDS`.
     config : EngineConfig
-        Engine of the simulated SoC (default: 2x2, 16-bit words, depth 32; small geometries simulate fast).
+        Engine of the simulated SoC (default: ``EngineConfig()`` in the harness, :data:`SIM_CONFIG` behind
+        cocotb).
     clk_freq, baud : int
         Reported by IDENTIFY.
     frame_timeout : int
@@ -214,7 +218,7 @@ class HarnessTransport(SimulationTransport):
             check_toolchain()
         except HarnessError as error:
             raise TransportError(f"sim:verilator cannot start: {error}") from None
-        soc = soc_for(config or SIM_CONFIG, clk_freq, baud, frame_timeout)
+        soc = soc_for(config or EngineConfig(), clk_freq, baud, frame_timeout)
         try:
             exe = build_harness(soc, "fxtrain_soc", build_root=build_root)
         except HarnessError as error:
@@ -238,7 +242,11 @@ class HarnessTransport(SimulationTransport):
         self.name = "sim:verilator"
         self.cycles, self.run_seconds = 0, 0.0
         self._start_timeout = start_timeout
-        self.sync(timeout=start_timeout)
+        try:
+            self.sync(timeout=start_timeout)
+        except BaseException:
+            self.close()
+            raise
 
     def _dead(self, doing):
         code = self.process.poll()
@@ -317,6 +325,7 @@ class HarnessTransport(SimulationTransport):
         process.stdout.close()
         if not self._log.closed:
             self._log.close()
+        shutil.rmtree(self._dir, ignore_errors=True)       # errors quoted the log's tail when they were raised
 
     def __del__(self):
         if getattr(self, "process", None) is not None:
