@@ -6,6 +6,9 @@ weights/activations/gradients in 16.14/16.10/16.14, 3 epochs, outputs in ``runs/
 
 from __future__ import annotations
 
+import os
+import sys
+
 import torch
 
 from ..sim.rounding import ROUNDING_MODES
@@ -55,6 +58,12 @@ def add_arguments(parser):
                         help="also write the per-epoch metrics as TensorBoard scalars to DIR/<name> "
                              "(needs the [tensorboard] extra)")
     parser.add_argument("--no-plot", action="store_true", help="do not write curves.png")
+    parser.add_argument("--distributed", action="store_true",
+                        help="data-parallel training, one rank per process, launched by torchrun (docs/scale-out.md;"
+                             " --batch-size is the global batch; --backend may list one backend per local rank)")
+    parser.add_argument("--dist-timeout", type=float, default=300.0, metavar="S",
+                        help="with --distributed: fail (not hang) when a rank is missing or silent for S seconds "
+                             "(default 300)")
 
 
 def run(args) -> int:
@@ -67,9 +76,29 @@ def run(args) -> int:
                       lr=args.lr, momentum=args.momentum, seed=args.seed, train_limit=args.train_limit,
                       test_limit=args.test_limit, out_dir=args.out, name=args.name, resume=args.resume,
                       progress=not args.no_progress, plot=not args.no_plot, tensorboard=args.tensorboard)
-    history = train(cfg)
+    if args.distributed:
+        history = _train_distributed(cfg, args.dist_timeout)
+    else:
+        history = train(cfg)
     if history:
         last = history[-1]
+        if args.distributed and os.environ.get("RANK", "0") != "0":
+            return 0
         print(f"done: test accuracy {100 * last['test_accuracy']:.2f}% after {last['epoch']} epochs; "
               f"metrics, curves.png and checkpoint.pt in {cfg.output_dir}")
     return 0
+
+
+def _train_distributed(cfg, timeout_s):
+    """One rank of a torchrun launch (:mod:`fxtrain.host.distributed`); a failure names the rank."""
+    from .distributed import Replicas
+
+    replica = Replicas.from_env(timeout_s)
+    try:
+        return train(cfg, replica=replica)
+    except BaseException as error:
+        print(f"fxtrain train: rank {replica.rank}/{replica.world_size} failed: {type(error).__name__}: {error}",
+              file=sys.stderr, flush=True)
+        raise
+    finally:
+        replica.close()
