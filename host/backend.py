@@ -16,7 +16,8 @@ Spec strings (:data:`BACKENDS`, :func:`open_backend`):
 ``emu``             :class:`~fxtrain.host.emulator.ExactEmulator` (bit-exact golden model), = ``emu:exact``
 ``emu:fast``        :class:`~fxtrain.host.emulator.FastEmulator` (torch, statistically equivalent)
 ``float``           no backend: the float32 baseline, the model is not converted (``open_backend`` -> None)
-``sim:verilator``   :class:`~fxtrain.host.device.Device` driving the SoC's RTL under Verilator (or ``icarus``)
+``sim:verilator``   :class:`~fxtrain.host.device.Device` driving the SoC's RTL in the free-running Verilator
+                    harness (``sim:verilator-cocotb`` / ``sim:icarus``: behind the cocotb bridge, slow)
 ``serial:PORT@BAUD`` :class:`~fxtrain.host.device.Device` on a board (PORT may be a pyserial URL)
 ``device:SPEC``     :class:`~fxtrain.host.device.Device` for a device spec; ``device:emu`` is the driver over
                     the in-process protocol emulator
@@ -135,7 +136,8 @@ BACKENDS: "dict[str, BackendEntry]" = {
     "emu:fast": BackendEntry(_open_fast, "torch emulator, statistically equivalent, fast"),
     "float": BackendEntry(_open_float, "float32 baseline, no offload"),
     "sim": BackendEntry(_open_device(lambda rest: f"sim:{rest}"),
-                        "sim:verilator / sim:icarus: the SoC's RTL in simulation, through the Device driver"),
+                        "sim:verilator (free-running) / sim:verilator-cocotb / sim:icarus: the SoC's RTL in "
+                        "simulation, through the Device driver"),
     "serial": BackendEntry(_open_device(lambda rest: f"serial:{rest}"),
                            "serial:PORT@BAUD: a board running the bitstream"),
     "device": BackendEntry(_open_device(lambda rest: rest),

@@ -38,8 +38,9 @@ ResidentMemory
 Device
     The driver.
 open_device
-    A :class:`Device` from a device spec string: ``emu``, ``sim:verilator``, ``sim:icarus``, ``serial:PORT@BAUD``
-    (unseeded; :func:`fxtrain.host.backend.open_backend` opens and seeds one from a backend spec).
+    A :class:`Device` from a device spec string: ``emu``, ``sim:verilator`` (free-running harness),
+    ``sim:verilator-cocotb``, ``sim:icarus``, ``serial:PORT@BAUD`` (unseeded;
+    :func:`fxtrain.host.backend.open_backend` opens and seeds one from a backend spec).
 """
 
 from __future__ import annotations
@@ -548,10 +549,12 @@ def open_device(spec, *, config=None, expect=None, timeout=None, retries=3, **tr
     """A :class:`Device` for ``spec``.
 
     ``emu`` (the protocol emulator over the engine model, ``config`` or the default ``EngineConfig``),
-    ``sim:verilator`` / ``sim:icarus`` (the SoC's RTL in simulation; ``config`` defaults to a 2x2 engine of
-    depth 32), ``serial:PORT@BAUD`` (a board; PORT may be a pyserial URL, BAUD defaults to 3000000).
+    ``sim:verilator`` (the SoC's RTL in the free-running Verilator harness; ``config`` defaults to
+    ``EngineConfig()`` like ``emu``), ``sim:verilator-cocotb`` / ``sim:icarus`` (the same RTL behind the cocotb
+    bridge; ``config`` defaults to a 2x2 engine of depth 32),
+    ``serial:PORT@BAUD`` (a board; PORT may be a pyserial URL, BAUD defaults to 3000000).
     """
-    from .transport import EmulatorTransport, SerialTransport, SimulationTransport
+    from .transport import SIMULATION_BACKENDS, EmulatorTransport, SerialTransport, SimulationTransport
 
     if not isinstance(spec, str):
         raise TypeError(f"Device spec must be a string, not {spec!r}")
@@ -560,7 +563,7 @@ def open_device(spec, *, config=None, expect=None, timeout=None, retries=3, **tr
         from ..sim.protocol import ProtocolEmulator
         transport = EmulatorTransport(ProtocolEmulator(_parse_config(config), **transport_options))
         default_timeout = 1.0
-    elif kind == "sim" and rest in ("verilator", "icarus"):
+    elif kind == "sim" and rest in SIMULATION_BACKENDS:
         transport = SimulationTransport(rest, config, **transport_options)
         default_timeout = 60.0
     elif kind == "serial" and rest:
@@ -572,8 +575,8 @@ def open_device(spec, *, config=None, expect=None, timeout=None, retries=3, **tr
         transport = SerialTransport(port, baud)
         default_timeout = 2.0
     else:
-        raise ValueError(f"Device spec must be 'emu', 'sim:verilator', 'sim:icarus' or 'serial:PORT@BAUD', "
-                         f"not {spec!r}")
+        raise ValueError(f"Device spec must be 'emu', 'sim:verilator', 'sim:verilator-cocotb', 'sim:icarus' or "
+                         f"'serial:PORT@BAUD', not {spec!r}")
     try:
         return Device(transport, expect=expect, timeout=default_timeout if timeout is None else timeout,
                       retries=retries)

@@ -13,13 +13,21 @@ SerialTransport
 EmulatorTransport
     In-process :class:`fxtrain.sim.protocol.ProtocolEmulator`.
 SimulationTransport
+    The SoC's RTL in simulation: ``SimulationTransport("verilator", ...)`` is a :class:`HarnessTransport`
+    (free-running Verilator harness), ``"verilator-cocotb"`` and ``"icarus"`` a :class:`CocotbTransport`.
+HarnessTransport
+    Runs the free-running Verilator harness (:mod:`fxtrain.sim.freerun`) in a subprocess and talks to it over
+    its stdin/stdout; ``resync`` asks the harness on its control pipe to report the SoC idle.
+CocotbTransport
     Starts the cocotb SoC server (:mod:`fxtrain.sim.benches.soc_server`) in a subprocess and talks to it over a
-    local TCP socket through :class:`SerialTransport`.
+    local TCP socket through :class:`SerialTransport` (every clock cycle driven from Python: slow).
 """
 
 from __future__ import annotations
 
 import os
+import select
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -28,7 +36,15 @@ from pathlib import Path
 
 from ..sim.gemm import EngineConfig
 
-__all__ = ["Transport", "SerialTransport", "EmulatorTransport", "SimulationTransport", "TransportError"]
+__all__ = ["Transport", "SerialTransport", "EmulatorTransport", "SimulationTransport", "HarnessTransport",
+           "CocotbTransport", "TransportError", "SIMULATION_BACKENDS"]
+
+#: ``sim:<name>`` simulations: the free-running Verilator harness, and the cocotb bridge under either simulator.
+SIMULATION_BACKENDS = ("verilator", "verilator-cocotb", "icarus")
+#: Engine of a SoC behind the cocotb bridge unless told otherwise (small geometries simulate fast there). The
+#: free-running harness defaults to ``EngineConfig()``, the emulators' default, so that ``sim:verilator`` and
+#: ``emu`` train bit-identically and LeNet's weight gradients (K = batch x 576) fit its accumulator.
+SIM_CONFIG = EngineConfig(rows=2, cols=2, wl=16, depth=32, max_k_log2=12)
 
 
 class TransportError(RuntimeError):
@@ -138,20 +154,23 @@ class EmulatorTransport(Transport):
 
 
 class SimulationTransport(Transport):
-    """The SoC's Verilog under Verilator or Icarus, served over TCP by a cocotb test in a subprocess.
+    """The SoC's Verilog in simulation; ``SimulationTransport(simulator, config, **options)`` returns a
+    :class:`HarnessTransport` for ``"verilator"`` and a :class:`CocotbTransport` for ``"verilator-cocotb"`` and
+    ``"icarus"``.
 
-    Parameters
-    ----------
+    Parameters (both)
+    -----------------
     simulator : str
-        ``"verilator"`` or ``"icarus"``.
+        One of :data:`SIMULATION_BACKENDS`.
     config : EngineConfig
-        Engine of the simulated SoC (small geometries simulate fast).
+        Engine of the simulated SoC (default: ``EngineConfig()`` in the harness, :data:`SIM_CONFIG` behind
+        cocotb).
     clk_freq, baud : int
         Reported by IDENTIFY.
     frame_timeout : int
         Idle cycles after which the simulated device abandons a partial frame.
     build_root : path, optional
-        Build cache of :func:`fxtrain.sim.runner.run_bench`.
+        Build cache (default ``fxtrain.sim.runner.default_build_root()``).
     start_timeout : float
         Seconds to wait for the build and the server to come up.
 
@@ -159,19 +178,180 @@ class SimulationTransport(Transport):
     -------
     process : subprocess.Popen
     log_path : pathlib.Path
-        Output of the server process (build and cocotb log).
+        Output of the simulation process (and, for cocotb, the build).
+    """
+
+    def __new__(cls, simulator="verilator", *args, **kwargs):
+        if cls is SimulationTransport:
+            if simulator not in SIMULATION_BACKENDS:
+                raise ValueError(f"Simulator must be one of {SIMULATION_BACKENDS}, not {simulator!r}")
+            cls = HarnessTransport if simulator == "verilator" else CocotbTransport
+        return super().__new__(cls)
+
+
+
+class HarnessTransport(SimulationTransport):
+    """The byte-stream SoC under the free-running Verilator harness (``sim/freerun_harness.cpp``), served on the
+    harness process's stdin/stdout.
+
+    The harness is built once per design (cached under ``build_root``); a missing compiler or a failed build
+    raises :class:`TransportError` with one line naming the cause and the build log. The process ends when this
+    transport closes its pipes, and also when the host process dies (its pipes close with it).
+    ``resync`` is exact: the harness answers a ``sync`` on its control pipe once the SoC has nothing left to do
+    (any partial frame abandoned and answered) and every byte it sent is in the pipe, which is then drained.
+
+    Members
+    -------
+    cycles, run_seconds : int, float
+        Simulated cycles and the harness's time spent simulating them, as of the last :meth:`sync`.
+    """
+
+    quiet_time = 0.0
+
+    def __init__(self, simulator="verilator", config=None, *, clk_freq=12_000_000, baud=3_000_000,
+                 frame_timeout=2000, build_root=None, start_timeout=600.0):
+        from ..sim.benches.soc_server import soc_for
+        from ..sim.freerun import HarnessError, build_harness, check_toolchain
+
+        self.process = None
+        try:
+            check_toolchain()
+        except HarnessError as error:
+            raise TransportError(f"sim:verilator cannot start: {error}") from None
+        soc = soc_for(config or EngineConfig(), clk_freq, baud, frame_timeout)
+        try:
+            exe = build_harness(soc, "fxtrain_soc", build_root=build_root)
+        except HarnessError as error:
+            raise TransportError(f"sim:verilator cannot start: {error}") from None
+        self._dir = Path(tempfile.mkdtemp(prefix="fxtrain-harness-"))
+        self.log_path = self._dir / "harness.log"
+        self._log = open(self.log_path, "w")
+        ctl_in_r, self._ctl_w = os.pipe()
+        self._ctl_r, ctl_out_w = os.pipe()
+        try:
+            self.process = subprocess.Popen([str(exe), "--control", f"{ctl_in_r},{ctl_out_w}"],
+                                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log,
+                                            pass_fds=(ctl_in_r, ctl_out_w))
+        except OSError as error:
+            raise TransportError(f"sim:verilator cannot run the harness {exe}: {error}") from None
+        finally:
+            os.close(ctl_in_r)
+            os.close(ctl_out_w)
+        self._out = self.process.stdout.fileno()
+        os.set_blocking(self._out, False)
+        self.name = "sim:verilator"
+        self.cycles, self.run_seconds = 0, 0.0
+        self._start_timeout = start_timeout
+        try:
+            self.sync(timeout=start_timeout)
+        except BaseException:
+            self.close()
+            raise
+
+    def _dead(self, doing):
+        code = self.process.poll()
+        state = "is unresponsive" if code is None else f"exited with code {code}"
+        tail = self.log_path.read_text()[-2000:] if self.log_path.exists() else ""
+        return TransportError(f"sim:verilator harness {state} while {doing}; log tail:\n{tail}")
+
+    def sync(self, timeout=60.0):
+        """Wait until the simulated SoC is idle with all its output in the pipe; update :attr:`cycles`."""
+        try:
+            os.write(self._ctl_w, b"sync\n")
+        except OSError:
+            raise self._dead("asked to synchronise") from None
+        line = b""
+        deadline = time.monotonic() + timeout
+        while not line.endswith(b"\n"):
+            ready, _, _ = select.select([self._ctl_r], [], [], max(0.0, deadline - time.monotonic()))
+            chunk = os.read(self._ctl_r, 256) if ready else b""
+            if not chunk:
+                raise self._dead("synchronising")
+            line += chunk
+        _, cycles, run_ns = line.split()
+        self.cycles, self.run_seconds = int(cycles), int(run_ns) * 1e-9
+
+    def write(self, data):
+        try:
+            self.process.stdin.write(bytes(data))
+            self.process.stdin.flush()
+        except (BrokenPipeError, ValueError):
+            raise self._dead("writing") from None
+
+    def read(self, timeout):
+        ready, _, _ = select.select([self._out], [], [], max(0.0, timeout))
+        if not ready:
+            return b""
+        out = bytearray()
+        while True:
+            try:
+                chunk = os.read(self._out, 1 << 16)
+            except BlockingIOError:
+                break
+            if not chunk:
+                if not out:
+                    raise self._dead("reading")
+                break
+            out += chunk
+        return bytes(out)
+
+    def resync(self):
+        """Exact: wait until the harness reports the SoC idle (any partial frame abandoned and answered), then
+        drop everything it sent."""
+        self.sync(timeout=self._start_timeout)
+        while self.read(0.0):
+            pass
+
+    def close(self):
+        process = self.process
+        if process is None:
+            return
+        self.process = None
+        for f in (process.stdin,):
+            try:
+                f.close()
+            except OSError:
+                pass
+        for fd in (self._ctl_w, self._ctl_r):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        process.stdout.close()
+        if not self._log.closed:
+            self._log.close()
+        shutil.rmtree(self._dir, ignore_errors=True)       # errors quoted the log's tail when they were raised
+
+    def __del__(self):
+        if getattr(self, "process", None) is not None:
+            self.close()
+
+
+class CocotbTransport(SimulationTransport):
+    """The SoC's Verilog under Verilator or Icarus, served over TCP by a cocotb test in a subprocess (every clock
+    cycle is driven from Python: about 25 k cycles/s; the free-running :class:`HarnessTransport` is far faster).
+
+    ``simulator`` is ``"verilator-cocotb"`` (or ``"verilator"`` when this class is named directly) or
+    ``"icarus"``; other parameters as :class:`SimulationTransport`.
     """
 
     quiet_time = 1.0
 
-    def __init__(self, simulator="verilator", config=None, *, clk_freq=12_000_000, baud=3_000_000,
+    def __init__(self, simulator="icarus", config=None, *, clk_freq=12_000_000, baud=3_000_000,
                  frame_timeout=2000, build_root=None, start_timeout=600.0):
         from ..sim.runner import simulator_available
 
+        name = simulator
+        simulator = {"verilator-cocotb": "verilator"}.get(simulator, simulator)
         ok, why = simulator_available(simulator)
         if not ok:
             raise TransportError(f"Simulator {simulator!r} is not available: {why}")
-        config = config or EngineConfig(rows=2, cols=2, wl=16, depth=32, max_k_log2=12)
+        config = config or SIM_CONFIG
         self._dir = Path(tempfile.mkdtemp(prefix="fxtrain-soc-"))
         port_file = self._dir / "port"
         self.log_path = self._dir / "server.log"
@@ -199,7 +379,7 @@ class SimulationTransport(Transport):
             time.sleep(0.05)
         port = int(port_file.read_text().strip())
         self.serial = SerialTransport(f"socket://127.0.0.1:{port}")
-        self.name = f"sim:{simulator}"
+        self.name = f"sim:{name}"
 
     def write(self, data):
         self.serial.write(data)

@@ -1,8 +1,8 @@
 """Host driver over every transport: bit-exact GEMMs of odd shapes, residency, fault recovery, timeouts.
 
-``emu`` is the in-process protocol emulator, ``sim:verilator`` / ``sim:icarus`` the SoC's Verilog served by
-the cocotb SoC server (each built once per session). Results must equal ``sim.gemm.tiled_gemm`` with the same
-lane seeds, bit for bit (``docs/numerics.md`` §6).
+``emu`` is the in-process protocol emulator, ``sim:verilator`` the SoC's Verilog in the free-running Verilator
+harness, ``sim:icarus`` the same Verilog served by the cocotb SoC server (each built once, cached). Results
+must equal ``sim.gemm.tiled_gemm`` with the same lane seeds, bit for bit (``docs/numerics.md`` §6).
 """
 
 import dataclasses
@@ -529,8 +529,8 @@ def test_noisy_link_never_returns_a_wrong_gemm():
 
 @pytest.mark.parametrize("simulator", ["verilator"])
 def test_noisy_link_never_returns_a_wrong_gemm_on_the_rtl(simulator, build_root):
-    """The same over the SoC's RTL under Verilator (a shorter run, 10 GEMMs: each link error costs a 1 s
-    resynchronisation there): equal or raised, never silently wrong."""
+    """The same over the SoC's RTL in the free-running Verilator harness (a shorter run, 10 GEMMs: each lost
+    frame costs the driver's 2 s timeout): equal or raised, never silently wrong."""
     ok, why = simulator_available(simulator)
     if not ok:
         pytest.skip(f"{simulator} unavailable: {why}")
