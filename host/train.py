@@ -129,7 +129,7 @@ class TrainConfig:
     gradients: str = DEFAULT_FORMATS["gradients"]
     rounding: str = "stochastic"
     master_weights: str = "fixed"
-    epochs: int = 10
+    epochs: int = 15
     batch_size: int = 32
     lr: float = 0.05
     momentum: float = 0.9

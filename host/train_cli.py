@@ -2,7 +2,7 @@
 
 With no arguments: LeNet on the embedded MNIST subset, every GEMM on the bit-exact emulator, stochastic rounding,
 weights/activations/gradients in 16.14/16.10/16.14, and the default recipe (He initialisation, SGD with momentum,
-batch 32, 10 epochs, learning rate warmed up over the first 10 % of the steps then cosine-decayed, training images
+batch 32, 15 epochs, learning rate warmed up over the first 10 % of the steps then cosine-decayed, training images
 shifted by up to one pixel); outputs in ``runs/<name>/``.
 """
 
