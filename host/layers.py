@@ -19,8 +19,9 @@ host: overlapping patches add there. For a
 linear layer im2col is the identity. Activations are quantized once, before im2col, and passed straight through
 in the backward pass. Bias, the loss, pooling, batch-norm and activations stay in float32 on the host.
 
-All three GEMMs go through one function, :func:`_offload_gemm`, the single place where a sampled subset of K or of
-the batch rows could later be sent instead of the whole product.
+All three GEMMs go through one function, :func:`_offload_gemm`. A layer's ``approx`` hook (set by
+:mod:`fxtrain.host.methods`: column-row sampling, gradient approximation) sends smaller GEMMs, or none, through the
+same function while training; evaluation is always exact.
 
 Weights are the B operand of the forward and input-gradient GEMMs and are passed with ``b_key = (layer name,
 weight version, role)`` so a device can keep them resident while they do not change.
@@ -185,10 +186,7 @@ class _OffloadedMatmul(torch.autograd.Function):
         layer = ctx.layer
         cfg = layer.fixed
         a_raw, w_raw = ctx.saved_tensors
-        g_raw, sat = quantize_raw(grad_out.contiguous(), cfg.gradients, cfg.rounding, cfg.generator,
-                                  count_saturated=True)
-        layer.stats["gradient_saturated"] += sat
-        layer.stats["gradients"] += g_raw.numel()
+        g_raw = layer._quantize_gradient(grad_out)
         grad_a = grad_w = None
         if ctx.needs_input_grad[0]:
             grad_a = layer._gemm("grad_input", g_raw, w_raw, cfg.grad_input_out,
@@ -224,6 +222,7 @@ class _FixedMixin:
         self.key = name or f"{type(self).__name__}{next(_layer_numbers)}"
         self.stats = dict.fromkeys(("gemms", "macs", "outputs", "saturated", "activations",
                                     "activation_saturated", "gradients", "gradient_saturated"), 0)
+        self.approx = None  # an approximate-training method's per-layer hook (fxtrain.host.methods)
 
     def _gemm(self, role, a_raw, b_raw, out_fmt, b_key=None):
         m, k = a_raw.shape
@@ -235,6 +234,22 @@ class _FixedMixin:
         self.stats["outputs"] += m * n
         self.stats["saturated"] += sat
         return c_raw.mul_(out_fmt.resolution)
+
+    def _quantize_gradient(self, grad_out):
+        """Raw output gradient on the gradient grid (counted in ``stats``)."""
+        cfg = self.fixed
+        g_raw, sat = quantize_raw(grad_out.contiguous(), cfg.gradients, cfg.rounding, cfg.generator,
+                                  count_saturated=True)
+        self.stats["gradient_saturated"] += sat
+        self.stats["gradients"] += g_raw.numel()
+        return g_raw
+
+    def _matmul(self, a, weight, w_raw):
+        """The three GEMMs of ``a @ weightᵀ``: exact, or through the layer's ``approx`` (an approximate-training
+        method of :mod:`fxtrain.host.methods`, set by ``Methods.attach``) while training."""
+        if self.approx is not None and self.training and torch.is_grad_enabled():
+            return self.approx.apply(a, weight, w_raw, self)
+        return _OffloadedMatmul.apply(a, weight, w_raw, self)
 
     def _quantized_input(self, x):
         return _QuantizeActivation.apply(x, self)
@@ -262,6 +277,9 @@ class FixedLinear(_FixedMixin, nn.Linear):
         Key of the weights on the device (default: a unique name).
     """
 
+    sample_group = 1      # im2col columns per input channel (column-row sampling's unit)
+    sample_positions = 1  # GEMM rows per example
+
     def __init__(self, in_features, out_features, bias=True, *, fixed: FixedConfig, name=None):
         nn.Linear.__init__(self, in_features, out_features, bias)
         self._init_fixed(fixed, name)
@@ -269,7 +287,7 @@ class FixedLinear(_FixedMixin, nn.Linear):
     def forward(self, x):
         lead = x.shape[:-1]
         a = self._quantized_input(x).reshape(-1, self.in_features)
-        y = _OffloadedMatmul.apply(a, self.weight, self._weight_raw(), self).reshape(*lead, self.out_features)
+        y = self._matmul(a, self.weight, self._weight_raw()).reshape(*lead, self.out_features)
         return y if self.bias is None else y + self.bias
 
 
@@ -311,6 +329,10 @@ class FixedConv2d(_FixedMixin, nn.Conv2d):
         nn.Conv2d.__init__(self, in_channels, out_channels, kernel_size, stride, padding, bias=bias)
         self._init_fixed(fixed, name)
 
+    @property
+    def sample_group(self):
+        return self.kernel_size[0] * self.kernel_size[1]
+
     def forward(self, x):
         if x.dim() != 4:
             raise ValueError(f"FixedConv2d expects N x C x H x W input, not shape {tuple(x.shape)}")
@@ -323,7 +345,8 @@ class FixedConv2d(_FixedMixin, nn.Conv2d):
                              f"kernel {self.kernel_size}")
         a = im2col(self._quantized_input(x), self.kernel_size, self.stride, self.padding)
         w_raw = self._weight_raw().reshape(self.out_channels, -1)
-        y = _OffloadedMatmul.apply(a, self.weight.reshape(self.out_channels, -1), w_raw, self)
+        self.sample_positions = out_h * out_w
+        y = self._matmul(a, self.weight.reshape(self.out_channels, -1), w_raw)
         y = y.reshape(batch, out_h * out_w, self.out_channels).transpose(1, 2)
         y = y.reshape(batch, self.out_channels, out_h, out_w)
         return y if self.bias is None else y + self.bias.view(1, -1, 1, 1)

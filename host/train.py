@@ -39,7 +39,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -49,6 +49,7 @@ from ..sim.gemm import EngineConfig
 from .datasets import load_data
 from .emulator import ExactEmulator, FastEmulator
 from .layers import DEFAULT_FORMATS, FixedConfig, convert, offload_stats
+from .methods import MethodConfig, Methods
 from .models import build_model
 from .quantize import check_mode
 
@@ -96,6 +97,8 @@ class TrainConfig:
         Print a progress line to stderr.
     plot : bool
         Write ``curves.png``.
+    methods : MethodConfig
+        Approximate-training methods (:mod:`fxtrain.host.methods`; a dict of its fields is accepted).
     """
 
     model: str = "lenet"
@@ -118,8 +121,11 @@ class TrainConfig:
     resume: bool = False
     progress: bool = True
     plot: bool = True
+    methods: MethodConfig = field(default_factory=MethodConfig)
 
     def __post_init__(self):
+        if isinstance(self.methods, dict):
+            self.methods = MethodConfig(**self.methods)
         self.rounding = check_mode(self.rounding)
         for name in ("epochs", "batch_size"):
             value = getattr(self, name)
@@ -135,13 +141,27 @@ class TrainConfig:
         if self.name:
             return self.name
         backend = self.backend.replace(":", "-").replace("/", "_")
+        suffix = _methods_suffix(self.methods)
         if self.backend == "float":
-            return f"{self.model}-float"
-        return f"{self.model}-{backend}-{self.rounding}-w{self.weights}a{self.activations}g{self.gradients}"
+            return f"{self.model}-float{suffix}"
+        return f"{self.model}-{backend}-{self.rounding}-w{self.weights}a{self.activations}g{self.gradients}{suffix}"
 
     @property
     def output_dir(self) -> Path:
         return Path(self.out_dir) if self.out_dir else Path("runs") / self.run_name
+
+
+def _methods_suffix(m: MethodConfig) -> str:
+    parts = []
+    if m.sampling:
+        parts.append(f"{m.sampling}{m.sample_ratio:g}{m.sample_mode[0]}")
+    if m.gradapprox:
+        parts.append(f"{m.gradapprox}-{m.gradapprox_schedule}")
+    if m.rescale_factor > 1:
+        parts.append(f"rescale{m.rescale_factor}x{m.rescale_epochs}")
+    if m.precision_schedule:
+        parts.append("sched" + m.precision_schedule.replace(":", "_").replace("/", "-").replace(",", "+"))
+    return "".join("-" + p for p in parts)
 
 
 def open_backend(spec: str, seed: int = 0, config: "EngineConfig | None" = None):
@@ -172,7 +192,7 @@ def build(cfg: TrainConfig):
         train_set = train_set.subset(cfg.train_limit)
     if cfg.test_limit:
         test_set = test_set.subset(cfg.test_limit)
-    model = build_model(cfg.model, cfg.seed)
+    model = build_model(cfg.model, cfg.seed, in_channels=train_set.images.shape[1])
     backend = open_backend(cfg.backend, cfg.seed)
     fixed = None
     if backend is not None:
@@ -183,13 +203,15 @@ def build(cfg: TrainConfig):
     return model, backend, fixed, optimizer, train_set, test_set
 
 
-def evaluate(model, dataset, batch_size: int = 250):
-    """``(mean cross-entropy loss, accuracy)`` of ``model`` on ``dataset`` (eval mode, no gradients)."""
+def evaluate(model, dataset, batch_size: int = 250, transform=None):
+    """``(mean cross-entropy loss, accuracy)`` of ``model`` on ``dataset`` (eval mode, no gradients); ``transform``
+    maps each batch of images first (kernel rescaling's downsampling)."""
     model.eval()
     total_loss, correct = 0.0, 0
     with torch.no_grad():
         for start in range(0, len(dataset), batch_size):
             x = dataset.images[start:start + batch_size]
+            x = x if transform is None else transform(x)
             y = dataset.labels[start:start + batch_size]
             logits = model(x)
             total_loss += float(F.cross_entropy(logits, y, reduction="sum"))
@@ -270,6 +292,8 @@ def train(cfg: TrainConfig, log=print) -> list:
     """
     out_dir = cfg.output_dir
     model, backend, fixed, optimizer, train_set, test_set = build(cfg)
+    methods = Methods(cfg.methods, cfg.seed)
+    methods.attach(model, fixed, tuple(train_set.images.shape[1:]))
     history = []
     start_epoch = 0
     checkpoint_path = out_dir / "checkpoint.pt"
@@ -282,7 +306,9 @@ def train(cfg: TrainConfig, log=print) -> list:
         if saved != current:
             diff = {k: (saved.get(k), current.get(k)) for k in current if saved.get(k) != current.get(k)}
             raise ValueError(f"Checkpoint {checkpoint_path} is from a different run (saved vs now: {diff})")
+        methods.prepare_resume(checkpoint["epoch"])
         model.load_state_dict(checkpoint["model"])
+        methods.load_state_dict(checkpoint["methods"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         torch.random.set_rng_state(checkpoint["torch_rng"])
         if fixed is not None:
@@ -299,12 +325,15 @@ def train(cfg: TrainConfig, log=print) -> list:
         torch.manual_seed(cfg.seed)
     out_dir.mkdir(parents=True, exist_ok=True)
     numerics = fixed.describe() if fixed is not None else "float32"
+    if cfg.methods.active:
+        numerics += f"; methods: {cfg.methods.describe()}"
     log(f"{cfg.run_name}: {cfg.model} on {train_set.name} ({len(train_set)} train / {len(test_set)} test), "
         f"backend {cfg.backend}, {numerics}; output {out_dir}")
     n = len(train_set)
     batches = -(-n // cfg.batch_size)
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()
+        methods.begin_epoch(epoch, optimizer, log)
         before = _backend_counters(backend)
         stats_before = offload_stats(model)
         order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch))
@@ -313,7 +342,8 @@ def train(cfg: TrainConfig, log=print) -> list:
         loss_sum, correct = 0.0, 0
         for b in range(batches):
             idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
-            x, y = train_set.images[idx], train_set.labels[idx]
+            x, y = methods.inputs(train_set.images[idx]), train_set.labels[idx]
+            methods.begin_step(epoch * batches + b)
             logits = model(x)
             loss = F.cross_entropy(logits, y)
             optimizer.zero_grad()
@@ -322,7 +352,7 @@ def train(cfg: TrainConfig, log=print) -> list:
             loss_sum += loss.item() * len(idx)
             correct += int((logits.argmax(1) == y).sum())
             progress.update(b + 1, loss_sum / min(n, (b + 1) * cfg.batch_size))
-        test_loss, test_acc = evaluate(model, test_set)
+        test_loss, test_acc = evaluate(model, test_set, transform=methods.inputs)
         after = _backend_counters(backend)
         stats = offload_stats(model)
         delta = {k: after.get(k, 0) - before.get(k, 0) for k in ("macs", "gemms", "outputs", "saturated")}
@@ -355,6 +385,7 @@ def train(cfg: TrainConfig, log=print) -> list:
             "quantizer_rng": fixed.generator.get_state() if fixed is not None else None,
             "backend": backend.state_dict() if hasattr(backend, "state_dict") else None,
             "history": history,
+            "methods": methods.state_dict(),
         }
         save_atomic(checkpoint, checkpoint_path)
         _write_metrics(out_dir, cfg, history, cfg.plot)
