@@ -306,7 +306,7 @@ def train(cfg: TrainConfig, log=print) -> list:
         if saved != current:
             diff = {k: (saved.get(k), current.get(k)) for k in current if saved.get(k) != current.get(k)}
             raise ValueError(f"Checkpoint {checkpoint_path} is from a different run (saved vs now: {diff})")
-        methods.prepare_resume(checkpoint["epoch"])
+        methods.prepare_resume(checkpoint["epoch"], optimizer)
         model.load_state_dict(checkpoint["model"])
         methods.load_state_dict(checkpoint["methods"])
         optimizer.load_state_dict(checkpoint["optimizer"])

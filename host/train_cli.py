@@ -24,7 +24,8 @@ def add_arguments(parser):
     parser.add_argument("--model", default=_DEFAULTS.model, choices=sorted(MODELS), help="model (default lenet)")
     parser.add_argument("--data", default=None, metavar="DIR",
                         help="IDX directory (MNIST/Fashion-MNIST names; with only t10k files they are split "
-                             "80/20); default: the embedded 2000+500-image MNIST subset")
+                             "80/20) or CIFAR-10 python batches (data_batch_N, test_batch); default: the embedded "
+                             "2000+500-image MNIST subset")
     parser.add_argument("--backend", default=_DEFAULTS.backend,
                         help="emu (bit-exact emulator, default), emu:fast (torch emulator, statistically "
                              "equivalent), float (float32 baseline), or a device spec")

@@ -155,10 +155,11 @@ class Methods:
         if self.cfg.rescale_factor > 1 and self.cfg.rescale_epochs > 0:
             self.rescaler = KernelRescaler(model, self.cfg.rescale_factor, input_shape)
 
-    def prepare_resume(self, epoch: int) -> None:
-        """Give the model the shapes of ``epoch``'s phase before its checkpoint is loaded."""
+    def prepare_resume(self, epoch: int, optimizer=None) -> None:
+        """Give the model (and ``optimizer``'s parameter list) the shapes of ``epoch``'s phase before their
+        checkpoints are loaded."""
         if self.rescaler is not None and epoch < self.cfg.rescale_epochs:
-            self.rescaler.shrink(transform=False)
+            self.rescaler.shrink(optimizer, transform=False)
 
     def begin_epoch(self, epoch: int, optimizer=None, log=print) -> None:
         """Switch formats and rescaling phase as ``epoch`` (0-based) requires."""
