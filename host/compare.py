@@ -49,7 +49,7 @@ VARIANTS = {
     "grad-zero": ("weight gradient zero, every 4th conv from the 2nd", {"gradapprox": "zero"}),
     "grad-random": ("weight gradient random, every 4th conv from the 2nd", {"gradapprox": "random"}),
     "grad-top1": ("weight gradient top-1, every 4th conv from the 2nd", {"gradapprox": "top1"}),
-    "rescale2": ("kernel rescaling s = 2, first third of the epochs", {"rescale_factor": 2}),
+    "rescale2": ("kernel rescaling s = 2, the first third of the epochs (at least one)", {"rescale_factor": 2}),
     "precision": (f"operands {LOW_PRECISION} for the first half of the epochs, the run's formats after",
                   {"precision_schedule": None}),
 }

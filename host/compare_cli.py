@@ -27,8 +27,10 @@ def add_arguments(parser):
     parser.add_argument("--train-limit", type=int, default=None, help="use only the first N train images")
     parser.add_argument("--test-limit", type=int, default=None, help="use only the first N test images")
     parser.add_argument("--batch-size", type=int, default=None, help="default 64")
-    parser.add_argument("--boards", nargs="+", default=None,
-                        help=f"boards for the time model's prediction (default {' '.join(DEFAULT_BOARDS)})")
+    parser.add_argument("--boards", nargs="*", default=None,
+                        help=f"boards for the time model's prediction (default {' '.join(DEFAULT_BOARDS)}); none: "
+                             f"no prediction (ResNet-20: the time model replays the driver tile by tile, which "
+                             f"takes longer than training on the emulator)")
     parser.add_argument("--out", default=None, metavar="DIR", help="output directory (default runs/compare)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
 

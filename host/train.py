@@ -13,6 +13,11 @@ directory:
   ``gradient_saturation_rate`` (host quantizers);
 * ``curves.png`` — train loss and test accuracy per epoch.
 
+Approximate-training methods (``cfg.methods``, :mod:`fxtrain.host.methods`) enter through four hooks of a
+:class:`~fxtrain.host.methods.Methods` object: ``attach`` after the model is built, ``begin_epoch`` (format
+schedule, kernel-rescaling phase), ``begin_step`` (global step) and ``inputs`` (downsampled images in the
+rescaling phase, for training and evaluation); its state is part of the checkpoint.
+
 Members
 -------
 TrainConfig
