@@ -125,7 +125,7 @@ def test_train_help_lists_every_method(capsys):
 def test_compare_writes_table_and_plot_end_to_end(tmp_path, capsys):
     config = tmp_path / "grid.toml"
     config.write_text('variants = ["float32", "fixed", "topk-fwd", "grad-zero"]\nepochs = 1\n'
-                      'train_limit = 48\ntest_limit = 16\nbatch_size = 16\nboards = ["icebreaker"]\n')
+                      'train_limit = 24\ntest_limit = 16\nbatch_size = 8\nboards = ["icebreaker"]\n')
     assert main(["compare", "--config", str(config), "--out", str(tmp_path / "cmp")]) == 0
     rows = list(csv.DictReader(open(tmp_path / "cmp" / "results.csv")))
     assert [r["variant"] for r in rows] == ["float32", "fixed", "topk-fwd", "grad-zero"]
