@@ -15,7 +15,10 @@ exactly:
   raises :class:`ValueError` (the device has no NaN).
 
 Scaling by ``2**FL`` is exact in floating point, so for float32 input every result equals the contract's float64
-result (checked against ``apytypes`` in ``tests/test_quantize.py``).
+result (checked against ``apytypes`` in ``tests/test_quantize.py``). float16 and bfloat16 inputs are computed in
+float32 and give float32 results: half precision cannot hold ``x * 2**FL - 1/2`` or 16-bit raw values exactly
+(float16 1025 at 16.0 would round to 1024, the largest 16.7 value 255.9921875 to 256), and its fraction
+``y - f`` would make stochastic rounding biased at the resolution of a half-precision ``U``.
 
 Members
 -------
@@ -57,8 +60,8 @@ def check_mode(mode) -> str:
 
 def quantize_raw(x: torch.Tensor, fmt, mode="nearest", generator: "torch.Generator | None" = None,
                  *, count_saturated: bool = False):
-    """Raw integers of ``x`` in ``fmt`` as a floating tensor (float32 input gives float32, which holds every
-    16-bit raw value exactly).
+    """Raw integers of ``x`` in ``fmt`` as a floating tensor (float32 for float32, float16 and bfloat16 input,
+    float64 for float64: both hold every 16-bit raw value exactly).
 
     Parameters
     ----------
@@ -94,7 +97,7 @@ def quantize_raw(x: torch.Tensor, fmt, mode="nearest", generator: "torch.Generat
     if total != total and torch.isnan(x).any():
         raise ValueError(f"Cannot quantize NaN to fixed point {fmt} ({int(torch.isnan(x).sum())} NaN elements "
                          f"in a tensor of shape {tuple(x.shape)})")
-    y = x * (2.0 ** fmt.fl)
+    y = x.to(_compute_dtype(x.dtype)) * (2.0 ** fmt.fl)
     if mode == "nearest":
         y.sub_(0.5).ceil_()
     else:
@@ -108,13 +111,19 @@ def quantize_raw(x: torch.Tensor, fmt, mode="nearest", generator: "torch.Generat
     return y.clamp_(fmt.min_raw, fmt.max_raw)
 
 
+def _compute_dtype(dtype):
+    """At least float32: half-precision inputs are promoted (module docstring)."""
+    return torch.promote_types(dtype, torch.float32)
+
+
 def to_raw(x: torch.Tensor, fmt, mode="nearest", generator=None, dtype=torch.int64) -> torch.Tensor:
     """Raw integers of ``x`` in ``fmt`` as an integer tensor of ``dtype`` (see :func:`quantize_raw`)."""
     return quantize_raw(x, fmt, mode, generator).to(dtype)
 
 
 def quantize(x: torch.Tensor, fmt, mode="nearest", generator=None) -> torch.Tensor:
-    """``x`` rounded to the grid of ``fmt`` and saturated, as floats of ``x``'s dtype (see :func:`quantize_raw`)."""
+    """``x`` rounded to the grid of ``fmt`` and saturated, as floats of ``x``'s dtype promoted to at least float32
+    (half precision cannot hold every 16-bit fixed-point value; see :func:`quantize_raw`)."""
     fmt = FixedFormat.parse(fmt)
     return quantize_raw(x, fmt, mode, generator).mul_(fmt.resolution)
 

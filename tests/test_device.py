@@ -252,17 +252,35 @@ def test_device_errors_name_the_command():
         dev.gemm(np.zeros((1, 8192), dtype=np.int64), np.zeros((8192, 1), dtype=np.int64), 0, "nearest")
 
 
+def _allocate(mem, key, digest, length):
+    start = mem.reserve(key, length)
+    mem.commit(key, digest, start, length)
+    return start
+
+
 def test_resident_memory_evicts_least_recently_used():
     mem = ResidentMemory(32)
-    a = mem.allocate("a", b"1", 10)
-    b = mem.allocate("b", b"1", 10)
-    mem.allocate("c", b"1", 10)
+    a = _allocate(mem, "a", b"1", 10)
+    b = _allocate(mem, "b", b"1", 10)
+    _allocate(mem, "c", b"1", 10)
     assert mem.lookup("a", b"1") == a and mem.lookup("a", b"2") is None
-    d = mem.allocate("d", b"1", 10)       # evicts b, the least recently used
+    d = _allocate(mem, "d", b"1", 10)       # evicts b, the least recently used
     assert d == b and mem.lookup("b", b"1") is None and mem.lookup("c", b"1") is not None
-    assert mem.allocate("big", b"1", 32) == 0 and len(mem) == 1
+    assert _allocate(mem, "big", b"1", 32) == 0 and len(mem) == 1
     with pytest.raises(ValueError, match="Cannot allocate 33 entries"):
-        mem.allocate("x", b"1", 33)
+        mem.reserve("x", 33)
+
+
+def test_resident_memory_records_a_range_only_when_committed():
+    """reserve() records nothing (the write may fail) and forgets the key's old range; commit() records the range
+    and drops any other range it overlaps."""
+    mem = ResidentMemory(32)
+    _allocate(mem, "a", b"1", 16)
+    start = mem.reserve("a", 8)
+    assert mem.lookup("a", b"1") is None and len(mem) == 0 and start == 0
+    _allocate(mem, "b", b"1", 16)
+    mem.commit("c", b"1", 8, 16)            # overlaps b
+    assert mem.lookup("b", b"1") is None and mem.lookup("c", b"1") == 8
 
 
 def test_spec_strings():
@@ -329,3 +347,167 @@ def test_conv_layer_forward_and_backward_through_the_device_equal_the_exact_emul
     for got, want in zip(results[1], results[0]):
         assert torch.equal(got, want)
     assert results[0][0].abs().sum() > 0 and results[0][1].abs().sum() > 0 and results[0][2].abs().sum() > 0
+
+
+class CorruptWriteB(EmulatorTransport):
+    """The issue's link: while ``corrupt`` is set, one payload bit of every WRITE_B frame is flipped."""
+
+    corrupt = False
+
+    def write(self, data):
+        data = bytearray(data)
+        if self.corrupt and len(data) > 12 and data[1] == Command.WRITE_B:
+            data[10] ^= 0x01
+        super().write(bytes(data))
+
+
+def test_failed_operand_write_leaves_nothing_stale():
+    """Issue 11 reproduction: a GEMM whose WRITE_B keeps failing raises; the same GEMM with the same b_key after the
+    link recovers re-sends B (nothing was recorded resident) and equals the golden model."""
+    cfg = SIM_CONFIG
+    transport = CorruptWriteB(ProtocolEmulator(cfg))
+    dev = Device(transport, retries=2)
+    dev.seed(0)
+    rng = np.random.default_rng(3)
+    a, b = rng.integers(-1000, 1000, (2, 8)), rng.integers(-1000, 1000, (8, 2))
+    transport.corrupt = True
+    with pytest.raises(DeviceError, match="WRITE_B failed on emu after 3 attempt"):
+        dev.gemm(a, b, 4, "nearest", b_key="W")
+    transport.corrupt = False
+    sent = dev.counters["b_entries_sent"]
+    got = dev.gemm(a, b, 4, "nearest", b_key="W")
+    assert dev.counters["b_entries_sent"] - sent == 8
+    assert np.array_equal(got.c, tiled_gemm(cfg, a, b, 4, "nearest", lane_seeds(0, 2)).c)
+
+
+def test_failed_gemm_leaves_the_lanes_where_they_were():
+    """A stochastic GEMM that raises after some of its tiles drained does not move the lanes: the next GEMMs equal
+    the golden model continued from before the failed call."""
+    cfg = SIM_CONFIG
+    transport = CorruptWriteB(ProtocolEmulator(cfg))
+    dev = Device(transport, retries=1)
+    dev.seed(9)
+    mirror = Mirror(cfg, 9)
+    rng = np.random.default_rng(9)
+    a, b = _random(rng, (6, 40), 16), _random(rng, (40, 2), 16)
+    # corrupt B only after the first tile row drained: the call fails half-way
+    real_write = transport.write
+
+    def write(data):
+        transport.corrupt = dev.counters["runs"] >= 2
+        real_write(data)
+    transport.write = write
+    with pytest.raises(DeviceError):
+        dev.gemm(a, b, 10, "stochastic")
+    assert dev.counters["runs"] >= 2 and dev.lane_state == mirror.state
+    transport.write = real_write
+    transport.corrupt = False
+    for _ in range(2):
+        assert np.array_equal(dev.gemm(a, b, 10, "stochastic").c, mirror.gemm(a, b, 10, "stochastic").c)
+        assert dev.lane_state == mirror.state
+
+
+class NoisyLink(Transport):
+    """Wraps a transport: with probability ``p``, each request frame and each chunk of bytes from the device gets one
+    bit flipped or one byte dropped (chosen at random). ``events`` counts what was done."""
+
+    def __init__(self, inner, p, seed):
+        self.inner, self.p, self.rng = inner, p, random.Random(seed)
+        self.name = f"noisy-{inner.name}"
+        self.enabled = False
+        self.events = dict.fromkeys(("request flip", "request drop", "response flip", "response drop"), 0)
+
+    @property
+    def quiet_time(self):
+        return self.inner.quiet_time
+
+    @quiet_time.setter
+    def quiet_time(self, value):
+        self.inner.quiet_time = value
+
+    def _mangle(self, data, direction):
+        if not self.enabled or not data or self.rng.random() >= self.p:
+            return data
+        data = bytearray(data)
+        i = self.rng.randrange(len(data))
+        if self.rng.random() < 0.5:
+            data[i] ^= 1 << self.rng.randrange(8)
+            self.events[direction + " flip"] += 1
+        else:
+            del data[i]
+            self.events[direction + " drop"] += 1
+        return bytes(data)
+
+    def write(self, data):
+        self.inner.write(self._mangle(data, "request"))
+
+    def read(self, timeout):
+        return self._mangle(self.inner.read(timeout), "response")
+
+    def resync(self):
+        self.inner.resync()
+
+    def close(self):
+        self.inner.close()
+
+
+def _noisy_gemms(dev, link, count, seed, max_dim):
+    """``count`` random GEMMs (odd shapes, K up to beyond depth, both modes, weights reused under b_keys) over a
+    noisy link: returns (equal to the golden model, raised, silently wrong)."""
+    rng = np.random.default_rng(seed)
+    cfg = dev.config
+    dev.seed(seed)
+    mirror = Mirror(cfg, seed)
+    weights = {}
+    ok = raised = wrong = 0
+    link.enabled = True
+    for i in range(count):
+        k = int(rng.integers(1, max_dim[1] + 1))
+        key = ("w", int(rng.integers(0, 3)), k)
+        b = weights.setdefault(key, _random(rng, (k, int(rng.integers(1, max_dim[2] + 1))), cfg.wl))
+        a = _random(rng, (int(rng.integers(1, max_dim[0] + 1)), k), cfg.wl)
+        shift, mode = int(rng.integers(0, 20)), ("nearest", "stochastic")[i % 2]
+        try:
+            got = dev.gemm(a, b, shift, mode, b_key=key)
+        except DeviceError:
+            raised += 1
+            continue
+        want = mirror.gemm(a, b, shift, mode)
+        same = np.array_equal(got.c, want.c) and np.array_equal(got.saturated, want.saturated)
+        ok += same
+        wrong += not same
+    link.enabled = False
+    return ok, raised, wrong
+
+
+def test_noisy_link_never_returns_a_wrong_gemm():
+    """Random bit flips and dropped bytes in both directions, 400 GEMMs through the protocol emulator: every GEMM
+    equals the golden model bit for bit or raises DeviceError; none is silently wrong."""
+    seed = 1101
+    print("seed", seed)
+    link = NoisyLink(EmulatorTransport(ProtocolEmulator(SIM_CONFIG)), p=0.04, seed=seed)
+    dev = Device(link, timeout=0.02, retries=3)
+    ok, raised, wrong = _noisy_gemms(dev, link, 400, seed, (7, 70, 5))
+    print(f"noisy emu link: {ok} equal, {raised} raised, {wrong} silently wrong; link events {link.events}; "
+          f"driver retries {dev.counters['retries']}")
+    assert wrong == 0
+    assert ok >= 300 and min(link.events.values()) >= 20 and dev.counters["retries"] > 100
+
+
+@pytest.mark.parametrize("simulator", ["verilator"])
+def test_noisy_link_never_returns_a_wrong_gemm_on_the_rtl(simulator, build_root):
+    """The same over the SoC's RTL under Verilator (a shorter run, 10 GEMMs: each link error costs a 1 s
+    resynchronisation there): equal or raised, never silently wrong."""
+    ok, why = simulator_available(simulator)
+    if not ok:
+        pytest.skip(f"{simulator} unavailable: {why}")
+    from fxtrain.host.transport import SimulationTransport
+    seed = 1102
+    print("seed", seed)
+    link = NoisyLink(SimulationTransport(simulator, SIM_CONFIG, build_root=build_root), p=0.03, seed=seed)
+    with Device(link, timeout=2.0, retries=3) as dev:
+        ok, raised, wrong = _noisy_gemms(dev, link, 10, seed, (5, 40, 3))
+        print(f"noisy {simulator} link: {ok} equal, {raised} raised, {wrong} silently wrong; link events "
+              f"{link.events}; driver retries {dev.counters['retries']}")
+        assert wrong == 0
+        assert ok >= 6 and sum(link.events.values()) >= 5
