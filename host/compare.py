@@ -169,6 +169,8 @@ def _summary(rows, boards):
     for variant, runs in out.items():
         def stat(key):
             values = [r[key] for r in runs]
+            if any(math.isnan(v) for v in values):   # float32 has no board time
+                return math.nan, math.nan
             return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
         entry = {"variant": variant, "runs": len(runs)}
         for key in ("final_accuracy", "best_accuracy", "host_s_per_epoch", "macs_per_epoch") + tuple(
@@ -182,16 +184,16 @@ def _markdown(cc, table):
     fixed = next((e for e in table if e["variant"] == "fixed"), None)
     lines = [f"{cc.model} on {'the embedded MNIST subset' if cc.data is None else cc.data}, backend {cc.backend}, "
              f"{cc.epochs} epochs, seeds {cc.seeds}, batch {cc.batch_size}", "",
-             "| variant | final acc (%) | best acc (%) | host s/epoch | MACs/epoch (M) | MACs vs fixed | "
-             + " | ".join(f"predicted s/epoch {b}" for b in cc.boards) + " |",
+             "| variant | final acc (%) | best acc (%) | host s/epoch | MACs/epoch (M) | MACs vs fixed |"
+             + "".join(f" predicted s/epoch {b} |" for b in cc.boards),
              "|---|---:|---:|---:|---:|---:|" + "---:|" * len(cc.boards)]
     for e in table:
         (fa, fs), (ba, bs) = e["final_accuracy"], e["best_accuracy"]
         ratio = e["macs_per_epoch"][0] / fixed["macs_per_epoch"][0] if fixed else float("nan")
-        preds = " | ".join("—" if math.isnan(e[f"predicted_s_{b}"][0]) else f"{e[f'predicted_s_{b}'][0]:.4g}"
-                           for b in cc.boards)
+        preds = "".join(" — |" if math.isnan(e[f"predicted_s_{b}"][0]) else f" {e[f'predicted_s_{b}'][0]:.4g} |"
+                        for b in cc.boards)
         lines.append(f"| {e['variant']} | {100 * fa:.2f} ± {100 * fs:.2f} | {100 * ba:.2f} ± {100 * bs:.2f} | "
-                     f"{e['host_s_per_epoch'][0]:.2f} | {e['macs_per_epoch'][0] / 1e6:.1f} | {ratio:.2f} | {preds} |")
+                     f"{e['host_s_per_epoch'][0]:.2f} | {e['macs_per_epoch'][0] / 1e6:.1f} | {ratio:.2f} |{preds}")
     lines += ["", "Variants: " + "; ".join(f"**{v}**: {VARIANTS[v][0]}" for v in cc.variants) + "."]
     return "\n".join(lines) + "\n"
 

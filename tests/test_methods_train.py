@@ -122,6 +122,17 @@ def test_train_help_lists_every_method(capsys):
     assert "need a fixed-point backend" in capsys.readouterr().err
 
 
+def test_compare_summary_averages_over_seeds_and_leaves_float32_without_board_time():
+    from fxtrain.host.compare import _summary
+    rows = [dict(variant=v, seed=s, final_accuracy=a, best_accuracy=a, host_s_per_epoch=1.0, macs_per_epoch=2.0,
+                 predicted_s_b=(float("nan") if v == "float32" else 3.0 + s))
+            for v, s, a in (("float32", 0, 0.9), ("float32", 1, 0.8), ("fixed", 0, 0.5), ("fixed", 1, 0.7))]
+    table = {e["variant"]: e for e in _summary(rows, ["b"])}
+    assert table["fixed"]["final_accuracy"] == pytest.approx((0.6, 0.1414213), rel=1e-5)
+    assert table["fixed"]["predicted_s_b"] == pytest.approx((3.5, 0.7071068), rel=1e-5)
+    assert all(v != v for v in table["float32"]["predicted_s_b"])
+
+
 def test_compare_writes_table_and_plot_end_to_end(tmp_path, capsys):
     config = tmp_path / "grid.toml"
     config.write_text('variants = ["float32", "fixed", "topk-fwd", "grad-zero"]\nepochs = 1\n'
