@@ -26,7 +26,6 @@ import csv
 import json
 import math
 import statistics
-import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -116,7 +115,14 @@ def load_compare_config(path, **overrides) -> CompareConfig:
         if not path.is_file():
             raise FileNotFoundError(f"Compare config {path} does not exist")
         text = path.read_text()
-        data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+        if path.suffix == ".toml":
+            try:
+                import tomllib   # Python 3.11+
+            except ImportError:
+                raise ValueError(f"Reading {path} needs Python 3.11's tomllib; use a .json config") from None
+            data = tomllib.loads(text)
+        else:
+            data = json.loads(text)
         unknown = set(data) - {f.name for f in fields(CompareConfig)}
         if unknown:
             raise ValueError(f"Unknown keys in {path}: {sorted(unknown)}")

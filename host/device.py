@@ -1,7 +1,7 @@
 """Host driver of an fxtrain accelerator: the GEMM backend for a board, the RTL in simulation, or the emulator.
 
-:class:`Device` has the backend duck type the training code uses (``config``, ``seed``, ``gemm``, ``counters``)
-and speaks ``docs/protocol.md`` over a transport (:mod:`.transport`).
+:class:`Device` implements :class:`fxtrain.host.backend.Backend` (the registry's ``sim:…``, ``serial:…`` and
+``device:…`` specs open one) and speaks ``docs/protocol.md`` over a transport (:mod:`.transport`).
 
 GEMMs of any shape are tiled exactly like ``fxtrain.sim.engine.gemm_via_engine`` (and therefore equal
 ``fxtrain.sim.gemm.tiled_gemm`` bit for bit): A is zero-padded to a multiple of ``rows`` rows and B to a multiple
@@ -36,31 +36,28 @@ ResidentMemory
 Device
     The driver.
 open_device
-    A :class:`Device` from a spec string: ``emu``, ``sim:verilator``, ``sim:icarus``, ``serial:PORT@BAUD``.
-open_backend
-    Like :func:`open_device`, plus ``emu:exact`` and ``emu:fast`` (``fxtrain.host.emulator``).
+    A :class:`Device` from a device spec string: ``emu``, ``sim:verilator``, ``sim:icarus``, ``serial:PORT@BAUD``
+    (unseeded; :func:`fxtrain.host.backend.open_backend` opens and seeds one from a backend spec).
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib
 import struct
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
 
 import numpy as np
 
-from ..sim.gemm import EngineConfig, check_gemm
 from ..sim.engine import RESET_LANE_STATE
+from ..sim.gemm import EngineConfig, GemmResult, check_gemm
 from ..sim.lfsr import lane_advance, lane_seeds
 from ..sim.protocol import (MAX_LENGTH, PROTOCOL_VERSION, RUN_CLEAR, RUN_DRAIN, Command, Identity, ResponseParser,
                             Status, counter_names, decode_result, encode_request, pack_values,
                             value_bytes)
 
-__all__ = ["DeviceError", "DeviceTimeout", "DeviceMismatch", "ResidentMemory", "DeviceGemmResult", "Device",
-           "open_device", "open_backend", "IDEMPOTENT", "NOT_EXECUTED"]
+__all__ = ["DeviceError", "DeviceTimeout", "DeviceMismatch", "ResidentMemory", "Device", "open_device", "IDEMPOTENT",
+           "NOT_EXECUTED"]
 
 
 class DeviceError(RuntimeError):
@@ -157,12 +154,6 @@ class ResidentMemory:
         return len(self._ranges)
 
 
-@dataclass
-class DeviceGemmResult:
-    c: np.ndarray
-    saturated: np.ndarray
-
-
 def _digest(array):
     return hashlib.blake2b(np.ascontiguousarray(array).tobytes(), digest_size=16).digest()
 
@@ -192,8 +183,15 @@ class Device:
         Host-side totals: ``gemms, macs, outputs, saturated`` (the backend duck type), ``runs``,
         ``bytes_sent, bytes_received``, ``payload_sent, payload_received`` (payload bytes of those), ``frames``,
         ``retries``, ``b_entries_sent, b_entries_reused, a_entries_sent``.
-    identify, seed, gemm, device_counters, reset, close
+    accepts_torch : bool
+        False (numpy operands and results).
+    restores_state : bool
+        False: the lane states cannot be read back, so ``state_dict`` holds the counters only.
+    identify, seed, gemm, state_dict, load_state_dict, device_counters, reset, close
     """
+
+    accepts_torch = False
+    restores_state = False
 
     def __init__(self, transport, expect=None, *, timeout=5.0, retries=3, residency=True):
         self.transport = transport
@@ -387,6 +385,15 @@ class Device:
         self._lane_advances = 0
         self._lanes_synced = True
 
+    def state_dict(self):
+        """The host-side counters (the device's lane states cannot be read back: ``restores_state`` is False)."""
+        return {"kind": "device", "counters": dict(self.counters)}
+
+    def load_state_dict(self, state):
+        if state.get("kind") != "device":
+            raise ValueError(f"Cannot load a {state.get('kind')!r} backend state into a Device")
+        self.counters = dict(state["counters"])
+
     def close(self):
         self.transport.close()
 
@@ -522,7 +529,7 @@ class Device:
         self.counters["macs"] += m * k * n
         self.counters["outputs"] += m * n
         self.counters["saturated"] += int(sat.sum())
-        return DeviceGemmResult(c, sat)
+        return GemmResult(c, sat)
 
 
 def _parse_config(config):
@@ -570,18 +577,3 @@ def open_device(spec, *, config=None, expect=None, timeout=None, retries=3, **tr
         transport.close()
         raise
 
-
-def open_backend(spec, *, config=None, seed=0, **options):
-    """A GEMM backend: ``emu:exact`` / ``emu:fast`` map to ``fxtrain.host.emulator`` (when that module exists),
-    anything else to :func:`open_device` (seeded with ``seed``)."""
-    if spec in ("emu:exact", "emu:fast"):
-        try:
-            emulator = importlib.import_module("fxtrain.host.emulator")
-        except ImportError as error:
-            raise ValueError(f"Backend {spec!r} needs fxtrain.host.emulator, which is not available: {error}") \
-                from None
-        cls = emulator.ExactEmulator if spec == "emu:exact" else emulator.FastEmulator
-        return cls(_parse_config(config), seed=seed)
-    device = open_device(spec, config=config, **options)
-    device.seed(seed)
-    return device

@@ -23,9 +23,9 @@ float32 and give float32 results: half precision cannot hold ``x * 2**FL - 1/2``
 Members
 -------
 ROUNDING_MODES : tuple of str
-    ``("nearest", "stochastic")``.
+    ``("nearest", "stochastic")`` (from :mod:`fxtrain.sim.rounding`).
 check_mode
-    Validates a rounding-mode name (or :class:`fxtrain.sim.rounding.RoundingMode`) and returns the name.
+    A :class:`fxtrain.sim.rounding.RoundingMode` from itself or its name (:func:`~fxtrain.sim.rounding.parse_mode`).
 quantize_raw
     Floats to raw integers, returned as a float tensor holding integers (cheapest for the GEMM that follows),
     plus optionally the saturation count.
@@ -42,20 +42,13 @@ from __future__ import annotations
 import torch
 
 from ..sim.fixedpoint import FixedFormat
-from ..sim.rounding import RoundingMode
+from ..sim.rounding import ROUNDING_MODES, RoundingMode, parse_mode
 
 __all__ = ["ROUNDING_MODES", "check_mode", "quantize_raw", "to_raw", "quantize", "from_raw"]
 
-ROUNDING_MODES = ("nearest", "stochastic")
-
-
-def check_mode(mode) -> str:
-    """``"nearest"`` or ``"stochastic"`` from either name or a :class:`RoundingMode`; ValueError otherwise."""
-    if isinstance(mode, RoundingMode):
-        return mode.name.lower()
-    if isinstance(mode, str) and mode.strip().lower() in ROUNDING_MODES:
-        return mode.strip().lower()
-    raise ValueError(f"Rounding mode must be 'nearest' or 'stochastic', not {mode!r}")
+def check_mode(mode) -> RoundingMode:
+    """The :class:`RoundingMode` of ``mode`` (itself, ``"nearest"`` or ``"stochastic"``); ValueError otherwise."""
+    return parse_mode(mode)
 
 
 def quantize_raw(x: torch.Tensor, fmt, mode="nearest", generator: "torch.Generator | None" = None,
@@ -69,8 +62,8 @@ def quantize_raw(x: torch.Tensor, fmt, mode="nearest", generator: "torch.Generat
         Floating-point input; not modified.
     fmt : FixedFormat or str
         Target format (``"16.8"`` or ``"<16,8>"`` accepted).
-    mode : str
-        ``"nearest"`` or ``"stochastic"``.
+    mode : RoundingMode or str
+        ``RoundingMode.NEAREST`` / ``"nearest"`` or ``RoundingMode.STOCHASTIC`` / ``"stochastic"``.
     generator : torch.Generator, optional
         Source of the uniform numbers for ``"stochastic"``; ``None`` uses torch's default generator.
     count_saturated : bool
@@ -98,7 +91,7 @@ def quantize_raw(x: torch.Tensor, fmt, mode="nearest", generator: "torch.Generat
         raise ValueError(f"Cannot quantize NaN to fixed point {fmt} ({int(torch.isnan(x).sum())} NaN elements "
                          f"in a tensor of shape {tuple(x.shape)})")
     y = x.to(_compute_dtype(x.dtype)) * (2.0 ** fmt.fl)
-    if mode == "nearest":
+    if mode is RoundingMode.NEAREST:
         y.sub_(0.5).ceil_()
     else:
         floor = torch.floor(y)

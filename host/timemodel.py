@@ -648,6 +648,9 @@ class TimedBackend:
         ``(M, K, N, shift, mode, b_key)`` per call.
     """
 
+    accepts_torch = False         # the layers hand it numpy operands, as to a Device
+    restores_state = False
+
     def __init__(self, inner):
         self.inner = inner
         self.config = inner.config
@@ -661,6 +664,15 @@ class TimedBackend:
 
     def seed(self, seed):
         self.inner.seed(seed)
+
+    def state_dict(self):
+        return self.inner.state_dict()
+
+    def load_state_dict(self, state):
+        self.inner.load_state_dict(state)
+
+    def close(self):
+        self.inner.close()
 
     def gemm(self, a, b, shift, mode, *, b_key=None):
         import time
@@ -676,7 +688,7 @@ class TimedBackend:
 def time_training_steps(backend, batch, steps, *, seed=0, warmup=1, threads=None):
     """Wall-clock of ``steps`` LeNet training steps of ``batch`` random 28 x 28 images on ``backend``.
 
-    The model is ``fxtrain.host.models`` LeNet converted by ``fxtrain.host.layers.convert`` (default formats),
+    The model is ``fxtrain.host.models`` LeNet converted by ``fxtrain.host.convert.convert`` (default formats),
     trained by SGD on cross-entropy; data are already in memory. ``backend`` may be a :class:`TimedBackend`
     (to read its ``calls`` afterwards). ``threads`` sets torch's intra-op threads for the measurement (restored
     afterwards; on a shared machine, spinning OpenMP threads inflate CPU time, so host measurements use 1).
@@ -686,7 +698,7 @@ def time_training_steps(backend, batch, steps, *, seed=0, warmup=1, threads=None
 
     import torch
 
-    from .layers import convert
+    from .convert import convert
     from .models import build_model
 
     timed = backend if isinstance(backend, TimedBackend) else TimedBackend(backend)

@@ -13,12 +13,13 @@ import time
 import numpy as np
 import pytest
 
-from fxtrain.host.device import (Device, DeviceError, DeviceMismatch, DeviceTimeout, ResidentMemory, open_backend,
-                                 open_device)
+from fxtrain.host.backend import Backend, open_backend
+from fxtrain.host.device import Device, DeviceError, DeviceMismatch, DeviceTimeout, ResidentMemory, open_device
 from fxtrain.host.transport import EmulatorTransport, Transport, TransportError
 from fxtrain.sim.gemm import EngineConfig, tiled_gemm
 from fxtrain.sim.lfsr import lane_seeds
 from fxtrain.sim.protocol import Command, ProtocolEmulator, ResponseParser, Status, encode_request
+from fxtrain.sim.rounding import RoundingMode
 from fxtrain.sim.runner import simulator_available
 
 SIM_CONFIG = EngineConfig(rows=2, cols=2, wl=16, depth=32, max_k_log2=12)
@@ -290,19 +291,51 @@ def test_spec_strings():
         open_device("serial:/nonexistent/tty@115200")
     with pytest.raises(ValueError, match="Baud rate in device spec"):
         open_device("serial:/dev/null@fast")
-    dev = open_backend("emu", config=SIM_CONFIG, seed=4)
+    dev = open_backend("device:emu", config=SIM_CONFIG, seed=4)
+    assert isinstance(dev, Device) and isinstance(dev, Backend)
     assert dev.config == SIM_CONFIG and set(dev.counters) >= {"gemms", "macs", "outputs", "saturated"}
-    pytest.importorskip("fxtrain.host.emulator")
     backend = open_backend("emu:exact", config=SIM_CONFIG, seed=4)
     a = np.ones((3, 5), dtype=np.int64)
     assert (backend.gemm(a, a.T, 0, "nearest").c == dev.gemm(a, a.T, 0, "nearest").c).all()
 
 
+def test_one_registry_maps_every_spec_to_a_backend():
+    """The registry: emu/emu:exact/emu:fast are the emulators, float is no backend, device:/sim:/serial: open the
+    Device driver (seeded); every backend satisfies the Backend protocol and returns the one GemmResult type;
+    an unknown spec names the known ones, and a missing port is a TransportError naming it."""
+    from fxtrain.host.emulator import ExactEmulator, FastEmulator
+    from fxtrain.sim.gemm import GemmResult
+
+    assert type(open_backend("emu")) is ExactEmulator and type(open_backend("emu:exact")) is ExactEmulator
+    assert type(open_backend("emu:fast")) is FastEmulator
+    assert open_backend("float") is None
+    a = np.arange(-6, 6, dtype=np.int64).reshape(3, 4)
+    for backend in (open_backend("emu", seed=2), open_backend("emu:fast", seed=2),
+                    open_backend("device:emu", config=SIM_CONFIG, seed=2)):
+        assert isinstance(backend, Backend)
+        result = backend.gemm(a, a.T, 1, RoundingMode.NEAREST)
+        assert type(result) is GemmResult and (result.c == tiled_gemm(backend.config, a, a.T, 1, "nearest",
+                                                                       lane_seeds(2, backend.config.lanes)).c).all()
+        state = backend.state_dict()
+        backend.load_state_dict(state)
+        backend.close()
+    with pytest.raises(ValueError, match=r"Unknown backend 'fpga': use one of emu, emu:exact, emu:fast, float, "
+                                         r"sim:\.\.\., serial:\.\.\., device:\.\.\."):
+        open_backend("fpga")
+    with pytest.raises(ValueError, match="Unknown backend 'sim:'"):
+        open_backend("sim:")
+    with pytest.raises(TypeError, match="takes no options"):
+        open_backend("emu", timeout=3)
+    with pytest.raises(TransportError, match="Cannot open serial link '/nonexistent/tty9' at 3000000 baud"):
+        open_backend("serial:/nonexistent/tty9@3000000")
+
+
+@pytest.mark.slow
 def test_training_layers_through_the_device_equal_the_exact_emulator():
     """LeNet forward and backward with every GEMM offloaded through Device (protocol emulator) gives outputs and
     gradients bit-identical to ExactEmulator (same engine configuration and seed): the backend duck type."""
     torch = pytest.importorskip("torch")
-    layers = pytest.importorskip("fxtrain.host.layers")
+    convert = pytest.importorskip("fxtrain.host.convert")
     from fxtrain.host.emulator import ExactEmulator
     from fxtrain.host.models import build_model
 
@@ -313,7 +346,7 @@ def test_training_layers_through_the_device_equal_the_exact_emulator():
     for backend in (ExactEmulator(config, seed=5), Device(EmulatorTransport(ProtocolEmulator(config)))):
         if isinstance(backend, Device):
             backend.seed(5)
-        model = layers.convert(build_model("lenet", 0), backend)
+        model = convert.convert(build_model("lenet", 0), backend)
         out = model(x)
         torch.nn.functional.cross_entropy(out, y).backward()
         results.append((out.detach(), [p.grad.clone() for p in model.parameters()]))
@@ -329,7 +362,7 @@ def test_conv_layer_forward_and_backward_through_the_device_equal_the_exact_emul
     device (protocol emulator, and the SoC's RTL under Verilator and Icarus) are bit-identical to ExactEmulator
     with the same engine configuration and lane seed."""
     torch = pytest.importorskip("torch")
-    layers = pytest.importorskip("fxtrain.host.layers")
+    convert = pytest.importorskip("fxtrain.host.convert")
     from fxtrain.host.emulator import ExactEmulator
 
     seed = 11
@@ -340,7 +373,7 @@ def test_conv_layer_forward_and_backward_through_the_device_equal_the_exact_emul
         torch.manual_seed(seed)
         conv = torch.nn.Conv2d(2, 3, 3, stride=2, padding=1)
         x = torch.rand(2, 2, 6, 6, requires_grad=True)
-        model = layers.convert(torch.nn.Sequential(conv), backend, rounding=mode, seed=seed)
+        model = convert.convert(torch.nn.Sequential(conv), backend, rounding=mode, seed=seed)
         out = model(x)
         (out * torch.linspace(-1, 1, out.numel()).reshape(out.shape)).sum().backward()
         results.append((out.detach(), x.grad.clone(), model[0].weight.grad.clone()))

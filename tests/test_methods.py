@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from fxtrain.host.emulator import ExactEmulator, FastEmulator
-from fxtrain.host.layers import FixedConfig, FixedConv2d, convert
+from fxtrain.host.convert import convert, get_offload
+from fxtrain.host.layers import FixedConfig, FixedConv2d, Offload
 from fxtrain.host.methods import MethodConfig, Methods
 from fxtrain.host.methods import gradapprox, sampling
 from fxtrain.host.methods.gemms import method_gemms, predicted_epoch_s
@@ -92,8 +93,8 @@ def test_zero_scores_sample_uniformly_and_an_unknown_sampler_is_refused():
 # ------------------------------------------------------------------------------------------------ layer GEMMs
 
 def _conv_layer(backend, method_cfg, conv_index=1, sample=True, rounding="stochastic", cin=6, cout=4):
-    fixed = FixedConfig(backend, rounding=rounding, seed=5)
-    layer = FixedConv2d(cin, cout, 3, padding=1, fixed=fixed)
+    fixed = FixedConfig(rounding=rounding, wl=backend.config.wl)
+    layer = FixedConv2d(cin, cout, 3, padding=1, fixed=fixed, offload=Offload(backend, seed=5))
     torch.manual_seed(3)
     layer.weight.data.normal_(0, 0.3)
     methods = Methods(method_cfg, seed=2)
@@ -220,27 +221,27 @@ def test_gradient_approximation_schedules_select_the_documented_layers_and_steps
 def test_first_conv_and_last_linear_stay_exact_and_evaluation_is_exact():
     model = convert(build_model("lenet"), FastEmulator())
     methods = Methods(MethodConfig(sampling="topk", gradapprox="zero"))
-    methods.attach(model, model.conv1.fixed, (1, 28, 28))
+    methods.attach(model, get_offload(model), (1, 28, 28))
     assert not model.conv1.approx.sample and not model.fc3.approx.sample and model.conv2.approx.sample
     assert model.conv1.approx.conv_index == 0 and model.conv2.approx.conv_index == 1
     x = torch.rand(2, 1, 28, 28)
     model.eval()
-    before = model.conv1.fixed.backend.counters["macs"]
+    before = get_offload(model).backend.counters["macs"]
     model(x)
     exact = sum(g.macs for g in method_gemms(build_model("lenet"), (1, 28, 28), 2, MethodConfig())
                 if g.kind == "forward")
-    assert model.conv1.fixed.backend.counters["macs"] - before == exact
+    assert get_offload(model).backend.counters["macs"] - before == exact
 
 
 # ------------------------------------------------------------------------------------------------ device bytes
 
 def test_sampled_gemms_send_fewer_bytes_to_a_device():
     """Through the Device driver over the protocol emulator, forward sampling sends fewer bytes and MACs."""
-    from fxtrain.host.device import open_backend
+    from fxtrain.host.backend import open_backend
     config = EngineConfig(rows=2, cols=2, wl=16, depth=32, max_k_log2=12)
     sent = {}
     for name, cfg in (("exact", MethodConfig()), ("topk", MethodConfig(sampling="topk", sample_ratio=0.34))):
-        device = open_backend("emu", config=config, seed=4)
+        device = open_backend("device:emu", config=config, seed=4)
         layer, _ = _conv_layer(device, cfg, cin=3, cout=2)
         _step(layer, batch=1, size=4)
         sent[name] = (device.counters["bytes_sent"], device.counters["macs"])
@@ -257,7 +258,7 @@ def test_method_gemms_equal_what_a_training_step_sends_and_change_the_prediction
     timed = TimedBackend(FastEmulator())
     model = convert(build_model("lenet"), timed)
     methods = Methods(cfg)
-    methods.attach(model, model.conv1.fixed, (1, 28, 28))
+    methods.attach(model, get_offload(model), (1, 28, 28))
     methods.begin_step(1)   # all4 approximates nothing at step 1: sampling only
     x = torch.rand(8, 1, 28, 28)
     F.cross_entropy(model(x), torch.zeros(8, dtype=torch.long)).backward()
@@ -327,9 +328,11 @@ def test_precision_schedule_switches_formats_at_the_right_epoch():
     schedule = parse_schedule("0:8.6/8.4/8.8, 2:16.14/16.10/16.14")
     assert formats_at(schedule, 0) == formats_at(schedule, 1) == ("8.6", "8.4", "8.8")
     assert formats_at(schedule, 2) == formats_at(schedule, 7) == ("16.14", "16.10", "16.14")
-    fixed = FixedConfig(FastEmulator())
+    model = convert(torch.nn.Sequential(torch.nn.Linear(4, 2), torch.nn.Linear(2, 2)), FastEmulator())
+    fixed = model[0].fixed
+    assert model[1].fixed is fixed
     methods = Methods(MethodConfig(precision_schedule="0:8.6/8.4/8.8,2:16.14/16.10/16.14"))
-    methods.attach(torch.nn.Sequential(), fixed, (1, 28, 28))
+    methods.attach(model, get_offload(model), (4,))
     seen = []
     for epoch in range(4):
         methods.begin_epoch(epoch, log=lambda m: None)

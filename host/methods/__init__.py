@@ -135,17 +135,18 @@ class Methods:
         self.generator = torch.Generator().manual_seed(int(seed) * 1_000_033 + 14)
         self.step = 0
         self.rescaler = None
-        self.fixed = None
+        self.configs = []
         self.schedule = parse_schedule(cfg.precision_schedule) if cfg.precision_schedule else None
 
-    def attach(self, model, fixed, input_shape) -> None:
+    def attach(self, model, offload, input_shape) -> None:
         """Give every fixed-point layer of ``model`` its :class:`LayerApprox` (layers in module order, which is
-        call order for the models of :mod:`fxtrain.host.models`); set up rescaling for ``input_shape``."""
-        if self.cfg.needs_fixed_point and fixed is None:
+        call order for the models of :mod:`fxtrain.host.models`); set up rescaling for ``input_shape``.
+        ``offload``: the converted model's :class:`~fxtrain.host.layers.Offload`, None for the float baseline."""
+        if self.cfg.needs_fixed_point and offload is None:
             raise ValueError(f"Methods {self.cfg.describe()} need a fixed-point backend, not the float baseline")
-        self.fixed = fixed
-        if fixed is not None and (self.cfg.sampling or self.cfg.gradapprox):
-            layers = _fixed_layers(model)
+        layers = _fixed_layers(model)
+        self.configs = list({id(m.fixed): m.fixed for _, m in layers}.values())
+        if offload is not None and (self.cfg.sampling or self.cfg.gradapprox):
             convs = [m for _, m in layers if hasattr(m, "kernel_size")]
             for position, (_, m) in enumerate(layers):
                 conv_index = convs.index(m) if m in convs else None
@@ -163,8 +164,11 @@ class Methods:
 
     def begin_epoch(self, epoch: int, optimizer=None, log=print) -> None:
         """Switch formats and rescaling phase as ``epoch`` (0-based) requires."""
-        if self.schedule is not None and apply_formats(self.fixed, formats_at(self.schedule, epoch)):
-            log(f"epoch {epoch + 1}: formats now {self.fixed.describe()}")
+        if self.schedule is not None:
+            formats = formats_at(self.schedule, epoch)
+            changed = [fixed for fixed in self.configs if apply_formats(fixed, formats)]
+            if changed:
+                log(f"epoch {epoch + 1}: formats now {changed[0].describe()}")
         if self.rescaler is not None:
             if epoch < self.cfg.rescale_epochs and not self.rescaler.small:
                 self.rescaler.shrink(optimizer)

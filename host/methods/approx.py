@@ -75,7 +75,7 @@ def _weighted(raw, weights, fmt, layer, dim):
     cfg = layer.fixed
     w = weights.to(raw.dtype)
     scaled = raw * (w[None, :] if dim == 1 else w[:, None]) * fmt.resolution
-    q, sat = quantize_raw(scaled, fmt, cfg.rounding, cfg.generator, count_saturated=True)
+    q, sat = quantize_raw(scaled, fmt, cfg.rounding, layer.offload.generator, count_saturated=True)
     layer.stats["sample_saturated"] = layer.stats.get("sample_saturated", 0) + sat
     return q
 

@@ -6,7 +6,7 @@ Example: ``0:8.6/8.4/8.6,2:16.14/16.10/16.14`` — 8-bit operands for epochs 0 a
 
 The result formats of the three GEMMs keep the engine's word length with the fractional length of the new
 activation / gradient formats (the default of :class:`fxtrain.host.layers.FixedConfig`), so the shifts change
-with the phase. The quantizer's random stream continues across a switch.
+with the phase. The quantizers' random stream (the model's ``Offload``) continues across a switch.
 
 Members
 -------
@@ -15,7 +15,7 @@ parse_schedule
 formats_at
     The formats of an epoch.
 apply_formats
-    Switch a :class:`FixedConfig` (shared by all layers) to new operand formats in place.
+    Switch a :class:`FixedConfig` (shared by the converted layers) to new operand formats in place.
 """
 
 from __future__ import annotations
@@ -64,9 +64,7 @@ def apply_formats(fixed, formats) -> bool:
     weights, activations, gradients = (FixedFormat.parse(f) for f in formats)
     if (fixed.weights, fixed.activations, fixed.gradients) == (weights, activations, gradients):
         return False
-    generator = fixed.generator
     new = dataclasses.replace(fixed, weights=weights, activations=activations, gradients=gradients,
                               forward_out=None, grad_input_out=None, grad_weight_out=None)
-    new.generator = generator
     fixed.__dict__.update(new.__dict__)
     return True
