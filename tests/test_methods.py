@@ -16,7 +16,7 @@ from fxtrain.host.methods.gemms import method_gemms, predicted_epoch_s
 from fxtrain.host.methods.rescaling import KernelRescaler
 from fxtrain.host.methods.schedule import formats_at, parse_schedule
 from fxtrain.host.models import build_model
-from fxtrain.host.timemodel import TimedBackend
+from fxtrain.host.host_timing import TimedBackend
 from fxtrain.sim.gemm import EngineConfig
 
 

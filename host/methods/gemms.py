@@ -1,6 +1,6 @@
 """The GEMM shapes a method sends in one training step, for the time model (:mod:`fxtrain.host.timemodel`).
 
-:func:`method_gemms` starts from :func:`fxtrain.host.timemodel.training_gemms` of the model's geometry (in the
+:func:`method_gemms` starts from :func:`fxtrain.host.gemm_shapes.training_gemms` of the model's geometry (in the
 small phase of kernel rescaling: the rescaled model at the downsampled input) and shrinks or drops the GEMMs the
 way :mod:`.approx` does. Sampled sizes are the sampler's ``k``: exact for ``topk``, the expected size bound for
 ``bernoulli`` (expected kept groups ``<= k + 0.1``) and an upper bound for ``crs`` (distinct draws); ``top1``'s
@@ -30,7 +30,7 @@ PERIOD = 4  # every gradient-approximation schedule repeats after 4 steps
 
 
 def _geometry(model, input_shape, cfg: MethodConfig, epoch: int):
-    from ..timemodel import layer_geometry
+    from ..gemm_shapes import layer_geometry
 
     if cfg.rescale_factor > 1 and epoch < cfg.rescale_epochs:
         small = copy.deepcopy(model)
@@ -43,7 +43,7 @@ def _geometry(model, input_shape, cfg: MethodConfig, epoch: int):
 def method_gemms(model, input_shape, batch: int, cfg: MethodConfig, *, epoch: int = 0, step: int = 0):
     """The GEMMs of training step ``step`` (global, from 0) in 0-based ``epoch`` of ``model`` (a float model of
     :mod:`fxtrain.host.models`) on inputs of ``input_shape``, with the methods of ``cfg``."""
-    from ..timemodel import training_gemms
+    from ..gemm_shapes import training_gemms
 
     layers, sized = _geometry(model, input_shape, cfg, epoch)
     modules = dict(sized.named_modules())
@@ -84,7 +84,8 @@ def predicted_epoch_s(board: str, model, input_shape, batch: int, train_size: in
     """Mean predicted seconds per epoch of ``epochs`` epochs on ``board`` (:func:`fxtrain.host.timemodel.
     board_platform`) with operand format ``fmt`` (the weights' format; a precision schedule's format per
     epoch), averaging each step over :data:`PERIOD` steps."""
-    from ..timemodel import board_platform, estimate_step
+    from ..platforms import board_platform
+    from ..timemodel import estimate_step
 
     schedule = parse_schedule(cfg.precision_schedule) if cfg.precision_schedule else None
     total = 0.0
