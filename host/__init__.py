@@ -14,9 +14,12 @@ quantize, layers, convert
     (``Offload``); :func:`~fxtrain.host.convert.convert` (a mapping table and ``from_float``, torch.ao style).
 emulator, device, transport
     The exact and fast emulators; the ``Device`` driver of a board or of the RTL in simulation and its transports.
-train, train_cli, progress, metrics, models, datasets, idx
+train, train_cli, progress, metrics, models, datasets, idx, cifar
     The training loop of ``fxtrain train``, its progress bar and metrics files (JSON, CSV, plot, TensorBoard),
-    the models and the data.
+    the models (LeNet, ResNet-20) and the data (IDX, CIFAR-10 python batches).
+methods, compare, compare_cli
+    Approximate-training methods (column-row sampling, gradient approximation, kernel rescaling, precision
+    schedule) as training options, and ``fxtrain compare``, their table against float32 and fixed point.
 timemodel, estimate_cli, demo, cli
     The time-per-epoch model, ``fxtrain estimate``, ``fxtrain demo`` and the ``fxtrain`` entry point.
 

@@ -149,9 +149,13 @@ def load_embedded():
 
 
 def load_data(spec=None):
-    """``(train, test)``: the embedded subset for ``None`` or ``"embedded"``, else the IDX directory ``spec``."""
+    """``(train, test)``: the embedded subset for ``None`` or ``"embedded"``, a CIFAR-10 python directory
+    (:mod:`fxtrain.host.cifar`), else the IDX directory ``spec``."""
     if spec is None or spec == "embedded":
         return load_embedded()
+    from .cifar import is_cifar10_dir, load_cifar10_dir
+    if is_cifar10_dir(spec):
+        return load_cifar10_dir(spec)
     return load_idx_dir(spec)
 
 

@@ -190,14 +190,15 @@ class Replicas(LocalReplica):
         dist.all_reduce(values)
         return dict(zip(keys, values.tolist()))
 
-    def evaluate(self, model, dataset, batch_size: int = 250):
+    def evaluate(self, model, dataset, batch_size: int = 250, transform=None):
         model.eval()
         mine = torch.arange(self.rank, len(dataset), self.world_size)
         loss_sum, correct = 0.0, 0
         with torch.no_grad():
             for start in range(0, len(mine), batch_size):
                 idx = mine[start:start + batch_size]
-                logits = model(dataset.images[idx])
+                images = dataset.images[idx]
+                logits = model(images if transform is None else transform(images))
                 y = dataset.labels[idx]
                 loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
                 correct += int((logits.argmax(1) == y).sum())

@@ -19,8 +19,9 @@ host: overlapping patches add there. For a
 linear layer im2col is the identity. Activations are quantized once, before im2col, and passed straight through
 in the backward pass. Bias, the loss, pooling, batch-norm and activations stay in float32 on the host.
 
-All three GEMMs go through one function, :func:`_offload_gemm`, the single place where a sampled subset of K or of
-the batch rows could later be sent instead of the whole product.
+All three GEMMs go through one function, :func:`_offload_gemm`. A layer's ``approx`` hook (set by
+:mod:`fxtrain.host.methods`: column-row sampling, gradient approximation) sends smaller GEMMs, or none, through the
+same function while training; evaluation is always exact.
 
 Weights are the B operand of the forward and input-gradient GEMMs and are passed with ``b_key = (layer name,
 weight version, role)`` so a device can keep them resident while they do not change. The layer name is its
@@ -220,10 +221,7 @@ class _OffloadedMatmul(torch.autograd.Function):
         layer = ctx.layer
         cfg = layer.fixed
         a_raw, w_raw = ctx.saved_tensors
-        g_raw, sat = quantize_raw(grad_out, cfg.gradients, cfg.rounding, layer.offload.generator,
-                                  count_saturated=True, dtype=torch.float64)
-        layer.stats["gradient_saturated"] += sat
-        layer.stats["gradients"] += g_raw.numel()
+        g_raw = layer._quantize_gradient(grad_out)
         grad_a = grad_w = None
         if ctx.needs_input_grad[0]:
             grad_a = layer._gemm("grad_input", g_raw, w_raw, cfg.grad_input_out,
@@ -262,6 +260,7 @@ class _FixedMixin:
         self.key = name if name is not None else f"{type(self).__name__}@{id(self):x}"
         self.stats = dict.fromkeys(("gemms", "macs", "outputs", "saturated", "activations",
                                     "activation_saturated", "gradients", "gradient_saturated"), 0)
+        self.approx = None  # an approximate-training method's per-layer hook (fxtrain.host.methods)
 
     def _gemm(self, role, a_raw, b_raw, out_fmt, b_key=None):
         m, k = a_raw.shape
@@ -273,6 +272,21 @@ class _FixedMixin:
         self.stats["outputs"] += m * n
         self.stats["saturated"] += sat
         return c_raw.mul_(out_fmt.resolution)
+
+    def _quantize_gradient(self, grad_out):
+        """Raw output gradient on the gradient grid (counted in ``stats``)."""
+        g_raw, sat = quantize_raw(grad_out, self.fixed.gradients, self.fixed.rounding, self.offload.generator,
+                                  count_saturated=True, dtype=torch.float64)
+        self.stats["gradient_saturated"] += sat
+        self.stats["gradients"] += g_raw.numel()
+        return g_raw
+
+    def _matmul(self, a, weight, w_raw):
+        """The three GEMMs of ``a @ weightᵀ``: exact, or through the layer's ``approx`` (an approximate-training
+        method of :mod:`fxtrain.host.methods`, set by ``Methods.attach``) while training."""
+        if self.approx is not None and self.training and torch.is_grad_enabled():
+            return self.approx.apply(a, weight, w_raw, self)
+        return _OffloadedMatmul.apply(a, weight, w_raw, self)
 
     def extra_repr(self):
         return f"{super().extra_repr()}, key={self.key!r}, {self.fixed.describe()}"
@@ -304,6 +318,9 @@ class FixedLinear(_FixedMixin, nn.Linear):
         Key of the weights on the device: the qualified name in the model (default: unique to this object).
     """
 
+    sample_group = 1      # im2col columns per input channel (column-row sampling's unit)
+    sample_positions = 1  # GEMM rows per example
+
     def __init__(self, in_features, out_features, bias=True, *, fixed: FixedConfig, offload: Offload, name=None):
         nn.Linear.__init__(self, in_features, out_features, bias)
         self._init_fixed(fixed, offload, name)
@@ -319,7 +336,7 @@ class FixedLinear(_FixedMixin, nn.Linear):
     def forward(self, x):
         lead = x.shape[:-1]
         a = self._quantized_input(x).reshape(-1, self.in_features)
-        y = _OffloadedMatmul.apply(a, self.weight, self._weight_raw(), self).reshape(*lead, self.out_features)
+        y = self._matmul(a, self.weight, self._weight_raw()).reshape(*lead, self.out_features)
         return y if self.bias is None else y + self.bias
 
 
@@ -389,6 +406,10 @@ class FixedConv2d(_FixedMixin, nn.Conv2d):
         new.load_state_dict(module.state_dict())
         return new
 
+    @property
+    def sample_group(self):
+        return self.kernel_size[0] * self.kernel_size[1]
+
     def forward(self, x):
         if x.dim() != 4:
             raise ValueError(f"FixedConv2d expects N x C x H x W input, not shape {tuple(x.shape)}")
@@ -401,7 +422,8 @@ class FixedConv2d(_FixedMixin, nn.Conv2d):
                              f"kernel {self.kernel_size}")
         a = im2col(self._quantized_input(x), self.kernel_size, self.stride, self.padding)
         w_raw = self._weight_raw().reshape(self.out_channels, -1)
-        y = _OffloadedMatmul.apply(a, self.weight.reshape(self.out_channels, -1), w_raw, self)
+        self.sample_positions = out_h * out_w
+        y = self._matmul(a, self.weight.reshape(self.out_channels, -1), w_raw)
         y = y.reshape(batch, out_h * out_w, self.out_channels).transpose(1, 2)
         y = y.reshape(batch, self.out_channels, out_h, out_w)
         return y if self.bias is None else y + self.bias.view(1, -1, 1, 1)

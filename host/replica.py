@@ -50,9 +50,9 @@ class LocalReplica:
     def reduce(self, counters: dict) -> dict:
         return counters
 
-    def evaluate(self, model, dataset):
+    def evaluate(self, model, dataset, transform=None):
         from .train import evaluate  # train imports this module
-        return evaluate(model, dataset)
+        return evaluate(model, dataset, transform=transform)
 
     def load(self, path):
         if not Path(path).is_file():

@@ -178,22 +178,26 @@ class EpochEstimate:
         return (self.device_s + self.exchange_s - self.compute_s) / self.total_s if self.total_s else 0.0
 
 
-def step_traffic(config, layers, batch, rounding=None):
+def step_traffic(config, layers, batch, rounding=None, gemms=None):
     """Traffic of one training step in steady state (after a previous step, whose operands are stale: the weights
-    changed), ``rounding`` as in :func:`training_gemms`."""
+    changed), ``rounding`` as in :func:`training_gemms`. ``gemms``: the step's :class:`GemmShape` list when it is
+    not :func:`training_gemms` (an approximate-training method's, :func:`fxtrain.host.methods.gemms.method_gemms`);
+    ``layers`` and ``rounding`` are then unused."""
     rounding = tuple(sorted((rounding or {}).items()))
-    return _step_traffic(config.rows, config.cols, config.depth, tuple(layers), batch, rounding)
+    gemms = None if gemms is None else tuple(gemms)
+    return _step_traffic(config.rows, config.cols, config.depth, tuple(layers), batch, rounding, gemms)
 
 
 @lru_cache(maxsize=64)
-def _step_traffic(rows, cols, depth, layers, batch, rounding):
+def _step_traffic(rows, cols, depth, layers, batch, rounding, gemms=None):
     replay = DriverReplay(EngineConfig(rows=rows, cols=cols, depth=depth))
-    gemms = training_gemms(list(layers), batch, dict(rounding))
+    if gemms is None:
+        gemms = training_gemms(list(layers), batch, dict(rounding))
     replay.step(gemms, step_id=0)
     return replay.step(gemms, step_id=1)
 
 
-def estimate_step(platform, layers, batch, host=HostModel()):
+def estimate_step(platform, layers, batch, host=HostModel(), gemms=None):
     """:class:`StepEstimate` of one training step of ``batch`` samples of a model of ``layers``.
 
     Pipelined (the device reports a receive buffer, ``docs/protocol.md`` §2.2)::
@@ -204,10 +208,10 @@ def estimate_step(platform, layers, batch, host=HostModel()):
     the down wire streams while the executor computes and answers (one after the other) and the driver waits
     for the device once per GEMM; otherwise every request waits for its response and nothing overlaps:
     ``T = cycles / f_clk + bytes_down * t_down + bytes_up * t_up + exchanges * t_exchange + T_host``
-    (``docs/time-model.md``).
+    (``docs/time-model.md``). ``gemms``: as :func:`step_traffic` (an approximate-training method's step).
     """
     config = platform.config
-    traffic = step_traffic(config, layers, batch)
+    traffic = step_traffic(config, layers, batch, gemms=gemms)
     cycles = traffic.engine_cycles(config)
     down, up = traffic.bytes(config, platform.rx_buffer)
     exchanges = traffic.exchanges(config, platform.rx_buffer)

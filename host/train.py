@@ -13,6 +13,11 @@ directory:
   ``gradient_saturation_rate`` (host quantizers);
 * ``curves.png`` — train loss and test accuracy per epoch.
 
+Approximate-training methods (``cfg.methods``, :mod:`fxtrain.host.methods`) enter through four hooks of a
+:class:`~fxtrain.host.methods.Methods` object: ``attach`` after the model is built, ``begin_epoch`` (format
+schedule, kernel-rescaling phase), ``begin_step`` (global step) and ``inputs`` (downsampled images in the
+rescaling phase, for training and evaluation); its state is part of the checkpoint.
+
 Members
 -------
 With ``tensorboard`` set, the same per-epoch metrics are also written as TensorBoard scalars
@@ -41,7 +46,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -52,6 +57,7 @@ from .backend import open_backend
 from .convert import convert, get_offload, offload_stats
 from .datasets import load_data
 from .layers import DEFAULT_FORMATS, FixedConfig, _FixedMixin
+from .methods import MethodConfig, Methods
 from .metrics import TensorBoardLog, write_metrics
 from .models import INITS, build_model
 from .progress import EpochProgress
@@ -119,6 +125,8 @@ class TrainConfig:
         Write ``curves.png``.
     tensorboard : str, optional
         Directory for TensorBoard scalars (module docstring).
+    methods : MethodConfig
+        Approximate-training methods (:mod:`fxtrain.host.methods`; a dict of its fields is accepted).
     """
 
     model: str = "lenet"
@@ -146,8 +154,11 @@ class TrainConfig:
     progress: bool = True
     plot: bool = True
     tensorboard: "str | None" = None
+    methods: MethodConfig = field(default_factory=MethodConfig)
 
     def __post_init__(self):
+        if isinstance(self.methods, dict):
+            self.methods = MethodConfig(**self.methods)
         self.rounding = str(parse_mode(self.rounding))
         for name in ("epochs", "batch_size"):
             value = getattr(self, name)
@@ -171,13 +182,27 @@ class TrainConfig:
         if self.name:
             return self.name
         backend = self.backend.replace(":", "-").replace("/", "_")
+        suffix = _methods_suffix(self.methods)
         if self.backend == "float":
-            return f"{self.model}-float"
-        return f"{self.model}-{backend}-{self.rounding}-w{self.weights}a{self.activations}g{self.gradients}"
+            return f"{self.model}-float{suffix}"
+        return f"{self.model}-{backend}-{self.rounding}-w{self.weights}a{self.activations}g{self.gradients}{suffix}"
 
     @property
     def output_dir(self) -> Path:
         return Path(self.out_dir) if self.out_dir else Path("runs") / self.run_name
+
+
+def _methods_suffix(m: MethodConfig) -> str:
+    parts = []
+    if m.sampling:
+        parts.append(f"{m.sampling}{m.sample_ratio:g}{m.sample_mode[0]}")
+    if m.gradapprox:
+        parts.append(f"{m.gradapprox}-{m.gradapprox_schedule}")
+    if m.rescale_factor > 1:
+        parts.append(f"rescale{m.rescale_factor}x{m.rescale_epochs}")
+    if m.precision_schedule:
+        parts.append("sched" + m.precision_schedule.replace(":", "_").replace("/", "-").replace(",", "+"))
+    return "".join("-" + p for p in parts)
 
 
 def build(cfg: TrainConfig, seed: "int | None" = None, backend_spec: "str | None" = None):
@@ -190,7 +215,7 @@ def build(cfg: TrainConfig, seed: "int | None" = None, backend_spec: "str | None
         train_set = train_set.subset(cfg.train_limit)
     if cfg.test_limit:
         test_set = test_set.subset(cfg.test_limit)
-    model = build_model(cfg.model, cfg.seed, cfg.init)
+    model = build_model(cfg.model, cfg.seed, cfg.init, in_channels=train_set.images.shape[1])
     seed = cfg.seed if seed is None else seed
     backend = open_backend(cfg.backend if backend_spec is None else backend_spec, seed=seed)
     offload = None
@@ -236,13 +261,15 @@ def shift_images(images: torch.Tensor, max_shift: int, offsets: "torch.Tensor | 
     return torch.stack([padded[i, :, dy:dy + height, dx:dx + width] for i, (dy, dx) in enumerate(offsets.tolist())])
 
 
-def evaluate(model, dataset, batch_size: int = 250):
-    """``(mean cross-entropy loss, accuracy)`` of ``model`` on ``dataset`` (eval mode, no gradients)."""
+def evaluate(model, dataset, batch_size: int = 250, transform=None):
+    """``(mean cross-entropy loss, accuracy)`` of ``model`` on ``dataset`` (eval mode, no gradients); ``transform``
+    maps each batch of images first (kernel rescaling's downsampling)."""
     model.eval()
     total_loss, correct = 0.0, 0
     with torch.no_grad():
         for start in range(0, len(dataset), batch_size):
             x = dataset.images[start:start + batch_size]
+            x = x if transform is None else transform(x)
             y = dataset.labels[start:start + batch_size]
             logits = model(x)
             total_loss += float(F.cross_entropy(logits, y, reduction="sum"))
@@ -283,9 +310,14 @@ def train(cfg: TrainConfig, log=print, *, replica: "LocalReplica | None" = None,
     model, backend, offload, optimizer, train_set, test_set = build(cfg, replica.seed(cfg), replica.backend_spec(cfg))
     board = None
     try:
+        if replica.world_size > 1 and cfg.methods.rescale_factor > 1:
+            raise ValueError(f"--rescale {cfg.methods.rescale_factor} cannot run --distributed: kernel rescaling swaps "
+                             f"the parameters between phases, which a DistributedDataParallel wrapper keeps")
+        methods = Methods(cfg.methods, cfg.seed)
+        methods.attach(model, offload, tuple(train_set.images.shape[1:]))
         fixed = _fixed_layers(model)[0].fixed if offload is not None else None
         stepper = replica.setup(cfg, model, fixed)
-        history = _restore(cfg, model, backend, offload, optimizer, log, replica) if cfg.resume else []
+        history = _restore(cfg, model, backend, offload, optimizer, log, replica, methods) if cfg.resume else []
         if not cfg.resume:
             torch.manual_seed(replica.seed(cfg))
         if replica.is_main:
@@ -294,10 +326,13 @@ def train(cfg: TrainConfig, log=print, *, replica: "LocalReplica | None" = None,
             board = TensorBoardLog(Path(cfg.tensorboard) / cfg.run_name)
         numerics = fixed.describe() if fixed is not None else "float32"
         ranks = f" x {replica.world_size} ranks" if replica.world_size > 1 else ""
+        if cfg.methods.active:
+            numerics += f"; methods: {cfg.methods.describe()}"
         log(f"{cfg.run_name}: {cfg.model} on {train_set.name} ({len(train_set)} train / {len(test_set)} test), "
             f"backend {cfg.backend}{ranks}, {numerics}; output {out_dir}")
         for epoch in range(len(history), cfg.epochs):
-            row = _train_epoch(cfg, epoch, model, stepper, backend, optimizer, train_set, test_set, replica)
+            methods.begin_epoch(epoch, optimizer, log)
+            row = _train_epoch(cfg, epoch, model, stepper, backend, optimizer, train_set, test_set, replica, methods)
             history.append(row)
             log(f"epoch {row['epoch']}: train loss {row['train_loss']:.4f}, train acc "
                 f"{100 * row['train_accuracy']:.2f}%, test acc {100 * row['test_accuracy']:.2f}%, "
@@ -314,6 +349,7 @@ def train(cfg: TrainConfig, log=print, *, replica: "LocalReplica | None" = None,
                 **random_state,
                 "replicas": replica.state_dict(),
                 "history": history,
+                "methods": methods.state_dict(),
             }
             save_atomic(checkpoint, out_dir / "checkpoint.pt")
             write_metrics(out_dir, asdict(cfg), history, METRIC_FIELDS, cfg.run_name, cfg.plot)
@@ -339,7 +375,7 @@ def _random_state(offload, backend):
             "backend": backend.state_dict() if backend is not None else None}
 
 
-def _restore(cfg, model, backend, offload, optimizer, log, replica) -> list:
+def _restore(cfg, model, backend, offload, optimizer, log, replica, methods) -> list:
     """Load ``cfg``'s checkpoint into the run (through ``replica``: rank 0 reads it, each rank takes its own
     random state); returns the history so far."""
     checkpoint_path = cfg.output_dir / "checkpoint.pt"
@@ -349,7 +385,9 @@ def _restore(cfg, model, backend, offload, optimizer, log, replica) -> list:
     if saved != current:
         diff = {k: (saved.get(k), current.get(k)) for k in current if saved.get(k) != current.get(k)}
         raise ValueError(f"Checkpoint {checkpoint_path} is from a different run (saved vs now: {diff})")
+    methods.prepare_resume(checkpoint["epoch"], optimizer)
     model.load_state_dict(checkpoint["model"])
+    methods.load_state_dict(checkpoint["methods"])
     optimizer.load_state_dict(checkpoint["optimizer"])
     replica.load_state_dict(checkpoint.get("replicas", {}))
     state = replica.restore(checkpoint)
@@ -381,9 +419,10 @@ def _counters(model, backend, loss_sum, correct, seen):
     return counters
 
 
-def _train_epoch(cfg, epoch, model, stepper, backend, optimizer, train_set, test_set, replica) -> dict:
+def _train_epoch(cfg, epoch, model, stepper, backend, optimizer, train_set, test_set, replica, methods) -> dict:
     """One epoch of SGD (module docstring) and the evaluation after it; returns the epoch's metrics row (summed
-    over the replicas). ``stepper`` is the module that takes the steps (``model`` or its DDP wrapper)."""
+    over the replicas). ``stepper`` is the module that takes the steps (``model`` or its DDP wrapper); ``methods``
+    transforms the inputs and is told of each step (approximate-training methods)."""
     n = len(train_set)
     t0 = time.perf_counter()
     before = _counters(model, backend, 0.0, 0, 0)
@@ -394,9 +433,11 @@ def _train_epoch(cfg, epoch, model, stepper, backend, optimizer, train_set, test
     with EpochProgress(cfg.progress and replica.is_main, len(batches), f"epoch {epoch + 1}/{cfg.epochs}") as progress:
         for b, idx in enumerate(batches):
             x = shift_images(train_set.images[idx], cfg.shift_augment, None if offsets is None else offsets[idx])
+            x = methods.inputs(x)
             y = train_set.labels[idx]
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(cfg, epoch * len(batches) + b, cfg.epochs * len(batches))
+            methods.begin_step(epoch * len(batches) + b)
             logits = stepper(x)
             loss = F.cross_entropy(logits, y)
             optimizer.zero_grad()
@@ -407,7 +448,7 @@ def _train_epoch(cfg, epoch, model, stepper, backend, optimizer, train_set, test
             correct += int((logits.argmax(1) == y).sum())
             seen += len(idx)
             progress.update(b + 1, loss_sum / seen)
-    test_loss, test_acc = replica.evaluate(model, test_set)
+    test_loss, test_acc = replica.evaluate(model, test_set, transform=methods.inputs)
     after = _counters(model, backend, loss_sum, correct, seen)
     total = replica.reduce({k: after[k] - before.get(k, 0.0) for k in after})
     delta = {k: int(v) if k != "loss_sum" else v for k, v in total.items()}

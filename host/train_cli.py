@@ -16,17 +16,22 @@ import torch
 from ..sim.rounding import ROUNDING_MODES
 from .backend import backend_specs
 from .layers import DEFAULT_FORMATS
+from .methods import MethodConfig
+from .methods.gradapprox import MODES as GRADAPPROX_MODES, SCHEDULES as GRADAPPROX_SCHEDULES
+from .methods.sampling import SAMPLERS
 from .models import INITS, MODELS
 from .train import SCHEDULES, TrainConfig, train
 
 _DEFAULTS = TrainConfig()
+_METHOD_DEFAULTS = MethodConfig()
 
 
 def add_arguments(parser):
     parser.add_argument("--model", default=_DEFAULTS.model, choices=sorted(MODELS), help="model (default lenet)")
     parser.add_argument("--data", default=None, metavar="DIR",
                         help="IDX directory (MNIST/Fashion-MNIST names; with only t10k files they are split "
-                             "80/20); default: the embedded 2000+500-image MNIST subset")
+                             "80/20) or CIFAR-10 python batches (data_batch_N, test_batch); default: the embedded "
+                             "2000+500-image MNIST subset")
     parser.add_argument("--backend", default=_DEFAULTS.backend, metavar="SPEC",
                         help=f"where the GEMMs run (default {_DEFAULTS.backend}). {backend_specs()}")
     parser.add_argument("--weights", default=DEFAULT_FORMATS["weights"], metavar="WL.FL",
@@ -75,6 +80,45 @@ def add_arguments(parser):
     parser.add_argument("--dist-timeout", type=float, default=300.0, metavar="S",
                         help="with --distributed: fail (not hang) when a rank is missing or silent for S seconds "
                              "(default 300)")
+    add_method_arguments(parser)
+
+
+def add_method_arguments(parser):
+    """The approximate-training options (:mod:`fxtrain.host.methods`, ``docs/methods.md``)."""
+    group = parser.add_argument_group("approximate-training methods (docs/methods.md)")
+    group.add_argument("--sampling", default=None, choices=SAMPLERS,
+                       help="column-row sampling (Adelman et al. 2021): topk, crs (with replacement) or bernoulli")
+    group.add_argument("--sample-ratio", type=float, default=_METHOD_DEFAULTS.sample_ratio,
+                       help=f"fraction of channels / examples kept (default {_METHOD_DEFAULTS.sample_ratio})")
+    group.add_argument("--sample-min-k", type=int, default=_METHOD_DEFAULTS.sample_min_k,
+                       help=f"keep at least this many (default {_METHOD_DEFAULTS.sample_min_k})")
+    group.add_argument("--sample-mode", default=_METHOD_DEFAULTS.sample_mode, choices=("forward", "backward"),
+                       help="forward: sample input channels in the forward pass (default); backward: exact forward, "
+                            "sampled input and weight gradients")
+    group.add_argument("--sample-ends", action="store_true",
+                       help="also sample the first convolution and the last linear layer")
+    group.add_argument("--gradapprox", default=None, choices=GRADAPPROX_MODES,
+                       help="weight-gradient approximation (Wang et al. 2019) of selected convolutions: zero, "
+                            "random or top1")
+    group.add_argument("--gradapprox-schedule", default=_METHOD_DEFAULTS.gradapprox_schedule,
+                       choices=GRADAPPROX_SCHEDULES,
+                       help="every4: every 4th conv from the 2nd, every step (default); alternate: every other "
+                            "conv, every other step; all4: every conv, every 4th step")
+    group.add_argument("--rescale", type=int, default=1, metavar="S",
+                       help="kernel rescaling (de Gusmão et al. 2016): first epochs at 1/S resolution with "
+                            "ceil(k/S) kernels (default 1: off)")
+    group.add_argument("--rescale-epochs", type=int, default=_METHOD_DEFAULTS.rescale_epochs,
+                       help=f"epochs at low resolution (default {_METHOD_DEFAULTS.rescale_epochs})")
+    group.add_argument("--precision-schedule", default=None, metavar="E:W/A/G,...",
+                       help="operand formats per epoch range, e.g. 0:8.6/8.4/8.6,2:16.14/16.10/16.14 (overrides "
+                            "--weights/--activations/--gradients)")
+
+
+def method_config(args) -> MethodConfig:
+    return MethodConfig(sampling=args.sampling, sample_ratio=args.sample_ratio, sample_min_k=args.sample_min_k,
+                        sample_mode=args.sample_mode, sample_ends=args.sample_ends, gradapprox=args.gradapprox,
+                        gradapprox_schedule=args.gradapprox_schedule, rescale_factor=args.rescale,
+                        rescale_epochs=args.rescale_epochs, precision_schedule=args.precision_schedule)
 
 
 def run(args) -> int:
@@ -87,7 +131,8 @@ def run(args) -> int:
                       lr=args.lr, momentum=args.momentum, schedule=args.schedule, warmup=args.warmup,
                       init=args.init, shift_augment=args.shift_augment, seed=args.seed, train_limit=args.train_limit,
                       test_limit=args.test_limit, out_dir=args.out, name=args.name, resume=args.resume,
-                      progress=not args.no_progress, plot=not args.no_plot, tensorboard=args.tensorboard)
+                      progress=not args.no_progress, plot=not args.no_plot, tensorboard=args.tensorboard,
+                      methods=method_config(args))
     if args.distributed:
         history = _train_distributed(cfg, args.dist_timeout)
     else:

@@ -22,7 +22,9 @@ import torch
 from fxtrain.host.distributed import Replicas
 from fxtrain.host.train import TrainConfig, train
 
-TINY = dict(train_limit=128, test_limit=64, batch_size=32, lr=0.1, seed=5, progress=False, plot=False)
+# A constant learning rate: the "resumed" run extends a 1-epoch run, which would change a cosine schedule's length.
+TINY = dict(train_limit=128, test_limit=64, batch_size=32, lr=0.1, schedule="constant", seed=5, progress=False,
+            plot=False)
 
 
 class Recording(Replicas):

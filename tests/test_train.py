@@ -75,11 +75,11 @@ def test_run_killed_after_an_epoch_resumes_to_the_same_result_with_the_cosine_sc
     real_evaluate = train_module.evaluate
     calls = []
 
-    def evaluate_then_die(model, dataset, *args):
+    def evaluate_then_die(model, dataset, *args, **kwargs):
         calls.append(1)
         if len(calls) == 2:
             raise KeyboardInterrupt("simulated kill during epoch 2")
-        return real_evaluate(model, dataset, *args)
+        return real_evaluate(model, dataset, *args, **kwargs)
 
     monkeypatch.setattr(train_module, "evaluate", evaluate_then_die)
     with pytest.raises(KeyboardInterrupt):
