@@ -4,7 +4,7 @@ Usage::
 
     fxtrain build --board icebreaker                       # default geometry and clock of the board
     fxtrain build --board ulx3s-85f --rows 12 --cols 12 --clock 100 --out build/ulx3s-85f
-    fxtrain build --list                                   # the boards and their defaults
+    fxtrain build --list                                   # the boards, their defaults, multipliers used/available
 
 Exit status: 0 when the bitstream is written, timing is met and the DSP blocks used equal ``rows * cols``;
 1 when the build ran but failed one of these (the report is printed and written nonetheless); 2 for bad
@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import sys
 
-from .build import BuildError, TimingError, build_bitstream, check_fits, format_report
+from .build import DEVICE_DSP_BLOCKS, BuildError, TimingError, build_bitstream, check_fits, format_report
 from .targets import TARGETS, get_target
 from .top import pll_params
 
@@ -52,10 +52,12 @@ def add_arguments(parser):
 
 
 def _list():
-    print(f"{'board':<14} {'device':<12} {'rows x cols':>11} {'clock MHz':>9} {'baud':>9}  description")
+    print(f"{'board':<14} {'device':<12} {'rows x cols':>11} {'multipliers':>11} {'clock MHz':>9} {'baud':>9}  "
+          "description")
     for t in TARGETS.values():
-        print(f"{t.name:<14} {t.device:<12} {t.config.rows:>5} x {t.config.cols:<3} {t.clk_freq / 1e6:>9g} "
-              f"{t.baud:>9}  {t.description}")
+        used = f"{t.config.rows * t.config.cols}/{DEVICE_DSP_BLOCKS[t.device]}"
+        print(f"{t.name:<14} {t.device:<12} {t.config.rows:>5} x {t.config.cols:<3} {used:>11} "
+              f"{t.clk_freq / 1e6:>9g} {t.baud:>9}  {t.description}")
 
 
 def run(args):
