@@ -10,7 +10,8 @@ For each board spec it runs the whole flow (:func:`fxtrain.boards.build.build_bi
 ``fxtrain build``) and records:
 
 * geometry, required clock, achieved fmax (nextpnr), whether timing closed, DSP blocks used/available, logic
-  cells used/available, wall time of synthesis + place and route + packing on this machine;
+  cells used/available, Yosys LUT4 count, flip-flops, block RAMs used/available, the critical path (start and
+  end pins, logic and routing ns), wall time of synthesis + place and route + packing on this machine;
 * peak throughput ``rows * cols * clock`` in GMAC/s, at the required clock when timing closed, otherwise at
   the achieved fmax (marked);
 * the board's DSP limit ``DSP blocks * f_DSP``: every hardware multiplier of the device busy at the DSP
@@ -156,7 +157,11 @@ def bench_board(spec, out_root):
     row.update(fmax_mhz=round(fmax, 2), timing_met=report.timing_met, dsp_used=report.dsp_used,
                logic_used=report.resources["logic"]["used"], logic_available=report.resources["logic"]["available"],
                peak_gmacs=round(peak, 3), peak_at_mhz=round(clock, 2), f_dsp_mhz=round(f_dsp, 2),
-               limit_gmacs=round(limit, 2), ratio=round(peak / limit, 4), build_seconds=report.build_seconds)
+               limit_gmacs=round(limit, 2), ratio=round(peak / limit, 4), build_seconds=report.build_seconds,
+               luts=report.yosys_cells.get("lut"), ffs=report.resources["ff"]["used"],
+               bram_used=report.resources["bram"]["used"], bram_available=report.resources["bram"]["available"],
+               critical_path={k: v for k, v in report.critical_paths[0].items() if k != "hops"}
+               if report.critical_paths else None)
     return row
 
 

@@ -98,7 +98,8 @@ def test_ecp5_pll_output_is_the_constrained_clock(builds):
 
 
 def test_report_files_agree_with_the_returned_report(builds):
-    """``build_report.json`` holds the returned report; the text table names every resource and the clock."""
+    """``build_report.json`` holds the returned report; the text table names every resource, the clock and the
+    critical path, whose logic and routing delays add up to the period of the reported fmax."""
     report = _report(builds, "icebreaker")
     out_dir = os.path.dirname(report.bitstream)
     with open(os.path.join(out_dir, "build_report.json")) as f:
@@ -109,6 +110,11 @@ def test_report_files_agree_with_the_returned_report(builds):
         assert word in text
     assert parse_yosys_stats(os.path.join(out_dir, "fxtrain_top.rpt"), "ice40") == report.yosys_cells
     assert 0 < report.yosys_cells["lut"] <= report.resources["logic"]["used"]
+    # the critical path: its delays add up, and its length is the reported fmax (same clock, no skew on iCE40)
+    path = report.critical_paths[0]
+    assert path["logic_ns"] + path["routing_ns"] == pytest.approx(path["ns"], abs=2e-3)
+    assert 1000 / path["ns"] == pytest.approx(report.fmax_mhz, rel=0.02)
+    assert path["hops"][0][0] == "clk-to-q" and f"critical path ({path['clock']}): {path['from']}" in text
 
 
 def test_missed_timing_fails_with_the_numbers(builds):
@@ -262,3 +268,17 @@ def test_keep_rule_preserves_the_shift_fanout_registers(tmp_path):
                         "tee -q -o stat.txt stat"], cwd=tmp_path, check=True, env=env)
         counts.append(int(re.search(r"(\d+)\s+TRELLIS_FF", (tmp_path / "stat.txt").read_text()).group(1)))
     assert counts[1] - counts[0] == rows * cols + rows - 2
+
+
+def test_list_shows_multipliers_used_of_available(capsys):
+    """``fxtrain build --list`` prints every board's default geometry with its multipliers used / available
+    (one DSP block per PE; the device's count from the data sheet table)."""
+    from fxtrain.boards.build import DEVICE_DSP_BLOCKS
+
+    assert cli_main(["build", "--list"]) == 0
+    out = capsys.readouterr().out
+    for target in TARGETS.values():
+        line = next(line for line in out.splitlines() if line.startswith(target.name + " "))
+        pes = target.config.rows * target.config.cols
+        assert f" {pes}/{DEVICE_DSP_BLOCKS[target.device]} " in line, line
+        assert f"{target.config.rows} x {target.config.cols}" in line, line
