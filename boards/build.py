@@ -145,6 +145,8 @@ class BuildReport:
         The IDENTIFY payload of the built SoC (:class:`fxtrain.sim.protocol.Identity` fields).
     critical_paths : list
         nextpnr's critical path per clock (:func:`parse_critical_paths`).
+    router : str or None
+        nextpnr router used (``None``: nextpnr's default).
     """
 
     board: str
@@ -166,6 +168,7 @@ class BuildReport:
     bitstream: str = ""
     identity: dict = field(default_factory=dict)
     critical_paths: list = field(default_factory=list)
+    router: str | None = None
 
     @property
     def fmax_mhz(self):
@@ -318,6 +321,8 @@ def build_bitstream(target, out_dir, *, name=DEFAULT_NAME, seed=1):
     os.makedirs(out_dir, exist_ok=True)
 
     nextpnr_opts = [f"--report {name}.report.json", "--timing-allow-fail", f"--seed {int(seed)}"]
+    if target.router is not None:
+        nextpnr_opts.append(f"--router {target.router}")
     overrides = {"nextpnr_opts": " ".join(nextpnr_opts),
                  "script_after_read": "\n".join([PE_ONLY_DSP_SCRIPT, KEEP_FANOUT_SCRIPT])}
     if target.family == "ice40":
@@ -355,7 +360,7 @@ def build_bitstream(target, out_dir, *, name=DEFAULT_NAME, seed=1):
         dsp_expected=config.rows * config.cols, build_seconds=round(seconds, 1),
         bitstream=os.path.join(out_dir, f"{name}{BITSTREAM_SUFFIX[target.family]}"),
         identity=asdict(top.identity),
-        critical_paths=parse_critical_paths(os.path.join(out_dir, f"{name}.report.json")))
+        critical_paths=parse_critical_paths(os.path.join(out_dir, f"{name}.report.json")), router=target.router)
     with open(os.path.join(out_dir, "build_report.json"), "w") as f:
         json.dump(report.to_dict(), f, indent=2)
     with open(os.path.join(out_dir, "build_report.txt"), "w") as f:

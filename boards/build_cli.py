@@ -24,7 +24,7 @@ import os
 import sys
 
 from .build import DEVICE_DSP_BLOCKS, BuildError, TimingError, build_bitstream, check_fits, format_report
-from .targets import TARGETS, get_target
+from .targets import ROUTERS, TARGETS, get_target
 from .top import pll_params
 
 __all__ = ["add_arguments", "run", "clock_hz"]
@@ -48,6 +48,8 @@ def add_arguments(parser):
     parser.add_argument("--depth", type=int, help="operand buffer depth (default: the board's)")
     parser.add_argument("--out", metavar="DIR", help="build directory (default: build/<board>)")
     parser.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default 1)")
+    parser.add_argument("--router", choices=[r for r in ROUTERS if r], help="nextpnr router (default: the "
+                        "board's, else nextpnr's)")
     parser.add_argument("--list", action="store_true", help="list the boards and their defaults, then exit")
 
 
@@ -68,7 +70,7 @@ def run(args):
         raise ValueError(f"--board is required; known boards: {', '.join(TARGETS)}")
     target = get_target(args.board).with_options(
         rows=args.rows, cols=args.cols, clk_freq=None if args.clock is None else clock_hz(args.clock),
-        baud=args.baud, depth=args.depth)
+        baud=args.baud, depth=args.depth, router=args.router)
     check_fits(target)
     pll_params(target)                          # a clock the PLL cannot make fails here, before the banner
     out_dir = args.out or os.path.join("build", target.name)

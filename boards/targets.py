@@ -35,6 +35,8 @@ Members
 -------
 BoardTarget
     One board: its platform and build defaults.
+ROUTERS : tuple
+    The nextpnr routers a target may name (``None``: nextpnr's default).
 TARGETS : dict
     Board name to :class:`BoardTarget`.
 get_target
@@ -52,7 +54,9 @@ from amaranth_boards.ulx3s import (ULX3S_12F_Platform, ULX3S_25F_Platform, ULX3S
 
 from ..sim.gemm import EngineConfig
 
-__all__ = ["BoardTarget", "TARGETS", "get_target"]
+__all__ = ["BoardTarget", "ROUTERS", "TARGETS", "get_target"]
+
+ROUTERS = (None, "router1", "router2")
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,9 @@ class BoardTarget:
         ``platform.request`` name and number of the UART resource.
     description : str
         One line for listings.
+    router : str or None
+        nextpnr router (``"router1"`` or ``"router2"``) the build uses unless told otherwise; ``None``:
+        nextpnr's default.
 
     Members
     -------
@@ -96,12 +103,15 @@ class BoardTarget:
     baud: int
     uart: tuple = ("uart", 0)
     description: str = ""
+    router: str | None = None
 
     def __post_init__(self):
         if self.family not in ("ice40", "ecp5"):
             raise ValueError(f"Board family must be 'ice40' or 'ecp5', not {self.family!r}")
         if not isinstance(self.config, EngineConfig):
             raise TypeError(f"Board config must be an EngineConfig, not {self.config!r}")
+        if self.router not in ROUTERS:
+            raise ValueError(f"Router of board {self.name} must be one of {ROUTERS}, not {self.router!r}")
         for label, value in (("Clock frequency", self.clk_freq), ("Baud rate", self.baud)):
             if not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{label} of board {self.name} must be a positive integer, not {value!r}")
@@ -115,7 +125,8 @@ class BoardTarget:
         platform = self.platform()
         return int(platform.default_clk_frequency)
 
-    def with_options(self, rows=None, cols=None, clk_freq=None, baud=None, wl=None, depth=None, max_k_log2=None):
+    def with_options(self, rows=None, cols=None, clk_freq=None, baud=None, wl=None, depth=None, max_k_log2=None,
+                     router=None):
         """This target with the given fields replaced (``None`` keeps the default); the engine configuration
         is re-validated by :class:`~fxtrain.sim.gemm.EngineConfig`."""
         config = self.config
@@ -125,7 +136,8 @@ class BoardTarget:
             config = replace(config, **changes)
         return replace(self, config=config,
                        clk_freq=self.clk_freq if clk_freq is None else clk_freq,
-                       baud=self.baud if baud is None else baud)
+                       baud=self.baud if baud is None else baud,
+                       router=self.router if router is None else router)
 
 
 def _ulx3s(variant, platform, rows, cols, clk_mhz):
