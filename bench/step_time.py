@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from fxtrain.host.emulator import ExactEmulator, FastEmulator
-from fxtrain.host.layers import convert
+from fxtrain.host.convert import convert
 from fxtrain.host.models import build_model
 
 

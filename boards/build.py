@@ -51,6 +51,8 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 
+from ..rtl.array import FANOUT_PREFIX, PE_PREFIX
+from ..rtl.engine import ARRAY_NAME
 from .targets import BoardTarget
 from .toolchain import toolchain_env
 
@@ -81,13 +83,13 @@ BITSTREAM_SUFFIX = {"ice40": ".bin", "ecp5": ".bit"}
 # them as ``pe_<r>_<c>``) is expanded to logic, so DSP blocks go to the PEs only and a build uses exactly
 # ``rows * cols`` of them (the link's command executor has a small counter-times-constant length check that
 # would otherwise take a DSP block, leaving too few for the iCEBreaker's 2 x 4 array).
-PE_ONLY_DSP_SCRIPT = "techmap -map +/techmap.v t:$mul *.array.pe_*/t:$mul %d"
+PE_ONLY_DSP_SCRIPT = f"techmap -map +/techmap.v t:$mul *.{ARRAY_NAME}.{PE_PREFIX}*/t:$mul %d"
 
 # The systolic array drives its drain-shift control through one register per row and one per PE, in its
 # ``fanout_shift_<r>`` submodules (``rtl/array.py``), so that no net reaches every PE. Copies with the same
 # input are merged back into one register by Yosys' opt_merge unless the flip-flop cell itself carries
 # ``keep``: this marks every ``$dff`` of those submodules.
-KEEP_FANOUT_SCRIPT = "setattr -set keep 1 *.array.fanout_*/t:$dff"
+KEEP_FANOUT_SCRIPT = f"setattr -set keep 1 *.{ARRAY_NAME}.{FANOUT_PREFIX}*/t:$dff"
 
 
 # Amaranth's BuildPlan.extract writes the files after os.chdir(root), which is process-wide: two builds

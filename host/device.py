@@ -1,7 +1,7 @@
 """Host driver of an fxtrain accelerator: the GEMM backend for a board, the RTL in simulation, or the emulator.
 
-:class:`Device` has the backend duck type the training code uses (``config``, ``seed``, ``gemm``, ``counters``)
-and speaks ``docs/protocol.md`` over a transport (:mod:`.transport`).
+:class:`Device` implements :class:`fxtrain.host.backend.Backend` (the registry's ``sim:…``, ``serial:…`` and
+``device:…`` specs open one) and speaks ``docs/protocol.md`` over a transport (:mod:`.transport`).
 
 GEMMs of any shape are tiled exactly like ``fxtrain.sim.engine.gemm_via_engine`` (and therefore equal
 ``fxtrain.sim.gemm.tiled_gemm`` bit for bit): A is zero-padded to a multiple of ``rows`` rows and B to a multiple
@@ -15,6 +15,18 @@ B's contents with ``b_key`` (e.g. a layer's weights at one optimiser step), so w
 they fit in B memory. A B chunk whose content digest differs from the one stored under the same key is sent
 again (a stale ``b_key`` can cost time but never a wrong result).
 
+Recovery (``docs/protocol.md`` §5.1). The driver's beliefs about the device (which operand chunks are resident, the
+rounding registers, the lanes' position) are recorded only after the device acknowledged the command that
+established them, and all of them are dropped whenever an attempt fails (no answer, a corrupted answer, an error
+status) or the link is resynchronised: a mangled frame may have written operand entries or lanes anywhere before its
+CRC was checked (the rounding registers change only through a CRC-checked SET_ROUNDING, so only a failed
+SET_ROUNDING or SOFT_RESET drops that belief). Everything a RUN depends on is confirmed again, and re-sent where
+needed, right before it is sent; a RUN the device did not execute is re-sent that way, a RUN that may have executed
+restarts its tile from the CLEAR run. The lanes are kept at the golden model's position (seeds advanced by ``rows``
+per acknowledged drain, re-loaded with SET_SEEDS after any failure), and a ``gemm`` that raises leaves them where
+they were before it. So every ``gemm`` either equals the golden model bit for bit or raises :class:`DeviceError` (up
+to CRC-16 collisions of corrupted frames).
+
 Members
 -------
 DeviceError, DeviceTimeout, DeviceMismatch
@@ -24,30 +36,28 @@ ResidentMemory
 Device
     The driver.
 open_device
-    A :class:`Device` from a spec string: ``emu``, ``sim:verilator``, ``sim:icarus``, ``serial:PORT@BAUD``.
-open_backend
-    Like :func:`open_device`, plus ``emu:exact`` and ``emu:fast`` (``fxtrain.host.emulator``).
+    A :class:`Device` from a device spec string: ``emu``, ``sim:verilator``, ``sim:icarus``, ``serial:PORT@BAUD``
+    (unseeded; :func:`fxtrain.host.backend.open_backend` opens and seeds one from a backend spec).
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib
 import struct
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
 
 import numpy as np
 
-from ..sim.gemm import EngineConfig, check_gemm
-from ..sim.lfsr import lane_seeds
+from ..sim.engine import RESET_LANE_STATE
+from ..sim.gemm import EngineConfig, GemmResult, check_gemm
+from ..sim.lfsr import lane_advance, lane_seeds
 from ..sim.protocol import (MAX_LENGTH, PROTOCOL_VERSION, RUN_CLEAR, RUN_DRAIN, Command, Identity, ResponseParser,
                             Status, counter_names, decode_result, encode_request, pack_values,
                             value_bytes)
 
-__all__ = ["DeviceError", "DeviceTimeout", "DeviceMismatch", "ResidentMemory", "DeviceGemmResult", "Device",
-           "open_device", "open_backend", "IDEMPOTENT", "NOT_EXECUTED"]
+__all__ = ["DeviceError", "DeviceTimeout", "DeviceMismatch", "ResidentMemory", "Device", "open_device", "IDEMPOTENT",
+           "NOT_EXECUTED"]
 
 
 class DeviceError(RuntimeError):
@@ -60,6 +70,14 @@ class DeviceTimeout(DeviceError):
 
 class DeviceMismatch(DeviceError):
     pass
+
+
+class _NotExecuted(DeviceError):
+    """One attempt failed and the device reported that it did not execute the request."""
+
+
+class _Unanswered(DeviceError):
+    """One attempt got no valid answer: the device may or may not have executed the request."""
 
 
 #: Commands the driver may re-send after a lost or corrupted response. Any command (RUN included) is re-sent
@@ -76,14 +94,20 @@ NOT_EXECUTED = frozenset({Status.CRC_ERROR, Status.TIMEOUT, Status.UNKNOWN_COMMA
 class ResidentMemory:
     """Which keyed address ranges of a ``depth``-entry operand memory hold valid data (LRU eviction).
 
+    A range is recorded only once the device has acknowledged the write that filled it: :meth:`reserve` finds
+    the addresses (forgetting every range the write will overwrite), :meth:`commit` records them afterwards.
+
     Members
     -------
     lookup(key, digest) -> address or None
         Address of a resident range with this key and content digest (and marks it recently used).
-    allocate(key, digest, length) -> address
-        Reserves ``length`` entries for ``key`` (evicting least recently used ranges until a gap fits).
+    reserve(key, length) -> address
+        Addresses for ``length`` entries under ``key``: forgets ``key``'s old range and evicts least recently
+        used ranges until a gap fits. Records nothing.
+    commit(key, digest, start, length)
+        Records ``key`` at ``start`` (after the device acknowledged the write).
     clear()
-        Forget everything (after a reset).
+        Forget everything (after a reset, a failed command or a resynchronisation).
     """
 
     def __init__(self, depth):
@@ -106,26 +130,28 @@ class ResidentMemory:
             pos = max(pos, end)
         return pos if self.depth - pos >= length else None
 
-    def allocate(self, key, digest, length):
+    def reserve(self, key, length):
         if not 1 <= length <= self.depth:
             raise ValueError(f"Cannot allocate {length} entries in a memory of depth {self.depth}")
         self._ranges.pop(key, None)
         while (start := self._gap(length)) is None:
             self._ranges.popitem(last=False)
-        self._ranges[key] = (start, length, digest)
         return start
+
+    def commit(self, key, digest, start, length):
+        if start < 0 or start + length > self.depth:
+            raise ValueError(f"Range {start}+{length} does not fit a memory of depth {self.depth}")
+        for other, (s, n, _) in list(self._ranges.items()):
+            if other != key and s < start + length and start < s + n:
+                del self._ranges[other]          # overwritten by this write
+        self._ranges.pop(key, None)
+        self._ranges[key] = (start, length, digest)
 
     def clear(self):
         self._ranges.clear()
 
     def __len__(self):
         return len(self._ranges)
-
-
-@dataclass
-class DeviceGemmResult:
-    c: np.ndarray
-    saturated: np.ndarray
 
 
 def _digest(array):
@@ -157,8 +183,15 @@ class Device:
         Host-side totals: ``gemms, macs, outputs, saturated`` (the backend duck type), ``runs``,
         ``bytes_sent, bytes_received``, ``payload_sent, payload_received`` (payload bytes of those), ``frames``,
         ``retries``, ``b_entries_sent, b_entries_reused, a_entries_sent``.
-    identify, seed, gemm, device_counters, reset, close
+    accepts_torch : bool
+        False (numpy operands and results).
+    restores_state : bool
+        False: the lane states cannot be read back, so ``state_dict`` holds the counters only.
+    identify, seed, gemm, state_dict, load_state_dict, device_counters, reset, close
     """
+
+    accepts_torch = False
+    restores_state = False
 
     def __init__(self, transport, expect=None, *, timeout=5.0, retries=3, residency=True):
         self.transport = transport
@@ -171,6 +204,14 @@ class Device:
                                        "bytes_received", "payload_sent", "payload_received", "frames", "retries",
                                        "a_entries_sent", "b_entries_sent", "b_entries_reused"), 0)
         self._gemm_id = 0
+        # Beliefs about the device's state (module docstring, "Recovery"): recorded only after the device
+        # acknowledged, all dropped by _forget() on any failed attempt or resynchronisation.
+        self._epoch = 0                  # incremented by every _forget()
+        self._a_mem = self._b_mem = None
+        self._rounding = None            # (shift, mode) loaded on the device
+        self._lane_origin = None         # lane states the driver loaded (seed, reset); None: lanes not managed
+        self._lane_advances = 0          # advances since the origin, of acknowledged drains
+        self._lanes_synced = False       # the device's lanes are at origin advanced by _lane_advances
         self.identity = self.identify()
         if self.identity.version != PROTOCOL_VERSION:
             raise DeviceMismatch(f"Device on {transport.name} speaks protocol version {self.identity.version}, "
@@ -181,7 +222,6 @@ class Device:
         transport.quiet_time = max(transport.quiet_time, 2 * self.identity.frame_timeout / self.identity.clk_freq)
         self._a_mem = ResidentMemory(self.config.depth)
         self._b_mem = ResidentMemory(self.config.depth)
-        self._rounding = None
 
     def _check_expected(self, expect):
         if expect is None:
@@ -204,50 +244,76 @@ class Device:
         baud = getattr(self, "identity", None) and self.identity.baud
         return 10 * nbytes / baud if baud else 0.0
 
+    def _forget(self):
+        """Drop the beliefs a failed attempt can falsify: operand residency and the lanes' position.
+
+        Called on every failed attempt (a mangled frame may have written operand entries or lanes anywhere
+        before its CRC was checked, and an unanswered RUN may have drained) and on every resynchronisation. The
+        rounding registers change only through a CRC-checked SET_ROUNDING or SOFT_RESET; that belief is dropped
+        when one of those fails (:meth:`_sync_rounding`, :meth:`reset`)."""
+        self._epoch += 1
+        for mem in (self._a_mem, self._b_mem):
+            if mem is not None:
+                mem.clear()
+        self._lanes_synced = False
+
+    def _resync(self):
+        """Wait until the device has abandoned any partial frame and drop what it sent; forget all beliefs."""
+        self._forget()
+        self.transport.resync()
+        self._parser = ResponseParser()
+
+    def _attempt(self, cmd, payload, expect_len):
+        """Send one request once and return the response payload.
+
+        Raises :class:`_NotExecuted` (the device said the frame was mangled), :class:`_Unanswered` (no answer, or
+        one that failed its CRC) or :class:`DeviceError` (an error status for a frame that arrived intact). Every
+        failure first drops the driver's beliefs (:meth:`_forget`)."""
+        seq = self._seq
+        self._seq = (self._seq + 1) & 0xFF
+        frame = encode_request(cmd, seq, payload)
+        self.transport.write(frame)
+        self.counters["bytes_sent"] += len(frame)
+        self.counters["payload_sent"] += len(payload)
+        self.counters["frames"] += 1
+        response = self._await(cmd, seq, len(frame) + (expect_len or 0))
+        if response is None or not response.crc_ok:
+            self._forget()
+            raise _Unanswered(f"no answer within {self.timeout} s" if response is None
+                              else "the response failed its CRC")
+        if response.status in NOT_EXECUTED and cmd is not Command.SOFT_RESET:
+            self._forget()
+            raise _NotExecuted(f"the device answered {Status(response.status).name}")
+        if response.status != Status.OK:
+            self._forget()
+            try:
+                name = Status(response.status).name
+            except ValueError:
+                name = f"unknown status 0x{response.status:02x}"
+            raise DeviceError(f"{cmd.name} failed on {self.transport.name}: the device answered {name} "
+                              f"(request payload {len(payload)} bytes)")
+        self.counters["payload_received"] += len(response.payload)
+        if expect_len is not None and len(response.payload) != expect_len:
+            self._forget()
+            raise DeviceError(f"{cmd.name} on {self.transport.name}: response payload has "
+                              f"{len(response.payload)} bytes, expected {expect_len}")
+        return response.payload
+
     def _exchange(self, cmd, payload=b"", expect_len=None):
-        """Send one request and return the response payload; retries as documented in :data:`IDEMPOTENT`."""
+        """Send one request and return the response payload; an :data:`IDEMPOTENT` command is re-sent (after a
+        resynchronisation) when its attempt failed, any other command is tried once (``gemm`` re-sends RUN
+        itself, after confirming its operands again)."""
         cmd = Command(cmd)
-        attempts = 1 + self.retries
-        why = ""
+        attempts = 1 + self.retries if cmd in IDEMPOTENT else 1
         for attempt in range(attempts):
             if attempt:
                 self.counters["retries"] += 1
-                self.transport.resync()
-                self._parser = ResponseParser()
-            seq = self._seq
-            self._seq = (self._seq + 1) & 0xFF
-            frame = encode_request(cmd, seq, payload)
-            self.transport.write(frame)
-            self.counters["bytes_sent"] += len(frame)
-            self.counters["payload_sent"] += len(payload)
-            self.counters["frames"] += 1
-            response = self._await(cmd, seq, len(frame) + (expect_len or 0))
-            if response is None:
-                why = f"no answer within {self.timeout} s"
-                if cmd in IDEMPOTENT:
-                    continue
-                break
-            if not response.crc_ok:
-                why = "the response failed its CRC"
-                if cmd in IDEMPOTENT:
-                    continue
-                break
-            if response.status in NOT_EXECUTED and cmd is not Command.SOFT_RESET:
-                why = f"the device answered {Status(response.status).name}"
-                continue
-            if response.status != Status.OK:
-                try:
-                    name = Status(response.status).name
-                except ValueError:
-                    name = f"unknown status 0x{response.status:02x}"
-                raise DeviceError(f"{cmd.name} failed on {self.transport.name}: the device answered {name} "
-                                  f"(request payload {len(payload)} bytes)")
-            self.counters["payload_received"] += len(response.payload)
-            if expect_len is not None and len(response.payload) != expect_len:
-                raise DeviceError(f"{cmd.name} on {self.transport.name}: response payload has "
-                                  f"{len(response.payload)} bytes, expected {expect_len}")
-            return response.payload
-        error = DeviceTimeout if why.startswith("no answer") else DeviceError
+                self._resync()
+            try:
+                return self._attempt(cmd, payload, expect_len)
+            except (_NotExecuted, _Unanswered) as error:
+                why = error
+        error = DeviceTimeout if str(why).startswith("no answer") else DeviceError
         raise error(f"{cmd.name} failed on {self.transport.name} after {attempt + 1} attempt(s): {why}")
 
     def _await(self, cmd, seq, nbytes):
@@ -272,9 +338,34 @@ class Device:
         return Identity.from_bytes(self._exchange(Command.IDENTIFY, expect_len=28))
 
     def seed(self, seed):
-        """Load the lanes with ``sim.lfsr.lane_seeds(seed, lanes)`` (§4.3)."""
-        seeds = lane_seeds(seed, self.config.lanes, self.config.lane_width)
-        self._exchange(Command.SET_SEEDS, struct.pack(f"<{len(seeds)}I", *seeds), expect_len=0)
+        """Load the lanes with ``sim.lfsr.lane_seeds(seed, lanes)`` (§4.3); from then on the driver keeps the
+        device's lanes where the golden model has them (module docstring, "Recovery")."""
+        self._lane_origin = lane_seeds(seed, self.config.lanes, self.config.lane_width)
+        self._lane_advances = 0
+        self._lanes_synced = False
+        self._sync_lanes()
+
+    @property
+    def lane_state(self):
+        """The lane states the golden model has now (what the device holds once synchronised), or ``None`` when
+        the driver has not loaded the lanes (no ``seed``/``reset`` yet)."""
+        if self._lane_origin is None:
+            return None
+        return [lane_advance(s, self._lane_advances, self.config.lane_width) for s in self._lane_origin]
+
+    def _sync_lanes(self):
+        """SET_SEEDS with :attr:`lane_state` unless the device's lanes are known to hold it."""
+        if self._lanes_synced or self._lane_origin is None:
+            return
+        states = self.lane_state
+        self._exchange(Command.SET_SEEDS, struct.pack(f"<{len(states)}I", *states), expect_len=0)
+        self._lanes_synced = True        # the acknowledged frame loaded every lane, nothing came after it
+
+    def _sync_rounding(self, shift, mode):
+        if self._rounding != (shift, int(mode)):
+            self._rounding = None
+            self._exchange(Command.SET_ROUNDING, bytes([shift, int(mode)]), expect_len=0)
+            self._rounding = (shift, int(mode))
 
     def device_counters(self):
         """The device's counters (link then engine, ``sim.protocol.counter_names()``) as a dict."""
@@ -285,10 +376,23 @@ class Device:
 
     def reset(self):
         """SOFT_RESET: engine state, lanes, counters and rounding registers back to reset values."""
-        self._exchange(Command.SOFT_RESET, expect_len=0)
-        self._a_mem.clear()
-        self._b_mem.clear()
-        self._rounding = None
+        try:
+            self._exchange(Command.SOFT_RESET, expect_len=0)
+        finally:
+            self._forget()               # operand memories are undefined after a reset
+            self._rounding = None
+        self._lane_origin = [RESET_LANE_STATE] * self.config.lanes
+        self._lane_advances = 0
+        self._lanes_synced = True
+
+    def state_dict(self):
+        """The host-side counters (the device's lane states cannot be read back: ``restores_state`` is False)."""
+        return {"kind": "device", "counters": dict(self.counters)}
+
+    def load_state_dict(self, state):
+        if state.get("kind") != "device":
+            raise ValueError(f"Cannot load a {state.get('kind')!r} backend state into a Device")
+        self.counters = dict(state["counters"])
 
     def close(self):
         self.transport.close()
@@ -300,37 +404,102 @@ class Device:
         self.close()
 
     def _write_entries(self, cmd, addr, entries):
+        """Write ``entries`` at ``addr``; True if no attempt failed after the first frame's acknowledgement (so
+        every entry holds what the acknowledged frames wrote)."""
         vb = value_bytes(self.config)
         e = entries.shape[1] * vb
         per_frame = (MAX_LENGTH - 4) // e
+        epoch = None
         for start in range(0, len(entries), per_frame):
             part = entries[start:start + per_frame]
             payload = struct.pack("<HH", addr + start, len(part)) + pack_values(part, vb)
             self._exchange(cmd, payload, expect_len=0)
+            epoch = self._epoch if epoch is None else epoch
+        return epoch == self._epoch
 
-    def _resident(self, mem, cmd, key, block):
+    def _resident(self, mem, cmd, key, block, sent_counter, reused_counter=None):
+        """Address of ``block`` in ``mem``, written first unless it is resident; recorded only once written."""
         digest = _digest(block)
         if not self.residency:
             mem.clear()
         addr = mem.lookup(key, digest)
         if addr is not None:
-            return addr, False
-        addr = mem.allocate(key, digest, len(block))
-        self._write_entries(cmd, addr, block)
-        return addr, True
+            if reused_counter:
+                self.counters[reused_counter] += len(block)
+            return addr
+        for _ in range(1 + self.retries):
+            addr = mem.reserve(key, len(block))
+            intact = self._write_entries(cmd, addr, block)
+            self.counters[sent_counter] += len(block)
+            if intact:
+                mem.commit(key, digest, addr, len(block))
+                return addr
+        raise DeviceError(f"{cmd.name} of {len(block)} entries on {self.transport.name}: a link error hit every "
+                          f"one of {1 + self.retries} attempts")
+
+    def _run(self, shift, mode, a_key, a_block, b_key, b_block, flags):
+        """One RUN whose operands, rounding registers and lanes are confirmed right before it is sent.
+
+        Re-sent (after confirming everything again) while the device reports it did not execute it; raises
+        :class:`_Unanswered` when it may have executed (the caller restarts the tile)."""
+        why = None
+        for attempt in range(1 + self.retries):
+            if attempt:
+                self.counters["retries"] += 1
+                if why is not None:
+                    self._resync()
+            epoch = self._epoch
+            if flags & RUN_DRAIN:
+                self._sync_lanes()
+                self._sync_rounding(shift, mode)
+            a_addr = self._resident(self._a_mem, Command.WRITE_A, a_key, a_block, "a_entries_sent")
+            b_addr = self._resident(self._b_mem, Command.WRITE_B, b_key, b_block, "b_entries_sent",
+                                    "b_entries_reused")
+            if self._epoch != epoch:
+                why = None               # a link error after something was confirmed: confirm everything again
+                continue
+            try:
+                self._attempt(Command.RUN, struct.pack("<HHIB", a_addr, b_addr, len(a_block), flags), 0)
+            except _NotExecuted as error:
+                why = error
+                continue
+            self.counters["runs"] += 1
+            if flags & RUN_DRAIN:
+                self._lane_advances += self.config.rows
+            return
+        raise DeviceError(f"RUN failed on {self.transport.name} after {attempt + 1} attempt(s): "
+                          f"{why or 'a link error while confirming its operands every time'}")
+
+    def _tile(self, shift, mode, runs):
+        """The runs of one output tile, then its READ_RESULT; restarted from its first (CLEAR) run when a RUN
+        went unanswered. Returns ``(c, saturated)`` of the tile."""
+        cfg = self.config
+        result_len = cfg.rows * (cfg.cols * value_bytes(cfg) + (cfg.cols + 7) // 8)
+        for attempt in range(1 + self.retries):
+            if attempt:
+                self.counters["retries"] += 1
+                self._resync()
+            try:
+                for run in runs:
+                    self._run(shift, mode, *run)
+            except _Unanswered as error:
+                why = error
+                continue
+            return decode_result(cfg, self._exchange(Command.READ_RESULT, expect_len=result_len))
+        raise DeviceError(f"RUN failed on {self.transport.name}: unanswered in each of {attempt + 1} attempts "
+                          f"at its tile ({why})")
 
     def gemm(self, a, b, shift, mode, *, b_key=None):
         """``round(A @ B)`` on the device: ``.c`` (M x N raw int64) and ``.saturated`` (M x N bool).
 
         ``b_key``: optional hashable naming B's contents; B chunks sent under it stay resident for later calls.
+        Either the result equals the golden model bit for bit or a :class:`DeviceError` is raised; a call that
+        raises leaves the lanes where they were before it (module docstring, "Recovery").
         """
         cfg = self.config
         a, b, shift, mode = check_gemm(cfg, a, b, shift, mode, "device")
         m, k = a.shape
         n = b.shape[1]
-        if self._rounding != (shift, int(mode)):
-            self._exchange(Command.SET_ROUNDING, bytes([shift, int(mode)]), expect_len=0)
-            self._rounding = (shift, int(mode))
         rows, cols, depth = cfg.rows, cfg.cols, cfg.depth
         mt, nt = -(-m // rows), -(-n // cols)
         ap = np.zeros((mt * rows, k), dtype=np.int64)
@@ -342,30 +511,25 @@ class Device:
         chunks = [(k0, min(k, k0 + depth)) for k0 in range(0, k, depth)]
         self._gemm_id += 1
         b_scope = ("B", b_key, b.shape) if b_key is not None else ("B-call", self._gemm_id)
-        result_len = rows * (cols * value_bytes(cfg) + (cols + 7) // 8)
-        for tm in range(mt):
-            for tn in range(nt):
-                for k0, k1 in chunks:
-                    a_block = ap[tm * rows:(tm + 1) * rows, k0:k1].T
-                    b_block = bp[k0:k1, tn * cols:(tn + 1) * cols]
-                    a_addr, sent = self._resident(self._a_mem, Command.WRITE_A, ("A", self._gemm_id, tm, k0),
-                                                  a_block)
-                    self.counters["a_entries_sent"] += len(a_block) if sent else 0
-                    b_addr, sent = self._resident(self._b_mem, Command.WRITE_B, b_scope + (tn, k0), b_block)
-                    self.counters["b_entries_sent" if sent else "b_entries_reused"] += len(b_block)
-                    flags = (RUN_CLEAR if k0 == 0 else 0) | (RUN_DRAIN if k1 == k else 0)
-                    self._exchange(Command.RUN, struct.pack("<HHIB", a_addr, b_addr, k1 - k0, flags),
-                                   expect_len=0)
-                    self.counters["runs"] += 1
-                tile_c, tile_sat = decode_result(cfg, self._exchange(Command.READ_RESULT, expect_len=result_len))
-                c[tm * rows:(tm + 1) * rows, tn * cols:(tn + 1) * cols] = tile_c
-                sat[tm * rows:(tm + 1) * rows, tn * cols:(tn + 1) * cols] = tile_sat
+        advances = self._lane_advances
+        try:
+            for tm in range(mt):
+                for tn in range(nt):
+                    runs = [(("A", self._gemm_id, tm, k0), ap[tm * rows:(tm + 1) * rows, k0:k1].T,
+                             b_scope + (tn, k0), bp[k0:k1, tn * cols:(tn + 1) * cols],
+                             (RUN_CLEAR if k0 == 0 else 0) | (RUN_DRAIN if k1 == k else 0)) for k0, k1 in chunks]
+                    tile = np.s_[tm * rows:(tm + 1) * rows, tn * cols:(tn + 1) * cols]
+                    c[tile], sat[tile] = self._tile(shift, mode, runs)
+        except BaseException:
+            self._lane_advances = advances   # as if this call never happened: the next one re-seeds the lanes
+            self._forget()
+            raise
         c, sat = c[:m, :n], sat[:m, :n]
         self.counters["gemms"] += 1
         self.counters["macs"] += m * k * n
         self.counters["outputs"] += m * n
         self.counters["saturated"] += int(sat.sum())
-        return DeviceGemmResult(c, sat)
+        return GemmResult(c, sat)
 
 
 def _parse_config(config):
@@ -413,18 +577,3 @@ def open_device(spec, *, config=None, expect=None, timeout=None, retries=3, **tr
         transport.close()
         raise
 
-
-def open_backend(spec, *, config=None, seed=0, **options):
-    """A GEMM backend: ``emu:exact`` / ``emu:fast`` map to ``fxtrain.host.emulator`` (when that module exists),
-    anything else to :func:`open_device` (seeded with ``seed``)."""
-    if spec in ("emu:exact", "emu:fast"):
-        try:
-            emulator = importlib.import_module("fxtrain.host.emulator")
-        except ImportError as error:
-            raise ValueError(f"Backend {spec!r} needs fxtrain.host.emulator, which is not available: {error}") \
-                from None
-        cls = emulator.ExactEmulator if spec == "emu:exact" else emulator.FastEmulator
-        return cls(_parse_config(config), seed=seed)
-    device = open_device(spec, config=config, **options)
-    device.seed(seed)
-    return device

@@ -1,13 +1,4 @@
-"""GEMM-engine emulators with the backend duck type of :class:`fxtrain.host.device.Device`.
-
-A *backend* is anything with::
-
-    backend.config                       # fxtrain.sim.gemm.EngineConfig
-    backend.seed(seed)                   # lane states = sim.lfsr.lane_seeds(seed, config.lanes)
-    backend.gemm(a, b, shift, mode, *, b_key=None) -> result with .c (M x N raw) and .saturated
-    backend.counters                     # dict with at least "gemms", "macs", "outputs", "saturated"
-
-Two emulators implement it:
+"""GEMM-engine emulators: two implementations of :class:`fxtrain.host.backend.Backend`.
 
 * :class:`ExactEmulator` — bit-identical to the RTL and the board (``docs/numerics.md`` §6): every GEMM goes
   through :func:`fxtrain.sim.gemm.tiled_gemm`, the golden model, and the LFSR lane states persist across calls.
@@ -17,8 +8,9 @@ Two emulators implement it:
   identical. Nearest rounding is bit identical. It accepts and returns torch tensors, so the training layers
   avoid copies. Use it for long experiments.
 
-Both also expose ``state_dict()`` / ``load_state_dict()`` (lane states or generator state and the counters) so a
-training checkpoint can resume the random sequence exactly.
+Both return :class:`fxtrain.sim.gemm.GemmResult` and restore their random state from ``state_dict()`` (lane states
+or generator state, and the counters), so a training checkpoint resumes the random sequence exactly
+(``restores_state``).
 
 Members
 -------
@@ -26,13 +18,9 @@ ExactEmulator
     Golden-model backend.
 FastEmulator
     Torch backend for long runs.
-TorchGemmResult
-    Result of :meth:`FastEmulator.gemm`: ``c`` and ``saturated``.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -41,7 +29,7 @@ from ..sim.gemm import EngineConfig, GemmResult, tiled_gemm
 from ..sim.lfsr import lane_seeds
 from ..sim.rounding import RoundingMode, check_shift, parse_mode
 
-__all__ = ["ExactEmulator", "FastEmulator", "TorchGemmResult", "COUNTER_NAMES"]
+__all__ = ["ExactEmulator", "FastEmulator", "COUNTER_NAMES"]
 
 COUNTER_NAMES = ("gemms", "macs", "outputs", "saturated")
 
@@ -75,8 +63,15 @@ class ExactEmulator:
         ``gemms``, ``macs`` (M*K*N summed), ``outputs`` (M*N summed), ``saturated`` (outputs clamped).
     lane_state : list of int
         Current LFSR lane states; assignable (validated by the next GEMM).
-    seed, gemm, state_dict, load_state_dict
+    accepts_torch : bool
+        False: :meth:`gemm` converts torch input to numpy and returns numpy.
+    restores_state : bool
+        True.
+    seed, gemm, state_dict, load_state_dict, close
     """
+
+    accepts_torch = False
+    restores_state = True
 
     def __init__(self, config: EngineConfig = None, seed: int = 0):
         self.config = _check_config(EngineConfig() if config is None else config)
@@ -119,14 +114,8 @@ class ExactEmulator:
         self.lane_state = [int(s) for s in state["lane_state"]]
         self.counters = dict(state["counters"])
 
-
-@dataclass
-class TorchGemmResult:
-    """``c``: M x N raw results (float64 tensor holding integers, or int64 numpy for numpy input);
-    ``saturated``: M x N bool (tensor or numpy like ``c``)."""
-
-    c: "torch.Tensor | np.ndarray"
-    saturated: "torch.Tensor | np.ndarray"
+    def close(self) -> None:
+        """Nothing to release."""
 
 
 class FastEmulator:
@@ -148,11 +137,14 @@ class FastEmulator:
     accepts_torch : bool
         True: :meth:`gemm` takes torch tensors holding raw integers (integer dtypes, checked, or floating dtypes
         that the caller guarantees hold in-range integers — not checked, it would cost passes over the operands)
-        and returns float64 tensors.
-    seed, gemm, state_dict, load_state_dict
+        and returns float64 tensors (int64 numpy for numpy input).
+    restores_state : bool
+        True.
+    seed, gemm, state_dict, load_state_dict, close
     """
 
     accepts_torch = True
+    restores_state = True
 
     def __init__(self, config: EngineConfig = None, seed: int = 0):
         self.config = _check_config(EngineConfig() if config is None else config)
@@ -163,7 +155,7 @@ class FastEmulator:
     def seed(self, seed: int) -> None:
         self.generator.manual_seed(_check_seed(seed))
 
-    def gemm(self, a, b, shift, mode, *, b_key=None) -> TorchGemmResult:
+    def gemm(self, a, b, shift, mode, *, b_key=None) -> GemmResult:
         """``sat_WL(floor((A @ B + offset) / 2**shift))`` with exact accumulation; ``b_key`` is ignored.
 
         Raises ValueError for non-matrix or mismatched operands, K above ``config.max_k``, operands that do not
@@ -216,8 +208,8 @@ class FastEmulator:
         self.counters["outputs"] += m * n
         self.counters["saturated"] += int(saturated.sum())
         if numpy_in:
-            return TorchGemmResult(acc.to(torch.int64).numpy(), saturated.numpy())
-        return TorchGemmResult(acc, saturated)
+            return GemmResult(acc.to(torch.int64).numpy(), saturated.numpy())
+        return GemmResult(acc, saturated)
 
     def state_dict(self) -> dict:
         return {"kind": "fast", "generator": self.generator.get_state(), "counters": dict(self.counters)}
@@ -227,3 +219,6 @@ class FastEmulator:
             raise ValueError(f"Cannot load a {state.get('kind')!r} backend state into a FastEmulator")
         self.generator.set_state(state["generator"])
         self.counters = dict(state["counters"])
+
+    def close(self) -> None:
+        """Nothing to release."""

@@ -23,7 +23,11 @@ All three GEMMs go through one function, :func:`_offload_gemm`, the single place
 the batch rows could later be sent instead of the whole product.
 
 Weights are the B operand of the forward and input-gradient GEMMs and are passed with ``b_key = (layer name,
-weight version, role)`` so a device can keep them resident while they do not change.
+weight version, role)`` so a device can keep them resident while they do not change. The layer name is its
+qualified name in the model (``"features.0"``), given by :func:`fxtrain.host.convert.convert`.
+
+The numerics (:class:`FixedConfig`) are separate from the live state (:class:`Offload`: the backend and the host
+quantizers' generator), which is shared by all layers of a converted model and attached to it.
 
 ``master_weights``: ``"fixed"`` (the paper) stores the parameters on the weight grid: each forward pass
 quantizes the weights (with the configured rounding) and writes the result back into the parameter, so the
@@ -36,81 +40,74 @@ Members
 DEFAULT_FORMATS : dict
     ``weights`` 16.14, ``activations`` 16.10, ``gradients`` 16.14 (justified in ``docs/training.md``).
 FixedConfig
-    Formats, rounding mode, master-weights option, quantizer generator of a converted model.
+    Numerics of a layer: formats, rounding mode, master-weights option, engine word length.
+Offload
+    The backend and the quantizer generator that the layers of a converted model share.
 FixedLinear, FixedConv2d
-    The layers (subclasses of ``nn.Linear`` / ``nn.Conv2d``, same parameters and state dict).
-convert
-    Replace every ``nn.Conv2d``/``nn.Linear`` of a float model by its fixed-point twin, in place.
-offload_stats
-    Sum of the host-side counters of the converted layers.
+    The layers (subclasses of ``nn.Linear`` / ``nn.Conv2d``, same parameters and state dict), each with a
+    ``from_float(module, fixed, offload, name)`` constructor (torch.ao style).
 im2col
     Patches of an image batch as a GEMM operand (a strided view, differentiable).
 """
 
 from __future__ import annotations
 
-import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from ..sim.fixedpoint import FixedFormat
-from ..sim.rounding import SHIFT_MAX
+from ..sim.gemm import EngineConfig
+from ..sim.rounding import SHIFT_MAX, RoundingMode
+from .backend import Backend
 from .quantize import check_mode, quantize_raw
 
-__all__ = ["DEFAULT_FORMATS", "FixedConfig", "FixedLinear", "FixedConv2d", "convert", "offload_stats", "im2col"]
+__all__ = ["DEFAULT_FORMATS", "FixedConfig", "Offload", "FixedLinear", "FixedConv2d", "im2col"]
 
 DEFAULT_FORMATS = {"weights": "16.14", "activations": "16.10", "gradients": "16.14"}
-
-_layer_numbers = itertools.count()
 
 
 @dataclass
 class FixedConfig:
-    """Numerics of a converted model.
+    """Numerics of a converted layer (nothing live: the backend and the generator are in :class:`Offload`).
 
     Parameters
     ----------
-    backend
-        The GEMM backend (duck type of :mod:`fxtrain.host.emulator`).
     weights, activations, gradients : FixedFormat or str
         Operand formats of the weights, the layer inputs and the output gradients.
     forward_out, grad_input_out, grad_weight_out : FixedFormat or str, optional
-        Result formats of the three GEMMs; default ``<engine WL, FL of activations / gradients / gradients>``.
-        Their word length must equal the engine's (the rounder saturates at the engine's WL).
-    rounding : str
-        ``"stochastic"`` or ``"nearest"``: host quantization of the operands and the backend's rounding.
+        Result formats of the three GEMMs; default ``<wl, FL of activations / gradients / gradients>``.
+        Their word length must be ``wl`` (the rounder saturates at the engine's WL).
+    rounding : RoundingMode or str
+        ``RoundingMode.STOCHASTIC`` / ``"stochastic"`` or ``NEAREST`` / ``"nearest"``: host quantization of the
+        operands and the backend's rounding. Stored as a :class:`~fxtrain.sim.rounding.RoundingMode`.
     master_weights : str
         ``"fixed"`` or ``"float"`` (module docstring).
-    seed : int
-        Seeds ``generator``, the source of the host quantizers' uniform numbers.
+    wl : int
+        The engine's word length (default ``EngineConfig().wl``); :class:`Offload` refuses a backend with another.
 
     Members
     -------
     shifts : dict
         ``forward``, ``grad_input``, ``grad_weight``: the rounder shift of each GEMM.
-    generator : torch.Generator
     """
 
-    backend: object
     weights: "FixedFormat | str" = DEFAULT_FORMATS["weights"]
     activations: "FixedFormat | str" = DEFAULT_FORMATS["activations"]
     gradients: "FixedFormat | str" = DEFAULT_FORMATS["gradients"]
     forward_out: "FixedFormat | str | None" = None
     grad_input_out: "FixedFormat | str | None" = None
     grad_weight_out: "FixedFormat | str | None" = None
-    rounding: str = "stochastic"
+    rounding: "RoundingMode | str" = RoundingMode.STOCHASTIC
     master_weights: str = "fixed"
-    seed: int = 0
-    generator: torch.Generator = field(init=False, repr=False)
+    wl: int = EngineConfig.wl
 
     def __post_init__(self):
-        config = getattr(self.backend, "config", None)
-        if config is None or not hasattr(self.backend, "gemm"):
-            raise TypeError(f"backend must have .config and .gemm (an emulator or a Device), not {self.backend!r}")
-        wl = config.wl
+        wl = self.wl
+        if not isinstance(wl, int) or isinstance(wl, bool) or wl < 2:
+            raise ValueError(f"wl must be an integer of at least 2, not {wl!r}")
         for name in ("weights", "activations", "gradients"):
             fmt = FixedFormat.parse(getattr(self, name))
             if fmt.wl > wl:
@@ -132,8 +129,6 @@ class FixedConfig:
             "grad_input": self._shift("input-gradient", self.gradients, self.weights, self.grad_input_out),
             "grad_weight": self._shift("weight-gradient", self.activations, self.gradients, self.grad_weight_out),
         }
-        self.generator = torch.Generator()
-        self.generator.manual_seed(int(self.seed))
 
     @staticmethod
     def _shift(gemm, fa, fb, fo):
@@ -149,12 +144,49 @@ class FixedConfig:
                 f"{self.rounding} rounding, {self.master_weights} master weights")
 
 
+class Offload:
+    """The live side of a converted model, shared by its fixed-point layers.
+
+    Parameters
+    ----------
+    backend : Backend
+        Where every GEMM goes (:class:`fxtrain.host.backend.Backend`).
+    seed : int
+        Seeds ``generator``.
+
+    Members
+    -------
+    backend : Backend
+    generator : torch.Generator
+        Source of the host quantizers' uniform numbers (checkpointed by the training loop).
+    """
+
+    def __init__(self, backend: Backend, seed: int = 0):
+        if not isinstance(backend, Backend):
+            raise TypeError(f"backend must implement fxtrain.host.backend.Backend (an emulator or a Device), "
+                            f"not {backend!r}")
+        if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, not {seed!r}")
+        self.backend = backend
+        self.generator = torch.Generator()
+        self.generator.manual_seed(seed)
+
+    def check(self, fixed: FixedConfig) -> FixedConfig:
+        """``fixed``, if its word length is the backend's engine's; ValueError otherwise."""
+        if not isinstance(fixed, FixedConfig):
+            raise TypeError(f"fixed must be a FixedConfig, not {fixed!r}")
+        if fixed.wl != self.backend.config.wl:
+            raise ValueError(f"FixedConfig is for a {fixed.wl}-bit engine, the backend's engine has "
+                             f"{self.backend.config.wl}-bit words (formats {fixed.describe()})")
+        return fixed
+
+
 def _offload_gemm(backend, a_raw, b_raw, shift, mode, b_key=None):
     """``round(a_raw @ b_raw)`` on the backend; operands and result are float tensors holding raw integers.
 
     The one call site of ``backend.gemm`` (module docstring). Returns ``(c_raw, saturated_count)``.
     """
-    if getattr(backend, "accepts_torch", False):
+    if backend.accepts_torch:
         result = backend.gemm(a_raw, b_raw, shift, mode, b_key=b_key)
         c = result.c
     else:
@@ -185,7 +217,7 @@ class _OffloadedMatmul(torch.autograd.Function):
         layer = ctx.layer
         cfg = layer.fixed
         a_raw, w_raw = ctx.saved_tensors
-        g_raw, sat = quantize_raw(grad_out.contiguous(), cfg.gradients, cfg.rounding, cfg.generator,
+        g_raw, sat = quantize_raw(grad_out.contiguous(), cfg.gradients, cfg.rounding, layer.offload.generator,
                                   count_saturated=True)
         layer.stats["gradient_saturated"] += sat
         layer.stats["gradients"] += g_raw.numel()
@@ -204,7 +236,8 @@ class _QuantizeActivation(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, layer):
         cfg = layer.fixed
-        raw, sat = quantize_raw(x.detach(), cfg.activations, cfg.rounding, cfg.generator, count_saturated=True)
+        raw, sat = quantize_raw(x.detach(), cfg.activations, cfg.rounding, layer.offload.generator,
+                                count_saturated=True)
         layer.stats["activation_saturated"] += sat
         layer.stats["activations"] += raw.numel()
         return raw.mul_(cfg.activations.resolution)
@@ -217,24 +250,29 @@ class _QuantizeActivation(torch.autograd.Function):
 class _FixedMixin:
     """Shared state and the GEMM entry point of :class:`FixedLinear` and :class:`FixedConv2d`."""
 
-    def _init_fixed(self, fixed: FixedConfig, name=None):
-        if not isinstance(fixed, FixedConfig):
-            raise TypeError(f"fixed must be a FixedConfig, not {fixed!r}")
-        self.fixed = fixed
-        self.key = name or f"{type(self).__name__}{next(_layer_numbers)}"
+    def _init_fixed(self, fixed: FixedConfig, offload: Offload, name=None):
+        if not isinstance(offload, Offload):
+            raise TypeError(f"offload must be an Offload, not {offload!r}")
+        self.fixed = offload.check(fixed)
+        self.offload = offload
+        # the residency key of the weights: the qualified name given by convert(), else this object's identity
+        self.key = name if name is not None else f"{type(self).__name__}@{id(self):x}"
         self.stats = dict.fromkeys(("gemms", "macs", "outputs", "saturated", "activations",
                                     "activation_saturated", "gradients", "gradient_saturated"), 0)
 
     def _gemm(self, role, a_raw, b_raw, out_fmt, b_key=None):
         m, k = a_raw.shape
         n = b_raw.shape[1]
-        c_raw, sat = _offload_gemm(self.fixed.backend, a_raw, b_raw, self.fixed.shifts[role], self.fixed.rounding,
+        c_raw, sat = _offload_gemm(self.offload.backend, a_raw, b_raw, self.fixed.shifts[role], self.fixed.rounding,
                                    b_key)
         self.stats["gemms"] += 1
         self.stats["macs"] += m * k * n
         self.stats["outputs"] += m * n
         self.stats["saturated"] += sat
         return c_raw.mul_(out_fmt.resolution)
+
+    def extra_repr(self):
+        return f"{super().extra_repr()}, key={self.key!r}, {self.fixed.describe()}"
 
     def _quantized_input(self, x):
         return _QuantizeActivation.apply(x, self)
@@ -244,27 +282,36 @@ class _FixedMixin:
         them first (so the optimizer's last update is rounded here, once)."""
         cfg = self.fixed
         with torch.no_grad():
-            w_raw = quantize_raw(self.weight, cfg.weights, cfg.rounding, cfg.generator)
+            w_raw = quantize_raw(self.weight, cfg.weights, cfg.rounding, self.offload.generator)
             if cfg.master_weights == "fixed" and self.training:
                 self.weight.copy_(w_raw * cfg.weights.resolution)
         return w_raw
 
 
 class FixedLinear(_FixedMixin, nn.Linear):
-    """``nn.Linear`` whose three GEMMs run on ``fixed.backend`` (module docstring); the bias stays float.
+    """``nn.Linear`` whose three GEMMs run on ``offload.backend`` (module docstring); the bias stays float.
 
     Parameters
     ----------
     in_features, out_features, bias
         As ``nn.Linear``.
     fixed : FixedConfig
+    offload : Offload
     name : str, optional
-        Key of the weights on the device (default: a unique name).
+        Key of the weights on the device: the qualified name in the model (default: unique to this object).
     """
 
-    def __init__(self, in_features, out_features, bias=True, *, fixed: FixedConfig, name=None):
+    def __init__(self, in_features, out_features, bias=True, *, fixed: FixedConfig, offload: Offload, name=None):
         nn.Linear.__init__(self, in_features, out_features, bias)
-        self._init_fixed(fixed, name)
+        self._init_fixed(fixed, offload, name)
+
+    @classmethod
+    def from_float(cls, module: nn.Linear, fixed: FixedConfig, offload: Offload, name=None) -> "FixedLinear":
+        """The fixed-point twin of ``module``, with a copy of its parameters."""
+        new = cls(module.in_features, module.out_features, module.bias is not None, fixed=fixed, offload=offload,
+                  name=name)
+        new.load_state_dict(module.state_dict())
+        return new
 
     def forward(self, x):
         lead = x.shape[:-1]
@@ -287,19 +334,20 @@ def im2col(x: torch.Tensor, kernel_size, stride, padding) -> torch.Tensor:
 
 class FixedConv2d(_FixedMixin, nn.Conv2d):
     """``nn.Conv2d`` (any stride and padding, ``groups=1``, ``dilation=1``, zero padding) whose three GEMMs run on
-    ``fixed.backend`` via im2col (module docstring); the bias stays float.
+    ``offload.backend`` via im2col (module docstring); the bias stays float.
 
     Parameters
     ----------
     in_channels, out_channels, kernel_size, stride, padding, bias
         As ``nn.Conv2d``.
     fixed : FixedConfig
+    offload : Offload
     name : str, optional
-        Key of the weights on the device.
+        Key of the weights on the device (as :class:`FixedLinear`).
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True, *,
-                 fixed: FixedConfig, name=None, **kwargs):
+                 fixed: FixedConfig, offload: Offload, name=None, **kwargs):
         for option, default in (("groups", 1), ("dilation", 1), ("padding_mode", "zeros")):
             value = kwargs.pop(option, default)
             if value not in (default, (default, default)):
@@ -309,7 +357,17 @@ class FixedConv2d(_FixedMixin, nn.Conv2d):
         if isinstance(padding, str):
             raise ValueError(f"FixedConv2d needs numeric padding, not {padding!r}")
         nn.Conv2d.__init__(self, in_channels, out_channels, kernel_size, stride, padding, bias=bias)
-        self._init_fixed(fixed, name)
+        self._init_fixed(fixed, offload, name)
+
+    @classmethod
+    def from_float(cls, module: nn.Conv2d, fixed: FixedConfig, offload: Offload, name=None) -> "FixedConv2d":
+        """The fixed-point twin of ``module``, with a copy of its parameters; ValueError for a convolution it cannot
+        run (groups, dilation, non-zero padding modes, string padding)."""
+        new = cls(module.in_channels, module.out_channels, module.kernel_size, module.stride, module.padding,
+                  module.bias is not None, fixed=fixed, offload=offload, name=name, groups=module.groups,
+                  dilation=module.dilation, padding_mode=module.padding_mode)
+        new.load_state_dict(module.state_dict())
+        return new
 
     def forward(self, x):
         if x.dim() != 4:
@@ -328,41 +386,3 @@ class FixedConv2d(_FixedMixin, nn.Conv2d):
         y = y.reshape(batch, self.out_channels, out_h, out_w)
         return y if self.bias is None else y + self.bias.view(1, -1, 1, 1)
 
-
-def convert(model: nn.Module, backend=None, *, fixed: "FixedConfig | None" = None, **options) -> nn.Module:
-    """Replace every ``nn.Conv2d`` and ``nn.Linear`` in ``model`` (in place) by its fixed-point twin, keeping the
-    parameters; returns ``model``.
-
-    Either pass ``fixed`` or ``backend`` and the :class:`FixedConfig` options (``weights="16.14"``,
-    ``activations``, ``gradients``, ``rounding``, ``master_weights``, ``seed``, output formats).
-    Raises ValueError for a convolution it cannot run (groups, dilation, non-zero padding modes).
-    """
-    if fixed is None:
-        fixed = FixedConfig(backend, **options)
-    elif backend is not None or options:
-        raise TypeError("Pass either fixed= or a backend and FixedConfig options, not both")
-    for name, child in list(model.named_children()):
-        if isinstance(child, (FixedConv2d, FixedLinear)):
-            continue
-        if isinstance(child, nn.Conv2d):
-            new = FixedConv2d(child.in_channels, child.out_channels, child.kernel_size, child.stride, child.padding,
-                              child.bias is not None, fixed=fixed, groups=child.groups, dilation=child.dilation,
-                              padding_mode=child.padding_mode)
-        elif isinstance(child, nn.Linear):
-            new = FixedLinear(child.in_features, child.out_features, child.bias is not None, fixed=fixed)
-        else:
-            convert(child, fixed=fixed)
-            continue
-        new.load_state_dict(child.state_dict())
-        setattr(model, name, new)
-    return model
-
-
-def offload_stats(model: nn.Module) -> dict:
-    """Sum of the ``stats`` counters of all fixed-point layers in ``model``."""
-    total = {}
-    for module in model.modules():
-        if isinstance(module, _FixedMixin):
-            for key, value in module.stats.items():
-                total[key] = total.get(key, 0) + value
-    return total

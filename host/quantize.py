@@ -15,14 +15,17 @@ exactly:
   raises :class:`ValueError` (the device has no NaN).
 
 Scaling by ``2**FL`` is exact in floating point, so for float32 input every result equals the contract's float64
-result (checked against ``apytypes`` in ``tests/test_quantize.py``).
+result (checked against ``apytypes`` in ``tests/test_quantize.py``). float16 and bfloat16 inputs are computed in
+float32 and give float32 results: half precision cannot hold ``x * 2**FL - 1/2`` or 16-bit raw values exactly
+(float16 1025 at 16.0 would round to 1024, the largest 16.7 value 255.9921875 to 256), and its fraction
+``y - f`` would make stochastic rounding biased at the resolution of a half-precision ``U``.
 
 Members
 -------
 ROUNDING_MODES : tuple of str
-    ``("nearest", "stochastic")``.
+    ``("nearest", "stochastic")`` (from :mod:`fxtrain.sim.rounding`).
 check_mode
-    Validates a rounding-mode name (or :class:`fxtrain.sim.rounding.RoundingMode`) and returns the name.
+    A :class:`fxtrain.sim.rounding.RoundingMode` from itself or its name (:func:`~fxtrain.sim.rounding.parse_mode`).
 quantize_raw
     Floats to raw integers, returned as a float tensor holding integers (cheapest for the GEMM that follows),
     plus optionally the saturation count.
@@ -39,26 +42,19 @@ from __future__ import annotations
 import torch
 
 from ..sim.fixedpoint import FixedFormat
-from ..sim.rounding import RoundingMode
+from ..sim.rounding import ROUNDING_MODES, RoundingMode, parse_mode
 
 __all__ = ["ROUNDING_MODES", "check_mode", "quantize_raw", "to_raw", "quantize", "from_raw"]
 
-ROUNDING_MODES = ("nearest", "stochastic")
-
-
-def check_mode(mode) -> str:
-    """``"nearest"`` or ``"stochastic"`` from either name or a :class:`RoundingMode`; ValueError otherwise."""
-    if isinstance(mode, RoundingMode):
-        return mode.name.lower()
-    if isinstance(mode, str) and mode.strip().lower() in ROUNDING_MODES:
-        return mode.strip().lower()
-    raise ValueError(f"Rounding mode must be 'nearest' or 'stochastic', not {mode!r}")
+def check_mode(mode) -> RoundingMode:
+    """The :class:`RoundingMode` of ``mode`` (itself, ``"nearest"`` or ``"stochastic"``); ValueError otherwise."""
+    return parse_mode(mode)
 
 
 def quantize_raw(x: torch.Tensor, fmt, mode="nearest", generator: "torch.Generator | None" = None,
                  *, count_saturated: bool = False):
-    """Raw integers of ``x`` in ``fmt`` as a floating tensor (float32 input gives float32, which holds every
-    16-bit raw value exactly).
+    """Raw integers of ``x`` in ``fmt`` as a floating tensor (float32 for float32, float16 and bfloat16 input,
+    float64 for float64: both hold every 16-bit raw value exactly).
 
     Parameters
     ----------
@@ -66,8 +62,8 @@ def quantize_raw(x: torch.Tensor, fmt, mode="nearest", generator: "torch.Generat
         Floating-point input; not modified.
     fmt : FixedFormat or str
         Target format (``"16.8"`` or ``"<16,8>"`` accepted).
-    mode : str
-        ``"nearest"`` or ``"stochastic"``.
+    mode : RoundingMode or str
+        ``RoundingMode.NEAREST`` / ``"nearest"`` or ``RoundingMode.STOCHASTIC`` / ``"stochastic"``.
     generator : torch.Generator, optional
         Source of the uniform numbers for ``"stochastic"``; ``None`` uses torch's default generator.
     count_saturated : bool
@@ -94,8 +90,8 @@ def quantize_raw(x: torch.Tensor, fmt, mode="nearest", generator: "torch.Generat
     if total != total and torch.isnan(x).any():
         raise ValueError(f"Cannot quantize NaN to fixed point {fmt} ({int(torch.isnan(x).sum())} NaN elements "
                          f"in a tensor of shape {tuple(x.shape)})")
-    y = x * (2.0 ** fmt.fl)
-    if mode == "nearest":
+    y = x.to(_compute_dtype(x.dtype)) * (2.0 ** fmt.fl)
+    if mode is RoundingMode.NEAREST:
         y.sub_(0.5).ceil_()
     else:
         floor = torch.floor(y)
@@ -108,13 +104,19 @@ def quantize_raw(x: torch.Tensor, fmt, mode="nearest", generator: "torch.Generat
     return y.clamp_(fmt.min_raw, fmt.max_raw)
 
 
+def _compute_dtype(dtype):
+    """At least float32: half-precision inputs are promoted (module docstring)."""
+    return torch.promote_types(dtype, torch.float32)
+
+
 def to_raw(x: torch.Tensor, fmt, mode="nearest", generator=None, dtype=torch.int64) -> torch.Tensor:
     """Raw integers of ``x`` in ``fmt`` as an integer tensor of ``dtype`` (see :func:`quantize_raw`)."""
     return quantize_raw(x, fmt, mode, generator).to(dtype)
 
 
 def quantize(x: torch.Tensor, fmt, mode="nearest", generator=None) -> torch.Tensor:
-    """``x`` rounded to the grid of ``fmt`` and saturated, as floats of ``x``'s dtype (see :func:`quantize_raw`)."""
+    """``x`` rounded to the grid of ``fmt`` and saturated, as floats of ``x``'s dtype promoted to at least float32
+    (half precision cannot hold every 16-bit fixed-point value; see :func:`quantize_raw`)."""
     fmt = FixedFormat.parse(fmt)
     return quantize_raw(x, fmt, mode, generator).mul_(fmt.resolution)
 

@@ -355,7 +355,7 @@ class DriverReplay:
     def _resident(self, mem, key, length):
         if mem.lookup(key, None) is not None:
             return False
-        mem.allocate(key, None, length)
+        mem.commit(key, None, mem.reserve(key, length), length)   # a link without errors: every write acknowledged
         return True
 
     def gemm(self, m, k, n, rounding=None, b_key=None):
@@ -644,6 +644,9 @@ class TimedBackend:
         ``(M, K, N, shift, mode, b_key)`` per call.
     """
 
+    accepts_torch = False         # the layers hand it numpy operands, as to a Device
+    restores_state = False
+
     def __init__(self, inner):
         self.inner = inner
         self.config = inner.config
@@ -657,6 +660,15 @@ class TimedBackend:
 
     def seed(self, seed):
         self.inner.seed(seed)
+
+    def state_dict(self):
+        return self.inner.state_dict()
+
+    def load_state_dict(self, state):
+        self.inner.load_state_dict(state)
+
+    def close(self):
+        self.inner.close()
 
     def gemm(self, a, b, shift, mode, *, b_key=None):
         import time
@@ -672,7 +684,7 @@ class TimedBackend:
 def time_training_steps(backend, batch, steps, *, seed=0, warmup=1, threads=None):
     """Wall-clock of ``steps`` LeNet training steps of ``batch`` random 28 x 28 images on ``backend``.
 
-    The model is ``fxtrain.host.models`` LeNet converted by ``fxtrain.host.layers.convert`` (default formats),
+    The model is ``fxtrain.host.models`` LeNet converted by ``fxtrain.host.convert.convert`` (default formats),
     trained by SGD on cross-entropy; data are already in memory. ``backend`` may be a :class:`TimedBackend`
     (to read its ``calls`` afterwards). ``threads`` sets torch's intra-op threads for the measurement (restored
     afterwards; on a shared machine, spinning OpenMP threads inflate CPU time, so host measurements use 1).
@@ -682,7 +694,7 @@ def time_training_steps(backend, batch, steps, *, seed=0, warmup=1, threads=None
 
     import torch
 
-    from .layers import convert
+    from .convert import convert
     from .models import build_model
 
     timed = backend if isinstance(backend, TimedBackend) else TimedBackend(backend)

@@ -15,12 +15,16 @@ directory:
 
 Members
 -------
+With ``tensorboard`` set, the same per-epoch metrics are also written as TensorBoard scalars
+(``torch.utils.tensorboard``, the ``[tensorboard]`` extra) under ``<tensorboard>/<run name>``.
+
+The backend comes from the one registry, :func:`fxtrain.host.backend.open_backend` (``emu``, ``emu:fast``,
+``float``, ``sim:verilator``, ``serial:PORT@BAUD``, ``device:…``).
+
+Members
+-------
 TrainConfig
     Everything a run depends on.
-open_backend
-    ``"float"`` -> None, ``"emu"`` (or ``"emu:exact"``) -> :class:`ExactEmulator`, ``"emu:fast"`` ->
-    :class:`FastEmulator`, anything else -> ``fxtrain.host.device.open_backend`` (imported only then), with a
-    ``"device:"`` prefix removed (``device:emu`` is the Device driver over the protocol emulator).
 build
     Model (converted when the backend is not ``float``), backend, optimizer and data of a config.
 train
@@ -33,11 +37,8 @@ save_atomic
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 import os
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -45,20 +46,22 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..sim.gemm import EngineConfig
+from ..sim.rounding import parse_mode
+from .backend import open_backend
+from .convert import convert, get_offload, offload_stats
 from .datasets import load_data
-from .emulator import ExactEmulator, FastEmulator
-from .layers import DEFAULT_FORMATS, FixedConfig, convert, offload_stats
+from .layers import DEFAULT_FORMATS, FixedConfig, _FixedMixin
+from .metrics import TensorBoardLog, write_metrics
 from .models import build_model
-from .quantize import check_mode
+from .progress import EpochProgress
 
-__all__ = ["TrainConfig", "open_backend", "build", "train", "evaluate", "save_atomic", "METRIC_FIELDS"]
+__all__ = ["TrainConfig", "build", "train", "evaluate", "save_atomic", "METRIC_FIELDS"]
 
 METRIC_FIELDS = ("epoch", "train_loss", "train_accuracy", "test_loss", "test_accuracy", "wall_s", "macs", "gemms",
                  "saturation_rate", "activation_saturation_rate", "gradient_saturation_rate")
 
 # Config fields that may differ between a run and its resumption.
-_RESUMABLE = ("epochs", "out_dir", "name", "resume", "progress", "plot")
+_RESUMABLE = ("epochs", "out_dir", "name", "resume", "progress", "plot", "tensorboard")
 
 
 @dataclass
@@ -72,11 +75,11 @@ class TrainConfig:
     data : str, optional
         IDX directory (:mod:`fxtrain.host.datasets`); None: the embedded MNIST subset.
     backend : str
-        ``"emu"``, ``"emu:fast"``, ``"float"`` or a device spec for ``fxtrain.host.device.open_backend``.
+        A spec of :func:`fxtrain.host.backend.open_backend`: ``"emu"``, ``"emu:fast"``, ``"float"``, a device.
     weights, activations, gradients : str
         Operand formats ``"WL.FL"``.
     rounding : str
-        ``"stochastic"`` or ``"nearest"``.
+        ``"stochastic"`` or ``"nearest"`` (a :class:`~fxtrain.sim.rounding.RoundingMode` is stored as its name).
     master_weights : str
         ``"fixed"`` or ``"float"`` (:mod:`fxtrain.host.layers`).
     epochs, batch_size : int
@@ -93,9 +96,11 @@ class TrainConfig:
     resume : bool
         Continue from ``out_dir/checkpoint.pt``.
     progress : bool
-        Print a progress line to stderr.
+        Show a progress bar on stderr (only when it is a terminal).
     plot : bool
         Write ``curves.png``.
+    tensorboard : str, optional
+        Directory for TensorBoard scalars (module docstring).
     """
 
     model: str = "lenet"
@@ -118,9 +123,10 @@ class TrainConfig:
     resume: bool = False
     progress: bool = True
     plot: bool = True
+    tensorboard: "str | None" = None
 
     def __post_init__(self):
-        self.rounding = check_mode(self.rounding)
+        self.rounding = str(parse_mode(self.rounding))
         for name in ("epochs", "batch_size"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
@@ -144,43 +150,27 @@ class TrainConfig:
         return Path(self.out_dir) if self.out_dir else Path("runs") / self.run_name
 
 
-def open_backend(spec: str, seed: int = 0, config: "EngineConfig | None" = None):
-    """The backend named by ``spec`` (module docstring); ``None`` for ``"float"``."""
-    if spec == "float":
-        return None
-    if spec in ("emu", "emu:exact"):
-        return ExactEmulator(config, seed)
-    if spec == "emu:fast":
-        return FastEmulator(config, seed)
-    try:
-        from . import device
-    except ImportError:
-        device = None
-    if device is None or not hasattr(device, "open_backend"):
-        raise ValueError(f"Unknown backend {spec!r}: use 'emu', 'emu:fast' or 'float' (device backends need "
-                         f"fxtrain.host.device.open_backend)")
-    if spec.startswith("device:"):  # e.g. device:emu, the Device driver over the protocol emulator
-        spec = spec[len("device:"):]
-    return device.open_backend(spec, config=config, seed=seed)
-
-
 def build(cfg: TrainConfig):
-    """``(model, backend, fixed, optimizer, train_set, test_set)`` for ``cfg``; ``backend`` and ``fixed`` are None
-    for the float baseline."""
+    """``(model, backend, offload, optimizer, train_set, test_set)`` for ``cfg``; ``backend`` and ``offload`` are
+    None for the float baseline. The caller closes ``backend``."""
     train_set, test_set = load_data(cfg.data)
     if cfg.train_limit:
         train_set = train_set.subset(cfg.train_limit)
     if cfg.test_limit:
         test_set = test_set.subset(cfg.test_limit)
     model = build_model(cfg.model, cfg.seed)
-    backend = open_backend(cfg.backend, cfg.seed)
-    fixed = None
+    backend = open_backend(cfg.backend, seed=cfg.seed)
+    offload = None
     if backend is not None:
-        fixed = FixedConfig(backend, cfg.weights, cfg.activations, cfg.gradients, rounding=cfg.rounding,
-                            master_weights=cfg.master_weights, seed=cfg.seed)
-        convert(model, fixed=fixed)
+        try:
+            fixed = FixedConfig(cfg.weights, cfg.activations, cfg.gradients, rounding=cfg.rounding,
+                                master_weights=cfg.master_weights, wl=backend.config.wl)
+            offload = get_offload(convert(model, backend, fixed, seed=cfg.seed))
+        except BaseException:
+            backend.close()
+            raise
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
-    return model, backend, fixed, optimizer, train_set, test_set
+    return model, backend, offload, optimizer, train_set, test_set
 
 
 def evaluate(model, dataset, batch_size: int = 250):
@@ -208,109 +198,102 @@ def save_atomic(obj, path) -> None:
     os.replace(tmp, path)
 
 
-class _Progress:
-    """One self-overwriting status line on stderr, at most every 0.2 s."""
-
-    def __init__(self, enabled, total, label):
-        self.enabled, self.total, self.label = enabled and total > 0, total, label
-        self.last = 0.0
-        self.start = time.perf_counter()
-
-    def update(self, done, loss):
-        now = time.perf_counter()
-        if not self.enabled or (now - self.last < 0.2 and done < self.total):
-            return
-        self.last = now
-        filled = int(20 * done / self.total)
-        rate = done / max(now - self.start, 1e-9)
-        sys.stderr.write(f"\r{self.label} [{'#' * filled}{'.' * (20 - filled)}] {done}/{self.total} "
-                         f"loss {loss:.4f} {rate:.1f} batch/s ")
-        if done >= self.total:
-            sys.stderr.write("\n")
-        sys.stderr.flush()
-
-
 def _backend_counters(backend):
-    return dict(getattr(backend, "counters", {})) if backend is not None else {}
-
-
-def _write_metrics(out_dir: Path, cfg: TrainConfig, history: list, plot: bool):
-    with open(out_dir / "metrics.json.tmp", "w") as f:
-        json.dump({"config": asdict(cfg), "epochs": history}, f, indent=1)
-    os.replace(out_dir / "metrics.json.tmp", out_dir / "metrics.json")
-    with open(out_dir / "metrics.csv.tmp", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=METRIC_FIELDS)
-        writer.writeheader()
-        for row in history:
-            writer.writerow({k: row[k] for k in METRIC_FIELDS})
-    os.replace(out_dir / "metrics.csv.tmp", out_dir / "metrics.csv")
-    if plot and history:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        epochs = [row["epoch"] for row in history]
-        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.5))
-        ax1.plot(epochs, [row["train_loss"] for row in history], "o-")
-        ax1.set_xlabel("epoch")
-        ax1.set_ylabel("train loss")
-        ax2.plot(epochs, [100 * row["test_accuracy"] for row in history], "o-")
-        ax2.set_xlabel("epoch")
-        ax2.set_ylabel("test accuracy (%)")
-        fig.suptitle(cfg.run_name, fontsize=9)
-        fig.tight_layout()
-        fig.savefig(out_dir / "curves.png", dpi=100)
-        plt.close(fig)
+    return dict(backend.counters) if backend is not None else {}
 
 
 def train(cfg: TrainConfig, log=print) -> list:
     """Run ``cfg`` (module docstring); returns the per-epoch metrics (all epochs, resumed ones included).
 
     Raises FileNotFoundError if ``resume`` is set and there is no checkpoint, ValueError if the checkpoint was
-    written by a run with different numerics.
+    written by a run with different numerics. The backend is closed at the end, also on an error.
     """
     out_dir = cfg.output_dir
-    model, backend, fixed, optimizer, train_set, test_set = build(cfg)
-    history = []
-    start_epoch = 0
-    checkpoint_path = out_dir / "checkpoint.pt"
-    if cfg.resume:
-        if not checkpoint_path.is_file():
-            raise FileNotFoundError(f"Cannot resume: no checkpoint at {checkpoint_path}")
-        checkpoint = torch.load(checkpoint_path, weights_only=False)
-        saved = {k: v for k, v in checkpoint["config"].items() if k not in _RESUMABLE}
-        current = {k: v for k, v in asdict(cfg).items() if k not in _RESUMABLE}
-        if saved != current:
-            diff = {k: (saved.get(k), current.get(k)) for k in current if saved.get(k) != current.get(k)}
-            raise ValueError(f"Checkpoint {checkpoint_path} is from a different run (saved vs now: {diff})")
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        torch.random.set_rng_state(checkpoint["torch_rng"])
-        if fixed is not None:
-            fixed.generator.set_state(checkpoint["quantizer_rng"])
-            if checkpoint["backend"] is not None and hasattr(backend, "load_state_dict"):
-                backend.load_state_dict(checkpoint["backend"])
-            else:
-                log(f"warning: backend {cfg.backend!r} cannot restore its random state; the resumed run is "
-                    f"statistically, not bit for bit, equivalent")
-        history = checkpoint["history"]
-        start_epoch = checkpoint["epoch"]
-        log(f"resuming {cfg.run_name} after epoch {start_epoch}")
-    else:
-        torch.manual_seed(cfg.seed)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    numerics = fixed.describe() if fixed is not None else "float32"
-    log(f"{cfg.run_name}: {cfg.model} on {train_set.name} ({len(train_set)} train / {len(test_set)} test), "
-        f"backend {cfg.backend}, {numerics}; output {out_dir}")
+    model, backend, offload, optimizer, train_set, test_set = build(cfg)
+    board = None
+    try:
+        history = _restore(cfg, model, backend, offload, optimizer, log) if cfg.resume else []
+        if not cfg.resume:
+            torch.manual_seed(cfg.seed)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if cfg.tensorboard:
+            board = TensorBoardLog(Path(cfg.tensorboard) / cfg.run_name)
+        numerics = next(iter(_fixed_layers(model))).fixed.describe() if offload is not None else "float32"
+        log(f"{cfg.run_name}: {cfg.model} on {train_set.name} ({len(train_set)} train / {len(test_set)} test), "
+            f"backend {cfg.backend}, {numerics}; output {out_dir}")
+        for epoch in range(len(history), cfg.epochs):
+            row = _train_epoch(cfg, epoch, model, backend, optimizer, train_set, test_set)
+            history.append(row)
+            log(f"epoch {row['epoch']}: train loss {row['train_loss']:.4f}, train acc "
+                f"{100 * row['train_accuracy']:.2f}%, test acc {100 * row['test_accuracy']:.2f}%, "
+                f"{row['wall_s']:.1f} s, {row['macs'] / 1e6:.1f} M MACs on the backend, "
+                f"saturation {100 * row['saturation_rate']:.3f}%")
+            checkpoint = {
+                "config": asdict(cfg),
+                "epoch": epoch + 1,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "torch_rng": torch.random.get_rng_state(),
+                "quantizer_rng": offload.generator.get_state() if offload is not None else None,
+                "backend": backend.state_dict() if backend is not None else None,
+                "history": history,
+            }
+            save_atomic(checkpoint, out_dir / "checkpoint.pt")
+            write_metrics(out_dir, asdict(cfg), history, METRIC_FIELDS, cfg.run_name, cfg.plot)
+            if board is not None:
+                board.add_epoch(row)
+    finally:
+        if board is not None:
+            board.close()
+        if backend is not None:
+            backend.close()
+    return history
+
+
+def _fixed_layers(model):
+    return [m for m in model.modules() if isinstance(m, _FixedMixin)]
+
+
+def _restore(cfg, model, backend, offload, optimizer, log) -> list:
+    """Load ``cfg``'s checkpoint into the run; returns the history so far."""
+    checkpoint_path = cfg.output_dir / "checkpoint.pt"
+    if not checkpoint_path.is_file():
+        raise FileNotFoundError(f"Cannot resume: no checkpoint at {checkpoint_path}")
+    checkpoint = torch.load(checkpoint_path, weights_only=False)
+    saved = {k: v for k, v in checkpoint["config"].items() if k not in _RESUMABLE}
+    current = {k: v for k, v in asdict(cfg).items() if k not in _RESUMABLE}
+    if saved != current:
+        diff = {k: (saved.get(k), current.get(k)) for k in current if saved.get(k) != current.get(k)}
+        raise ValueError(f"Checkpoint {checkpoint_path} is from a different run (saved vs now: {diff})")
+    model.load_state_dict(checkpoint["model"])
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    torch.random.set_rng_state(checkpoint["torch_rng"])
+    if offload is not None:
+        offload.generator.set_state(checkpoint["quantizer_rng"])
+        if checkpoint["backend"] is not None and backend.restores_state:
+            backend.load_state_dict(checkpoint["backend"])
+        else:
+            log(f"warning: backend {cfg.backend!r} cannot restore its random state; the resumed run is "
+                f"statistically, not bit for bit, equivalent")
+    history = checkpoint["history"]
+    if len(history) != checkpoint["epoch"]:
+        raise ValueError(f"Checkpoint {checkpoint_path} is inconsistent: epoch {checkpoint['epoch']} but "
+                         f"{len(history)} rows of history")
+    log(f"resuming {cfg.run_name} after epoch {checkpoint['epoch']}")
+    return history
+
+
+def _train_epoch(cfg, epoch, model, backend, optimizer, train_set, test_set) -> dict:
+    """One epoch of SGD (module docstring) and the evaluation after it; returns the epoch's metrics row."""
     n = len(train_set)
     batches = -(-n // cfg.batch_size)
-    for epoch in range(start_epoch, cfg.epochs):
-        t0 = time.perf_counter()
-        before = _backend_counters(backend)
-        stats_before = offload_stats(model)
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch))
-        model.train()
-        progress = _Progress(cfg.progress, batches, f"epoch {epoch + 1}/{cfg.epochs}")
-        loss_sum, correct = 0.0, 0
+    t0 = time.perf_counter()
+    before = _backend_counters(backend)
+    stats_before = offload_stats(model)
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch))
+    model.train()
+    loss_sum, correct = 0.0, 0
+    with EpochProgress(cfg.progress, batches, f"epoch {epoch + 1}/{cfg.epochs}") as progress:
         for b in range(batches):
             idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
             x, y = train_set.images[idx], train_set.labels[idx]
@@ -322,40 +305,23 @@ def train(cfg: TrainConfig, log=print) -> list:
             loss_sum += loss.item() * len(idx)
             correct += int((logits.argmax(1) == y).sum())
             progress.update(b + 1, loss_sum / min(n, (b + 1) * cfg.batch_size))
-        test_loss, test_acc = evaluate(model, test_set)
-        after = _backend_counters(backend)
-        stats = offload_stats(model)
-        delta = {k: after.get(k, 0) - before.get(k, 0) for k in ("macs", "gemms", "outputs", "saturated")}
-        sdelta = {k: stats.get(k, 0) - stats_before.get(k, 0) for k in stats}
-        row = {
-            "epoch": epoch + 1,
-            "train_loss": loss_sum / n,
-            "train_accuracy": correct / n,
-            "test_loss": test_loss,
-            "test_accuracy": test_acc,
-            "wall_s": time.perf_counter() - t0,
-            "macs": delta["macs"],
-            "gemms": delta["gemms"],
-            "saturation_rate": delta["saturated"] / delta["outputs"] if delta["outputs"] else 0.0,
-            "activation_saturation_rate": (sdelta["activation_saturated"] / sdelta["activations"]
-                                           if sdelta.get("activations") else 0.0),
-            "gradient_saturation_rate": (sdelta["gradient_saturated"] / sdelta["gradients"]
-                                         if sdelta.get("gradients") else 0.0),
-        }
-        history.append(row)
-        log(f"epoch {row['epoch']}: train loss {row['train_loss']:.4f}, train acc {100 * row['train_accuracy']:.2f}%, "
-            f"test acc {100 * test_acc:.2f}%, {row['wall_s']:.1f} s, {row['macs'] / 1e6:.1f} M MACs on the backend, "
-            f"saturation {100 * row['saturation_rate']:.3f}%")
-        checkpoint = {
-            "config": asdict(cfg),
-            "epoch": epoch + 1,
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "torch_rng": torch.random.get_rng_state(),
-            "quantizer_rng": fixed.generator.get_state() if fixed is not None else None,
-            "backend": backend.state_dict() if hasattr(backend, "state_dict") else None,
-            "history": history,
-        }
-        save_atomic(checkpoint, checkpoint_path)
-        _write_metrics(out_dir, cfg, history, cfg.plot)
-    return history
+    test_loss, test_acc = evaluate(model, test_set)
+    after = _backend_counters(backend)
+    stats = offload_stats(model)
+    delta = {k: after.get(k, 0) - before.get(k, 0) for k in ("macs", "gemms", "outputs", "saturated")}
+    sdelta = {k: stats.get(k, 0) - stats_before.get(k, 0) for k in stats}
+    return {
+        "epoch": epoch + 1,
+        "train_loss": loss_sum / n,
+        "train_accuracy": correct / n,
+        "test_loss": test_loss,
+        "test_accuracy": test_acc,
+        "wall_s": time.perf_counter() - t0,
+        "macs": delta["macs"],
+        "gemms": delta["gemms"],
+        "saturation_rate": delta["saturated"] / delta["outputs"] if delta["outputs"] else 0.0,
+        "activation_saturation_rate": (sdelta["activation_saturated"] / sdelta["activations"]
+                                       if sdelta.get("activations") else 0.0),
+        "gradient_saturation_rate": (sdelta["gradient_saturated"] / sdelta["gradients"]
+                                     if sdelta.get("gradients") else 0.0),
+    }

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import torch
 
+from ..sim.rounding import ROUNDING_MODES
+from .backend import backend_specs
 from .layers import DEFAULT_FORMATS
 from .models import MODELS
-from .quantize import ROUNDING_MODES
 from .train import TrainConfig, train
 
 _DEFAULTS = TrainConfig()
@@ -21,9 +22,8 @@ def add_arguments(parser):
     parser.add_argument("--data", default=None, metavar="DIR",
                         help="IDX directory (MNIST/Fashion-MNIST names; with only t10k files they are split "
                              "80/20); default: the embedded 2000+500-image MNIST subset")
-    parser.add_argument("--backend", default=_DEFAULTS.backend,
-                        help="emu (bit-exact emulator, default), emu:fast (torch emulator, statistically "
-                             "equivalent), float (float32 baseline), or a device spec")
+    parser.add_argument("--backend", default=_DEFAULTS.backend, metavar="SPEC",
+                        help=f"where the GEMMs run (default {_DEFAULTS.backend}). {backend_specs()}")
     parser.add_argument("--weights", default=DEFAULT_FORMATS["weights"], metavar="WL.FL",
                         help=f"weight format (default {DEFAULT_FORMATS['weights']})")
     parser.add_argument("--activations", default=DEFAULT_FORMATS["activations"], metavar="WL.FL",
@@ -49,7 +49,11 @@ def add_arguments(parser):
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (default 1: LeNet's GEMMs are too small to gain from more, and "
                              "extra threads spin badly on a busy machine)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress line")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress bar (there is none either when stderr is not a terminal)")
+    parser.add_argument("--tensorboard", default=None, metavar="DIR",
+                        help="also write the per-epoch metrics as TensorBoard scalars to DIR/<name> "
+                             "(needs the [tensorboard] extra)")
     parser.add_argument("--no-plot", action="store_true", help="do not write curves.png")
 
 
@@ -62,7 +66,7 @@ def run(args) -> int:
                       master_weights=args.master_weights, epochs=args.epochs, batch_size=args.batch_size,
                       lr=args.lr, momentum=args.momentum, seed=args.seed, train_limit=args.train_limit,
                       test_limit=args.test_limit, out_dir=args.out, name=args.name, resume=args.resume,
-                      progress=not args.no_progress, plot=not args.no_plot)
+                      progress=not args.no_progress, plot=not args.no_plot, tensorboard=args.tensorboard)
     history = train(cfg)
     if history:
         last = history[-1]

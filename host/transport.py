@@ -191,7 +191,8 @@ class SimulationTransport(Transport):
             if self.process.poll() is not None:
                 self._log.close()
                 raise TransportError(f"The {simulator} SoC server exited with code {self.process.returncode} "
-                                     f"before listening; log tail:\n{self.log_path.read_text()[-3000:]}")
+                                     f"before listening (log: {self.log_path}); log tail:\n"
+                                     f"{self.log_path.read_text()[-3000:]}")
             if time.monotonic() > deadline:
                 self.close()
                 raise TransportError(f"The {simulator} SoC server did not start within {start_timeout} s")

@@ -37,6 +37,9 @@ Members
 -------
 SystolicArray
     The array component.
+PE_PREFIX, FANOUT_PREFIX, pe_name, fanout_name
+    The names of the array's submodules (``pe_<r>_<c>``, ``fanout_shift_<r>``); ``boards/build.py`` builds its
+    Yosys selections from them, so a rename here cannot silently break the board flow.
 """
 
 from amaranth.hdl import Module, Signal, signed
@@ -45,7 +48,22 @@ from amaranth.lib.wiring import In, Out
 
 from .pe import MACProcessingElement
 
-__all__ = ["SystolicArray"]
+__all__ = ["SystolicArray", "PE_PREFIX", "FANOUT_PREFIX", "pe_name", "fanout_name"]
+
+#: Prefix of the PE submodules' names (:func:`pe_name`).
+PE_PREFIX = "pe_"
+#: Prefix of the shift fan-out submodules' names (:func:`fanout_name`).
+FANOUT_PREFIX = "fanout_shift_"
+
+
+def pe_name(row, col):
+    """Submodule name of PE ``(row, col)``."""
+    return f"{PE_PREFIX}{row}_{col}"
+
+
+def fanout_name(row):
+    """Submodule name of row ``row``'s shift fan-out registers."""
+    return f"{FANOUT_PREFIX}{row}"
 
 
 class _Fanout(wiring.Component):
@@ -143,7 +161,7 @@ class SystolicArray(wiring.Component):
                for _ in range(rows)]
         for r in range(rows):
             for j in range(cols):
-                m.submodules[f"pe_{r}_{j}"] = pes[r][j]
+                m.submodules[pe_name(r, j)] = pes[r][j]
         for r in range(rows):
             a = self._delayed(m, self.a_in[r], r, f"a_skew{r}")
             valid = self._delayed(m, self.in_valid, r, f"valid_skew{r}")
@@ -156,7 +174,7 @@ class SystolicArray(wiring.Component):
         # shift_en fan-out tree: shift_en -> one register per row -> one register per PE (shift_latency = 2)
         shift_pe = []
         for r in range(rows):
-            m.submodules[f"fanout_shift_{r}"] = fanout = _Fanout(cols)
+            m.submodules[fanout_name(r)] = fanout = _Fanout(cols)
             m.d.comb += fanout.i.eq(self.shift_en)
             shift_pe.append(fanout.o)
         for j in range(cols):

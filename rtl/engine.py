@@ -38,6 +38,8 @@ Members
 -------
 GemmEngine
     The engine component.
+ARRAY_NAME : str
+    Submodule name of the systolic array (``boards/build.py`` selects its PEs and fan-out registers by it).
 """
 
 from amaranth.hdl import Cat, Module, Mux, Signal
@@ -52,7 +54,10 @@ from .array import SystolicArray
 from .lfsr import LFSRLanes
 from .rounder import StochasticRounder
 
-__all__ = ["GemmEngine"]
+__all__ = ["GemmEngine", "ARRAY_NAME"]
+
+#: Submodule name of the :class:`~fxtrain.rtl.array.SystolicArray` inside the engine.
+ARRAY_NAME = "array"
 
 
 class GemmEngine(wiring.Component):
@@ -119,7 +124,7 @@ class GemmEngine(wiring.Component):
         aw = addr_bits(cfg)
         latency = self.rounder_latency
         m = Module()
-        m.submodules.array = array = SystolicArray(rows, cols, cfg.wl, cfg.acc_width, self.multiplier)
+        m.submodules[ARRAY_NAME] = array = SystolicArray(rows, cols, cfg.wl, cfg.acc_width, self.multiplier)
         shift_latency = array.shift_latency
         # FLUSH: cycles between the last operand read and the first DRAIN cycle. The last pair reaches the array
         # 1 + OPERAND_LATENCY cycles after its read (memory read port, then the operand registers) and the

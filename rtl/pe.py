@@ -22,7 +22,10 @@ from amaranth.lib.wiring import In, Out
 from ..sim.fixedpoint import MAX_WL
 from .multiplier import RegisteredMultiplier
 
-__all__ = ["MACProcessingElement"]
+__all__ = ["MACProcessingElement", "MULTIPLIER_NAME"]
+
+# Submodule name of the PE's multiplier (its $mul, or MULT18X18D instance, sits in module ``<pe>.mul``).
+MULTIPLIER_NAME = "mul"
 
 
 class MACProcessingElement(wiring.Component):
@@ -116,7 +119,7 @@ class MACProcessingElement(wiring.Component):
             self.out_valid.eq(self.in_valid),
             self.out_clear.eq(self.in_clear),
         ]
-        m.submodules.mul = mul = self._multiplier
+        m.submodules[MULTIPLIER_NAME] = mul = self._multiplier
         m.d.comb += [mul.a.eq(self.a_in), mul.b.eq(self.b_in)]
         product = mul.p
         valid1 = Signal()

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .rounding import RoundingMode, parse_mode
+
 __all__ = ["MAX_WL", "FixedFormat"]
 
 MAX_WL = 16
@@ -130,25 +132,24 @@ class FixedFormat:
         clamped = np.clip(raw, self.min_raw, self.max_raw)
         return clamped, clamped != raw
 
-    def to_raw(self, x, mode: str = "nearest", rng: "np.random.Generator | None" = None):
+    def to_raw(self, x, mode: "RoundingMode | str" = "nearest", rng: "np.random.Generator | None" = None):
         """Convert floats to raw integers with rounding then saturation (§3 of the contract).
 
         ``mode="nearest"`` rounds to the nearest multiple of ``2**-fl``, ties toward minus infinity (the paper's
         rule, Eq. 1); ``mode="stochastic"`` rounds up with probability equal to the discarded fraction, drawing
         uniform numbers from ``rng`` (required). Infinities saturate; NaN raises ``ValueError``.
         """
+        mode = parse_mode(mode)
         x = np.asarray(x, dtype=np.float64)
         if np.isnan(x).any():
             raise ValueError("Cannot convert NaN to fixed point")
         scaled = np.clip(x * 2.0 ** self.fl, self.min_raw - 1.0, self.max_raw + 1.0)
-        if mode == "nearest":
+        if mode is RoundingMode.NEAREST:
             raw = np.ceil(scaled - 0.5)
-        elif mode == "stochastic":
+        else:
             if rng is None:
                 raise ValueError("Stochastic rounding needs a numpy Generator passed as rng")
             raw = np.floor(scaled + rng.random(scaled.shape))
-        else:
-            raise ValueError(f"Rounding mode must be 'nearest' or 'stochastic', not {mode!r}")
         return self.saturate(raw.astype(np.int64))[0]
 
     def from_raw(self, raw):

@@ -19,7 +19,8 @@ Members
 EngineConfig
     Geometry and word length of an engine; the one source of truth for RTL, boards, host and time model.
 GemmResult
-    ``c`` (M x N raw results), ``saturated`` (M x N bool), ``lane_state`` (list of ints after the GEMM).
+    ``c`` (M x N raw results), ``saturated`` (M x N bool), ``lane_state`` (list of ints after the GEMM, or None
+    from a backend that cannot read it back); the result type of every backend.
 tile_gemm
     One tile: rows x K times K x cols.
 tiled_gemm
@@ -105,9 +106,16 @@ class EngineConfig:
 
 @dataclass
 class GemmResult:
-    c: np.ndarray
-    saturated: np.ndarray
-    lane_state: list
+    """The result of a GEMM, the one result type of every backend (``fxtrain.host.backend.Backend``).
+
+    ``c``: M x N raw results (int64 numpy; a backend with ``accepts_torch`` returns a torch tensor for torch
+    input); ``saturated``: M x N bool, like ``c``; ``lane_state``: the LFSR lane states after the GEMM where the
+    backend knows them (the golden model, the exact emulator), else None.
+    """
+
+    c: "np.ndarray"
+    saturated: "np.ndarray"
+    lane_state: "list | None" = None
 
 
 def _check_lane_state(config, lane_state):

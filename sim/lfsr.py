@@ -25,7 +25,9 @@ generate
 lane_words
     The same, vectorised (the emulator's hot path).
 lane_seeds
-    Distinct non-zero lane seeds derived from one user seed (§4.3).
+    Lane seeds derived from one user seed, at maximally spaced phases of the sequence (§4.3).
+lane_spacing
+    Bit steps between consecutive lanes' seeds.
 lane_advance
     A lane's state after many advances, without producing the words.
 period
@@ -40,7 +42,7 @@ from functools import lru_cache
 import numpy as np
 
 __all__ = ["LFSR_TAPS", "LANE_WIDTH", "lfsr_step", "lfsr_leap", "LeapMap", "generate", "lane_words",
-           "lane_seeds", "lane_advance", "period", "check_lfsr"]
+           "lane_seeds", "lane_spacing", "lane_advance", "period", "check_lfsr"]
 
 LFSR_TAPS = {
     3: (3, 2), 4: (4, 3), 5: (5, 3), 6: (6, 5), 7: (7, 6), 8: (8, 6, 5, 4), 9: (9, 5), 10: (10, 7),
@@ -187,27 +189,33 @@ def _splitmix64(x):
 
 
 def lane_seeds(seed, count, width=LANE_WIDTH):
-    """Distinct non-zero seeds for ``count`` lanes derived from the user seed ``seed`` (§4.3).
+    """Seeds for ``count`` lanes from the user seed ``seed``, at maximally spaced phases of one m-sequence (§4.3).
 
-    Lane ``i`` takes the low ``width`` bits of ``splitmix64(seed * 2**16 + i + attempt * 2**15)`` for the
-    first ``attempt = 0, 1, ...`` that is non-zero and not taken by an earlier lane.
+    Lane 0 takes the low ``width`` bits of ``splitmix64(seed * 2**16 + attempt * 2**15)`` for the first
+    ``attempt = 0, 1, ...`` that is non-zero; lane ``i`` is lane 0's seed after ``i * floor((2**width - 1) / count)``
+    bit steps (one cached jump map, applied ``count - 1`` times). Lanes advance in lockstep, so any two lanes stay at
+    least ``floor((2**width - 1) / count)`` bit steps apart on the sequence forever.
     """
     check_lfsr(width)
     if not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"Seed must be a non-negative integer, not {seed!r}")
-    if not isinstance(count, int) or count < 1 or count > 1 << 15:
-        raise ValueError(f"Lane count must be an integer from 1 to 32768, not {count!r}")
-    mask = (1 << width) - 1
-    seeds = []
-    for lane in range(count):
-        attempt = 0
-        while True:
-            value = _splitmix64(((int(seed) << 16) + lane + (attempt << 15)) & 0xFFFFFFFFFFFFFFFF) & mask
-            if value != 0 and value not in seeds:
-                break
-            attempt += 1
-        seeds.append(value)
+    full = (1 << width) - 1
+    if not isinstance(count, int) or count < 1 or count > min(1 << 15, full):
+        raise ValueError(f"Lane count must be an integer from 1 to {min(1 << 15, full)}, not {count!r}")
+    attempt = 0
+    while not (base := _splitmix64(((int(seed) << 16) + (attempt << 15)) & 0xFFFFFFFFFFFFFFFF) & full):
+        attempt += 1
+    seeds = [base]
+    if count > 1:
+        jump = _leap_map(width, lane_spacing(count, width))
+        for _ in range(count - 1):
+            seeds.append(jump(seeds[-1]))
     return seeds
+
+
+def lane_spacing(count, width=LANE_WIDTH):
+    """Bit steps between consecutive lanes' seeds: ``floor((2**width - 1) / count)`` (§4.3)."""
+    return ((1 << width) - 1) // count
 
 
 def period(width, leap=None):

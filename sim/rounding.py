@@ -13,7 +13,11 @@ where ``sat_WL`` clamps to ``[-2**(WL-1), 2**(WL-1) - 1]``.
 Members
 -------
 RoundingMode
-    ``NEAREST`` (0) and ``STOCHASTIC`` (1): the encoding used by the RTL registers and the host protocol.
+    ``NEAREST`` (0) and ``STOCHASTIC`` (1): the encoding used by the RTL registers and the host protocol, and the
+    one rounding-mode type of the project (host quantizers, layers, backends); ``str()`` gives the lower-case
+    name that the CLI and the configs use.
+ROUNDING_MODES : tuple of str
+    ``("nearest", "stochastic")``, the names :func:`parse_mode` accepts.
 SHIFT_MAX : int
     Largest shift the rounder supports (32, the lane width).
 parse_mode
@@ -34,7 +38,7 @@ import numpy as np
 
 from .lfsr import LANE_WIDTH
 
-__all__ = ["RoundingMode", "SHIFT_MAX", "parse_mode", "check_shift", "rounding_offset", "round_shift"]
+__all__ = ["RoundingMode", "ROUNDING_MODES", "SHIFT_MAX", "parse_mode", "check_shift", "rounding_offset", "round_shift"]
 
 SHIFT_MAX = LANE_WIDTH
 
@@ -42,6 +46,15 @@ SHIFT_MAX = LANE_WIDTH
 class RoundingMode(enum.IntEnum):
     NEAREST = 0
     STOCHASTIC = 1
+
+    def __str__(self):
+        return self.name.lower()
+
+    def __format__(self, spec):
+        return format(str(self), spec)
+
+
+ROUNDING_MODES = tuple(str(mode) for mode in RoundingMode)
 
 
 def parse_mode(mode) -> RoundingMode:

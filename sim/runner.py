@@ -136,8 +136,32 @@ def run_bench(component, toplevel, test_module, *, simulator="verilator", params
     if failed or not total:
         log = (build_dir / f"test-{os.getpid()}.log")
         tail = log.read_text()[-6000:] if log.exists() else ""
-        raise BenchFailed(f"{failed} of {total} cocotb tests of {test_module} failed on {simulator}:\n{tail}")
+        reasons = "".join(f"\n  {name}: {message}" for name, message in _failures(results))
+        raise BenchFailed(f"{failed} of {total} cocotb tests of {test_module} failed on {simulator}:{reasons}\n"
+                          f"log tail ({log}):\n{tail}")
     return total
+
+
+def _failures(results_xml):
+    """``(test name, failure text)`` of every failed test case in cocotb's JUnit results file: the text holds the
+    assertion's message and cocotb's rewritten assertion (values of both sides)."""
+    import xml.etree.ElementTree as ElementTree
+
+    try:
+        root = ElementTree.parse(results_xml).getroot()
+    except (OSError, ElementTree.ParseError) as error:
+        return [("results", f"unreadable results file {results_xml}: {error}")]
+    out = []
+    for case in root.iter("testcase"):
+        for failure in list(case.iter("failure")) + list(case.iter("error")):
+            text = (failure.get("message") or "").strip()
+            detail = (failure.text or "").strip()
+            lines = [line for line in detail.splitlines() if line.strip()]
+            # the last lines of the traceback: the assertion and, from cocotb's rewriting, its operands
+            if lines:
+                text = (text + "\n    " if text else "") + "\n    ".join(lines[-6:])
+            out.append((case.get("name", "?"), text or failure.tag))
+    return out
 
 
 def bench_params():

@@ -8,6 +8,10 @@
     repository's ``.sim_build`` (git-ignored), so a design is built once per simulator across test sessions.
 ``run_cocotb``
     :func:`run_bench` with the fixtures' build root, usable from session/module-scoped fixtures.
+
+Markers (registered in ``pyproject.toml``): every test that uses the ``simulator`` or ``run_cocotb`` fixture, or is
+parametrized with a ``sim:...`` backend spec, is marked ``cocotb``; every test that uses the ``builds`` fixture
+(``tests/test_boards.py``) is marked ``toolchain``. Other tests carry their marks explicitly.
 """
 
 import os
@@ -16,6 +20,21 @@ from pathlib import Path
 import pytest
 
 from fxtrain.sim.runner import SIMULATORS, run_bench, simulator_available
+
+
+def _runs_simulated_rtl(item):
+    if {"simulator", "run_cocotb"} & set(item.fixturenames):
+        return True
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    return any(isinstance(value, str) and value.startswith(("sim:", "device:sim:")) for value in params.values())
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if _runs_simulated_rtl(item):
+            item.add_marker(pytest.mark.cocotb)
+        if "builds" in item.fixturenames:
+            item.add_marker(pytest.mark.toolchain)
 
 
 @pytest.fixture(scope="session", params=SIMULATORS)

@@ -17,12 +17,15 @@ import pytest
 from amaranth.hdl import Fragment
 
 from fxtrain.boards import toolchain
-from fxtrain.boards.build import (KEEP_FANOUT_SCRIPT, BuildError, TimingError, check_fits, check_report,
+from fxtrain.boards.build import (KEEP_FANOUT_SCRIPT, PE_ONLY_DSP_SCRIPT, BuildError, TimingError, check_fits, check_report,
                                   parse_yosys_stats, build_bitstream)
 from fxtrain.boards.targets import TARGETS, get_target
 from fxtrain.boards.top import BoardTop, ecp5_pll_params, ice40_pll_params, pll_params
 from fxtrain.host.cli import main as cli_main
 from fxtrain.rtl.array import SystolicArray
+from fxtrain.rtl.engine import ARRAY_NAME, GemmEngine
+from fxtrain.rtl.pe import MULTIPLIER_NAME
+from fxtrain.sim.gemm import EngineConfig
 from fxtrain.rtl.soc import identify_payload
 from fxtrain.sim.protocol import Identity
 
@@ -248,6 +251,7 @@ def test_every_target_elaborates_and_fits():
         assert pll_params(target) == top.pll
 
 
+@pytest.mark.toolchain
 def test_keep_rule_preserves_the_shift_fanout_registers(tmp_path):
     """synth_ecp5 merges the array's identical shift_en copies into one register unless the build's
     KEEP_FANOUT_SCRIPT marks them: with it, all rows + rows * cols copies survive (rows * cols + rows - 2 more
@@ -258,7 +262,7 @@ def test_keep_rule_preserves_the_shift_fanout_registers(tmp_path):
     env = _tools_or_skip("ecp5")
     rows, cols = 2, 3
     m = Module()
-    m.submodules.array = array = SystolicArray(rows, cols, 4, 8)     # instance path top.array, as in the SoC
+    m.submodules[ARRAY_NAME] = array = SystolicArray(rows, cols, 4, 8)     # instance path top.array, as in the SoC
     ports = [array.a_in.as_value(), array.b_in.as_value(), array.in_valid, array.in_clear, array.shift_en,
              array.acc_out.as_value()]
     (tmp_path / "array.il").write_text(rtlil.convert(m, ports=ports))
@@ -282,3 +286,26 @@ def test_list_shows_multipliers_used_of_available(capsys):
         pes = target.config.rows * target.config.cols
         assert f" {pes}/{DEVICE_DSP_BLOCKS[target.device]} " in line, line
         assert f"{target.config.rows} x {target.config.cols}" in line, line
+
+
+def test_yosys_selections_match_the_engine_hierarchy():
+    """The board flow's Yosys selections (built from the names rtl/array.py and rtl/engine.py export) pick
+    exactly the rows * cols PE modules (with their multiplier submodules) and the rows fan-out modules of an
+    elaborated engine: a rename of a
+    submodule changes both sides or fails here, never silently the build."""
+    from fnmatch import fnmatchcase
+
+    from amaranth.back import rtlil
+
+    rows, cols = 2, 3
+    engine = GemmEngine(EngineConfig(rows=rows, cols=cols, wl=4, depth=4, max_k_log2=4))
+    text = rtlil.convert(engine, name="top")
+    modules = set(re.findall(r"^module \\(\S+)$", text, re.M))
+    selections = {}
+    for script in (PE_ONLY_DSP_SCRIPT, KEEP_FANOUT_SCRIPT):
+        pattern = re.search(r"(\*\.\S+?)/t:", script).group(1)
+        selections[script] = sorted(name for name in modules if fnmatchcase(name, pattern))
+    pes = [f"top.array.pe_{r}_{c}" for r in range(rows) for c in range(cols)]
+    # the PE modules and their multiplier submodules (which hold the $mul)
+    assert selections[PE_ONLY_DSP_SCRIPT] == sorted(pes + [f"{pe}.{MULTIPLIER_NAME}" for pe in pes])
+    assert selections[KEEP_FANOUT_SCRIPT] == sorted(f"top.array.fanout_shift_{r}" for r in range(rows))

@@ -13,12 +13,13 @@ import time
 import numpy as np
 import pytest
 
-from fxtrain.host.device import (Device, DeviceError, DeviceMismatch, DeviceTimeout, ResidentMemory, open_backend,
-                                 open_device)
+from fxtrain.host.backend import Backend, open_backend
+from fxtrain.host.device import Device, DeviceError, DeviceMismatch, DeviceTimeout, ResidentMemory, open_device
 from fxtrain.host.transport import EmulatorTransport, Transport, TransportError
 from fxtrain.sim.gemm import EngineConfig, tiled_gemm
 from fxtrain.sim.lfsr import lane_seeds
 from fxtrain.sim.protocol import Command, ProtocolEmulator, ResponseParser, Status, encode_request
+from fxtrain.sim.rounding import RoundingMode
 from fxtrain.sim.runner import simulator_available
 
 SIM_CONFIG = EngineConfig(rows=2, cols=2, wl=16, depth=32, max_k_log2=12)
@@ -252,17 +253,35 @@ def test_device_errors_name_the_command():
         dev.gemm(np.zeros((1, 8192), dtype=np.int64), np.zeros((8192, 1), dtype=np.int64), 0, "nearest")
 
 
+def _allocate(mem, key, digest, length):
+    start = mem.reserve(key, length)
+    mem.commit(key, digest, start, length)
+    return start
+
+
 def test_resident_memory_evicts_least_recently_used():
     mem = ResidentMemory(32)
-    a = mem.allocate("a", b"1", 10)
-    b = mem.allocate("b", b"1", 10)
-    mem.allocate("c", b"1", 10)
+    a = _allocate(mem, "a", b"1", 10)
+    b = _allocate(mem, "b", b"1", 10)
+    _allocate(mem, "c", b"1", 10)
     assert mem.lookup("a", b"1") == a and mem.lookup("a", b"2") is None
-    d = mem.allocate("d", b"1", 10)       # evicts b, the least recently used
+    d = _allocate(mem, "d", b"1", 10)       # evicts b, the least recently used
     assert d == b and mem.lookup("b", b"1") is None and mem.lookup("c", b"1") is not None
-    assert mem.allocate("big", b"1", 32) == 0 and len(mem) == 1
+    assert _allocate(mem, "big", b"1", 32) == 0 and len(mem) == 1
     with pytest.raises(ValueError, match="Cannot allocate 33 entries"):
-        mem.allocate("x", b"1", 33)
+        mem.reserve("x", 33)
+
+
+def test_resident_memory_records_a_range_only_when_committed():
+    """reserve() records nothing (the write may fail) and forgets the key's old range; commit() records the range
+    and drops any other range it overlaps."""
+    mem = ResidentMemory(32)
+    _allocate(mem, "a", b"1", 16)
+    start = mem.reserve("a", 8)
+    assert mem.lookup("a", b"1") is None and len(mem) == 0 and start == 0
+    _allocate(mem, "b", b"1", 16)
+    mem.commit("c", b"1", 8, 16)            # overlaps b
+    assert mem.lookup("b", b"1") is None and mem.lookup("c", b"1") == 8
 
 
 def test_spec_strings():
@@ -272,19 +291,51 @@ def test_spec_strings():
         open_device("serial:/nonexistent/tty@115200")
     with pytest.raises(ValueError, match="Baud rate in device spec"):
         open_device("serial:/dev/null@fast")
-    dev = open_backend("emu", config=SIM_CONFIG, seed=4)
+    dev = open_backend("device:emu", config=SIM_CONFIG, seed=4)
+    assert isinstance(dev, Device) and isinstance(dev, Backend)
     assert dev.config == SIM_CONFIG and set(dev.counters) >= {"gemms", "macs", "outputs", "saturated"}
-    pytest.importorskip("fxtrain.host.emulator")
     backend = open_backend("emu:exact", config=SIM_CONFIG, seed=4)
     a = np.ones((3, 5), dtype=np.int64)
     assert (backend.gemm(a, a.T, 0, "nearest").c == dev.gemm(a, a.T, 0, "nearest").c).all()
 
 
+def test_one_registry_maps_every_spec_to_a_backend():
+    """The registry: emu/emu:exact/emu:fast are the emulators, float is no backend, device:/sim:/serial: open the
+    Device driver (seeded); every backend satisfies the Backend protocol and returns the one GemmResult type;
+    an unknown spec names the known ones, and a missing port is a TransportError naming it."""
+    from fxtrain.host.emulator import ExactEmulator, FastEmulator
+    from fxtrain.sim.gemm import GemmResult
+
+    assert type(open_backend("emu")) is ExactEmulator and type(open_backend("emu:exact")) is ExactEmulator
+    assert type(open_backend("emu:fast")) is FastEmulator
+    assert open_backend("float") is None
+    a = np.arange(-6, 6, dtype=np.int64).reshape(3, 4)
+    for backend in (open_backend("emu", seed=2), open_backend("emu:fast", seed=2),
+                    open_backend("device:emu", config=SIM_CONFIG, seed=2)):
+        assert isinstance(backend, Backend)
+        result = backend.gemm(a, a.T, 1, RoundingMode.NEAREST)
+        assert type(result) is GemmResult and (result.c == tiled_gemm(backend.config, a, a.T, 1, "nearest",
+                                                                       lane_seeds(2, backend.config.lanes)).c).all()
+        state = backend.state_dict()
+        backend.load_state_dict(state)
+        backend.close()
+    with pytest.raises(ValueError, match=r"Unknown backend 'fpga': use one of emu, emu:exact, emu:fast, float, "
+                                         r"sim:\.\.\., serial:\.\.\., device:\.\.\."):
+        open_backend("fpga")
+    with pytest.raises(ValueError, match="Unknown backend 'sim:'"):
+        open_backend("sim:")
+    with pytest.raises(TypeError, match="takes no options"):
+        open_backend("emu", timeout=3)
+    with pytest.raises(TransportError, match="Cannot open serial link '/nonexistent/tty9' at 3000000 baud"):
+        open_backend("serial:/nonexistent/tty9@3000000")
+
+
+@pytest.mark.slow
 def test_training_layers_through_the_device_equal_the_exact_emulator():
     """LeNet forward and backward with every GEMM offloaded through Device (protocol emulator) gives outputs and
     gradients bit-identical to ExactEmulator (same engine configuration and seed): the backend duck type."""
     torch = pytest.importorskip("torch")
-    layers = pytest.importorskip("fxtrain.host.layers")
+    convert = pytest.importorskip("fxtrain.host.convert")
     from fxtrain.host.emulator import ExactEmulator
     from fxtrain.host.models import build_model
 
@@ -295,7 +346,7 @@ def test_training_layers_through_the_device_equal_the_exact_emulator():
     for backend in (ExactEmulator(config, seed=5), Device(EmulatorTransport(ProtocolEmulator(config)))):
         if isinstance(backend, Device):
             backend.seed(5)
-        model = layers.convert(build_model("lenet", 0), backend)
+        model = convert.convert(build_model("lenet", 0), backend)
         out = model(x)
         torch.nn.functional.cross_entropy(out, y).backward()
         results.append((out.detach(), [p.grad.clone() for p in model.parameters()]))
@@ -311,7 +362,7 @@ def test_conv_layer_forward_and_backward_through_the_device_equal_the_exact_emul
     device (protocol emulator, and the SoC's RTL under Verilator and Icarus) are bit-identical to ExactEmulator
     with the same engine configuration and lane seed."""
     torch = pytest.importorskip("torch")
-    layers = pytest.importorskip("fxtrain.host.layers")
+    convert = pytest.importorskip("fxtrain.host.convert")
     from fxtrain.host.emulator import ExactEmulator
 
     seed = 11
@@ -322,10 +373,174 @@ def test_conv_layer_forward_and_backward_through_the_device_equal_the_exact_emul
         torch.manual_seed(seed)
         conv = torch.nn.Conv2d(2, 3, 3, stride=2, padding=1)
         x = torch.rand(2, 2, 6, 6, requires_grad=True)
-        model = layers.convert(torch.nn.Sequential(conv), backend, rounding=mode, seed=seed)
+        model = convert.convert(torch.nn.Sequential(conv), backend, rounding=mode, seed=seed)
         out = model(x)
         (out * torch.linspace(-1, 1, out.numel()).reshape(out.shape)).sum().backward()
         results.append((out.detach(), x.grad.clone(), model[0].weight.grad.clone()))
     for got, want in zip(results[1], results[0]):
         assert torch.equal(got, want)
     assert results[0][0].abs().sum() > 0 and results[0][1].abs().sum() > 0 and results[0][2].abs().sum() > 0
+
+
+class CorruptWriteB(EmulatorTransport):
+    """The issue's link: while ``corrupt`` is set, one payload bit of every WRITE_B frame is flipped."""
+
+    corrupt = False
+
+    def write(self, data):
+        data = bytearray(data)
+        if self.corrupt and len(data) > 12 and data[1] == Command.WRITE_B:
+            data[10] ^= 0x01
+        super().write(bytes(data))
+
+
+def test_failed_operand_write_leaves_nothing_stale():
+    """Issue 11 reproduction: a GEMM whose WRITE_B keeps failing raises; the same GEMM with the same b_key after the
+    link recovers re-sends B (nothing was recorded resident) and equals the golden model."""
+    cfg = SIM_CONFIG
+    transport = CorruptWriteB(ProtocolEmulator(cfg))
+    dev = Device(transport, retries=2)
+    dev.seed(0)
+    rng = np.random.default_rng(3)
+    a, b = rng.integers(-1000, 1000, (2, 8)), rng.integers(-1000, 1000, (8, 2))
+    transport.corrupt = True
+    with pytest.raises(DeviceError, match="WRITE_B failed on emu after 3 attempt"):
+        dev.gemm(a, b, 4, "nearest", b_key="W")
+    transport.corrupt = False
+    sent = dev.counters["b_entries_sent"]
+    got = dev.gemm(a, b, 4, "nearest", b_key="W")
+    assert dev.counters["b_entries_sent"] - sent == 8
+    assert np.array_equal(got.c, tiled_gemm(cfg, a, b, 4, "nearest", lane_seeds(0, 2)).c)
+
+
+def test_failed_gemm_leaves_the_lanes_where_they_were():
+    """A stochastic GEMM that raises after some of its tiles drained does not move the lanes: the next GEMMs equal
+    the golden model continued from before the failed call."""
+    cfg = SIM_CONFIG
+    transport = CorruptWriteB(ProtocolEmulator(cfg))
+    dev = Device(transport, retries=1)
+    dev.seed(9)
+    mirror = Mirror(cfg, 9)
+    rng = np.random.default_rng(9)
+    a, b = _random(rng, (6, 40), 16), _random(rng, (40, 2), 16)
+    # corrupt B only after the first tile row drained: the call fails half-way
+    real_write = transport.write
+
+    def write(data):
+        transport.corrupt = dev.counters["runs"] >= 2
+        real_write(data)
+    transport.write = write
+    with pytest.raises(DeviceError):
+        dev.gemm(a, b, 10, "stochastic")
+    assert dev.counters["runs"] >= 2 and dev.lane_state == mirror.state
+    transport.write = real_write
+    transport.corrupt = False
+    for _ in range(2):
+        assert np.array_equal(dev.gemm(a, b, 10, "stochastic").c, mirror.gemm(a, b, 10, "stochastic").c)
+        assert dev.lane_state == mirror.state
+
+
+class NoisyLink(Transport):
+    """Wraps a transport: with probability ``p``, each request frame and each chunk of bytes from the device gets one
+    bit flipped or one byte dropped (chosen at random). ``events`` counts what was done."""
+
+    def __init__(self, inner, p, seed):
+        self.inner, self.p, self.rng = inner, p, random.Random(seed)
+        self.name = f"noisy-{inner.name}"
+        self.enabled = False
+        self.events = dict.fromkeys(("request flip", "request drop", "response flip", "response drop"), 0)
+
+    @property
+    def quiet_time(self):
+        return self.inner.quiet_time
+
+    @quiet_time.setter
+    def quiet_time(self, value):
+        self.inner.quiet_time = value
+
+    def _mangle(self, data, direction):
+        if not self.enabled or not data or self.rng.random() >= self.p:
+            return data
+        data = bytearray(data)
+        i = self.rng.randrange(len(data))
+        if self.rng.random() < 0.5:
+            data[i] ^= 1 << self.rng.randrange(8)
+            self.events[direction + " flip"] += 1
+        else:
+            del data[i]
+            self.events[direction + " drop"] += 1
+        return bytes(data)
+
+    def write(self, data):
+        self.inner.write(self._mangle(data, "request"))
+
+    def read(self, timeout):
+        return self._mangle(self.inner.read(timeout), "response")
+
+    def resync(self):
+        self.inner.resync()
+
+    def close(self):
+        self.inner.close()
+
+
+def _noisy_gemms(dev, link, count, seed, max_dim):
+    """``count`` random GEMMs (odd shapes, K up to beyond depth, both modes, weights reused under b_keys) over a
+    noisy link: returns (equal to the golden model, raised, silently wrong)."""
+    rng = np.random.default_rng(seed)
+    cfg = dev.config
+    dev.seed(seed)
+    mirror = Mirror(cfg, seed)
+    weights = {}
+    ok = raised = wrong = 0
+    link.enabled = True
+    for i in range(count):
+        k = int(rng.integers(1, max_dim[1] + 1))
+        key = ("w", int(rng.integers(0, 3)), k)
+        b = weights.setdefault(key, _random(rng, (k, int(rng.integers(1, max_dim[2] + 1))), cfg.wl))
+        a = _random(rng, (int(rng.integers(1, max_dim[0] + 1)), k), cfg.wl)
+        shift, mode = int(rng.integers(0, 20)), ("nearest", "stochastic")[i % 2]
+        try:
+            got = dev.gemm(a, b, shift, mode, b_key=key)
+        except DeviceError:
+            raised += 1
+            continue
+        want = mirror.gemm(a, b, shift, mode)
+        same = np.array_equal(got.c, want.c) and np.array_equal(got.saturated, want.saturated)
+        ok += same
+        wrong += not same
+    link.enabled = False
+    return ok, raised, wrong
+
+
+def test_noisy_link_never_returns_a_wrong_gemm():
+    """Random bit flips and dropped bytes in both directions, 400 GEMMs through the protocol emulator: every GEMM
+    equals the golden model bit for bit or raises DeviceError; none is silently wrong."""
+    seed = 1101
+    print("seed", seed)
+    link = NoisyLink(EmulatorTransport(ProtocolEmulator(SIM_CONFIG)), p=0.04, seed=seed)
+    dev = Device(link, timeout=0.02, retries=3)
+    ok, raised, wrong = _noisy_gemms(dev, link, 400, seed, (7, 70, 5))
+    print(f"noisy emu link: {ok} equal, {raised} raised, {wrong} silently wrong; link events {link.events}; "
+          f"driver retries {dev.counters['retries']}")
+    assert wrong == 0
+    assert ok >= 300 and min(link.events.values()) >= 20 and dev.counters["retries"] > 100
+
+
+@pytest.mark.parametrize("simulator", ["verilator"])
+def test_noisy_link_never_returns_a_wrong_gemm_on_the_rtl(simulator, build_root):
+    """The same over the SoC's RTL under Verilator (a shorter run, 10 GEMMs: each link error costs a 1 s
+    resynchronisation there): equal or raised, never silently wrong."""
+    ok, why = simulator_available(simulator)
+    if not ok:
+        pytest.skip(f"{simulator} unavailable: {why}")
+    from fxtrain.host.transport import SimulationTransport
+    seed = 1102
+    print("seed", seed)
+    link = NoisyLink(SimulationTransport(simulator, SIM_CONFIG, build_root=build_root), p=0.03, seed=seed)
+    with Device(link, timeout=2.0, retries=3) as dev:
+        ok, raised, wrong = _noisy_gemms(dev, link, 10, seed, (5, 40, 3))
+        print(f"noisy {simulator} link: {ok} equal, {raised} raised, {wrong} silently wrong; link events "
+              f"{link.events}; driver retries {dev.counters['retries']}")
+        assert wrong == 0
+        assert ok >= 6 and sum(link.events.values()) >= 5

@@ -7,7 +7,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from fxtrain.host.emulator import ExactEmulator, FastEmulator
-from fxtrain.host.layers import FixedConfig, FixedConv2d, FixedLinear, convert, im2col, offload_stats
+from fxtrain.host.backend import open_backend
+from fxtrain.host.convert import convert, offload_stats
+from fxtrain.host.layers import FixedConfig, FixedConv2d, FixedLinear, Offload, im2col
 from fxtrain.host.models import build_model
 from fxtrain.sim.gemm import EngineConfig
 
@@ -89,8 +91,9 @@ def test_fixed_conv2d_within_format_bounds(case, mode):
     seed = hash(case) % 1000
     print("seed", seed)
     gen = torch.Generator().manual_seed(seed)
-    fixed = FixedConfig(ExactEmulator(seed=seed), rounding=mode, master_weights="float", seed=seed, **FORMATS)
-    layer = FixedConv2d(cin, cout, kernel, stride, padding, bias=False, fixed=fixed)
+    fixed = FixedConfig(rounding=mode, master_weights="float", **FORMATS)
+    layer = FixedConv2d(cin, cout, kernel, stride, padding, bias=False, fixed=fixed,
+                        offload=Offload(ExactEmulator(seed=seed), seed))
     with torch.no_grad():
         layer.weight.copy_(torch.randn(layer.weight.shape, generator=gen) * 0.3)
     x = torch.randn(batch, cin, size, size, generator=gen)
@@ -106,8 +109,8 @@ def test_fixed_linear_within_format_bounds(shape, mode):
     seed = fin * 31 + fout
     print("seed", seed)
     gen = torch.Generator().manual_seed(seed)
-    fixed = FixedConfig(FastEmulator(seed=seed), rounding=mode, master_weights="float", seed=seed, **FORMATS)
-    layer = FixedLinear(fin, fout, bias=False, fixed=fixed)
+    fixed = FixedConfig(rounding=mode, master_weights="float", **FORMATS)
+    layer = FixedLinear(fin, fout, bias=False, fixed=fixed, offload=Offload(FastEmulator(seed=seed), seed))
     with torch.no_grad():
         layer.weight.copy_(torch.randn(layer.weight.shape, generator=gen) * 0.3)
     x = torch.randn(batch, fin, generator=gen)
@@ -138,9 +141,8 @@ def test_fixed_master_weights_live_on_the_grid_and_nearest_loses_tiny_updates():
     torch.manual_seed(0)
     results = {}
     for mode in ("nearest", "stochastic"):
-        fixed = FixedConfig(FastEmulator(seed=2), weights="16.8", activations="16.8", gradients="16.8",
-                            rounding=mode, seed=2)
-        layer = FixedLinear(200, 50, bias=False, fixed=fixed)
+        fixed = FixedConfig(weights="16.8", activations="16.8", gradients="16.8", rounding=mode)
+        layer = FixedLinear(200, 50, bias=False, fixed=fixed, offload=Offload(FastEmulator(seed=2), 2))
         x = torch.randn(4, 200)
         layer(x)
         scaled = layer.weight.detach() * 256
@@ -157,36 +159,69 @@ def test_fixed_master_weights_live_on_the_grid_and_nearest_loses_tiny_updates():
 def test_bad_configurations_raise_clear_errors():
     backend = ExactEmulator()
     with pytest.raises(ValueError, match="not of the form"):
-        FixedConfig(backend, weights="16/8")
+        FixedConfig(weights="16/8")
     with pytest.raises(ValueError, match="shifts 0 to 32"):
-        FixedConfig(backend, weights="16.2", activations="16.2", forward_out="16.8")
+        FixedConfig(weights="16.2", activations="16.2", forward_out="16.8")
     with pytest.raises(ValueError, match="must be 'fixed' or 'float'"):
-        FixedConfig(backend, master_weights="double")
+        FixedConfig(master_weights="double")
     with pytest.raises(ValueError, match="wider than the engine"):
-        FixedConfig(ExactEmulator(EngineConfig(wl=8)), weights="16.8")
+        convert(nn.Sequential(nn.Linear(2, 2)), ExactEmulator(EngineConfig(wl=8)), weights="16.8")
     with pytest.raises(ValueError, match="engine's word length"):
-        FixedConfig(backend, forward_out="8.4")
-    with pytest.raises(TypeError, match="backend must have"):
-        FixedConfig(object())
-    fixed = FixedConfig(backend)
+        FixedConfig(forward_out="8.4")
+    with pytest.raises(ValueError, match="8-bit words"):
+        Offload(ExactEmulator(EngineConfig(wl=8))).check(FixedConfig())
+    with pytest.raises(TypeError, match="must implement fxtrain.host.backend.Backend"):
+        Offload(object())
+    with pytest.raises(ValueError, match="Rounding mode must be"):
+        FixedConfig(rounding="up")
+    fixed = FixedConfig()
     with pytest.raises(ValueError, match="groups=1"):
-        convert(nn.Sequential(nn.Conv2d(4, 4, 3, groups=2)), fixed=fixed)
-    layer = FixedConv2d(1, 1, 5, fixed=fixed)
+        convert(nn.Sequential(nn.Conv2d(4, 4, 3, groups=2)), backend, fixed)
+    with pytest.raises(ValueError, match=r"did not find: \['fc'\]"):
+        convert(nn.Sequential(nn.Conv2d(4, 4, 3)), backend, fixed, layer_configs={"fc": None})
+    layer = FixedConv2d(1, 1, 5, fixed=fixed, offload=Offload(backend))
     with pytest.raises(ValueError, match="smaller than the kernel"):
         layer(torch.zeros(1, 1, 3, 3))
     with pytest.raises(ValueError, match="NaN"):
         layer(torch.full((1, 1, 6, 6), float("nan")))
 
 
+def test_convert_names_layers_by_qualified_name_and_applies_per_layer_configs():
+    """convert() keys each layer by its qualified name (the same in every conversion, whatever was converted
+    before in the process), shares one Offload attached to the model, and takes per-layer numerics from
+    layer_configs (None keeps a layer in float)."""
+    from fxtrain.host.convert import get_offload
+    from fxtrain.sim.rounding import RoundingMode
+
+    def model():
+        return nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Sequential(nn.Flatten(), nn.Linear(8, 4)),
+                             nn.Linear(4, 2))
+
+    backend = ExactEmulator()
+    first = convert(model(), backend, seed=3)
+    second = convert(model(), backend, layer_configs={"2.1": FixedConfig(weights="16.8", rounding="nearest"),
+                                                      "3": None})
+    assert [(n, m.key) for n, m in first.named_modules() if isinstance(m, (FixedConv2d, FixedLinear))] == \
+        [("0", "0"), ("2.1", "2.1"), ("3", "3")]
+    assert first[0].key == second[0].key
+    assert get_offload(first).backend is backend and first[0].offload is first[3].offload is get_offload(first)
+    assert get_offload(first) is not get_offload(second)
+    assert type(second[3]) is nn.Linear
+    assert second[2][1].fixed.weights.fl == 8 and second[2][1].fixed.rounding is RoundingMode.NEAREST
+    assert second[0].fixed.rounding is RoundingMode.STOCHASTIC and second[0].fixed.weights.fl == 14
+    with pytest.raises(ValueError, match="has not been converted"):
+        get_offload(model())
+
+
+@pytest.mark.slow
 def test_device_driver_over_protocol_emulator_gives_identical_training_gemms():
     """The contract end to end: a LeNet forward + backward with the Device driver (protocol emulator transport)
     gives bit-identical outputs and gradients to the ExactEmulator with the same seed, and reuses resident
     weights (b_key)."""
-    device = pytest.importorskip("fxtrain.host.device")
     torch.manual_seed(0)
     x, y = torch.rand(2, 1, 28, 28), torch.tensor([3, 7])
     results = []
-    backends = [ExactEmulator(seed=5), device.open_backend("emu", seed=5)]
+    backends = [ExactEmulator(seed=5), open_backend("device:emu", seed=5)]
     for backend in backends:
         model = convert(build_model("lenet", seed=1), backend, seed=1)
         out = model(x)

@@ -10,8 +10,8 @@ from amaranth.sim import Simulator
 
 from fxtrain.rtl.lfsr import LFSR, LFSRLanes
 from fxtrain.sim.benches.block_checks import AmaranthPorts, check_lfsr_lanes, lfsr_program
-from fxtrain.sim.lfsr import (LFSR_TAPS, LeapMap, check_lfsr, generate, lane_advance, lane_seeds, lane_words,
-                              lfsr_leap, lfsr_step, period)
+from fxtrain.sim.lfsr import (LFSR_TAPS, LeapMap, check_lfsr, generate, lane_advance, lane_seeds, lane_spacing,
+                              lane_words, lfsr_leap, lfsr_step, period)
 from fxtrain.sim.randomness import lag1_correlation
 
 SEED = 4242
@@ -144,11 +144,11 @@ def test_lane_advance_consistent(width, leap):
 
 def test_lane_seeds_distinct_nonzero_deterministic():
     """§4.3: lane_seeds gives distinct non-zero width-bit seeds, the same for the same user seed, different for
-    another user seed; a tiny width forces the retry rule (all 7 non-zero 3-bit values used once)."""
+    another user seed; lane 0 keeps the splitmix64 seed; a tiny width uses every non-zero 3-bit value once."""
     seeds = lane_seeds(SEED, 64)
     assert len(set(seeds)) == 64 and all(0 < s < 1 << 32 for s in seeds)
     assert seeds == lane_seeds(SEED, 64)
-    assert seeds[:8] == lane_seeds(SEED, 8)
+    assert seeds[0] == lane_seeds(SEED, 1)[0] == lane_seeds(SEED, 8)[0]
     assert set(seeds).isdisjoint(lane_seeds(SEED + 1, 64))
     assert sorted(lane_seeds(3, 7, width=3)) == list(range(1, 8))
     for bad, message in ((-1, "Seed must be a non-negative integer, not -1"), (1.5, "not 1.5")):
@@ -156,6 +156,40 @@ def test_lane_seeds_distinct_nonzero_deterministic():
             lane_seeds(bad, 4)
     with pytest.raises(ValueError, match="Lane count must be an integer from 1 to 32768, not 0"):
         lane_seeds(1, 0)
+    with pytest.raises(ValueError, match="Lane count must be an integer from 1 to 7, not 8"):
+        lane_seeds(1, 8, width=3)
+
+
+@pytest.mark.parametrize("seed", [0, SEED])
+def test_lane_seeds_of_a_28x28_array_are_maximally_spaced(seed):
+    """§4.3 (issue 11): the 784 lanes of a 28x28 array sit at phases i * floor((2**32 - 1) / 784) of one m-sequence:
+    lane i + 1 is lane i after exactly that many bit steps, and lane 0 follows the last lane after the remainder of
+    the period (no closer). Since lanes advance in lockstep, no lane ever repeats another's bits at a lag under
+    5,478,274 bit steps (171,196 advances); the former splitmix64-per-lane seeds had pairs ~2.4e5 bit steps apart."""
+    count, full = 784, (1 << 32) - 1
+    seeds = lane_seeds(seed, count)
+    spacing = lane_spacing(count)
+    assert spacing == full // count == 5_478_274
+    for i in range(count - 1):
+        assert lane_advance(seeds[i], spacing, 32, leap=1) == seeds[i + 1], i
+    rest = full - (count - 1) * spacing
+    assert rest >= spacing and lane_advance(seeds[-1], rest, 32, leap=1) == seeds[0]
+
+
+def test_lane_seed_phases_by_walking_the_whole_sequence():
+    """§4.3 without jump maps: for 16-bit lanes, walking the full period bit by bit from lane 0's seed finds every
+    lane's seed at offset i * floor(65535 / 10), so the minimum circular phase distance is 6553 bit steps."""
+    count, width = 10, 16
+    seeds = lane_seeds(SEED, count, width)
+    offsets, state = {}, seeds[0]
+    for step in range((1 << width) - 1):
+        offsets[state] = step
+        state = lfsr_step(state, width)
+    assert state == seeds[0]
+    phases = [offsets[s] for s in seeds]
+    assert phases == [i * (65535 // count) for i in range(count)]
+    gaps = np.diff(phases + [65535])
+    assert gaps.min() == 6553
 
 
 def test_check_lfsr_messages():

@@ -286,6 +286,7 @@ def test_rtl_response_latency():
     assert emitted[0] == taken[4] + 4 and len(emitted) == 8
 
 
+@pytest.mark.slow
 def test_rtl_link_counters_carry_across_bytes():
     """The link counters (byte-serial increments in the executor's link memory) carry from byte 0 into byte 1
     like the emulator's u32 counters: over 256 UNKNOWN_COMMAND and over 256 BAD_LENGTH answers, READ_COUNTERS,

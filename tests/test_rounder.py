@@ -55,6 +55,7 @@ def test_check_detects_wrong_latency():
             _play(harness, rounder_program(8, 19, 12, SEED, 20))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fraction", [0.3, 0.05, 0.9])
 def test_lane_fed_stochastic_rounding_is_unbiased(fraction):
     """§3, §4.4: a constant acc with fractional part f, rounded 2000 times by the rounder with its LFSR lane's

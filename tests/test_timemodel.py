@@ -20,6 +20,7 @@ def _device_totals(device):
     return c["bytes_sent"], c["bytes_received"], c["frames"]
 
 
+@pytest.mark.slow
 def test_training_gemms_equal_the_calls_of_the_fixed_layers():
     """training_gemms lists exactly the (M, K, N, weights-or-not) of every backend call of one LeNet step, in
     order: forward im2col·Wᵀ, then per layer backwards dY·W (not for conv1) and im2colᵀ·dY."""
@@ -67,6 +68,7 @@ def test_replay_bytes_exchanges_and_cycles_equal_the_driver_on_the_protocol_emul
     assert traffic.engine_cycles(config) == device.device_counters()["busy"] - busy_start
 
 
+@pytest.mark.slow
 def test_step_traffic_equals_a_lenet_training_step_through_the_driver():
     """The steady-state traffic of one LeNet training step (batch 1, an 8x8 engine of depth 128, where conv2's
     weights do not fit in B memory and K-splits happen) equals the bytes and frames the driver sends in the
@@ -86,7 +88,7 @@ def device_rounding():
     """(shift, mode) per GEMM kind of the default formats of fxtrain.host.layers."""
     from fxtrain.host.layers import FixedConfig
 
-    fixed = FixedConfig(ExactEmulator(EngineConfig()))
+    fixed = FixedConfig(wl=EngineConfig().wl)
     return {"forward": (fixed.shifts["forward"], fixed.rounding),
             "input_grad": (fixed.shifts["grad_input"], fixed.rounding),
             "weight_grad": (fixed.shifts["grad_weight"], fixed.rounding)}
@@ -105,6 +107,7 @@ def test_rtl_engine_busy_counter_equals_predicted_cycles():
     assert busy_cycles_in_amaranth_sim(config, runs) == traffic.engine_cycles(config)
 
 
+@pytest.mark.slow
 def test_word_length_sets_bytes_per_word_and_fraction_length_changes_nothing():
     """WL 8 sends 1 byte per word, WL 9..16 two; FL never changes a predicted number."""
     layers = timemodel.lenet_layers()

@@ -21,6 +21,7 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.mark.slow
 def test_one_epoch_on_the_exact_emulator_lowers_the_loss(tmp_path):
     """One epoch of LeNet on 96 images with every GEMM on the bit-exact emulator lowers the train-set loss,
     sends GEMMs to the backend and writes metrics and an atomic checkpoint."""
@@ -40,6 +41,7 @@ def test_one_epoch_on_the_exact_emulator_lowers_the_loss(tmp_path):
     assert not list((tmp_path / "run").glob(".*tmp*"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["emu", "emu:fast"])
 def test_interrupted_and_resumed_run_equals_uninterrupted_run(tmp_path, backend):
     """Two epochs in one go and one epoch + ``resume`` for the second give identical weights and metrics
