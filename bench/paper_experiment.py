@@ -62,8 +62,10 @@ def main(argv=None):
     parser.add_argument("--doc", default=str(ROOT / "docs" / "paper-experiment.md"))
     parser.add_argument("--train-limit", type=int, default=None, help="first N train images only (smoke test)")
     args = parser.parse_args(argv)
+    # The paper's plain recipe (constant learning rate, PyTorch's default initialisation, no augmentation), not
+    # fxtrain train's default one, so the runs stay comparable with earlier reports.
     common = dict(data=args.data, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                  train_limit=args.train_limit, runs=args.runs)
+                  train_limit=args.train_limit, runs=args.runs, schedule="constant", init="torch", shift_augment=0)
     jobs = [(label, options, common) for label, options in _runs(args.fl)]
     start = time.perf_counter()
     with get_context("spawn").Pool(args.workers) as pool:

@@ -141,15 +141,16 @@ def board_table(host, batch, train_size, out):
     layers = timemodel.lenet_layers()
     out.append(f"\n### Predicted time per epoch by board (LeNet, batch {batch}, {train_size} samples, exchange "
                f"latency {timemodel.DEFAULT_EXCHANGE_S * 1e3:g} ms assumed, host model above)\n")
-    out.append("| board | engine | clock | baud | format | compute | link bytes | link latency | host | total "
-               "| link share |")
-    out.append("|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|")
+    out.append("| board | engine | clock | baud | format | compute | link down | link up | waits (latency) | host "
+               "| total | link share |")
+    out.append("|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|")
     for name, target in TARGETS.items():
         for fmt in ("16.8", "8.4"):
             e = timemodel.estimate_epoch(timemodel.board_platform(name, fmt), layers, fmt, batch, train_size, host)
             cfg = e.platform.config
             out.append(f"| {name} | {cfg.rows}x{cfg.cols} | {target.clk_freq / 1e6:g} MHz | {target.baud:,} | "
-                       f"{fmt} | {format_seconds(e.compute_s)} | {format_seconds(e.link_s)} | {format_seconds(e.exchange_s)} | "
+                       f"{fmt} | {format_seconds(e.compute_s)} | {format_seconds(e.down_s)} | {format_seconds(e.up_s)} | "
+                       f"{format_seconds(e.exchange_s)} | "
                        f"{format_seconds(e.host_s)} | {format_seconds(e.total_s)} | {100 * e.link_share:.1f} % |")
 
 

@@ -28,6 +28,7 @@ __all__ = ["SUBCOMMANDS", "EXTRAS", "main"]
 SUBCOMMANDS = {
     "demo": ("fxtrain.host.demo", "show the arithmetic contract on a small GEMM (emulator)"),
     "train": ("fxtrain.host.train_cli", "train a CNN with its conv/linear GEMMs offloaded (emulator or device)"),
+    "sweep": ("fxtrain.host.sweep_cli", "many training runs over options and seeds on Ray Tune, ASHA early stopping"),
     "estimate": ("fxtrain.host.estimate_cli", "predict the time per training epoch on a board by number format"),
     "build": ("fxtrain.boards.build_cli", "build a board bitstream (YoWASP toolchain); report resources and timing"),
     "program": ("fxtrain.boards.program_cli", "load a built bitstream onto a board (openFPGALoader or iceprog)"),

@@ -3,19 +3,21 @@
 :class:`Device` implements :class:`fxtrain.host.backend.Backend` (the registry's ``sim:…``, ``serial:…`` and
 ``device:…`` specs open one) and speaks ``docs/protocol.md`` over a transport (:mod:`.transport`).
 
-GEMMs of any shape are tiled exactly like ``fxtrain.sim.engine.gemm_via_engine`` (and therefore equal
-``fxtrain.sim.gemm.tiled_gemm`` bit for bit): A is zero-padded to a multiple of ``rows`` rows and B to a multiple
-of ``cols`` columns; output tiles go ``tm`` outer, ``tn`` inner; K is split into chunks of at most ``depth``
-entries, the first run of a tile has ``clear=1``, the last ``drain=1`` and all runs in between neither, so a
-K-split keeps accumulating in the wide accumulators and only the complete sum is rounded (§6).
+GEMMs of any shape are tiled by the one GEMM planner, :mod:`fxtrain.sim.planner` (padding, tiles ``tm`` outer /
+``tn`` inner, K chunks of ``depth`` with clear/drain flags, operand residency with LRU eviction and content
+digests), which ``fxtrain.sim.engine.gemm_via_engine`` plays on the golden model, so results equal
+``fxtrain.sim.gemm.tiled_gemm`` bit for bit. A B chunk stays resident across ``gemm`` calls when the caller names
+B's contents with ``b_key`` (e.g. a layer's weights at one optimiser step); a stale ``b_key`` can cost time but
+never a wrong result.
 
-Operand residency: operand memories are managed as address ranges with LRU eviction. An A chunk stays resident
-for all tiles ``tn`` of its row ``tm``; a B chunk stays resident across ``gemm`` calls when the caller names
-B's contents with ``b_key`` (e.g. a layer's weights at one optimiser step), so weights cross the link once while
-they fit in B memory. A B chunk whose content digest differs from the one stored under the same key is sent
-again (a stale ``b_key`` can cost time but never a wrong result).
+Pipelining (``docs/protocol.md`` §2.2, §5.1). When the device reports a receive buffer and the driver manages the
+lanes (after ``seed``/``reset``), ``gemm`` sends the planner's whole schedule without waiting, within the buffer
+(:mod:`.pipeline`), and waits once at the end. The planner records residency as it plans; a GEMM whose answers all
+arrived OK and in order proves every frame arrived intact. At the first missing, corrupted, out-of-order or
+not-OK answer the driver forgets all beliefs (below) and finishes the GEMM from the first tile whose result it has
+not received with the one-request-at-a-time path of the recovery rules below.
 
-Recovery (``docs/protocol.md`` §5.1). The driver's beliefs about the device (which operand chunks are resident, the
+Recovery (``docs/protocol.md`` §5.2). The driver's beliefs about the device (which operand chunks are resident, the
 rounding registers, the lanes' position) are recorded only after the device acknowledged the command that
 established them, and all of them are dropped whenever an attempt fails (no answer, a corrupted answer, an error
 status) or the link is resynchronised: a mangled frame may have written operand entries or lanes anywhere before its
@@ -32,7 +34,7 @@ Members
 DeviceError, DeviceTimeout, DeviceMismatch
     Errors; messages name the command and the reason.
 ResidentMemory
-    Address-range allocator with LRU eviction for one operand memory.
+    Re-exported from :mod:`fxtrain.sim.planner`.
 Device
     The driver.
 open_device
@@ -43,18 +45,20 @@ open_device
 from __future__ import annotations
 
 import hashlib
-import struct
 import time
-from collections import OrderedDict
 
 import numpy as np
 
 from ..sim.engine import RESET_LANE_STATE
 from ..sim.gemm import EngineConfig, GemmResult, check_gemm
 from ..sim.lfsr import lane_advance, lane_seeds
-from ..sim.protocol import (MAX_LENGTH, PROTOCOL_VERSION, RUN_CLEAR, RUN_DRAIN, Command, Identity, ResponseParser,
-                            Status, counter_names, decode_result, encode_request, pack_values,
-                            value_bytes)
+from ..sim.payloads import (COUNTER, PROTOCOL_VERSION, ROUNDING_ARGS, RUN_ARGS, RUN_DRAIN, SEED, WRITE_HEADER,
+                            Identity, counter_names, decode_result, pack_values, result_bytes, value_bytes,
+                            write_frames)
+from ..sim.planner import (CommandPlanner, ReadResult, ResidentMemory, Reused, Run, SetRounding, WriteOperand,
+                           plan_gemm)
+from ..sim.wire import Command, ResponseParser, Status, encode_request
+from .pipeline import LinkFault, Pipeline
 
 __all__ = ["DeviceError", "DeviceTimeout", "DeviceMismatch", "ResidentMemory", "Device", "open_device", "IDEMPOTENT",
            "NOT_EXECUTED"]
@@ -89,69 +93,6 @@ IDEMPOTENT = frozenset({Command.IDENTIFY, Command.WRITE_A, Command.WRITE_B, Comm
 #: Statuses that mean the request frame was mangled on the way and not executed (the host only sends well-formed
 #: frames). An answer with one of them is accepted whatever its CMD/SEQ echo (those may be the mangled bytes).
 NOT_EXECUTED = frozenset({Status.CRC_ERROR, Status.TIMEOUT, Status.UNKNOWN_COMMAND, Status.BAD_LENGTH})
-
-
-class ResidentMemory:
-    """Which keyed address ranges of a ``depth``-entry operand memory hold valid data (LRU eviction).
-
-    A range is recorded only once the device has acknowledged the write that filled it: :meth:`reserve` finds
-    the addresses (forgetting every range the write will overwrite), :meth:`commit` records them afterwards.
-
-    Members
-    -------
-    lookup(key, digest) -> address or None
-        Address of a resident range with this key and content digest (and marks it recently used).
-    reserve(key, length) -> address
-        Addresses for ``length`` entries under ``key``: forgets ``key``'s old range and evicts least recently
-        used ranges until a gap fits. Records nothing.
-    commit(key, digest, start, length)
-        Records ``key`` at ``start`` (after the device acknowledged the write).
-    clear()
-        Forget everything (after a reset, a failed command or a resynchronisation).
-    """
-
-    def __init__(self, depth):
-        self.depth = depth
-        self._ranges = OrderedDict()      # key -> (start, length, digest), least recently used first
-
-    def lookup(self, key, digest):
-        entry = self._ranges.get(key)
-        if entry is None or entry[2] != digest:
-            return None
-        self._ranges.move_to_end(key)
-        return entry[0]
-
-    def _gap(self, length):
-        spans = sorted((s, s + n) for s, n, _ in self._ranges.values())
-        pos = 0
-        for start, end in spans:
-            if start - pos >= length:
-                return pos
-            pos = max(pos, end)
-        return pos if self.depth - pos >= length else None
-
-    def reserve(self, key, length):
-        if not 1 <= length <= self.depth:
-            raise ValueError(f"Cannot allocate {length} entries in a memory of depth {self.depth}")
-        self._ranges.pop(key, None)
-        while (start := self._gap(length)) is None:
-            self._ranges.popitem(last=False)
-        return start
-
-    def commit(self, key, digest, start, length):
-        if start < 0 or start + length > self.depth:
-            raise ValueError(f"Range {start}+{length} does not fit a memory of depth {self.depth}")
-        for other, (s, n, _) in list(self._ranges.items()):
-            if other != key and s < start + length and start < s + n:
-                del self._ranges[other]          # overwritten by this write
-        self._ranges.pop(key, None)
-        self._ranges[key] = (start, length, digest)
-
-    def clear(self):
-        self._ranges.clear()
-
-    def __len__(self):
-        return len(self._ranges)
 
 
 def _digest(array):
@@ -202,7 +143,7 @@ class Device:
         self._parser = ResponseParser()
         self.counters = dict.fromkeys(("gemms", "macs", "outputs", "saturated", "runs", "bytes_sent",
                                        "bytes_received", "payload_sent", "payload_received", "frames", "retries",
-                                       "a_entries_sent", "b_entries_sent", "b_entries_reused"), 0)
+                                       "rewinds", "a_entries_sent", "b_entries_sent", "b_entries_reused"), 0)
         self._gemm_id = 0
         # Beliefs about the device's state (module docstring, "Recovery"): recorded only after the device
         # acknowledged, all dropped by _forget() on any failed attempt or resynchronisation.
@@ -222,6 +163,8 @@ class Device:
         transport.quiet_time = max(transport.quiet_time, 2 * self.identity.frame_timeout / self.identity.clk_freq)
         self._a_mem = ResidentMemory(self.config.depth)
         self._b_mem = ResidentMemory(self.config.depth)
+        self.planner = CommandPlanner(self.config, residency=self.residency)
+        self.pipelined = self.identity.rx_buffer > 0
 
     def _check_expected(self, expect):
         if expect is None:
@@ -255,6 +198,8 @@ class Device:
         for mem in (self._a_mem, self._b_mem):
             if mem is not None:
                 mem.clear()
+        if getattr(self, "planner", None) is not None:
+            self.planner.forget()
         self._lanes_synced = False
 
     def _resync(self):
@@ -335,7 +280,7 @@ class Device:
 
     def identify(self):
         """Ask the device for its :class:`~fxtrain.sim.protocol.Identity`."""
-        return Identity.from_bytes(self._exchange(Command.IDENTIFY, expect_len=28))
+        return Identity.from_bytes(self._exchange(Command.IDENTIFY, expect_len=Identity.SIZE))
 
     def seed(self, seed):
         """Load the lanes with ``sim.lfsr.lane_seeds(seed, lanes)`` (§4.3); from then on the driver keeps the
@@ -358,20 +303,20 @@ class Device:
         if self._lanes_synced or self._lane_origin is None:
             return
         states = self.lane_state
-        self._exchange(Command.SET_SEEDS, struct.pack(f"<{len(states)}I", *states), expect_len=0)
+        self._exchange(Command.SET_SEEDS, b"".join(SEED.pack(s) for s in states), expect_len=0)
         self._lanes_synced = True        # the acknowledged frame loaded every lane, nothing came after it
 
     def _sync_rounding(self, shift, mode):
         if self._rounding != (shift, int(mode)):
             self._rounding = None
-            self._exchange(Command.SET_ROUNDING, bytes([shift, int(mode)]), expect_len=0)
+            self._exchange(Command.SET_ROUNDING, ROUNDING_ARGS.pack(shift, int(mode)), expect_len=0)
             self._rounding = (shift, int(mode))
 
     def device_counters(self):
         """The device's counters (link then engine, ``sim.protocol.counter_names()``) as a dict."""
         names = counter_names()
         data = self._exchange(Command.READ_COUNTERS, expect_len=4 * self.identity.n_counters)
-        values = struct.unpack(f"<{self.identity.n_counters}I", data)
+        values = [COUNTER.unpack(data[i:i + COUNTER.size])["value"] for i in range(0, len(data), COUNTER.size)]
         return dict(zip(names, values))
 
     def reset(self):
@@ -407,12 +352,10 @@ class Device:
         """Write ``entries`` at ``addr``; True if no attempt failed after the first frame's acknowledgement (so
         every entry holds what the acknowledged frames wrote)."""
         vb = value_bytes(self.config)
-        e = entries.shape[1] * vb
-        per_frame = (MAX_LENGTH - 4) // e
+        which = "A" if cmd == Command.WRITE_A else "B"
         epoch = None
-        for start in range(0, len(entries), per_frame):
-            part = entries[start:start + per_frame]
-            payload = struct.pack("<HH", addr + start, len(part)) + pack_values(part, vb)
+        for start, count in write_frames(self.config, which, len(entries), self.identity.rx_buffer):
+            payload = WRITE_HEADER.pack(addr + start, count) + pack_values(entries[start:start + count], vb)
             self._exchange(cmd, payload, expect_len=0)
             epoch = self._epoch if epoch is None else epoch
         return epoch == self._epoch
@@ -459,7 +402,7 @@ class Device:
                 why = None               # a link error after something was confirmed: confirm everything again
                 continue
             try:
-                self._attempt(Command.RUN, struct.pack("<HHIB", a_addr, b_addr, len(a_block), flags), 0)
+                self._attempt(Command.RUN, RUN_ARGS.pack(a_addr, b_addr, len(a_block), flags), 0)
             except _NotExecuted as error:
                 why = error
                 continue
@@ -474,7 +417,7 @@ class Device:
         """The runs of one output tile, then its READ_RESULT; restarted from its first (CLEAR) run when a RUN
         went unanswered. Returns ``(c, saturated)`` of the tile."""
         cfg = self.config
-        result_len = cfg.rows * (cfg.cols * value_bytes(cfg) + (cfg.cols + 7) // 8)
+        result_len = result_bytes(cfg)
         for attempt in range(1 + self.retries):
             if attempt:
                 self.counters["retries"] += 1
@@ -493,43 +436,104 @@ class Device:
         """``round(A @ B)`` on the device: ``.c`` (M x N raw int64) and ``.saturated`` (M x N bool).
 
         ``b_key``: optional hashable naming B's contents; B chunks sent under it stay resident for later calls.
-        Either the result equals the golden model bit for bit or a :class:`DeviceError` is raised; a call that
-        raises leaves the lanes where they were before it (module docstring, "Recovery").
+        Pipelined when possible (module docstring); either the result equals the golden model bit for bit or a
+        :class:`DeviceError` is raised; a call that raises leaves the lanes where they were before it (module
+        docstring, "Recovery").
         """
         cfg = self.config
         a, b, shift, mode = check_gemm(cfg, a, b, shift, mode, "device")
-        m, k = a.shape
-        n = b.shape[1]
-        rows, cols, depth = cfg.rows, cfg.cols, cfg.depth
-        mt, nt = -(-m // rows), -(-n // cols)
-        ap = np.zeros((mt * rows, k), dtype=np.int64)
-        ap[:m] = a
-        bp = np.zeros((k, nt * cols), dtype=np.int64)
-        bp[:, :n] = b
-        c = np.zeros((mt * rows, nt * cols), dtype=np.int64)
-        sat = np.zeros((mt * rows, nt * cols), dtype=bool)
-        chunks = [(k0, min(k, k0 + depth)) for k0 in range(0, k, depth)]
+        plan = plan_gemm(cfg, a.shape[0], a.shape[1], b.shape[1])
+        out = _Output(plan, *plan.pad(a, b))
         self._gemm_id += 1
         b_scope = ("B", b_key, b.shape) if b_key is not None else ("B-call", self._gemm_id)
         advances = self._lane_advances
         try:
-            for tm in range(mt):
-                for tn in range(nt):
-                    runs = [(("A", self._gemm_id, tm, k0), ap[tm * rows:(tm + 1) * rows, k0:k1].T,
-                             b_scope + (tn, k0), bp[k0:k1, tn * cols:(tn + 1) * cols],
-                             (RUN_CLEAR if k0 == 0 else 0) | (RUN_DRAIN if k1 == k else 0)) for k0, k1 in chunks]
-                    tile = np.s_[tm * rows:(tm + 1) * rows, tn * cols:(tn + 1) * cols]
-                    c[tile], sat[tile] = self._tile(shift, mode, runs)
+            if self.pipelined and self._lane_origin is not None:
+                try:
+                    self._sync_lanes()
+                    self._pipelined(plan, out, (shift, int(mode)), b_key)
+                except LinkFault:
+                    self.counters["rewinds"] += 1
+                    self._lane_advances = advances + out.received * cfg.rows
+                    self._rounding = None          # the pipelined SET_ROUNDING may or may not have executed
+                    self._resync()                 # forgets residency (both bookkeepings) and the lanes' sync
+            for tm, tn in plan.tiles[out.received:]:
+                runs = [(("A", self._gemm_id, tm, chunk.k0), plan.a_block(out.ap, tm, chunk),
+                         b_scope + (tn, chunk.k0), plan.b_block(out.bp, tn, chunk), plan.flags(chunk))
+                        for chunk in plan.chunks]
+                out.place_tile(*self._tile(shift, mode, runs))
         except BaseException:
             self._lane_advances = advances   # as if this call never happened: the next one re-seeds the lanes
             self._forget()
             raise
-        c, sat = c[:m, :n], sat[:m, :n]
+        c, sat = out.c[:plan.m, :plan.n], out.sat[:plan.m, :plan.n]
         self.counters["gemms"] += 1
-        self.counters["macs"] += m * k * n
-        self.counters["outputs"] += m * n
+        self.counters["macs"] += plan.m * plan.k * plan.n
+        self.counters["outputs"] += plan.m * plan.n
         self.counters["saturated"] += int(sat.sum())
         return GemmResult(c, sat)
+
+    def _pipelined(self, plan, out, rounding, b_key):
+        """Send the planner's whole schedule pipelined (:mod:`.pipeline`); :class:`LinkFault` at the first bad
+        answer. On success the driver's beliefs are those of the schedule: lanes advanced by every drained tile,
+        the rounding registers set."""
+        cfg = self.config
+        pipe = Pipeline(self.transport, self.identity.rx_buffer, self.timeout, self._wire_time, self.counters,
+                        self._next_seq)
+        vb = value_bytes(cfg)
+        self.planner.rounding = self._rounding
+        for item in self.planner.schedule(plan, rounding, b_key=b_key, digest=out.digest):
+            if isinstance(item, WriteOperand):
+                entries = out.block(item.which, item.index, item.chunk)
+                cmd = Command.WRITE_A if item.which == "A" else Command.WRITE_B
+                for start, count in write_frames(cfg, item.which, len(entries), self.identity.rx_buffer):
+                    pipe.send(cmd, WRITE_HEADER.pack(item.addr + start, count) +
+                              pack_values(entries[start:start + count], vb))
+                self.counters["a_entries_sent" if item.which == "A" else "b_entries_sent"] += len(entries)
+            elif isinstance(item, Reused):
+                self.counters["b_entries_reused"] += item.entries if item.which == "B" else 0
+            elif isinstance(item, Run):
+                pipe.send(Command.RUN, RUN_ARGS.pack(item.a_base, item.b_base, item.k, item.flags))
+                self.counters["runs"] += 1
+            elif isinstance(item, SetRounding):
+                self._rounding = None
+                pipe.send(Command.SET_ROUNDING, ROUNDING_ARGS.pack(*item.rounding))
+            elif isinstance(item, ReadResult):
+                pipe.send(Command.READ_RESULT, b"", result_bytes(cfg), out.place)
+        pipe.flush()
+        self._rounding = rounding
+        self._lane_advances += len(plan.tiles) * cfg.rows
+
+    def _next_seq(self):
+        seq = self._seq
+        self._seq = (self._seq + 1) & 0xFF
+        return seq
+
+
+class _Output:
+    """The padded operands and the result of one GEMM; tiles arrive in the plan's order."""
+
+    def __init__(self, plan, ap, bp):
+        self.plan, self.ap, self.bp = plan, ap, bp
+        self.c = np.zeros((plan.mp, plan.np_), dtype=np.int64)
+        self.sat = np.zeros((plan.mp, plan.np_), dtype=bool)
+        self.received = 0
+
+    def block(self, which, index, chunk):
+        if which == "A":
+            return self.plan.a_block(self.ap, index, chunk)
+        return self.plan.b_block(self.bp, index, chunk)
+
+    def digest(self, which, index, chunk):
+        return _digest(self.block(which, index, chunk))
+
+    def place_tile(self, c, sat):
+        rs, cs = self.plan.tile_slices(*self.plan.tiles[self.received])
+        self.c[rs, cs], self.sat[rs, cs] = c, sat
+        self.received += 1
+
+    def place(self, payload):
+        self.place_tile(*decode_result(self.plan.config, payload))
 
 
 def _parse_config(config):

@@ -96,18 +96,29 @@ def format_breakdown(estimate):
              f"= {estimate.steps} step(s) of {estimate.batch}" +
              (f" + 1 of {estimate.remainder}" if estimate.remainder else ""),
              f"per epoch: {estimate.engine_cycles:,} engine cycles, {estimate.bytes_down:,} bytes to the device, "
-             f"{estimate.bytes_up:,} bytes back, {estimate.exchanges:,} exchanges"]
-    for label, value in (("compute (engine busy)", estimate.compute_s), ("link (bytes on the wire)",
-                         estimate.link_s), ("link (per-exchange latency)", estimate.exchange_s),
-                         ("host", estimate.host_s)):
-        share = 100 * value / total if total else 0.0
-        lines.append(f"  {label:30s} {format_seconds(value):>12s}  {share:5.1f} %")
-    lines.append(f"  {'total per epoch':30s} {format_seconds(total):>12s}")
+             f"{estimate.bytes_up:,} bytes back, {estimate.exchanges:,} exchanges, {estimate.waits:,} waits"
+             + (f" (pipelined, {p.rx_buffer}-byte receive buffer)" if estimate.pipelined else " (one per exchange)")]
+
+    def line(label, value, share=True):
+        text = f"  {label:34s} {format_seconds(value):>12s}"
+        return text + (f"  {100 * value / total if total else 0.0:5.1f} %" if share else "")
+
+    if estimate.pipelined:
+        lines += [line("link down (bytes to the device)", estimate.down_s),
+                  line("  overlapped with: link up", estimate.up_s, False),
+                  line("  + compute (engine busy)", estimate.compute_s, False),
+                  line("  + reading requests (1 B/cycle)", estimate.process_s, False),
+                  line("device and link (the larger)", estimate.device_s),
+                  line("per-GEMM latency (waits)", estimate.exchange_s)]
+    else:
+        lines += [line("compute (engine busy)", estimate.compute_s), line("link (bytes on the wire)", estimate.link_s),
+                  line("link (per-exchange latency)", estimate.exchange_s)]
+    lines += [line("host", estimate.host_s), f"  {'total per epoch':34s} {format_seconds(total):>12s}"]
     return "\n".join(lines)
 
 
 def value_bytes_text(config):
-    from ..sim.protocol import value_bytes
+    from ..sim.payloads import value_bytes
     n = value_bytes(config)
     return f"{n} byte{'s' if n > 1 else ''} per word on the wire"
 
@@ -130,15 +141,15 @@ def table_rows(board, layers, batch, train_size, fl, host, exchange_s, packed=Fa
 
 def format_table(rows):
     """Markdown table of :func:`table_rows`."""
-    out = ["| WL | bytes/word | compute | link bytes | link latency | host | total | link share |",
-           "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    out = ["| WL | bytes/word | compute | link down | link up | waits (latency) | host | total | link share |",
+           "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for wl, e in rows:
         if isinstance(e, str):
-            out.append(f"| {wl} | – | – | – | – | – | {e} | – |")
+            out.append(f"| {wl} | – | – | – | – | – | – | {e} | – |")
             continue
-        from ..sim.protocol import value_bytes
-        out.append(f"| {wl} | {value_bytes(e.platform.config)} | {format_seconds(e.compute_s)} | {format_seconds(e.link_s)} | "
-                   f"{format_seconds(e.exchange_s)} | {format_seconds(e.host_s)} | {format_seconds(e.total_s)} | "
+        from ..sim.payloads import value_bytes
+        out.append(f"| {wl} | {value_bytes(e.platform.config)} | {format_seconds(e.compute_s)} | {format_seconds(e.down_s)} | "
+                   f"{format_seconds(e.up_s)} | {format_seconds(e.exchange_s)} | {format_seconds(e.host_s)} | {format_seconds(e.total_s)} | "
                    f"{100 * e.link_share:.1f} % |")
     return "\n".join(out)
 

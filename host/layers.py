@@ -193,7 +193,8 @@ def _offload_gemm(backend, a_raw, b_raw, shift, mode, b_key=None):
         result = backend.gemm(a_raw.to(torch.int64).numpy(), b_raw.to(torch.int64).numpy(), shift, mode,
                               b_key=b_key)
         c = torch.from_numpy(result.c)
-    return c.to(torch.float32), int(result.saturated.sum())
+    count = getattr(result, "saturated_count", None)
+    return c.to(torch.float32), int(result.saturated.sum()) if count is None else count
 
 
 class _OffloadedMatmul(torch.autograd.Function):
@@ -204,7 +205,9 @@ class _OffloadedMatmul(torch.autograd.Function):
     @staticmethod
     def forward(ctx, a, weight, w_raw, layer):
         cfg = layer.fixed
-        a_raw = a * (2.0 ** cfg.activations.fl)  # exact: ``a`` is on the activation grid
+        # exact: ``a`` is on the activation grid; float64 is what the emulators' exact GEMM takes, and the weight
+        # gradient GEMM reuses it
+        a_raw = a.to(torch.float64).mul_(2.0 ** cfg.activations.fl)
         version = weight._version
         c_raw = layer._gemm("forward", a_raw, w_raw.t(), cfg.forward_out, b_key=(layer.key, version, "Wt"))
         ctx.layer = layer
@@ -217,8 +220,8 @@ class _OffloadedMatmul(torch.autograd.Function):
         layer = ctx.layer
         cfg = layer.fixed
         a_raw, w_raw = ctx.saved_tensors
-        g_raw, sat = quantize_raw(grad_out.contiguous(), cfg.gradients, cfg.rounding, layer.offload.generator,
-                                  count_saturated=True)
+        g_raw, sat = quantize_raw(grad_out, cfg.gradients, cfg.rounding, layer.offload.generator,
+                                  count_saturated=True, dtype=torch.float64)
         layer.stats["gradient_saturated"] += sat
         layer.stats["gradients"] += g_raw.numel()
         grad_a = grad_w = None
@@ -282,7 +285,7 @@ class _FixedMixin:
         them first (so the optimizer's last update is rounded here, once)."""
         cfg = self.fixed
         with torch.no_grad():
-            w_raw = quantize_raw(self.weight, cfg.weights, cfg.rounding, self.offload.generator)
+            w_raw = quantize_raw(self.weight, cfg.weights, cfg.rounding, self.offload.generator, dtype=torch.float64)
             if cfg.master_weights == "fixed" and self.training:
                 self.weight.copy_(w_raw * cfg.weights.resolution)
         return w_raw
@@ -323,13 +326,30 @@ class FixedLinear(_FixedMixin, nn.Linear):
 def im2col(x: torch.Tensor, kernel_size, stride, padding) -> torch.Tensor:
     """Patches of ``x`` (B x C x H x W) as a (B*OH*OW) x (C*KH*KW) matrix, rows in (b, oh, ow) order and
     columns in (c, kh, kw) order, i.e. equal to ``F.unfold(x, ...).transpose(1, 2)`` flattened and matching
-    ``weight.reshape(out_channels, -1)``. Differentiable; its backward is col2im."""
-    (kh, kw), (sh, sw), (ph, pw) = kernel_size, stride, padding
-    if ph or pw:
-        x = F.pad(x, (pw, pw, ph, ph))
-    patches = x.unfold(2, kh, sh).unfold(3, kw, sw)  # B, C, OH, OW, KH, KW (a view)
-    batch, channels, out_h, out_w = patches.shape[:4]
-    return patches.permute(0, 2, 3, 1, 4, 5).reshape(batch * out_h * out_w, channels * kh * kw)
+    ``weight.reshape(out_channels, -1)``. Differentiable; its backward is col2im (``F.fold``)."""
+    return _Im2col.apply(x, tuple(kernel_size), tuple(stride), tuple(padding))
+
+
+class _Im2col(torch.autograd.Function):
+    """Forward: a strided view of the padded input, copied once (far faster than ``F.unfold`` on CPU); backward:
+    ``F.fold`` (col2im, adds overlapping patches), far faster than autograd's generic ``unfold_backward``."""
+
+    @staticmethod
+    def forward(ctx, x, kernel_size, stride, padding):
+        (kh, kw), (sh, sw), (ph, pw) = kernel_size, stride, padding
+        ctx.geometry = (x.shape, kernel_size, stride, padding)
+        if ph or pw:
+            x = F.pad(x, (pw, pw, ph, ph))
+        patches = x.unfold(2, kh, sh).unfold(3, kw, sw)  # B, C, OH, OW, KH, KW (a view)
+        batch, channels, out_h, out_w = patches.shape[:4]
+        return patches.permute(0, 2, 3, 1, 4, 5).reshape(batch * out_h * out_w, channels * kh * kw)
+
+    @staticmethod
+    def backward(ctx, grad):
+        shape, kernel_size, stride, padding = ctx.geometry
+        batch, _, height, width = shape
+        cols = grad.reshape(batch, -1, grad.shape[1]).transpose(1, 2)  # B x (C*KH*KW) x (OH*OW)
+        return F.fold(cols, (height, width), kernel_size, stride=stride, padding=padding), None, None, None
 
 
 class FixedConv2d(_FixedMixin, nn.Conv2d):

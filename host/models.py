@@ -8,6 +8,9 @@ LeNet
     convolutions and linear layers (the GEMMs a backend runs).
 MODELS : dict
     Name to constructor, used by ``fxtrain train --model``.
+INITS : tuple of str
+    ``"kaiming"`` (He et al. 2015: normal weights with variance ``2 / fan_in``, the ReLU-preserving scale, zero
+    biases) and ``"torch"`` (PyTorch's layer defaults, uniform with bound ``1 / sqrt(fan_in)``).
 build_model
     A model by name, with a seeded initialisation.
 """
@@ -17,7 +20,9 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-__all__ = ["LeNet", "MODELS", "build_model"]
+__all__ = ["LeNet", "MODELS", "INITS", "build_model"]
+
+INITS = ("kaiming", "torch")
 
 
 class LeNet(nn.Module):
@@ -45,14 +50,24 @@ class LeNet(nn.Module):
 MODELS = {"lenet": LeNet}
 
 
-def build_model(name: str, seed: int = 0) -> nn.Module:
-    """A freshly initialised model ``name`` (a key of :data:`MODELS`); the initialisation depends only on
-    ``seed``. Raises ValueError naming the known models for an unknown name."""
+def build_model(name: str, seed: int = 0, init: str = "torch") -> nn.Module:
+    """A freshly initialised model ``name`` (a key of :data:`MODELS`); the initialisation (one of :data:`INITS`)
+    depends only on ``seed``. Raises ValueError naming the known models or initialisations for an unknown one."""
     if name not in MODELS:
         raise ValueError(f"Unknown model {name!r}; known models: {', '.join(sorted(MODELS))}")
+    if init not in INITS:
+        raise ValueError(f"Unknown initialisation {init!r}; known: {', '.join(INITS)}")
     state = torch.random.get_rng_state()
     try:
         torch.manual_seed(seed)
-        return MODELS[name]()
+        model = MODELS[name]()
+        if init == "kaiming":
+            with torch.no_grad():
+                for module in model.modules():
+                    if isinstance(module, (nn.Conv2d, nn.Linear)):
+                        nn.init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu")
+                        if module.bias is not None:
+                            module.bias.zero_()
+        return model
     finally:
         torch.random.set_rng_state(state)

@@ -1,16 +1,17 @@
 """Fast vectorised torch quantizers to a fixed-point format ``<WL, FL>`` (``docs/numerics.md`` §1, §1.1, §3).
 
-These run on the host for every operand the training loop sends to the device, so they are the hot path: each is a
-handful of in-place tensor operations and no Python loop. They follow :meth:`fxtrain.sim.fixedpoint.FixedFormat.to_raw`
-exactly:
+These run on the host for every operand the training loop sends to the device, so they are the hot path: each is
+one fused compiled pass (:func:`fxtrain.host.kernels.quantize_into`: scale, offset, floor, saturate, count, write)
+with no temporaries. They follow :meth:`fxtrain.sim.fixedpoint.FixedFormat.to_raw` exactly:
 
 * ``"nearest"`` — nearest multiple of ``2**-FL``, ties toward minus infinity: ``raw = ceil(x * 2**FL - 1/2)``;
-* ``"stochastic"`` — ``raw = floor(x * 2**FL + U)`` with ``U`` uniform in ``[0, 1)`` drawn from a
-  :class:`torch.Generator`, i.e. rounds up with probability equal to the discarded fraction. It is evaluated as
-  ``f = floor(y); raw = f + (U < y - f)`` with ``y = x * 2**FL``: ``y - f`` is exact in floating point, so the
-  probability of rounding up is the fraction to within the resolution of ``U`` (``2**-24`` for float32 input,
-  ``2**-53`` for float64), values already on the grid are never changed, and the same generator state gives the
-  same output;
+* ``"stochastic"`` — ``raw = floor(x * 2**FL + U)`` with ``U`` uniform in ``[0, 1)``, i.e. rounds up with
+  probability equal to the discarded fraction. It is evaluated as ``f = floor(y); raw = f + (U < y - f)`` with
+  ``y = x * 2**FL`` in float64: ``y - f`` is exact, so the probability of rounding up is the fraction to within
+  the resolution of ``U`` (``2**-53``), values already on the grid are never changed. ``U`` comes from a
+  counter-based generator (splitmix64 of element index and a 64-bit key, :mod:`fxtrain.host.kernels`) whose key
+  is drawn from a :class:`torch.Generator`, so the same generator state gives the same output, whatever the
+  number of threads;
 * then saturation to ``[min_raw, max_raw]``. ``+Inf``/``-Inf`` saturate to the largest/smallest value; NaN
   raises :class:`ValueError` (the device has no NaN).
 
@@ -32,7 +33,7 @@ quantize_raw
 to_raw
     Floats to raw integers as an integer tensor.
 quantize
-    Floats to the nearest representable floats (dequantized), same dtype as the input.
+    Floats to the nearest representable floats (dequantized), dtype of the input promoted to at least float32.
 from_raw
     Raw integers to floats.
 """
@@ -41,6 +42,7 @@ from __future__ import annotations
 
 import torch
 
+from . import kernels
 from ..sim.fixedpoint import FixedFormat
 from ..sim.rounding import ROUNDING_MODES, RoundingMode, parse_mode
 
@@ -52,9 +54,9 @@ def check_mode(mode) -> RoundingMode:
 
 
 def quantize_raw(x: torch.Tensor, fmt, mode="nearest", generator: "torch.Generator | None" = None,
-                 *, count_saturated: bool = False):
+                 *, count_saturated: bool = False, out: "torch.Tensor | None" = None, dtype=None):
     """Raw integers of ``x`` in ``fmt`` as a floating tensor (float32 for float32, float16 and bfloat16 input,
-    float64 for float64: both hold every 16-bit raw value exactly).
+    float64 for float64, unless ``dtype`` says otherwise: both hold every 16-bit raw value exactly).
 
     Parameters
     ----------
@@ -65,9 +67,16 @@ def quantize_raw(x: torch.Tensor, fmt, mode="nearest", generator: "torch.Generat
     mode : RoundingMode or str
         ``RoundingMode.NEAREST`` / ``"nearest"`` or ``RoundingMode.STOCHASTIC`` / ``"stochastic"``.
     generator : torch.Generator, optional
-        Source of the uniform numbers for ``"stochastic"``; ``None`` uses torch's default generator.
+        Source of the key of the uniform numbers for ``"stochastic"`` (one draw per call); ``None`` uses
+        torch's default generator.
     count_saturated : bool
-        Also return the number of elements that saturated (costs one more pass).
+        Also return the number of elements that saturated (counted in the same pass).
+    out : torch.Tensor, optional
+        Contiguous float32/float64 tensor of ``x``'s shape to write into (``x`` itself is allowed; it is then
+        overwritten even if a NaN makes the call raise); saves allocating, and page-faulting in, a new tensor.
+    dtype : torch.dtype, optional
+        ``torch.float32`` or ``torch.float64`` for a newly allocated result (default: ``x``'s), e.g. float64 raw
+        operands for the emulators' exact float64 GEMM without a conversion pass.
 
     Returns
     -------
@@ -85,23 +94,32 @@ def quantize_raw(x: torch.Tensor, fmt, mode="nearest", generator: "torch.Generat
     if not isinstance(x, torch.Tensor) or not x.is_floating_point():
         raise TypeError(f"quantize_raw needs a floating-point torch tensor, not {type(x).__name__}"
                         f"{'' if not isinstance(x, torch.Tensor) else ' of ' + str(x.dtype)}")
-    # A NaN makes the sum NaN (so does +Inf + -Inf: then the exact check below decides); one cheap pass.
-    total = x.sum()
-    if total != total and torch.isnan(x).any():
-        raise ValueError(f"Cannot quantize NaN to fixed point {fmt} ({int(torch.isnan(x).sum())} NaN elements "
-                         f"in a tensor of shape {tuple(x.shape)})")
-    y = x.to(_compute_dtype(x.dtype)) * (2.0 ** fmt.fl)
-    if mode is RoundingMode.NEAREST:
-        y.sub_(0.5).ceil_()
-    else:
-        floor = torch.floor(y)
-        y.sub_(floor)  # the exact discarded fraction in [0, 1); NaN for +-Inf, which never rounds up
-        up = torch.rand(y.shape, generator=generator, dtype=y.dtype, device=y.device).lt_(y)
-        y = floor.add_(up)
-    if count_saturated:
-        saturated = int(((y < fmt.min_raw) | (y > fmt.max_raw)).sum())
-        return y.clamp_(fmt.min_raw, fmt.max_raw), saturated
-    return y.clamp_(fmt.min_raw, fmt.max_raw)
+    out, saturated = _quantize(x, fmt, mode, generator, 1.0, out, dtype)
+    return (out, saturated) if count_saturated else out
+
+
+def _quantize(x, fmt, mode, generator, out_scale, out=None, dtype=None):
+    """One fused pass of :func:`fxtrain.host.kernels.quantize_into` over ``x``: ``(values, saturated count)``;
+    ValueError for NaN."""
+    if x.dtype not in (torch.float32, torch.float64) or x.device.type != "cpu":
+        x = x.to(device="cpu", dtype=_compute_dtype(x.dtype))
+    src = x.detach().contiguous()
+    if dtype not in (None, torch.float32, torch.float64):
+        raise ValueError(f"dtype must be torch.float32 or torch.float64, not {dtype!r}")
+    if out is None:
+        out = torch.empty(src.shape, dtype=dtype or src.dtype)
+    elif (not isinstance(out, torch.Tensor) or out.shape != src.shape or out.dtype not in (torch.float32, torch.float64)
+          or not out.is_contiguous() or out.device.type != "cpu"):
+        raise ValueError(f"out must be a contiguous float32/float64 CPU tensor of shape {tuple(src.shape)}, "
+                         f"not {type(out).__name__} {getattr(out, 'shape', '')} {getattr(out, 'dtype', '')}")
+    stochastic = mode is RoundingMode.STOCHASTIC
+    key = kernels.draw_key(generator) if stochastic else 0
+    saturated, nans = kernels.quantize_into(src.view(-1).numpy(), out.view(-1).numpy(), fmt.fl, fmt.min_raw,
+                                            fmt.max_raw, out_scale, stochastic, key)
+    if nans:
+        raise ValueError(f"Cannot quantize NaN to fixed point {fmt} ({int(nans)} NaN elements in a tensor of "
+                         f"shape {tuple(x.shape)})")
+    return out, int(saturated)
 
 
 def _compute_dtype(dtype):
@@ -114,11 +132,17 @@ def to_raw(x: torch.Tensor, fmt, mode="nearest", generator=None, dtype=torch.int
     return quantize_raw(x, fmt, mode, generator).to(dtype)
 
 
-def quantize(x: torch.Tensor, fmt, mode="nearest", generator=None) -> torch.Tensor:
+def quantize(x: torch.Tensor, fmt, mode="nearest", generator=None, *, count_saturated: bool = False, out=None):
     """``x`` rounded to the grid of ``fmt`` and saturated, as floats of ``x``'s dtype promoted to at least float32
-    (half precision cannot hold every 16-bit fixed-point value; see :func:`quantize_raw`)."""
+    (half precision cannot hold every 16-bit fixed-point value; see :func:`quantize_raw`; the same single pass,
+    writing ``raw * 2**-FL``)."""
     fmt = FixedFormat.parse(fmt)
-    return quantize_raw(x, fmt, mode, generator).mul_(fmt.resolution)
+    mode = check_mode(mode)
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        raise TypeError(f"quantize needs a floating-point torch tensor, not {type(x).__name__}"
+                        f"{'' if not isinstance(x, torch.Tensor) else ' of ' + str(x.dtype)}")
+    out, saturated = _quantize(x, fmt, mode, generator, fmt.resolution, out)
+    return (out, saturated) if count_saturated else out
 
 
 def from_raw(raw: torch.Tensor, fmt, dtype=torch.float32) -> torch.Tensor:

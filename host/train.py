@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -52,13 +53,19 @@ from .convert import convert, get_offload, offload_stats
 from .datasets import load_data
 from .layers import DEFAULT_FORMATS, FixedConfig, _FixedMixin
 from .metrics import TensorBoardLog, write_metrics
-from .models import build_model
+from .models import INITS, build_model
 from .progress import EpochProgress
+from .replica import LocalReplica, epoch_seed
 
-__all__ = ["TrainConfig", "build", "train", "evaluate", "save_atomic", "METRIC_FIELDS"]
+__all__ = ["TrainConfig", "build", "train", "evaluate", "learning_rate", "shift_offsets", "shift_images",
+           "save_atomic", "METRIC_FIELDS", "SCHEDULES"]
 
 METRIC_FIELDS = ("epoch", "train_loss", "train_accuracy", "test_loss", "test_accuracy", "wall_s", "macs", "gemms",
                  "saturation_rate", "activation_saturation_rate", "gradient_saturation_rate")
+
+SCHEDULES = ("cosine", "constant")
+#: Mixed into the epoch seed for the augmentation offsets, so they are not the shuffle's random stream.
+_SHIFT_STREAM = 0x5A17_F7ED
 
 # Config fields that may differ between a run and its resumption.
 _RESUMABLE = ("epochs", "out_dir", "name", "resume", "progress", "plot", "tensorboard")
@@ -84,7 +91,18 @@ class TrainConfig:
         ``"fixed"`` or ``"float"`` (:mod:`fxtrain.host.layers`).
     epochs, batch_size : int
     lr, momentum : float
-        SGD parameters.
+        SGD parameters (``lr`` is the peak learning rate of the schedule).
+    schedule : str
+        ``"cosine"``: linear warm-up over the first ``warmup`` fraction of the steps, then cosine decay to 0
+        (Loshchilov & Hutter 2017), set per step from the global step number (so resuming needs no scheduler
+        state); ``"constant"``: ``lr`` throughout.
+    warmup : float
+        Fraction of all steps spent warming up (cosine schedule).
+    init : str
+        Weight initialisation, :data:`fxtrain.host.models.INITS`.
+    shift_augment : int
+        Training images are shifted by a random whole number of pixels in ``[-shift_augment, shift_augment]``
+        along each axis (zero fill; drawn from the epoch's generator, so resuming stays exact); 0 turns it off.
     seed : int
         Seeds the initialisation, the shuffling, the host quantizers and the backend's lanes.
     train_limit, test_limit : int, optional
@@ -111,10 +129,14 @@ class TrainConfig:
     gradients: str = DEFAULT_FORMATS["gradients"]
     rounding: str = "stochastic"
     master_weights: str = "fixed"
-    epochs: int = 3
-    batch_size: int = 64
+    epochs: int = 10
+    batch_size: int = 32
     lr: float = 0.05
     momentum: float = 0.9
+    schedule: str = "cosine"
+    warmup: float = 0.1
+    init: str = "kaiming"
+    shift_augment: int = 1
     seed: int = 0
     train_limit: "int | None" = None
     test_limit: "int | None" = None
@@ -135,6 +157,14 @@ class TrainConfig:
             raise ValueError(f"seed must be a non-negative integer, not {self.seed!r}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"lr must be a positive number, not {self.lr!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, not {self.schedule!r}")
+        if not 0 <= self.warmup < 1:
+            raise ValueError(f"warmup must be a fraction in [0, 1), not {self.warmup!r}")
+        if not isinstance(self.shift_augment, int) or not 0 <= self.shift_augment <= 8:
+            raise ValueError(f"shift_augment must be an integer from 0 to 8 pixels, not {self.shift_augment!r}")
+        if self.init not in INITS:
+            raise ValueError(f"init must be one of {', '.join(INITS)}, not {self.init!r}")
 
     @property
     def run_name(self) -> str:
@@ -150,27 +180,60 @@ class TrainConfig:
         return Path(self.out_dir) if self.out_dir else Path("runs") / self.run_name
 
 
-def build(cfg: TrainConfig):
+def build(cfg: TrainConfig, seed: "int | None" = None, backend_spec: "str | None" = None):
     """``(model, backend, offload, optimizer, train_set, test_set)`` for ``cfg``; ``backend`` and ``offload`` are
-    None for the float baseline. The caller closes ``backend``."""
+    None for the float baseline. The caller closes ``backend``. ``seed`` (default ``cfg.seed``) seeds the
+    backend's lanes and the host quantizers (a data-parallel rank passes its own); the model's initialisation
+    always uses ``cfg.seed``. ``backend_spec`` (default ``cfg.backend``) names this process's backend."""
     train_set, test_set = load_data(cfg.data)
     if cfg.train_limit:
         train_set = train_set.subset(cfg.train_limit)
     if cfg.test_limit:
         test_set = test_set.subset(cfg.test_limit)
-    model = build_model(cfg.model, cfg.seed)
-    backend = open_backend(cfg.backend, seed=cfg.seed)
+    model = build_model(cfg.model, cfg.seed, cfg.init)
+    seed = cfg.seed if seed is None else seed
+    backend = open_backend(cfg.backend if backend_spec is None else backend_spec, seed=seed)
     offload = None
     if backend is not None:
         try:
             fixed = FixedConfig(cfg.weights, cfg.activations, cfg.gradients, rounding=cfg.rounding,
                                 master_weights=cfg.master_weights, wl=backend.config.wl)
-            offload = get_offload(convert(model, backend, fixed, seed=cfg.seed))
+            offload = get_offload(convert(model, backend, fixed, seed=seed))
         except BaseException:
             backend.close()
             raise
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
     return model, backend, offload, optimizer, train_set, test_set
+
+
+def learning_rate(cfg: TrainConfig, step: int, total_steps: int) -> float:
+    """The learning rate of global step ``step`` (0-based) of ``total_steps`` under ``cfg.schedule``."""
+    if cfg.schedule == "constant":
+        return cfg.lr
+    warm = int(cfg.warmup * total_steps)
+    if step < warm:
+        return cfg.lr * (step + 1) / warm
+    return cfg.lr * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total_steps - warm)))
+
+
+def shift_offsets(cfg: TrainConfig, n: int, epoch: int) -> "torch.Tensor | None":
+    """The crop offsets ``(dy, dx)`` in ``[0, 2 * shift_augment]`` of each of the ``n`` training images in
+    ``epoch`` (None without augmentation). Drawn per image index, so that a data-parallel run whose ranks see
+    other slices of the same shuffled epoch shifts every image exactly as one process does."""
+    if cfg.shift_augment == 0:
+        return None
+    generator = torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch) ^ _SHIFT_STREAM)
+    return torch.randint(0, 2 * cfg.shift_augment + 1, (n, 2), generator=generator)
+
+
+def shift_images(images: torch.Tensor, max_shift: int, offsets: "torch.Tensor | None") -> torch.Tensor:
+    """Each image of ``images`` (B x C x H x W) moved by its own ``(dy, dx) = offsets[i] - max_shift`` (offsets
+    from :func:`shift_offsets`), zero-filled: a crop of the zero-padded batch."""
+    if max_shift == 0:
+        return images
+    _, _, height, width = images.shape
+    padded = F.pad(images, (max_shift,) * 4)
+    return torch.stack([padded[i, :, dy:dy + height, dx:dx + width] for i, (dy, dx) in enumerate(offsets.tolist())])
 
 
 def evaluate(model, dataset, batch_size: int = 250):
@@ -202,46 +265,62 @@ def _backend_counters(backend):
     return dict(backend.counters) if backend is not None else {}
 
 
-def train(cfg: TrainConfig, log=print) -> list:
+def train(cfg: TrainConfig, log=print, *, replica: "LocalReplica | None" = None, on_epoch=None) -> list:
     """Run ``cfg`` (module docstring); returns the per-epoch metrics (all epochs, resumed ones included).
+
+    ``replica`` (default :class:`~fxtrain.host.replica.LocalReplica`) is the data-parallel hook
+    (:mod:`fxtrain.host.distributed`); only its main replica logs and writes files. ``on_epoch(row,
+    checkpoint_path)`` is called by the main replica after each epoch's checkpoint and metrics are written (a sweep
+    reports them to its scheduler).
 
     Raises FileNotFoundError if ``resume`` is set and there is no checkpoint, ValueError if the checkpoint was
     written by a run with different numerics. The backend is closed at the end, also on an error.
     """
+    replica = replica or LocalReplica()
+    if not replica.is_main:
+        log = lambda message: None  # noqa: E731
     out_dir = cfg.output_dir
-    model, backend, offload, optimizer, train_set, test_set = build(cfg)
+    model, backend, offload, optimizer, train_set, test_set = build(cfg, replica.seed(cfg), replica.backend_spec(cfg))
     board = None
     try:
-        history = _restore(cfg, model, backend, offload, optimizer, log) if cfg.resume else []
+        fixed = _fixed_layers(model)[0].fixed if offload is not None else None
+        stepper = replica.setup(cfg, model, fixed)
+        history = _restore(cfg, model, backend, offload, optimizer, log, replica) if cfg.resume else []
         if not cfg.resume:
-            torch.manual_seed(cfg.seed)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        if cfg.tensorboard:
+            torch.manual_seed(replica.seed(cfg))
+        if replica.is_main:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        if cfg.tensorboard and replica.is_main:
             board = TensorBoardLog(Path(cfg.tensorboard) / cfg.run_name)
-        numerics = next(iter(_fixed_layers(model))).fixed.describe() if offload is not None else "float32"
+        numerics = fixed.describe() if fixed is not None else "float32"
+        ranks = f" x {replica.world_size} ranks" if replica.world_size > 1 else ""
         log(f"{cfg.run_name}: {cfg.model} on {train_set.name} ({len(train_set)} train / {len(test_set)} test), "
-            f"backend {cfg.backend}, {numerics}; output {out_dir}")
+            f"backend {cfg.backend}{ranks}, {numerics}; output {out_dir}")
         for epoch in range(len(history), cfg.epochs):
-            row = _train_epoch(cfg, epoch, model, backend, optimizer, train_set, test_set)
+            row = _train_epoch(cfg, epoch, model, stepper, backend, optimizer, train_set, test_set, replica)
             history.append(row)
             log(f"epoch {row['epoch']}: train loss {row['train_loss']:.4f}, train acc "
                 f"{100 * row['train_accuracy']:.2f}%, test acc {100 * row['test_accuracy']:.2f}%, "
                 f"{row['wall_s']:.1f} s, {row['macs'] / 1e6:.1f} M MACs on the backend, "
                 f"saturation {100 * row['saturation_rate']:.3f}%")
+            random_state = replica.end_epoch(model, _random_state(offload, backend))
+            if not replica.is_main:
+                continue
             checkpoint = {
                 "config": asdict(cfg),
                 "epoch": epoch + 1,
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
-                "torch_rng": torch.random.get_rng_state(),
-                "quantizer_rng": offload.generator.get_state() if offload is not None else None,
-                "backend": backend.state_dict() if backend is not None else None,
+                **random_state,
+                "replicas": replica.state_dict(),
                 "history": history,
             }
             save_atomic(checkpoint, out_dir / "checkpoint.pt")
             write_metrics(out_dir, asdict(cfg), history, METRIC_FIELDS, cfg.run_name, cfg.plot)
             if board is not None:
                 board.add_epoch(row)
+            if on_epoch is not None:
+                on_epoch(row, out_dir / "checkpoint.pt")
     finally:
         if board is not None:
             board.close()
@@ -254,12 +333,17 @@ def _fixed_layers(model):
     return [m for m in model.modules() if isinstance(m, _FixedMixin)]
 
 
-def _restore(cfg, model, backend, offload, optimizer, log) -> list:
-    """Load ``cfg``'s checkpoint into the run; returns the history so far."""
+def _random_state(offload, backend):
+    return {"torch_rng": torch.random.get_rng_state(),
+            "quantizer_rng": offload.generator.get_state() if offload is not None else None,
+            "backend": backend.state_dict() if backend is not None else None}
+
+
+def _restore(cfg, model, backend, offload, optimizer, log, replica) -> list:
+    """Load ``cfg``'s checkpoint into the run (through ``replica``: rank 0 reads it, each rank takes its own
+    random state); returns the history so far."""
     checkpoint_path = cfg.output_dir / "checkpoint.pt"
-    if not checkpoint_path.is_file():
-        raise FileNotFoundError(f"Cannot resume: no checkpoint at {checkpoint_path}")
-    checkpoint = torch.load(checkpoint_path, weights_only=False)
+    checkpoint = replica.load(checkpoint_path)
     saved = {k: v for k, v in checkpoint["config"].items() if k not in _RESUMABLE}
     current = {k: v for k, v in asdict(cfg).items() if k not in _RESUMABLE}
     if saved != current:
@@ -267,11 +351,17 @@ def _restore(cfg, model, backend, offload, optimizer, log) -> list:
         raise ValueError(f"Checkpoint {checkpoint_path} is from a different run (saved vs now: {diff})")
     model.load_state_dict(checkpoint["model"])
     optimizer.load_state_dict(checkpoint["optimizer"])
-    torch.random.set_rng_state(checkpoint["torch_rng"])
+    replica.load_state_dict(checkpoint.get("replicas", {}))
+    state = replica.restore(checkpoint)
+    if state is None:
+        print(f"warning: rank {replica.rank}: the checkpoint holds no random state for it (written by fewer "
+              f"ranks); it continues with fresh seeds", file=sys.stderr)
+        state = _random_state(offload, backend)
+    torch.random.set_rng_state(state["torch_rng"])
     if offload is not None:
-        offload.generator.set_state(checkpoint["quantizer_rng"])
-        if checkpoint["backend"] is not None and backend.restores_state:
-            backend.load_state_dict(checkpoint["backend"])
+        offload.generator.set_state(state["quantizer_rng"])
+        if state["backend"] is not None and backend.restores_state:
+            backend.load_state_dict(state["backend"])
         else:
             log(f"warning: backend {cfg.backend!r} cannot restore its random state; the resumed run is "
                 f"statistically, not bit for bit, equivalent")
@@ -283,45 +373,57 @@ def _restore(cfg, model, backend, offload, optimizer, log) -> list:
     return history
 
 
-def _train_epoch(cfg, epoch, model, backend, optimizer, train_set, test_set) -> dict:
-    """One epoch of SGD (module docstring) and the evaluation after it; returns the epoch's metrics row."""
+def _counters(model, backend, loss_sum, correct, seen):
+    counters = {k: float(v) for k, v in offload_stats(model).items()}
+    counters.update({k: float(v) for k, v in _backend_counters(backend).items()
+                     if k in ("macs", "gemms", "outputs", "saturated")})
+    counters.update(loss_sum=loss_sum, correct=float(correct), seen=float(seen))
+    return counters
+
+
+def _train_epoch(cfg, epoch, model, stepper, backend, optimizer, train_set, test_set, replica) -> dict:
+    """One epoch of SGD (module docstring) and the evaluation after it; returns the epoch's metrics row (summed
+    over the replicas). ``stepper`` is the module that takes the steps (``model`` or its DDP wrapper)."""
     n = len(train_set)
-    batches = -(-n // cfg.batch_size)
     t0 = time.perf_counter()
-    before = _backend_counters(backend)
-    stats_before = offload_stats(model)
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch))
+    before = _counters(model, backend, 0.0, 0, 0)
+    batches = replica.batches(cfg, n, epoch)
+    offsets = shift_offsets(cfg, n, epoch)
     model.train()
-    loss_sum, correct = 0.0, 0
-    with EpochProgress(cfg.progress, batches, f"epoch {epoch + 1}/{cfg.epochs}") as progress:
-        for b in range(batches):
-            idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
-            x, y = train_set.images[idx], train_set.labels[idx]
-            logits = model(x)
+    loss_sum, correct, seen = 0.0, 0, 0
+    with EpochProgress(cfg.progress and replica.is_main, len(batches), f"epoch {epoch + 1}/{cfg.epochs}") as progress:
+        for b, idx in enumerate(batches):
+            x = shift_images(train_set.images[idx], cfg.shift_augment, None if offsets is None else offsets[idx])
+            y = train_set.labels[idx]
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(cfg, epoch * len(batches) + b, cfg.epochs * len(batches))
+            logits = stepper(x)
             loss = F.cross_entropy(logits, y)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
+            replica.after_step(model, b)
             loss_sum += loss.item() * len(idx)
             correct += int((logits.argmax(1) == y).sum())
-            progress.update(b + 1, loss_sum / min(n, (b + 1) * cfg.batch_size))
-    test_loss, test_acc = evaluate(model, test_set)
-    after = _backend_counters(backend)
-    stats = offload_stats(model)
-    delta = {k: after.get(k, 0) - before.get(k, 0) for k in ("macs", "gemms", "outputs", "saturated")}
-    sdelta = {k: stats.get(k, 0) - stats_before.get(k, 0) for k in stats}
+            seen += len(idx)
+            progress.update(b + 1, loss_sum / seen)
+    test_loss, test_acc = replica.evaluate(model, test_set)
+    after = _counters(model, backend, loss_sum, correct, seen)
+    total = replica.reduce({k: after[k] - before.get(k, 0.0) for k in after})
+    delta = {k: int(v) if k != "loss_sum" else v for k, v in total.items()}
+    delta.update({k: delta.get(k, 0) for k in ("macs", "gemms", "outputs", "saturated")})
     return {
         "epoch": epoch + 1,
-        "train_loss": loss_sum / n,
-        "train_accuracy": correct / n,
+        "train_loss": delta["loss_sum"] / delta["seen"],
+        "train_accuracy": delta["correct"] / delta["seen"],
         "test_loss": test_loss,
         "test_accuracy": test_acc,
         "wall_s": time.perf_counter() - t0,
         "macs": delta["macs"],
         "gemms": delta["gemms"],
         "saturation_rate": delta["saturated"] / delta["outputs"] if delta["outputs"] else 0.0,
-        "activation_saturation_rate": (sdelta["activation_saturated"] / sdelta["activations"]
-                                       if sdelta.get("activations") else 0.0),
-        "gradient_saturation_rate": (sdelta["gradient_saturated"] / sdelta["gradients"]
-                                     if sdelta.get("gradients") else 0.0),
+        "activation_saturation_rate": (delta["activation_saturated"] / delta["activations"]
+                                       if delta.get("activations") else 0.0),
+        "gradient_saturation_rate": (delta["gradient_saturated"] / delta["gradients"]
+                                     if delta.get("gradients") else 0.0),
     }

@@ -14,13 +14,15 @@ CommandExecutor
 from __future__ import annotations
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
-from amaranth.lib import memory, stream, wiring
+from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..sim.engine import COUNTER_NAMES, addr_bits, engine_layouts
 from ..sim.gemm import EngineConfig
-from ..sim.protocol import (LINK_COUNTERS, RUN_CLEAR, RUN_DRAIN, Command, Identity, Status, entry_bytes,
-                            request_length_range, result_row_bytes, value_bytes)
+from ..sim.payloads import (COUNTER, LINK_COUNTERS, ROUNDING_ARGS, RUN_ARGS, RUN_CLEAR, RUN_DRAIN, SEED,
+                            WRITE_HEADER, Identity, entry_bytes, request_length_range, result_bytes,
+                            result_row_bytes, value_bytes)
+from ..sim.wire import Command, Status
 from .framing import EventKind, event_layout
 
 __all__ = ["engine_signature", "CommandExecutor"]
@@ -115,8 +117,7 @@ class CommandExecutor(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         cfg = self.config
-        depth, rows, cols, wl = cfg.depth, cfg.rows, cfg.cols, cfg.wl
-        vb = value_bytes(cfg)
+        cols = cfg.cols
         aw = addr_bits(cfg)
         eng = self.engine
         ev = self.events.payload
@@ -127,17 +128,17 @@ class CommandExecutor(wiring.Component):
         length = Signal(16)
         status = Signal(8)
         resp_len = Signal(16)
-        nin = Signal(range(10))                   # payload bytes consumed, saturating at 9
-        wargs = Signal(32)                        # the first 4 payload bytes (WRITE_A/B: ADDR, COUNT)
+        nin = Signal(range(RUN_ARGS.size + 1))    # payload bytes consumed, saturating at RUN_ARGS.size
+        wargs = Signal(8 * WRITE_HEADER.size)     # the first payload bytes (WRITE_A/B: ADDR, COUNT)
         e_max = max(entry_bytes(cfg, "A"), entry_bytes(cfg, "B"))
         # every payload byte shifts in at the top: the last entry (WRITE_A/B), seed (SET_SEEDS), or the whole
-        # payload of SET_ROUNDING (2 bytes) and RUN (9 bytes), the last byte received at the top
-        sh_bytes = max(e_max, 9)
+        # payload of SET_ROUNDING and RUN (sim.payloads layouts), the last byte received at the top
+        sh_bytes = max(e_max, RUN_ARGS.size, ROUNDING_ARGS.size, SEED.size)
         sh = Signal(8 * sh_bytes)
         ecnt = Signal(range(e_max + 1))
         widx = Signal(max(1, aw))                 # entries written (only the address bits are needed)
-        sbuf = sh[-32:]
-        scnt = Signal(2)
+        sbuf = sh[-8 * SEED.size:]
+        scnt = Signal(range(SEED.size))
         lane = Signal(range(cols + 1))
         zero_seed = Signal()
         shift = Signal(range(33))
@@ -146,131 +147,26 @@ class CommandExecutor(wiring.Component):
         drain = Signal()
         m.d.comb += [eng.shift.eq(shift), eng.mode.eq(mode)]
 
-        # -- result buffer: one drained tile, row r = cols values then cols saturation flags --
-        res_mem = memory.Memory(shape=unsigned(cols * wl + cols), depth=rows, init=[],
-                                attrs={"ram_style": "block"})
-        m.submodules.result_buffer = res_mem
-        res_w = res_mem.write_port()
-        res_r = res_mem.read_port()               # synchronous (block RAM): addressed by the next res_row
-        res_row = Signal(range(rows + 1))
-        res_row_next = Signal.like(res_row)
-        m.d.comb += [res_row_next.eq(res_row), res_r.addr.eq(res_row_next)]
-        m.d.sync += res_row.eq(res_row_next)
-        m.d.comb += [res_w.addr.eq(res_row),
-                     res_w.data.eq(Cat(eng.result.payload.data.as_value(), eng.result.payload.sat))]
-
-        # -- header checks --
-        known = Signal()
-        len_ok = Signal()
-        with m.Switch(self.cmd):
-            for c in Command:
-                lo, hi = request_length_range(cfg, c)
-                with m.Case(c):
-                    m.d.comb += [known.eq(1), len_ok.eq((self.length >= lo) & (self.length <= hi))]
-
-        # -- argument views --
-        # depth = 2**aw, so a base below depth has no bits above aw - 1 and a count up to depth none above aw:
-        # the sums are checked in aw + 2 bits
-        is_a = cmd == Command.WRITE_A
-        e_len = Mux(is_a, entry_bytes(cfg, "A"), entry_bytes(cfg, "B"))
-        w_addr, w_count = wargs[0:16], wargs[16:32]
-        w_len_ok = (w_count != 0) & (length == 4 + Mux(is_a, w_count * entry_bytes(cfg, "A"),
-                                                        w_count * entry_bytes(cfg, "B")))
-
-        def fits(base, count):                  # base + count <= depth
-            return (base[aw:] == 0) & (count[aw + 1:] == 0) & (base[:aw] + count[:aw + 1] <= depth)
-
-        w_addr_ok = fits(w_addr, w_count)
-        run_args = sh[-72:]                       # RUN's 9 payload bytes
-        r_a, r_b, r_k, r_flags = run_args[0:16], run_args[16:32], run_args[32:64], run_args[64:72]
-        run_ok = (r_k != 0) & fits(r_a, r_k) & fits(r_b, r_k) & (r_flags <= 3)
-        r_shift, r_mode = sh[-16:-8], sh[-8:]     # SET_ROUNDING's 2 payload bytes
-
-        def values_of(n):
-            return Cat(*[sh[8 * sh_bytes - 8 * vb * n + 8 * vb * i:][:wl] for i in range(n)])
-
-        m.d.comb += [
-            eng.a_write.payload.addr.eq((w_addr + widx)[:aw]),
-            eng.a_write.payload.data.eq(values_of(rows)),
-            eng.b_write.payload.addr.eq((w_addr + widx)[:aw]),
-            eng.b_write.payload.data.eq(values_of(cols)),
-            eng.run.payload.a_base.eq(r_a[:aw]), eng.run.payload.b_base.eq(r_b[:aw]),
-            eng.run.payload.k.eq(r_k[:aw + 1]),
-            eng.run.payload.clear.eq((r_flags & RUN_CLEAR) != 0),
-            eng.run.payload.drain.eq((r_flags & RUN_DRAIN) != 0),
-            eng.seed_lane.eq(lane),
-            eng.seed.eq(sbuf),
-        ]
-
-        # -- link memory (block RAM, one byte per address): the link counters, 4 bytes each, little-endian, at
-        # 4 * index (LINK_COUNTERS order), and the IDENTIFY payload (a ROM part) from id_base --
+        res_w, res_r, res_row, res_row_next = self._result_buffer(m)
+        known, len_ok = self._header_checks(m)
+        is_a, e_len, w_len_ok, w_addr_ok, run_ok, r_flags, r_shift, r_mode = self._arguments(
+            m, cmd, length, wargs, sh, widx, lane)
+        lk = self._link_memory(m)
+        inc_go, inc_sel = lk["inc_go"], lk["inc_sel"]
         n_link = len(LINK_COUNTERS)
-        ident_bytes = self.identity.to_bytes()
-        id_base = 1 << (4 * n_link - 1).bit_length()
-        link_mem = memory.Memory(shape=unsigned(8), depth=id_base + len(ident_bytes),
-                                 init=[0] * id_base + list(ident_bytes))
-        m.submodules.link_memory = link_mem
-        lk_w = link_mem.write_port()
-        lk_r = link_mem.read_port()
-        # a counter whose bit is set here reads as zero (reset value; SOFT_RESET sets them all) until its next
-        # increment has rewritten its 4 bytes
-        zeroed = Signal(n_link, init=(1 << n_link) - 1)
-        # byte-serial increment: step 0 reads byte 0; step s = 1..4 writes byte s-1 + carry and reads byte s
-        inc_idx = Signal(range(n_link))
-        inc_step = Signal(range(6), init=5)       # 5 = idle
-        inc_carry = Signal()
-        inc_go = Signal()
-        inc_sel = Signal(range(n_link))
-        inc_busy = inc_step != 5
 
-        # -- response payload sources --
-        pidx = Signal(range(max(len(ident_bytes), 4 * (n_link + len(COUNTER_NAMES))) + 1))
+        # -- response registers: payload index, result row byte, payload source (0 none, 1 identity,
+        # 2 counters, 3 result) --
+        pidx = Signal(range(max(len(lk["ident_bytes"]), 4 * (n_link + len(COUNTER_NAMES))) + 1))
         pidx_next = Signal.like(pidx)
         m.d.comb += pidx_next.eq(pidx)
         m.d.sync += pidx.eq(pidx_next)
         bidx = Signal(range(result_row_bytes(cfg) + 1))
-        eng_vec = Cat(*[eng.counters[n] for n in COUNTER_NAMES])
-        row = res_r.data
-        row_vec = Cat(*[row[wl * j:wl * (j + 1)].as_signed().as_unsigned() if vb * 8 == wl else
-                        Cat(row[wl * j:wl * (j + 1)], *([row[wl * (j + 1) - 1]] * (vb * 8 - wl)))
-                        for j in range(cols)],
-                      row[cols * wl:], Const(0, 8 * ((cols + 7) // 8) - cols))
-        source = Signal(2)     # 0 none, 1 identity, 2 counters, 3 result
-        rd_zero = Signal()     # the link byte read last cycle belongs to a zeroed counter
-        rd_ok = Signal()       # the link memory read last cycle was the payload byte at pidx
-        # link memory read address: the increment's while it runs, else the payload byte after this cycle
-        with m.If(inc_busy):
-            m.d.comb += lk_r.addr.eq(inc_idx * 4 + inc_step[:2])
-        with m.Elif(source == 1):
-            m.d.comb += lk_r.addr.eq(id_base + pidx_next)
-        with m.Else():
-            m.d.comb += lk_r.addr.eq(pidx_next)
-        m.d.sync += [rd_ok.eq(~inc_busy),
-                     rd_zero.eq(zeroed.bit_select(Mux(inc_busy, inc_idx, pidx_next[2:]), 1) & (source != 1))]
-        link_byte = Mux(rd_zero, 0, lk_r.data)
-        with m.Switch(source):
-            with m.Case(1):
-                m.d.comb += self.tx_payload.payload.eq(lk_r.data)
-            with m.Case(2):
-                m.d.comb += self.tx_payload.payload.eq(
-                    Mux(pidx < 4 * n_link, link_byte, eng_vec.word_select((pidx - 4 * n_link)[:len(pidx)], 8)))
-            with m.Case(3):
-                m.d.comb += self.tx_payload.payload.eq(row_vec.word_select(bidx, 8))
+        source = Signal(2)
+        rd_ok = self._response_payload(m, lk, res_r, source, pidx, pidx_next, bidx)
         m.d.comb += [self.tx_cmd.eq(cmd), self.tx_seq.eq(seq), self.tx_status.eq(status),
                      self.tx_length.eq(resp_len)]
-
-        with m.If(inc_go):
-            m.d.sync += [inc_idx.eq(inc_sel), inc_step.eq(0), inc_carry.eq(1)]
-        with m.Elif(inc_busy):
-            m.d.sync += inc_step.eq(inc_step + 1)
-            with m.If(inc_step != 0):
-                # rd_zero/lk_r.data: byte inc_step - 1 of counter inc_idx, read last cycle
-                byte_in = Mux(rd_zero, 0, lk_r.data)
-                m.d.comb += [lk_w.en.eq(1), lk_w.addr.eq(inc_idx * 4 + (inc_step - 1)[:2]),
-                             lk_w.data.eq(byte_in + inc_carry)]
-                m.d.sync += inc_carry.eq(inc_carry & (byte_in == 0xFF))
-                with m.If(inc_step == 4):
-                    m.d.sync += [zeroed.bit_select(inc_idx, 1).eq(0), inc_step.eq(5)]
+        zeroed = lk["zeroed"]
 
         def count(name):
             m.d.comb += [inc_go.eq(1), inc_sel.eq(LINK_COUNTERS.index(name))]
@@ -303,21 +199,21 @@ class CommandExecutor(wiring.Component):
                 m.d.comb += self.events.ready.eq(1)
                 with m.If(self.events.valid & (ev.kind == EventKind.DATA)):
                     m.d.sync += sh.eq(Cat(sh[8:], ev.data))
-                    with m.If(nin != 9):
+                    with m.If(nin != RUN_ARGS.size):
                         m.d.sync += nin.eq(nin + 1)
                     with m.Switch(nin):
-                        for i in range(4):
+                        for i in range(WRITE_HEADER.size):
                             with m.Case(i):
                                 m.d.sync += wargs[8 * i:8 * (i + 1)].eq(ev.data)
                     with m.If((cmd == Command.WRITE_A) | (cmd == Command.WRITE_B)):
-                        with m.If(nin >= 4):
+                        with m.If(nin >= WRITE_HEADER.size):
                             m.d.sync += ecnt.eq(ecnt + 1)
                             with m.If(ecnt == e_len - 1):
                                 m.d.sync += ecnt.eq(0)
                                 m.next = "WRITE_ENTRY"
                     with m.If(cmd == Command.SET_SEEDS):
                         m.d.sync += scnt.eq(scnt + 1)
-                        with m.If(scnt == 3):
+                        with m.If(scnt == SEED.size - 1):
                             m.next = "LOAD_SEED"
                 with m.If(self.events.valid & (ev.kind == EventKind.END)):
                     with m.If(ev.timeout):
@@ -378,10 +274,10 @@ class CommandExecutor(wiring.Component):
                             m.next = "RUN_ISSUE"
                     with m.Case(Command.READ_RESULT):
                         count("frames_ok")
-                        respond(Status.OK, rows * result_row_bytes(cfg), 3)
+                        respond(Status.OK, result_bytes(cfg), 3)
                     with m.Case(Command.READ_COUNTERS):
                         count("frames_ok")
-                        respond(Status.OK, 4 * (len(LINK_COUNTERS) + len(COUNTER_NAMES)), 2)
+                        respond(Status.OK, COUNTER.size * (len(LINK_COUNTERS) + len(COUNTER_NAMES)), 2)
                     with m.Case(Command.SOFT_RESET):
                         count("frames_ok")
                         respond(Status.OK)
@@ -419,3 +315,153 @@ class CommandExecutor(wiring.Component):
                         m.d.sync += zeroed.eq((1 << n_link) - 1)
                     m.next = "IDLE"
         return m
+
+
+    def _result_buffer(self, m):
+        """The result buffer: one drained tile in block RAM, row r = cols values then cols saturation flags;
+        written as the engine's result rows arrive, read synchronously at the next ``res_row``."""
+        cfg, eng = self.config, self.engine
+        rows, cols, wl = cfg.rows, cfg.cols, cfg.wl
+        res_mem = memory.Memory(shape=unsigned(cols * wl + cols), depth=rows, init=[],
+                                attrs={"ram_style": "block"})
+        m.submodules.result_buffer = res_mem
+        res_w = res_mem.write_port()
+        res_r = res_mem.read_port()               # synchronous (block RAM): addressed by the next res_row
+        res_row = Signal(range(rows + 1))
+        res_row_next = Signal.like(res_row)
+        m.d.comb += [res_row_next.eq(res_row), res_r.addr.eq(res_row_next)]
+        m.d.sync += res_row.eq(res_row_next)
+        m.d.comb += [res_w.addr.eq(res_row),
+                     res_w.data.eq(Cat(eng.result.payload.data.as_value(), eng.result.payload.sat))]
+        return res_w, res_r, res_row, res_row_next
+
+    def _header_checks(self, m):
+        """``known`` (CMD is a command) and ``len_ok`` (LEN in its range), from the decoder's header."""
+        cfg = self.config
+        known = Signal()
+        len_ok = Signal()
+        with m.Switch(self.cmd):
+            for c in Command:
+                lo, hi = request_length_range(cfg, c)
+                with m.Case(c):
+                    m.d.comb += [known.eq(1), len_ok.eq((self.length >= lo) & (self.length <= hi))]
+        return known, len_ok
+
+    def _arguments(self, m, cmd, length, wargs, sh, widx, lane):
+        """Views of the received arguments through the ``sim.payloads`` layouts, their checks, and the engine's
+        write/run/seed payloads driven from them."""
+        cfg, eng = self.config, self.engine
+        depth, rows, cols, wl = cfg.depth, cfg.rows, cfg.cols, cfg.wl
+        vb = value_bytes(cfg)
+        aw = addr_bits(cfg)
+        sh_bytes = len(sh) // 8
+        sbuf = sh[-8 * SEED.size:]
+        # depth = 2**aw, so a base below depth has no bits above aw - 1 and a count up to depth none above aw:
+        # the sums are checked in aw + 2 bits
+        is_a = cmd == Command.WRITE_A
+        e_len = Mux(is_a, entry_bytes(cfg, "A"), entry_bytes(cfg, "B"))
+        w_args = data.View(WRITE_HEADER.as_struct(), wargs)
+        w_addr, w_count = w_args.addr, w_args.count
+        w_len_ok = (w_count != 0) & (length == WRITE_HEADER.size + Mux(is_a, w_count * entry_bytes(cfg, "A"),
+                                                                        w_count * entry_bytes(cfg, "B")))
+
+        def fits(base, count):                  # base + count <= depth
+            return (base[aw:] == 0) & (count[aw + 1:] == 0) & (base[:aw] + count[:aw + 1] <= depth)
+
+        w_addr_ok = fits(w_addr, w_count)
+        run_args = data.View(RUN_ARGS.as_struct(), sh[-8 * RUN_ARGS.size:])
+        r_a, r_b, r_k, r_flags = run_args.a_base, run_args.b_base, run_args.k, run_args.flags
+        run_ok = (r_k != 0) & fits(r_a, r_k) & fits(r_b, r_k) & (r_flags <= (RUN_CLEAR | RUN_DRAIN))
+        rounding_args = data.View(ROUNDING_ARGS.as_struct(), sh[-8 * ROUNDING_ARGS.size:])
+        r_shift, r_mode = rounding_args.shift, rounding_args.mode
+
+        def values_of(n):
+            return Cat(*[sh[8 * sh_bytes - 8 * vb * n + 8 * vb * i:][:wl] for i in range(n)])
+
+        m.d.comb += [
+            eng.a_write.payload.addr.eq((w_addr + widx)[:aw]),
+            eng.a_write.payload.data.eq(values_of(rows)),
+            eng.b_write.payload.addr.eq((w_addr + widx)[:aw]),
+            eng.b_write.payload.data.eq(values_of(cols)),
+            eng.run.payload.a_base.eq(r_a[:aw]), eng.run.payload.b_base.eq(r_b[:aw]),
+            eng.run.payload.k.eq(r_k[:aw + 1]),
+            eng.run.payload.clear.eq((r_flags & RUN_CLEAR) != 0),
+            eng.run.payload.drain.eq((r_flags & RUN_DRAIN) != 0),
+            eng.seed_lane.eq(lane),
+            eng.seed.eq(sbuf),
+        ]
+        return is_a, e_len, w_len_ok, w_addr_ok, run_ok, r_flags, r_shift, r_mode
+
+    def _link_memory(self, m):
+        """The link memory (block RAM, one byte per address): the link counters, 4 bytes each, little-endian, at
+        4 * index (``LINK_COUNTERS`` order), and the IDENTIFY payload (a ROM part) from ``id_base``; and the
+        byte-serial counter increment (``inc_go``/``inc_sel`` start one). Returns its signals in a dict."""
+        n_link = len(LINK_COUNTERS)
+        ident_bytes = self.identity.to_bytes()
+        id_base = 1 << (4 * n_link - 1).bit_length()
+        link_mem = memory.Memory(shape=unsigned(8), depth=id_base + len(ident_bytes),
+                                 init=[0] * id_base + list(ident_bytes))
+        m.submodules.link_memory = link_mem
+        lk_w = link_mem.write_port()
+        lk_r = link_mem.read_port()
+        # a counter whose bit is set here reads as zero (reset value; SOFT_RESET sets them all) until its next
+        # increment has rewritten its 4 bytes
+        zeroed = Signal(n_link, init=(1 << n_link) - 1)
+        # byte-serial increment: step 0 reads byte 0; step s = 1..4 writes byte s-1 + carry and reads byte s
+        inc_idx = Signal(range(n_link))
+        inc_step = Signal(range(6), init=5)       # 5 = idle
+        inc_carry = Signal()
+        inc_go = Signal()
+        inc_sel = Signal(range(n_link))
+        inc_busy = inc_step != 5
+        rd_zero = Signal()     # the link byte read last cycle belongs to a zeroed counter
+        with m.If(inc_go):
+            m.d.sync += [inc_idx.eq(inc_sel), inc_step.eq(0), inc_carry.eq(1)]
+        with m.Elif(inc_busy):
+            m.d.sync += inc_step.eq(inc_step + 1)
+            with m.If(inc_step != 0):
+                # rd_zero/lk_r.data: byte inc_step - 1 of counter inc_idx, read last cycle
+                byte_in = Mux(rd_zero, 0, lk_r.data)
+                m.d.comb += [lk_w.en.eq(1), lk_w.addr.eq(inc_idx * 4 + (inc_step - 1)[:2]),
+                             lk_w.data.eq(byte_in + inc_carry)]
+                m.d.sync += inc_carry.eq(inc_carry & (byte_in == 0xFF))
+                with m.If(inc_step == 4):
+                    m.d.sync += [zeroed.bit_select(inc_idx, 1).eq(0), inc_step.eq(5)]
+        return dict(lk_r=lk_r, zeroed=zeroed, inc_idx=inc_idx, inc_step=inc_step, inc_busy=inc_busy, inc_go=inc_go,
+                    inc_sel=inc_sel, id_base=id_base, ident_bytes=ident_bytes, rd_zero=rd_zero)
+
+    def _response_payload(self, m, lk, res_r, source, pidx, pidx_next, bidx):
+        """The response payload byte: IDENTIFY ROM, counters (link memory, then the engine's) or result rows;
+        drives the link memory's read address. Returns ``rd_ok`` (the link byte at ``pidx`` is valid)."""
+        cfg, eng = self.config, self.engine
+        cols, wl = cfg.cols, cfg.wl
+        vb = value_bytes(cfg)
+        n_link = len(LINK_COUNTERS)
+        lk_r, zeroed, inc_idx, inc_step = lk["lk_r"], lk["zeroed"], lk["inc_idx"], lk["inc_step"]
+        inc_busy, id_base, rd_zero = lk["inc_busy"], lk["id_base"], lk["rd_zero"]
+        eng_vec = Cat(*[eng.counters[n] for n in COUNTER_NAMES])
+        row = res_r.data
+        row_vec = Cat(*[row[wl * j:wl * (j + 1)].as_signed().as_unsigned() if vb * 8 == wl else
+                        Cat(row[wl * j:wl * (j + 1)], *([row[wl * (j + 1) - 1]] * (vb * 8 - wl)))
+                        for j in range(cols)],
+                      row[cols * wl:], Const(0, 8 * ((cols + 7) // 8) - cols))
+        rd_ok = Signal()       # the link memory read last cycle was the payload byte at pidx
+        # link memory read address: the increment's while it runs, else the payload byte after this cycle
+        with m.If(inc_busy):
+            m.d.comb += lk_r.addr.eq(inc_idx * 4 + inc_step[:2])
+        with m.Elif(source == 1):
+            m.d.comb += lk_r.addr.eq(id_base + pidx_next)
+        with m.Else():
+            m.d.comb += lk_r.addr.eq(pidx_next)
+        m.d.sync += [rd_ok.eq(~inc_busy),
+                     rd_zero.eq(zeroed.bit_select(Mux(inc_busy, inc_idx, pidx_next[2:]), 1) & (source != 1))]
+        link_byte = Mux(rd_zero, 0, lk_r.data)
+        with m.Switch(source):
+            with m.Case(1):
+                m.d.comb += self.tx_payload.payload.eq(lk_r.data)
+            with m.Case(2):
+                m.d.comb += self.tx_payload.payload.eq(
+                    Mux(pidx < 4 * n_link, link_byte, eng_vec.word_select((pidx - 4 * n_link)[:len(pidx)], 8)))
+            with m.Case(3):
+                m.d.comb += self.tx_payload.payload.eq(row_vec.word_select(bidx, 8))
+        return rd_ok

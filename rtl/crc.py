@@ -16,7 +16,7 @@ from amaranth.hdl import Cat, Module
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from ..sim.protocol import CRC_INIT, CRC_POLY
+from ..sim.wire import CRC_INIT, CRC_POLY
 
 __all__ = ["crc16_next", "CRC16"]
 

@@ -25,7 +25,7 @@ from amaranth.hdl import Cat, Module, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..sim.protocol import CRC_INIT, REQUEST_SOF, RESPONSE_SOF
+from ..sim.wire import CRC_INIT, REQUEST_SOF, RESPONSE_SOF
 from .crc import crc16_next
 
 __all__ = ["EventKind", "event_layout", "FrameDecoder", "FrameEncoder"]

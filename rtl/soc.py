@@ -7,7 +7,7 @@ byte per cycle without bit timing.
 
 Dataflow::
 
-    rx ─ UARTReceiver ─ FIFO(16) ─ FrameDecoder ─ events ─ CommandExecutor ─ engine ports ─ GemmEngine
+    rx ─ UARTReceiver ─ FIFO(rx_buffer) ─ FrameDecoder ─ events ─ CommandExecutor ─ engine ports ─ GemmEngine
     tx ─ UARTTransmitter ─────── FrameEncoder ─ header + payload ─┘
 
 Members
@@ -25,19 +25,17 @@ from amaranth.lib import fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..sim.gemm import EngineConfig
-from ..sim.protocol import Identity
+from ..sim.payloads import DEFAULT_RX_BUFFER, Identity
 from .command import CommandExecutor
 from .framing import FrameDecoder, FrameEncoder
 from .uart import UARTReceiver, UARTTransmitter, uart_divisor
 
 __all__ = ["identify_payload", "AcceleratorSoC"]
 
-RX_FIFO_DEPTH = 16
-
-
-def identify_payload(config, clk_freq, baud, frame_timeout=None):
-    """:class:`~fxtrain.sim.protocol.Identity` of ``AcceleratorSoC(config, clk_freq, baud, frame_timeout=...)``."""
-    return Identity.from_parameters(config, clk_freq, baud, frame_timeout)
+def identify_payload(config, clk_freq, baud, frame_timeout=None, rx_buffer=DEFAULT_RX_BUFFER):
+    """:class:`~fxtrain.sim.payloads.Identity` of ``AcceleratorSoC(config, clk_freq, baud, frame_timeout=...,
+    rx_buffer=...)``."""
+    return Identity.from_parameters(config, clk_freq, baud, frame_timeout, rx_buffer=rx_buffer)
 
 
 class AcceleratorSoC(wiring.Component):
@@ -58,6 +56,11 @@ class AcceleratorSoC(wiring.Component):
         ``sim.protocol.default_frame_timeout(clk_freq)``: 10 ms).
     byte_stream : bool
         Replace the UART by byte streams (simulation).
+    rx_buffer : int
+        Bytes of the receive FIFO between the UART and the frame decoder (a power of two; block RAM), reported
+        by IDENTIFY. The host keeps the bytes of requests not yet answered within it (``docs/protocol.md``
+        §2.2), so no byte is lost while the executor runs or answers. The byte-stream variant has no FIFO (its
+        input has back-pressure) and reports the same value.
 
     Latency: see :class:`~.command.CommandExecutor`; the UART adds ``10 * divisor`` cycles per byte.
 
@@ -73,7 +76,8 @@ class AcceleratorSoC(wiring.Component):
         UART clock cycles per bit.
     """
 
-    def __init__(self, config, clk_freq, baud, *, frame_timeout=None, byte_stream=False):
+    def __init__(self, config, clk_freq, baud, *, frame_timeout=None, byte_stream=False,
+                 rx_buffer=DEFAULT_RX_BUFFER):
         if not isinstance(config, EngineConfig):
             raise TypeError(f"config must be an EngineConfig, not {config!r}")
         if not isinstance(clk_freq, int) or clk_freq <= 0:
@@ -85,7 +89,10 @@ class AcceleratorSoC(wiring.Component):
         self.baud = baud
         self.byte_stream = bool(byte_stream)
         self.divisor = None if byte_stream else uart_divisor(clk_freq, baud)
-        self.identity = identify_payload(config, clk_freq, baud, frame_timeout)
+        self.identity = identify_payload(config, clk_freq, baud, frame_timeout, rx_buffer)
+        if not rx_buffer:
+            raise ValueError("The SoC needs a receive buffer of at least 2 bytes, not 0")
+        self.rx_buffer = rx_buffer
         if self.byte_stream:
             ports = {"rx_bytes": In(stream.Signature(8)), "tx_bytes": Out(stream.Signature(8))}
         else:
@@ -115,7 +122,7 @@ class AcceleratorSoC(wiring.Component):
         else:
             m.submodules.uart_rx = uart_rx = UARTReceiver(self.divisor)
             m.submodules.uart_tx = uart_tx = UARTTransmitter(self.divisor)
-            m.submodules.rx_fifo = rx_fifo = fifo.SyncFIFOBuffered(width=8, depth=RX_FIFO_DEPTH)
+            m.submodules.rx_fifo = rx_fifo = fifo.SyncFIFOBuffered(width=8, depth=self.rx_buffer)
             m.d.comb += [uart_rx.rx.eq(self.rx), self.tx.eq(uart_tx.tx),
                          rx_fifo.w_data.eq(uart_rx.o.payload), rx_fifo.w_en.eq(uart_rx.o.valid),
                          uart_rx.o.ready.eq(rx_fifo.w_rdy),

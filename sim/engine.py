@@ -108,6 +108,7 @@ import numpy as np
 from .gemm import EngineConfig, GemmResult, check_gemm
 from .lfsr import check_lfsr, lane_advance, lane_words
 from .pe import check_operands
+from .planner import CommandPlanner, ReadResult, Run, WriteOperand, plan_gemm
 from .rounding import RoundingMode, check_shift, parse_mode, round_shift
 
 __all__ = ["OPERAND_LATENCY", "ROUNDER_LATENCY", "COUNTER_WIDTH", "COUNTER_NAMES", "RESET_LANE_STATE", "addr_bits", "engine_layouts",
@@ -168,17 +169,12 @@ def run_cycles(config, k, drain):
     return k + OPERAND_LATENCY + 2 * config.rows + config.cols + ROUNDER_LATENCY
 
 
-def _chunks(k, chunk):
-    return [(k0, min(k, k0 + chunk)) for k0 in range(0, k, chunk)]
-
-
 def gemm_cycles(config, m, k, n, chunk=None):
     """Engine cycles of :func:`gemm_via_engine` for an ``M x K x N`` GEMM, runs back to back."""
     config = _check_config(config)
-    chunk = _check_chunk(config, chunk)
-    tiles = -(-m // config.rows) * -(-n // config.cols)
-    per_tile = sum(run_cycles(config, k1 - k0, k1 == k) for k0, k1 in _chunks(k, chunk))
-    return tiles * per_tile
+    plan = plan_gemm(config, m, k, n, _check_chunk(config, chunk))
+    per_tile = sum(run_cycles(config, c.length, c.k1 == k) for c in plan.chunks)
+    return len(plan.tiles) * per_tile
 
 
 def _check_chunk(config, chunk):
@@ -326,15 +322,16 @@ class EngineModel:
         return self.results.popleft()
 
 
-def gemm_via_engine(model, a, b, shift, mode, chunk=None):
-    """``round(A @ B)`` computed by the engine ``model`` with the canonical host tiling.
+def gemm_via_engine(model, a, b, shift, mode, chunk=None, planner=None):
+    """``round(A @ B)`` computed by the engine ``model`` playing the planner's command schedule.
 
-    The canonical tiling (what ``host`` drivers send): pad ``A`` to ``Mp`` rows and ``B`` to ``Np`` columns
-    (multiples of ``rows``/``cols``); for each tile ``tm`` (outer), ``tn`` (inner), split K into chunks of
-    ``chunk`` (default ``depth``); for each chunk write the A entries (columns of the A tile) and B entries (rows
-    of the B tile) at address 0 and run with ``clear`` on the first chunk and ``drain`` on the last; then read
-    the tile. Uses the model's current lane states and leaves them advanced. Equals
-    ``tiled_gemm(config, a, b, shift, mode, lane_state)`` bit for bit (``tests/test_engine_model.py``).
+    The schedule is :class:`.planner.CommandPlanner`'s (what the host driver sends): pad ``A`` to ``Mp`` rows
+    and ``B`` to ``Np`` columns (multiples of ``rows``/``cols``); for each tile ``tm`` (outer), ``tn`` (inner),
+    split K into chunks of ``chunk`` (default ``depth``); for each chunk write the A and B entries that are not
+    resident and run with ``clear`` on the first chunk and ``drain`` on the last; then read the tile.
+    ``planner`` (default: a fresh one) carries residency across calls. Uses the model's current lane states
+    and leaves them advanced. Equals ``tiled_gemm(config, a, b, shift, mode, lane_state)`` bit for bit
+    (``tests/test_engine_model.py``).
 
     Returns
     -------
@@ -344,25 +341,21 @@ def gemm_via_engine(model, a, b, shift, mode, chunk=None):
         raise TypeError(f"gemm_via_engine needs an EngineModel, not {model!r}")
     config = model.config
     a, b, shift, mode = check_gemm(config, a, b, shift, mode)
-    m, k = a.shape
-    n = b.shape[1]
-    chunk = _check_chunk(config, chunk)
-    rows, cols = config.rows, config.cols
-    mp, np_ = -(-m // rows) * rows, -(-n // cols) * cols
-    ap = np.zeros((mp, k), dtype=np.int64)
-    ap[:m] = a
-    bp = np.zeros((k, np_), dtype=np.int64)
-    bp[:, :n] = b
-    c = np.zeros((mp, np_), dtype=np.int64)
-    sat = np.zeros((mp, np_), dtype=bool)
-    chunks = _chunks(k, chunk)
-    for tm in range(mp // rows):
-        for tn in range(np_ // cols):
-            for k0, k1 in chunks:
-                model.write_a(0, ap[tm * rows:(tm + 1) * rows, k0:k1].T)
-                model.write_b(0, bp[k0:k1, tn * cols:(tn + 1) * cols])
-                model.run(0, 0, k1 - k0, clear=k0 == 0, drain=k1 == k, shift=shift, mode=mode)
-            out, s = model.read_result()
-            c[tm * rows:(tm + 1) * rows, tn * cols:(tn + 1) * cols] = out
-            sat[tm * rows:(tm + 1) * rows, tn * cols:(tn + 1) * cols] = s
-    return GemmResult(c[:m, :n], sat[:m, :n], list(model.lane_state))
+    plan = plan_gemm(config, a.shape[0], a.shape[1], b.shape[1], _check_chunk(config, chunk))
+    planner = CommandPlanner(config) if planner is None else planner
+    ap, bp = plan.pad(a, b)
+    c = np.zeros((plan.mp, plan.np_), dtype=np.int64)
+    sat = np.zeros((plan.mp, plan.np_), dtype=bool)
+    for item in planner.schedule(plan, (shift, mode)):
+        if isinstance(item, WriteOperand):
+            if item.which == "A":
+                model.write_a(item.addr, plan.a_block(ap, item.index, item.chunk))
+            else:
+                model.write_b(item.addr, plan.b_block(bp, item.index, item.chunk))
+        elif isinstance(item, Run):
+            model.run(item.a_base, item.b_base, item.k, clear=item.clear,
+                      drain=item.drain, shift=shift, mode=mode)
+        elif isinstance(item, ReadResult):
+            rs, cs = plan.tile_slices(item.tm, item.tn)
+            c[rs, cs], sat[rs, cs] = model.read_result()
+    return GemmResult(c[:plan.m, :plan.n], sat[:plan.m, :plan.n], list(model.lane_state))

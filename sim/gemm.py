@@ -110,12 +110,14 @@ class GemmResult:
 
     ``c``: M x N raw results (int64 numpy; a backend with ``accepts_torch`` returns a torch tensor for torch
     input); ``saturated``: M x N bool, like ``c``; ``lane_state``: the LFSR lane states after the GEMM where the
-    backend knows them (the golden model, the exact emulator), else None.
+    backend knows them (the golden model, the exact emulator), else None; ``saturated_count``:
+    ``int(saturated.sum())`` where the backend counted it anyway (the emulators' compiled rounders), else None.
     """
 
     c: "np.ndarray"
     saturated: "np.ndarray"
     lane_state: "list | None" = None
+    saturated_count: "int | None" = None
 
 
 def _check_lane_state(config, lane_state):

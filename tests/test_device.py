@@ -7,7 +7,6 @@ lane seeds, bit for bit (``docs/numerics.md`` §6).
 
 import dataclasses
 import random
-import struct
 import time
 
 import numpy as np
@@ -18,6 +17,7 @@ from fxtrain.host.device import Device, DeviceError, DeviceMismatch, DeviceTimeo
 from fxtrain.host.transport import EmulatorTransport, Transport, TransportError
 from fxtrain.sim.gemm import EngineConfig, tiled_gemm
 from fxtrain.sim.lfsr import lane_seeds
+from fxtrain.sim.payloads import RUN_ARGS, WRITE_HEADER
 from fxtrain.sim.protocol import Command, ProtocolEmulator, ResponseParser, Status, encode_request
 from fxtrain.sim.rounding import RoundingMode
 from fxtrain.sim.runner import simulator_available
@@ -143,7 +143,7 @@ def test_fault_injection_then_gemm_succeeds(device):
     transport.resync()
     tried += 1
     for cut in (3, 12):
-        frame = encode_request(Command.WRITE_A, 230 + cut, struct.pack("<HH", 0, 4) + b"\x07" * 16)[:cut]
+        frame = encode_request(Command.WRITE_A, 230 + cut, WRITE_HEADER.pack(0, 4) + b"\x07" * 16)[:cut]
         transport.write(frame)
         responses = _responses(transport, 10 * quiet)
         assert [Status(r.status) for r in responses] == [Status.TIMEOUT], (cut, responses)
@@ -248,7 +248,7 @@ def test_device_errors_name_the_command():
     """An error status the driver cannot fix by retrying is raised naming the command and the status."""
     dev = open_device("emu", config=SIM_CONFIG)
     with pytest.raises(DeviceError, match="RUN failed on emu: the device answered BAD_ARGUMENT"):
-        dev._exchange(Command.RUN, struct.pack("<HHIB", 0, 0, 0, 3), expect_len=0)
+        dev._exchange(Command.RUN, RUN_ARGS.pack(0, 0, 0, 3), expect_len=0)
     with pytest.raises(ValueError, match="K = 8192 exceeds the device's maximum K 4096"):
         dev.gemm(np.zeros((1, 8192), dtype=np.int64), np.zeros((8192, 1), dtype=np.int64), 0, "nearest")
 

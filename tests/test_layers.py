@@ -230,3 +230,14 @@ def test_device_driver_over_protocol_emulator_gives_identical_training_gemms():
     for ours, theirs in zip(*results):
         assert torch.equal(ours, theirs)
     assert backends[1].counters["b_entries_reused"] > 0
+
+
+@pytest.mark.parametrize("kernel,stride,padding",
+                         [((5, 5), (1, 1), (0, 0)), ((3, 2), (2, 1), (1, 2)), ((1, 1), (3, 3), (0, 0))])
+def test_im2col_equals_unfold_and_its_col2im_backward_is_the_exact_gradient(kernel, stride, padding):
+    """im2col's forward equals F.unfold (reordered) and its F.fold backward passes torch's gradcheck."""
+    x = torch.randn(3, 4, 11, 9, dtype=torch.float64, generator=torch.Generator().manual_seed(2), requires_grad=True)
+    cols = im2col(x, kernel, stride, padding)
+    expected = torch.nn.functional.unfold(x, kernel, stride=stride, padding=padding).transpose(1, 2)
+    assert torch.equal(cols, expected.reshape(cols.shape))
+    assert torch.autograd.gradcheck(lambda t: im2col(t, kernel, stride, padding), (x,))

@@ -3,6 +3,9 @@
 * UART bit level (one simulator): the UART SoC at the iCEBreaker's ratio, 12 MHz clock / 3 Mbaud (4 cycles
   per bit), answers a small GEMM and bad frames bit-exactly like ``ProtocolEmulator`` with the host's baud
   rate 1.5 % slow, exact and 1.5 % fast.
+* Receive-buffer rule (one simulator): the UART SoC with a 64-byte receive buffer answers the pipelined driver's
+  frames, streamed at line rate with at most 64 bytes unanswered, exactly like ``ProtocolEmulator``; streamed
+  with no limit, a READ_RESULT burst overflows it.
 * Byte-level throughput: WRITE_B frames sent back to back through the byte-stream SoC are absorbed at the rate
   the executor's documented latency gives (one byte per cycle, plus one cycle per operand entry), and the
   READ_RESULT response leaves at one byte per cycle; the measured numbers are printed.
@@ -34,6 +37,67 @@ def test_uart_bit_level_at_12mhz_3mbaud(simulator, run_cocotb):
     params = dict(PARAMS, baud_errors=[-0.015, 0.0, 0.015])
     assert run_cocotb(soc, "fxtrain_soc_uart", "fxtrain.sim.benches.link_bench", simulator,
                       dict(params, testcase="uart_bit_level")) >= 1
+
+
+class _Recorder:
+    """Emulator transport that records every frame the driver writes."""
+
+    def __init__(self, inner):
+        self.inner, self.frames, self.name, self.quiet_time = inner, [], "recorder", 0.0
+
+    def write(self, data):
+        self.frames.append(bytes(data))
+        self.inner.write(data)
+
+    def read(self, timeout):
+        return self.inner.read(timeout)
+
+    def resync(self):
+        self.inner.resync()
+
+
+def _pipelined_case(rx_buffer):
+    """The pipelined driver's frames for a seed and two GEMMs (the second with B resident), the golden
+    responses, and a READ_RESULT burst."""
+    import numpy as np
+
+    from fxtrain.host.device import Device
+    from fxtrain.host.transport import EmulatorTransport
+    from fxtrain.sim.protocol import ProtocolEmulator
+    from fxtrain.sim.wire import Command, encode_request
+
+    def emulator():
+        return ProtocolEmulator(CONFIG, PARAMS["clk_freq"], PARAMS["baud"], PARAMS["frame_timeout"], rx_buffer)
+
+    rec = _Recorder(EmulatorTransport(emulator()))
+    dev = Device(rec)
+    assert dev.pipelined and dev.identity.rx_buffer == rx_buffer
+    dev.seed(5)
+    rng = np.random.default_rng(5)
+    a, b = rng.integers(-3000, 3000, (5, 9)), rng.integers(-3000, 3000, (9, 3))
+    dev.gemm(a, b, 6, "stochastic", b_key="W")
+    dev.gemm(a + 1, b, 6, "stochastic", b_key="W")
+    golden = emulator()
+    parts = [dict(name="driver", window=rx_buffer, frames=[f.hex() for f in rec.frames],
+                  expected=b"".join(golden.feed(f) for f in rec.frames).hex())]
+    burst = [encode_request(Command.READ_RESULT, i) for i in range(30)]
+    parts.append(dict(name="burst", window=None, frames=[f.hex() for f in burst],
+                      expected=b"".join(golden.feed(f) for f in burst).hex()))
+    return dict(parts=parts)
+
+
+def test_uart_receive_buffer_rule(simulator, run_cocotb, tmp_path):
+    """Frames streamed at line rate with at most rx_buffer bytes unanswered are answered exactly like the golden
+    model; a READ_RESULT burst with no limit overflows the buffer (responses differ)."""
+    if simulator != available_simulators()[-1]:
+        pytest.skip(f"bit-level UART bench runs on {available_simulators()[-1]} only (one extra SoC build)")
+    rx_buffer = 64
+    soc = AcceleratorSoC(CONFIG, PARAMS["clk_freq"], PARAMS["baud"], frame_timeout=PARAMS["frame_timeout"],
+                         rx_buffer=rx_buffer)
+    frames_file = tmp_path / "frames.json"
+    frames_file.write_text(json.dumps(_pipelined_case(rx_buffer)))
+    assert run_cocotb(soc, "fxtrain_soc_uart64", "fxtrain.sim.benches.link_bench", simulator,
+                      dict(PARAMS, frames_file=str(frames_file), testcase="uart_pipelined")) >= 1
 
 
 def test_byte_level_throughput(simulator, run_cocotb, tmp_path):

@@ -14,6 +14,7 @@ from amaranth.sim import Simulator
 from fxtrain.rtl.crc import CRC16
 from fxtrain.rtl.soc import AcceleratorSoC, identify_payload
 from fxtrain.sim.gemm import EngineConfig
+from fxtrain.sim.payloads import RUN_ARGS, WRITE_HEADER
 from fxtrain.sim.protocol import (LINK_COUNTERS, Command, Identity, ProtocolEmulator, ResponseParser, Status,
                                   counter_names, crc16, decode_result, encode_request, encode_response,
                                   encode_result, pack_values, unpack_values)
@@ -115,10 +116,10 @@ def test_emulator_answers_every_bad_frame_with_its_error_status():
     assert _status(emu, 0x42) is Status.UNKNOWN_COMMAND
     assert _status(emu, Command.RUN, b"\x00" * 8) is Status.BAD_LENGTH
     assert _status(emu, Command.IDENTIFY, b"\x00") is Status.BAD_LENGTH
-    assert _status(emu, Command.WRITE_A, struct.pack("<HH", 0, 2) + b"\x00" * 4) is Status.BAD_LENGTH
-    assert _status(emu, Command.WRITE_A, struct.pack("<HH", 31, 2) + b"\x00" * 8) is Status.BAD_ARGUMENT
-    assert _status(emu, Command.RUN, struct.pack("<HHIB", 0, 0, 0, 3)) is Status.BAD_ARGUMENT
-    assert _status(emu, Command.RUN, struct.pack("<HHIB", 0, 1, 32, 3)) is Status.BAD_ARGUMENT
+    assert _status(emu, Command.WRITE_A, WRITE_HEADER.pack(0, 2) + b"\x00" * 4) is Status.BAD_LENGTH
+    assert _status(emu, Command.WRITE_A, WRITE_HEADER.pack(31, 2) + b"\x00" * 8) is Status.BAD_ARGUMENT
+    assert _status(emu, Command.RUN, RUN_ARGS.pack(0, 0, 0, 3)) is Status.BAD_ARGUMENT
+    assert _status(emu, Command.RUN, RUN_ARGS.pack(0, 1, 32, 3)) is Status.BAD_ARGUMENT
     assert _status(emu, Command.SET_ROUNDING, bytes([33, 0])) is Status.BAD_ARGUMENT
     assert _status(emu, Command.SET_SEEDS, struct.pack("<2I", 5, 0)) is Status.BAD_ARGUMENT
     assert emu.feed(encode_request(Command.IDENTIFY, 9)[:4]) == b""
@@ -140,20 +141,20 @@ def _scripted_requests(rng):
     for base in (0, 5):
         a = [rng.randint(lo, hi) for _ in range(10)]
         b = [rng.choice([lo, hi, rng.randint(lo, hi)]) for _ in range(10)]
-        reqs += [encode_request(Command.WRITE_A, 4, struct.pack("<HH", base, 5) + pack_values(a, 2)),
-                 encode_request(Command.WRITE_B, 5, struct.pack("<HH", base + 1, 5) + pack_values(b, 2))]
-    reqs += [encode_request(Command.RUN, 6, struct.pack("<HHIB", 0, 1, 5, 1)),
-             encode_request(Command.RUN, 7, struct.pack("<HHIB", 5, 6, 5, 2)),
+        reqs += [encode_request(Command.WRITE_A, 4, WRITE_HEADER.pack(base, 5) + pack_values(a, 2)),
+                 encode_request(Command.WRITE_B, 5, WRITE_HEADER.pack(base + 1, 5) + pack_values(b, 2))]
+    reqs += [encode_request(Command.RUN, 6, RUN_ARGS.pack(0, 1, 5, 1)),
+             encode_request(Command.RUN, 7, RUN_ARGS.pack(5, 6, 5, 2)),
              encode_request(Command.READ_RESULT, 8),
              encode_request(Command.SET_ROUNDING, 9, bytes([0, 0])),
-             encode_request(Command.RUN, 10, struct.pack("<HHIB", 0, 1, 1, 3)),
+             encode_request(Command.RUN, 10, RUN_ARGS.pack(0, 1, 1, 3)),
              encode_request(Command.READ_RESULT, 11)]
-    bad_crc = bytearray(encode_request(Command.RUN, 12, struct.pack("<HHIB", 0, 0, 3, 3)))
+    bad_crc = bytearray(encode_request(Command.RUN, 12, RUN_ARGS.pack(0, 0, 3, 3)))
     bad_crc[7] ^= 0x20
     reqs += [bytes(bad_crc), b"\x00\x13\x37garbage", encode_request(0x33, 13, b"xy"),
-             encode_request(Command.RUN, 14, b"abc"), encode_request(Command.WRITE_A, 15, struct.pack("<HH", 0, 3)
+             encode_request(Command.RUN, 14, b"abc"), encode_request(Command.WRITE_A, 15, WRITE_HEADER.pack(0, 3)
                                                                     + b"\x00" * 8),
-             encode_request(Command.RUN, 16, struct.pack("<HHIB", 30, 0, 3, 3)),
+             encode_request(Command.RUN, 16, RUN_ARGS.pack(30, 0, 3, 3)),
              encode_request(Command.SET_SEEDS, 17, struct.pack("<2I", 0, 3)),
              encode_request(Command.READ_RESULT, 18), encode_request(Command.READ_COUNTERS, 19),
              encode_request(Command.SOFT_RESET, 20), encode_request(Command.READ_COUNTERS, 21)]
@@ -210,7 +211,7 @@ def test_rtl_soc_answers_like_the_golden_emulator():
     rng = random.Random(seed)
     print("seed", seed)
     requests = _scripted_requests(rng)
-    truncated = encode_request(Command.WRITE_B, 22, struct.pack("<HH", 0, 2) + b"\x01" * 8)[:9]
+    truncated = encode_request(Command.WRITE_B, 22, WRITE_HEADER.pack(0, 2) + b"\x01" * 8)[:9]
     stream = b"".join(requests) + truncated
     timeout = 200
     emu = ProtocolEmulator(CONFIG, 12_000_000, 3_000_000, frame_timeout=timeout)
@@ -240,8 +241,8 @@ def test_fast_crc_equals_bytewise_definition():
 def test_emulator_bulk_writes_equal_byte_by_byte_feeding():
     """Feeding a WRITE frame whole (bulk path) or one byte at a time gives the same memory and responses."""
     rng = np.random.default_rng(2)
-    frames = [encode_request(Command.WRITE_A, 1, struct.pack("<HH", 3, 7) + pack_values(rng.integers(-9, 9, 14), 2)),
-              encode_request(Command.WRITE_B, 2, struct.pack("<HH", 30, 3) + pack_values(rng.integers(-9, 9, 6), 2))]
+    frames = [encode_request(Command.WRITE_A, 1, WRITE_HEADER.pack(3, 7) + pack_values(rng.integers(-9, 9, 14), 2)),
+              encode_request(Command.WRITE_B, 2, WRITE_HEADER.pack(30, 3) + pack_values(rng.integers(-9, 9, 6), 2))]
     whole, split = ProtocolEmulator(CONFIG), ProtocolEmulator(CONFIG)
     out_whole = whole.feed(b"".join(frames))
     out_split = b"".join(split.feed(bytes([x])) for x in b"".join(frames))

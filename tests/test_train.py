@@ -45,12 +45,14 @@ def test_one_epoch_on_the_exact_emulator_lowers_the_loss(tmp_path):
 @pytest.mark.parametrize("backend", ["emu", "emu:fast"])
 def test_interrupted_and_resumed_run_equals_uninterrupted_run(tmp_path, backend):
     """Two epochs in one go and one epoch + ``resume`` for the second give identical weights and metrics
-    (model, optimizer, quantizer generator and backend random state are all checkpointed)."""
-    straight = TrainConfig(backend=backend, epochs=2, out_dir=str(tmp_path / "a"), **TINY)
+    (model, optimizer, quantizer generator and backend random state are all checkpointed). The run is extended
+    from 1 to 2 epochs, so the learning rate must not depend on the epoch count: constant schedule."""
+    tiny = {**TINY, "schedule": "constant"}
+    straight = TrainConfig(backend=backend, epochs=2, out_dir=str(tmp_path / "a"), **tiny)
     history_a = train(straight, log=lambda message: None)
-    first = TrainConfig(backend=backend, epochs=1, out_dir=str(tmp_path / "b"), **TINY)
+    first = TrainConfig(backend=backend, epochs=1, out_dir=str(tmp_path / "b"), **tiny)
     train(first, log=lambda message: None)
-    resumed = TrainConfig(backend=backend, epochs=2, out_dir=str(tmp_path / "b"), resume=True, **TINY)
+    resumed = TrainConfig(backend=backend, epochs=2, out_dir=str(tmp_path / "b"), resume=True, **tiny)
     history_b = train(resumed, log=lambda message: None)
     state_a = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=False)
     state_b = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)
@@ -61,6 +63,35 @@ def test_interrupted_and_resumed_run_equals_uninterrupted_run(tmp_path, backend)
         assert state_a["backend"]["lane_state"] == state_b["backend"]["lane_state"]
     strip = lambda h: [{k: v for k, v in row.items() if k != "wall_s"} for row in h]  # noqa: E731
     assert strip(history_a) == strip(history_b)
+
+
+def test_run_killed_after_an_epoch_resumes_to_the_same_result_with_the_cosine_schedule(tmp_path, monkeypatch):
+    """A default-recipe run (cosine schedule over 3 epochs, shift augmentation) interrupted during epoch 2 and
+    resumed ends with the same weights and metrics as an uninterrupted one: the learning rate is a function of
+    the global step and the augmentation is drawn from the epoch's generator."""
+    import fxtrain.host.train as train_module
+    cfg = dict(backend="emu", epochs=3, **TINY)
+    straight = train(TrainConfig(out_dir=str(tmp_path / "a"), **cfg), log=lambda message: None)
+    real_evaluate = train_module.evaluate
+    calls = []
+
+    def evaluate_then_die(model, dataset, *args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt("simulated kill during epoch 2")
+        return real_evaluate(model, dataset, *args)
+
+    monkeypatch.setattr(train_module, "evaluate", evaluate_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train(TrainConfig(out_dir=str(tmp_path / "b"), **cfg), log=lambda message: None)
+    monkeypatch.setattr(train_module, "evaluate", real_evaluate)
+    resumed = train(TrainConfig(out_dir=str(tmp_path / "b"), resume=True, **cfg), log=lambda message: None)
+    state_a = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=False)
+    state_b = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)
+    for key, value in state_a["model"].items():
+        assert torch.equal(value, state_b["model"][key]), key
+    strip = lambda h: [{k: v for k, v in row.items() if k != "wall_s"} for row in h]  # noqa: E731
+    assert strip(straight) == strip(resumed)
 
 
 def test_resume_refuses_a_different_run_or_a_missing_checkpoint(tmp_path):

@@ -6,12 +6,19 @@ parameter ``baud_errors`` (e.g. ``[-0.015, 0, 0.015]``), decodes ``tx`` bit by b
 requires every response to equal, byte for byte, what :class:`fxtrain.sim.protocol.ProtocolEmulator` answers
 to the same requests (a small GEMM, a corrupted frame, an unknown command).
 
+``uart_pipelined`` runs on the UART variant with a small receive buffer: it streams recorded request frames
+(the pipelined driver's) at line rate under the receive-buffer rule of ``docs/protocol.md`` §2.2 and requires the
+golden responses; then it streams READ_RESULT requests with no limit and requires the responses to differ
+(the buffer overflowed), so the rule is shown to be both sufficient and needed. Frames and expected responses
+come from the JSON file named by ``frames_file``.
+
 ``byte_throughput`` runs on the byte-stream variant: it sends WRITE_B frames back to back with ``valid``
 always high and measures payload bytes per clock cycle the SoC absorbs, and the response byte rate of
 READ_RESULT; the numbers are written as JSON to the file named by ``result_file``.
 
 Bench parameters (``fxtrain.sim.runner.bench_params``): ``rows, cols, wl, depth, max_k_log2, clk_freq, baud,
-frame_timeout`` (the SoC's, for the golden model), ``seed``, ``baud_errors``, ``result_file``, ``testcase``
+frame_timeout`` (the SoC's, for the golden model), ``seed``, ``baud_errors``, ``result_file``, ``frames_file``,
+``testcase``
 (run only that test: the two benches need different SoC variants).
 """
 
@@ -27,7 +34,9 @@ from cocotb.triggers import ClockCycles, FallingEdge, Timer
 
 from fxtrain.sim.benches.drivers import StreamSink, StreamSource, settle_combinational, start_clock_and_reset
 from fxtrain.sim.gemm import EngineConfig
+from fxtrain.sim.payloads import RUN_ARGS, WRITE_HEADER
 from fxtrain.sim.protocol import Command, ProtocolEmulator, encode_request, entry_bytes, pack_values
+from fxtrain.sim.wire import ResponseParser
 from fxtrain.sim.runner import bench_params
 
 __all__ = ["uart_bit_level", "byte_throughput", "bench_config", "gemm_requests"]
@@ -50,9 +59,9 @@ def gemm_requests(config, rng, seq0=1):
         encode_request(Command.IDENTIFY, seq0),
         encode_request(Command.SET_SEEDS, seq0 + 1, struct.pack(f"<{len(seeds)}I", *seeds)),
         encode_request(Command.SET_ROUNDING, seq0 + 2, bytes([config.wl - 2, 1])),
-        encode_request(Command.WRITE_A, seq0 + 3, struct.pack("<HH", 0, k) + pack_values(a, vb)),
-        encode_request(Command.WRITE_B, seq0 + 4, struct.pack("<HH", 1, k) + pack_values(b, vb)),
-        encode_request(Command.RUN, seq0 + 5, struct.pack("<HHIB", 0, 1, k, 3)),
+        encode_request(Command.WRITE_A, seq0 + 3, WRITE_HEADER.pack(0, k) + pack_values(a, vb)),
+        encode_request(Command.WRITE_B, seq0 + 4, WRITE_HEADER.pack(1, k) + pack_values(b, vb)),
+        encode_request(Command.RUN, seq0 + 5, RUN_ARGS.pack(0, 1, k, 3)),
         encode_request(Command.READ_RESULT, seq0 + 6),
     ]
     bad = bytearray(encode_request(Command.IDENTIFY, seq0 + 7))
@@ -124,6 +133,64 @@ async def uart_bit_level(dut):
     dut._log.info(f"{checked} frames answered bit-exactly at baud errors {p['baud_errors']}")
 
 
+async def _uart_start(dut, p):
+    """Clock, reset and the device-side bit period of the UART SoC; returns ``(received list, bit ps)``."""
+    clk_ps = 2 * round(0.5e12 / p["clk_freq"])
+    settle_combinational(dut)
+    cocotb.start_soon(Clock(dut.clk, clk_ps, unit="ps").start())
+    dut.rx.value = 1
+    dut.rst.value = 1
+    await ClockCycles(dut.clk, 4)
+    dut.rst.value = 0
+    received = []
+    bit_ps = clk_ps * round(p["clk_freq"] / p["baud"])
+    cocotb.start_soon(_uart_receive(dut.tx, bit_ps, received))
+    return received, bit_ps
+
+
+async def _send_windowed(dut, frames, window, received, bit_ps):
+    """Send ``frames`` back to back at line rate, but never more than ``window`` bytes of requests whose
+    responses have not completely arrived (``window=None``: no limit). Returns the bytes received."""
+    parser = ResponseParser()
+    answered, parsed = 0, 0
+    sizes = [len(f) for f in frames]
+    for i, frame in enumerate(frames):
+        while window is not None and sum(sizes[answered:i]) + len(frame) > window:
+            await Timer(bit_ps, unit="ps")
+            answered += len(parser.feed(bytes(received[parsed:])))
+            parsed = len(received)
+        await _uart_send(dut.rx, frame, bit_ps)
+    for _ in range(400 * len(frames)):          # let the last responses arrive
+        await Timer(bit_ps, unit="ps")
+        answered += len(parser.feed(bytes(received[parsed:])))
+        parsed = len(received)
+        if answered >= len(frames):
+            break
+    return bytes(received)
+
+
+@cocotb.test(skip=not _selected("uart_pipelined"))
+async def uart_pipelined(dut):
+    """The receive-buffer rule (docs/protocol.md §2.2) over the UART SoC: requests streamed at line rate with at
+    most ``rx_buffer`` bytes unanswered get exactly the golden responses; the same requests streamed with no
+    limit overflow the buffer (the control that shows the rule is needed and the bench can fail)."""
+    p = bench_params()
+    with open(p["frames_file"]) as f:
+        case = json.load(f)
+    received, bit_ps = await _uart_start(dut, p)
+    for part in case["parts"]:
+        frames = [bytes.fromhex(h) for h in part["frames"]]
+        expected = bytes.fromhex(part["expected"])
+        start = len(received)
+        got = (await _send_windowed(dut, frames, part["window"], received, bit_ps))[start:]
+        dut._log.info(f"{part['name']}: {len(frames)} frames, {sum(map(len, frames))} bytes in, {len(got)} out, "
+                      f"window {part['window']}")
+        if part["window"] is not None:
+            assert got == expected, f"{part['name']}: responses differ from the golden model"
+        else:
+            assert got != expected, f"{part['name']}: no byte was lost although the buffer was overrun"
+
+
 @cocotb.test(skip=not _selected("byte_throughput"))
 async def byte_throughput(dut):
     """Payload bytes per cycle the SoC absorbs in WRITE_B frames sent back to back, and its response rate."""
@@ -140,7 +207,7 @@ async def byte_throughput(dut):
     frames = []
     for i in range(4):
         values = [rng.randint(lo, hi) for _ in range(config.depth * config.cols)]
-        frames.append(encode_request(Command.WRITE_B, i, struct.pack("<HH", 0, config.depth) +
+        frames.append(encode_request(Command.WRITE_B, i, WRITE_HEADER.pack(0, config.depth) +
                                      pack_values(values, vb)))
     read = encode_request(Command.READ_RESULT, 9)
     emulator = ProtocolEmulator(config, p["clk_freq"], p["baud"], p["frame_timeout"])

@@ -1,0 +1,299 @@
+"""The GEMM planner: how a whole ``M x K x N`` GEMM becomes engine commands (``docs/numerics.md`` §6,
+``docs/protocol.md`` §5). Written once; the host driver sends the schedule (:class:`fxtrain.host.device.Device`),
+the golden model plays it (:func:`fxtrain.sim.engine.gemm_via_engine`) and the time model counts it
+(:class:`fxtrain.host.traffic.DriverReplay`).
+
+Plan (:class:`GemmPlan`): ``A`` is zero-padded to ``Mp = rows * ceil(M / rows)`` rows and ``B`` to
+``Np = cols * ceil(N / cols)`` columns; output tiles go ``tm`` outer, ``tn`` inner; K is split into chunks of at
+most ``chunk`` (default ``depth``) entries; a tile's first run has ``clear``, its last ``drain`` and the runs in
+between neither, so a K-split keeps accumulating at full width and only the complete sum is rounded.
+
+Schedule (:class:`CommandPlanner`): per run, the A chunk (columns ``k0..k1`` of tile row ``tm``) and the B chunk
+(rows ``k0..k1`` of tile column ``tn``) are written unless already resident, then the run; after a tile's last
+run its result is read. Residency is the planner's belief of the operand memories: each memory is managed as
+keyed address ranges with LRU eviction (:class:`ResidentMemory`); A chunks are keyed by ``(gemm, tm, k0)`` (sent
+once per tile row, reused for every ``tn``), B chunks by the caller's ``b_key`` (across calls) or by the call,
+and every key carries a content digest, so a stale key costs a re-send, never a wrong result. A consumer that
+fails to execute a command must call :meth:`CommandPlanner.forget` (the device's memories are then unknown).
+
+Members
+-------
+Chunk, GemmPlan, plan_gemm
+    The tiling of one GEMM.
+SetRounding, WriteOperand, Reused, Run, ReadResult
+    Schedule items (``Reused`` is no command: it reports entries found resident).
+ResidentMemory
+    Address-range allocator with LRU eviction for one operand memory.
+CommandPlanner
+    The schedule of successive GEMMs, with residency and the rounding registers.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+
+from .gemm import EngineConfig
+from .payloads import RUN_CLEAR, RUN_DRAIN
+
+__all__ = ["Chunk", "GemmPlan", "plan_gemm", "SetRounding", "WriteOperand", "Reused", "Run", "ReadResult",
+           "ResidentMemory", "CommandPlanner"]
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """K entries ``k0 .. k1 - 1`` of a GEMM (one run of a tile)."""
+
+    k0: int
+    k1: int
+
+    @property
+    def length(self):
+        return self.k1 - self.k0
+
+
+class GemmPlan:
+    """The tiling of one ``M x K x N`` GEMM on an engine of ``config`` (module docstring).
+
+    Members
+    -------
+    m, k, n, mt, nt, mp, np_ : int
+        Shape, tile counts and padded sizes.
+    chunks : tuple of Chunk
+    tiles : list of (tm, tn)
+        Output tiles in order.
+    flags(chunk) -> int
+        RUN flags of a chunk (``RUN_CLEAR`` on the first, ``RUN_DRAIN`` on the last).
+    pad(a, b) -> (ap, bp); a_block(ap, tm, chunk); b_block(bp, tn, chunk)
+        Operand entries of a chunk (``k x rows`` columns of an A tile, ``k x cols`` rows of a B tile).
+    tile_slices(tm, tn) -> (rows slice, cols slice)
+        Where a tile's result goes in the padded ``Mp x Np`` output.
+    """
+
+    def __init__(self, config, m, k, n, chunk=None):
+        if not isinstance(config, EngineConfig):
+            raise TypeError(f"config must be an EngineConfig, not {config!r}")
+        for name, value in (("M", m), ("K", k), ("N", n)):
+            if not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"GEMM dimension {name} must be a positive integer, not {value!r}")
+        if k > config.max_k:
+            raise ValueError(f"K = {k} exceeds the engine's maximum K {config.max_k}")
+        chunk = config.depth if chunk is None else chunk
+        if not isinstance(chunk, int) or not 1 <= chunk <= config.depth:
+            raise ValueError(f"K chunk must be an integer from 1 to the depth {config.depth}, not {chunk!r}")
+        self.config = config
+        self.m, self.k, self.n = int(m), int(k), int(n)
+        self.mt, self.nt = -(-self.m // config.rows), -(-self.n // config.cols)
+        self.mp, self.np_ = self.mt * config.rows, self.nt * config.cols
+        self.chunks = tuple(Chunk(k0, min(self.k, k0 + chunk)) for k0 in range(0, self.k, chunk))
+        self.tiles = [(tm, tn) for tm in range(self.mt) for tn in range(self.nt)]
+
+    def flags(self, chunk):
+        return (RUN_CLEAR if chunk.k0 == 0 else 0) | (RUN_DRAIN if chunk.k1 == self.k else 0)
+
+    def pad(self, a, b):
+        ap = np.zeros((self.mp, self.k), dtype=np.int64)
+        ap[:self.m] = a
+        bp = np.zeros((self.k, self.np_), dtype=np.int64)
+        bp[:, :self.n] = b
+        return ap, bp
+
+    def a_block(self, ap, tm, chunk):
+        rows = self.config.rows
+        return ap[tm * rows:(tm + 1) * rows, chunk.k0:chunk.k1].T
+
+    def b_block(self, bp, tn, chunk):
+        cols = self.config.cols
+        return bp[chunk.k0:chunk.k1, tn * cols:(tn + 1) * cols]
+
+    def tile_slices(self, tm, tn):
+        rows, cols = self.config.rows, self.config.cols
+        return slice(tm * rows, (tm + 1) * rows), slice(tn * cols, (tn + 1) * cols)
+
+
+def plan_gemm(config, m, k, n, chunk=None):
+    """The :class:`GemmPlan` of an ``M x K x N`` GEMM (K chunks of ``chunk``, default the depth)."""
+    return GemmPlan(config, m, k, n, chunk)
+
+
+@dataclass(frozen=True)
+class SetRounding:
+    """Set the rounding registers to ``rounding`` (the ``(shift, mode)`` the planner was given)."""
+
+    rounding: object
+
+
+@dataclass(frozen=True)
+class WriteOperand:
+    """Write the entries of operand ``which`` (``"A"``: tile row ``index``; ``"B"``: tile column ``index``) of
+    ``chunk`` at ``addr``."""
+
+    which: str
+    addr: int
+    index: int
+    chunk: Chunk
+
+
+@dataclass(frozen=True)
+class Reused:
+    """``entries`` entries of operand ``which`` were found resident (nothing is sent)."""
+
+    which: str
+    entries: int
+
+
+@dataclass(frozen=True)
+class Run:
+    a_base: int
+    b_base: int
+    k: int
+    flags: int
+
+    @property
+    def clear(self):
+        return bool(self.flags & RUN_CLEAR)
+
+    @property
+    def drain(self):
+        return bool(self.flags & RUN_DRAIN)
+
+
+@dataclass(frozen=True)
+class ReadResult:
+    tm: int
+    tn: int
+
+
+class ResidentMemory:
+    """Which keyed address ranges of a ``depth``-entry operand memory hold valid data (LRU eviction).
+
+    A range should be recorded only once the device has acknowledged the write that filled it: :meth:`reserve`
+    finds the addresses (forgetting every range the write will overwrite), :meth:`commit` records them
+    afterwards; :meth:`allocate` does both at once (the planner, whose consumer forgets everything when any
+    command of a schedule fails).
+
+    Members
+    -------
+    lookup(key, digest) -> address or None
+        Address of a resident range with this key and content digest (and marks it recently used).
+    reserve(key, length) -> address
+        Addresses for ``length`` entries under ``key``: forgets ``key``'s old range and evicts least recently
+        used ranges until a gap fits. Records nothing.
+    commit(key, digest, start, length)
+        Records ``key`` at ``start``.
+    allocate(key, digest, length) -> address
+        ``reserve`` then ``commit``.
+    clear()
+        Forget everything (after a reset, a failed command or a resynchronisation).
+    """
+
+    def __init__(self, depth):
+        self.depth = depth
+        self._ranges = OrderedDict()      # key -> (start, length, digest), least recently used first
+
+    def lookup(self, key, digest):
+        entry = self._ranges.get(key)
+        if entry is None or entry[2] != digest:
+            return None
+        self._ranges.move_to_end(key)
+        return entry[0]
+
+    def _gap(self, length):
+        spans = sorted((s, s + n) for s, n, _ in self._ranges.values())
+        pos = 0
+        for start, end in spans:
+            if start - pos >= length:
+                return pos
+            pos = max(pos, end)
+        return pos if self.depth - pos >= length else None
+
+    def reserve(self, key, length):
+        if not 1 <= length <= self.depth:
+            raise ValueError(f"Cannot allocate {length} entries in a memory of depth {self.depth}")
+        self._ranges.pop(key, None)
+        while (start := self._gap(length)) is None:
+            self._ranges.popitem(last=False)
+        return start
+
+    def commit(self, key, digest, start, length):
+        if start < 0 or start + length > self.depth:
+            raise ValueError(f"Range {start}+{length} does not fit a memory of depth {self.depth}")
+        for other, (s, n, _) in list(self._ranges.items()):
+            if other != key and s < start + length and start < s + n:
+                del self._ranges[other]          # overwritten by this write
+        self._ranges.pop(key, None)
+        self._ranges[key] = (start, length, digest)
+
+    def allocate(self, key, digest, length):
+        start = self.reserve(key, length)
+        self.commit(key, digest, start, length)
+        return start
+
+    def clear(self):
+        self._ranges.clear()
+
+    def __len__(self):
+        return len(self._ranges)
+
+
+class CommandPlanner:
+    """The command schedule of successive GEMMs on one device (module docstring).
+
+    Parameters
+    ----------
+    config : EngineConfig
+    residency : bool
+        Keep operands resident (default). ``False`` sends the A and B chunk of every run.
+
+    Members
+    -------
+    a_mem, b_mem : ResidentMemory
+    schedule(plan, rounding, *, b_key=None, digest=None)
+        Generator of the schedule items of one GEMM. ``rounding`` is ``(shift, mode)`` (a ``SetRounding`` is
+        issued when it differs from the last one, or always when ``None``); ``digest(which, index, chunk)``
+        returns a content digest of an operand chunk (``None``: contents are what the keys say). Residency is
+        recorded when a write is yielded: a consumer that fails to execute it must call :meth:`forget`.
+        ``first_tile`` skips the tiles before it (a host resuming a GEMM after a failure).
+    forget()
+        Forget residency and the rounding registers (after a reset or any failed command).
+    """
+
+    def __init__(self, config, residency=True):
+        self.config = config
+        self.residency = bool(residency)
+        self.a_mem = ResidentMemory(config.depth)
+        self.b_mem = ResidentMemory(config.depth)
+        self.rounding = None
+        self._gemm_id = 0
+
+    def forget(self):
+        self.a_mem.clear()
+        self.b_mem.clear()
+        self.rounding = None
+
+    def _operand(self, mem, which, key, index, chunk, digest):
+        value = digest(which, index, chunk) if digest is not None else None
+        if not self.residency:
+            mem.clear()
+        addr = mem.lookup(key, value)
+        if addr is not None:
+            return addr, Reused(which, chunk.length)
+        addr = mem.allocate(key, value, chunk.length)
+        return addr, WriteOperand(which, addr, index, chunk)
+
+    def schedule(self, plan, rounding, *, b_key=None, digest=None, first_tile=0):
+        if rounding is None or rounding != self.rounding:
+            yield SetRounding(rounding)
+            self.rounding = rounding
+        self._gemm_id += 1
+        b_scope = ("B", b_key, (plan.k, plan.n)) if b_key is not None else ("B-call", self._gemm_id)
+        for tm, tn in plan.tiles[first_tile:]:
+            for chunk in plan.chunks:
+                a_addr, item = self._operand(self.a_mem, "A", ("A", self._gemm_id, tm, chunk.k0), tm, chunk, digest)
+                yield item
+                b_addr, item = self._operand(self.b_mem, "B", b_scope + (tn, chunk.k0), tn, chunk, digest)
+                yield item
+                yield Run(a_addr, b_addr, chunk.length, plan.flags(chunk))
+            yield ReadResult(tm, tn)
