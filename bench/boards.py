@@ -3,14 +3,15 @@
 Usage::
 
     python bench/boards.py                                      # icebreaker and ulx3s-12f defaults
-    python bench/boards.py --board ulx3s-85f:12x12@100          # name[:ROWSxCOLS][@MHZ]
+    python bench/boards.py --board ulx3s-85f:12x12@100          # name[:ROWSxCOLS][@MHZ][/router1|/router2]
     python bench/boards.py --board icebreaker --board ulx3s-12f --json bench/results/boards.json
 
 For each board spec it runs the whole flow (:func:`fxtrain.boards.build.build_bitstream`, the same as
 ``fxtrain build``) and records:
 
 * geometry, required clock, achieved fmax (nextpnr), whether timing closed, DSP blocks used/available, logic
-  cells used/available, wall time of synthesis + place and route + packing on this machine;
+  cells used/available, Yosys LUT4 count, flip-flops, block RAMs used/available, the critical path (start and
+  end pins, logic and routing ns), wall time of synthesis + place and route + packing on this machine;
 * peak throughput ``rows * cols * clock`` in GMAC/s, at the required clock when timing closed, otherwise at
   the achieved fmax (marked);
 * the board's DSP limit ``DSP blocks * f_DSP``: every hardware multiplier of the device busy at the DSP
@@ -84,14 +85,15 @@ class DSPProbe(Elaboratable):
 
 
 def parse_spec(spec):
-    """``"name[:RxC][@MHZ]"`` (e.g. ``ulx3s-85f:12x12@100``) to a BoardTarget; ``ValueError`` if malformed."""
-    match = re.fullmatch(r"([\w-]+)(?::(\d+)x(\d+))?(?:@([\d.]+))?", spec)
+    """``"name[:RxC][@MHZ][/router2]"`` (e.g. ``ulx3s-85f:12x12@100/router2``) to a BoardTarget (the router
+    suffix picks nextpnr's router); ``ValueError`` if malformed."""
+    match = re.fullmatch(r"([\w-]+)(?::(\d+)x(\d+))?(?:@([\d.]+))?(?:/(router[12]))?", spec)
     if match is None:
-        raise ValueError(f"Board spec must look like name[:ROWSxCOLS][@MHZ], not {spec!r}")
-    name, rows, cols, mhz = match.groups()
+        raise ValueError(f"Board spec must look like name[:ROWSxCOLS][@MHZ][/router1|/router2], not {spec!r}")
+    name, rows, cols, mhz, router = match.groups()
     return get_target(name).with_options(rows=None if rows is None else int(rows),
                                          cols=None if cols is None else int(cols),
-                                         clk_freq=None if mhz is None else clock_hz(mhz))
+                                         clk_freq=None if mhz is None else clock_hz(mhz), router=router)
 
 
 def probe_dsp_fmax(target, out_dir):
@@ -133,10 +135,10 @@ class _Constrained(Elaboratable):
 def bench_board(spec, out_root):
     """Build ``spec`` (and its device's DSP probe) under ``out_root``; return the result row (dict)."""
     target = parse_spec(spec)
-    out_dir = os.path.join(out_root, spec.replace(":", "_").replace("@", "_"))
+    out_dir = os.path.join(out_root, spec.replace(":", "_").replace("@", "_").replace("/", "_"))
     row = {"spec": spec, "board": target.name, "device": target.device, "rows": target.config.rows,
            "cols": target.config.cols, "required_mhz": target.clk_freq / 1e6,
-           "dsp_available": DEVICE_DSP_BLOCKS[target.device]}
+           "dsp_available": DEVICE_DSP_BLOCKS[target.device], "router": target.router}
     started = time.monotonic()
     try:
         report = build_bitstream(target, out_dir)
@@ -156,7 +158,11 @@ def bench_board(spec, out_root):
     row.update(fmax_mhz=round(fmax, 2), timing_met=report.timing_met, dsp_used=report.dsp_used,
                logic_used=report.resources["logic"]["used"], logic_available=report.resources["logic"]["available"],
                peak_gmacs=round(peak, 3), peak_at_mhz=round(clock, 2), f_dsp_mhz=round(f_dsp, 2),
-               limit_gmacs=round(limit, 2), ratio=round(peak / limit, 4), build_seconds=report.build_seconds)
+               limit_gmacs=round(limit, 2), ratio=round(peak / limit, 4), build_seconds=report.build_seconds,
+               luts=report.yosys_cells.get("lut"), ffs=report.resources["ff"]["used"],
+               bram_used=report.resources["bram"]["used"], bram_available=report.resources["bram"]["available"],
+               critical_path={k: v for k, v in report.critical_paths[0].items() if k != "hops"}
+               if report.critical_paths else None)
     return row
 
 

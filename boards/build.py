@@ -31,7 +31,7 @@ BuildReport
     Everything measured in one build (JSON-serialisable via :meth:`BuildReport.to_dict`).
 check_fits
     Refuse a geometry the device cannot hold with one DSP block per PE.
-parse_nextpnr_report, parse_yosys_stats
+parse_nextpnr_report, parse_critical_paths, parse_yosys_stats
     Readers of the tool outputs.
 build_bitstream
     The whole flow for a :class:`~fxtrain.boards.targets.BoardTarget`.
@@ -58,7 +58,7 @@ from .toolchain import toolchain_env
 
 __all__ = ["DEVICE_DSP_BLOCKS", "CELL_NAMES", "PE_ONLY_DSP_SCRIPT", "KEEP_FANOUT_SCRIPT", "BITSTREAM_SUFFIX", "DEFAULT_NAME",
            "BuildError", "TimingError", "BuildReport", "check_fits",
-           "parse_nextpnr_report", "parse_yosys_stats", "build_bitstream", "check_report", "format_report"]
+           "parse_nextpnr_report", "parse_critical_paths", "parse_yosys_stats", "build_bitstream", "check_report", "format_report"]
 
 # iCE40 UltraPlus data sheet FPGA-DS-02008 table 1.1; ECP5 data sheet FPGA-DS-02012 table 1.1 (18x18 multipliers).
 DEVICE_DSP_BLOCKS = {
@@ -145,6 +145,10 @@ class BuildReport:
         Path of the bitstream file.
     identity : dict
         The IDENTIFY payload of the built SoC (:class:`fxtrain.sim.protocol.Identity` fields).
+    critical_paths : list
+        nextpnr's critical path per clock (:func:`parse_critical_paths`).
+    router : str or None
+        nextpnr router used (``None``: nextpnr's default).
     """
 
     board: str
@@ -165,6 +169,8 @@ class BuildReport:
     build_seconds: float = 0.0
     bitstream: str = ""
     identity: dict = field(default_factory=dict)
+    critical_paths: list = field(default_factory=list)
+    router: str | None = None
 
     @property
     def fmax_mhz(self):
@@ -206,6 +212,30 @@ def parse_nextpnr_report(path, family):
     clocks = {net: {"achieved_mhz": float(v["achieved"]), "required_mhz": float(v["constraint"])}
               for net, v in report.get("fmax", {}).items()}
     return resources, clocks
+
+
+def parse_critical_paths(path):
+    """Summaries of the critical paths in a nextpnr ``--report`` JSON file, one per clock pair.
+
+    Each is ``{"clock": "posedge X -> posedge Y", "from": "cell.port", "to": "cell.port", "ns": total,
+    "logic_ns": clock-to-out + cell + setup delays, "routing_ns": routing delays, "hops": [[type, "cell.port",
+    ns], ...]}`` (a hop is the element of the path ending at that cell pin).
+    """
+    with open(path) as f:
+        report = json.load(f)
+    paths = []
+    for entry in report.get("critical_paths", []):
+        steps = entry.get("path", [])
+        if not steps:
+            continue
+        pin = lambda end: f"{end['cell']}.{end['port']}"       # noqa: E731
+        routing = sum(s["delay"] for s in steps if s["type"] == "routing")
+        total = sum(s["delay"] for s in steps)
+        paths.append({"clock": f"{entry.get('from', '?')} -> {entry.get('to', '?')}",
+                      "from": pin(steps[0]["from"]), "to": pin(steps[-1]["to"]), "ns": round(total, 3),
+                      "logic_ns": round(total - routing, 3), "routing_ns": round(routing, 3),
+                      "hops": [[s["type"], pin(s["to"]), round(s["delay"], 3)] for s in steps]})
+    return paths
 
 
 _YOSYS_LUT = {"ice40": ("SB_LUT4",), "ecp5": ("LUT4",)}
@@ -293,6 +323,8 @@ def build_bitstream(target, out_dir, *, name=DEFAULT_NAME, seed=1):
     os.makedirs(out_dir, exist_ok=True)
 
     nextpnr_opts = [f"--report {name}.report.json", "--timing-allow-fail", f"--seed {int(seed)}"]
+    if target.router is not None:
+        nextpnr_opts.append(f"--router {target.router}")
     overrides = {"nextpnr_opts": " ".join(nextpnr_opts),
                  "script_after_read": "\n".join([PE_ONLY_DSP_SCRIPT, KEEP_FANOUT_SCRIPT])}
     if target.family == "ice40":
@@ -329,7 +361,8 @@ def build_bitstream(target, out_dir, *, name=DEFAULT_NAME, seed=1):
         timing_met=bool(clocks) and all(c["achieved_mhz"] >= c["required_mhz"] for c in clocks.values()),
         dsp_expected=config.rows * config.cols, build_seconds=round(seconds, 1),
         bitstream=os.path.join(out_dir, f"{name}{BITSTREAM_SUFFIX[target.family]}"),
-        identity=asdict(top.identity))
+        identity=asdict(top.identity),
+        critical_paths=parse_critical_paths(os.path.join(out_dir, f"{name}.report.json")), router=target.router)
     with open(os.path.join(out_dir, "build_report.json"), "w") as f:
         json.dump(report.to_dict(), f, indent=2)
     with open(os.path.join(out_dir, "build_report.txt"), "w") as f:
@@ -378,6 +411,9 @@ def format_report(report):
         verdict = "met" if c["achieved_mhz"] >= c["required_mhz"] else "MISSED"
         lines.append(f"clock {net}: fmax {c['achieved_mhz']:.2f} MHz, required {c['required_mhz']:.2f} MHz "
                      f"({verdict})")
+    for p in report.critical_paths:
+        lines.append(f"critical path ({p['clock']}): {p['from']} -> {p['to']}, {p['ns']:.2f} ns "
+                     f"({p['logic_ns']:.2f} ns logic, {p['routing_ns']:.2f} ns routing)")
     lines.append(f"DSP blocks: {report.resources.get('dsp', {}).get('used', 0)} used, {report.dsp_expected} "
                  f"expected (rows x cols); build {report.build_seconds:.1f} s; bitstream {report.bitstream}")
     return "\n".join(lines)

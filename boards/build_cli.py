@@ -4,7 +4,7 @@ Usage::
 
     fxtrain build --board icebreaker                       # default geometry and clock of the board
     fxtrain build --board ulx3s-85f --rows 12 --cols 12 --clock 100 --out build/ulx3s-85f
-    fxtrain build --list                                   # the boards and their defaults
+    fxtrain build --list                                   # the boards, their defaults, multipliers used/available
 
 Exit status: 0 when the bitstream is written, timing is met and the DSP blocks used equal ``rows * cols``;
 1 when the build ran but failed one of these (the report is printed and written nonetheless); 2 for bad
@@ -23,8 +23,8 @@ from __future__ import annotations
 import os
 import sys
 
-from .build import BuildError, TimingError, build_bitstream, check_fits, format_report
-from .targets import TARGETS, get_target
+from .build import DEVICE_DSP_BLOCKS, BuildError, TimingError, build_bitstream, check_fits, format_report
+from .targets import ROUTERS, TARGETS, get_target
 from .top import pll_params
 
 __all__ = ["add_arguments", "run", "clock_hz"]
@@ -48,14 +48,18 @@ def add_arguments(parser):
     parser.add_argument("--depth", type=int, help="operand buffer depth (default: the board's)")
     parser.add_argument("--out", metavar="DIR", help="build directory (default: build/<board>)")
     parser.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default 1)")
+    parser.add_argument("--router", choices=[r for r in ROUTERS if r], help="nextpnr router (default: the "
+                        "board's, else nextpnr's)")
     parser.add_argument("--list", action="store_true", help="list the boards and their defaults, then exit")
 
 
 def _list():
-    print(f"{'board':<14} {'device':<12} {'rows x cols':>11} {'clock MHz':>9} {'baud':>9}  description")
+    print(f"{'board':<14} {'device':<12} {'rows x cols':>11} {'multipliers':>11} {'clock MHz':>9} {'baud':>9}  "
+          "description")
     for t in TARGETS.values():
-        print(f"{t.name:<14} {t.device:<12} {t.config.rows:>5} x {t.config.cols:<3} {t.clk_freq / 1e6:>9g} "
-              f"{t.baud:>9}  {t.description}")
+        used = f"{t.config.rows * t.config.cols}/{DEVICE_DSP_BLOCKS[t.device]}"
+        print(f"{t.name:<14} {t.device:<12} {t.config.rows:>5} x {t.config.cols:<3} {used:>11} "
+              f"{t.clk_freq / 1e6:>9g} {t.baud:>9}  {t.description}")
 
 
 def run(args):
@@ -66,7 +70,7 @@ def run(args):
         raise ValueError(f"--board is required; known boards: {', '.join(TARGETS)}")
     target = get_target(args.board).with_options(
         rows=args.rows, cols=args.cols, clk_freq=None if args.clock is None else clock_hz(args.clock),
-        baud=args.baud, depth=args.depth)
+        baud=args.baud, depth=args.depth, router=args.router)
     check_fits(target)
     pll_params(target)                          # a clock the PLL cannot make fails here, before the banner
     out_dir = args.out or os.path.join("build", target.name)

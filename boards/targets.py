@@ -5,27 +5,38 @@ default, the frequency of the ``sync`` clock domain (made from the board oscilla
 :mod:`fxtrain.boards.top`), the UART baud rate and the UART resource the SoC's ``rx``/``tx`` connect to.
 
 Default geometries (each PE multiplies two ``wl``-bit operands in one hardware multiplier: an iCE40 SB_MAC16 or
-an ECP5 MULT18X18D, so a build uses ``rows * cols`` DSP blocks):
+an ECP5 MULT18X18D with its output register as the PE's product register, so a build uses ``rows * cols`` DSP
+blocks); ``fxtrain build --list`` prints them with the multipliers used / available:
 
 =================  =================  ===========  ========  ==========  =======================================
 name               device             DSP blocks   engine    sync clock  UART
 =================  =================  ===========  ========  ==========  =======================================
-icebreaker         iCE40UP5K-SG48     8 SB_MAC16   4 x 2     12 MHz      FT2232H channel B, 3 Mbaud
-ulx3s-12f          LFE5U-12F-6BG381   28 MULT18    2 x 2     60 MHz      FT231X, 3 Mbaud
-ulx3s-25f          LFE5U-25F-6BG381   28 MULT18    4 x 6     60 MHz      FT231X, 3 Mbaud
+icebreaker         iCE40UP5K-SG48     8 SB_MAC16   4 x 2     18 MHz      FT2232H channel B, 3 Mbaud
+ulx3s-12f          LFE5U-12F-6BG381   28 MULT18    7 x 4     60 MHz      FT231X, 3 Mbaud
+ulx3s-25f          LFE5U-25F-6BG381   28 MULT18    7 x 4     60 MHz      FT231X, 3 Mbaud
 ulx3s-45f          LFE5U-45F-6BG381   72 MULT18    8 x 8     60 MHz      FT231X, 3 Mbaud
 ulx3s-85f          LFE5U-85F-6BG381   156 MULT18   12 x 12   60 MHz      FT231X, 3 Mbaud
-icesugar-pro       LFE5U-25F-6BG256   28 MULT18    4 x 6     60 MHz      DAPLink USB-UART, 1 Mbaud
+icesugar-pro       LFE5U-25F-6BG256   28 MULT18    7 x 4     60 MHz      DAPLink USB-UART, 1 Mbaud
 =================  =================  ===========  ========  ==========  =======================================
 
-Why these numbers (measured builds in ``docs/boards.md``): on the iCE40UP5K, 4 x 2 uses all 8 SB_MAC16 in
-about 4,900 of the 5,280 logic cells at ``wl = 16`` (the host link keeps its counters, IDENTIFY ROM and
-result buffer in block RAM; 4 x 2 has two rounders and LFSR lanes where 2 x 4 would have four), and its fmax
-(about 19 MHz) allows the oscillator's 12 MHz but no PLL step up. On ECP5 the ULX3S-12F 2 x 2 build
-closes at about 78 MHz (critical path in the host link since the engine registers its operands) and the 8 x 8
-array on the 45F at about 79 MHz (PE flip-flop -> multiplier -> flip-flop with long routes to the DSP sites),
-hence 60 MHz, which also divides 3 Mbaud exactly (20 clocks per bit); the PLL makes it from 25 MHz as
-25 * 12 / 5.
+Why these numbers (measured builds in ``docs/boards.md``; a default is the largest array that built and
+closed timing there, at the highest PLL clock below the routed fmax that also keeps the UART divisor within
+its 2 % tolerance):
+
+* iCE40UP5K: 4 x 2 uses all 8 SB_MAC16 in about 4,900 of the 5,280 logic cells at ``wl = 16`` (4 x 2 has
+  two rounders and LFSR lanes where 2 x 4 would have four, and does not place); fmax about 19 MHz, so the PLL
+  makes 18 MHz (12 * 48 / 32), which is also 6 clocks per bit at 3 Mbaud. The next steps the PLL and the UART
+  both allow are 21 MHz (above the fmax) and 16.5 MHz (5.5 clocks per bit: refused).
+* ULX3S-12F: the 12F is the 25F die; 7 x 4 uses all 28 MULT18X18D. Tall rather than wide for the same reason
+  as on the iCEBreaker (fewer rounders and lanes); it routes at 70.5 MHz. 60 MHz = 25 * 12 / 5 (20 clocks per
+  bit at 3 Mbaud; 65 MHz would pass the UART check but leaves 8 % margin and was not built): every
+  ECP5 build is limited to about 66-78 MHz by the host link's response path (the result buffer's block RAM
+  read port through the response multiplexer into the CRC, ``rtl/command.py``), not by the array.
+* ULX3S-25F and iCESugar-Pro: the 12F's default on the same die (not built here).
+* ULX3S-45F: 8 x 8 (64 of 72) routes at 66.6 MHz at a 100 MHz constraint, critical path in the host link
+  (as above), hence 60 MHz; 9 x 8 (all 72) was not built.
+* ULX3S-85F: 12 x 12 (144 of 156) is the goal geometry; no routed bitstream exists yet (``docs/boards.md``),
+  so neither it nor its 60 MHz is a measured default.
 
 The DSP block counts are those of the Lattice data sheets (iCE40 UltraPlus family data sheet FPGA-DS-02008,
 table 1.1; ECP5 family data sheet FPGA-DS-02012, table 1.1); nextpnr's utilisation report confirms them in
@@ -35,6 +46,8 @@ Members
 -------
 BoardTarget
     One board: its platform and build defaults.
+ROUTERS : tuple
+    The nextpnr routers a target may name (``None``: nextpnr's default).
 TARGETS : dict
     Board name to :class:`BoardTarget`.
 get_target
@@ -52,7 +65,9 @@ from amaranth_boards.ulx3s import (ULX3S_12F_Platform, ULX3S_25F_Platform, ULX3S
 
 from ..sim.gemm import EngineConfig
 
-__all__ = ["BoardTarget", "TARGETS", "get_target"]
+__all__ = ["BoardTarget", "ROUTERS", "TARGETS", "get_target"]
+
+ROUTERS = (None, "router1", "router2")
 
 
 @dataclass(frozen=True)
@@ -77,6 +92,9 @@ class BoardTarget:
         ``platform.request`` name and number of the UART resource.
     description : str
         One line for listings.
+    router : str or None
+        nextpnr router (``"router1"`` or ``"router2"``) the build uses unless told otherwise; ``None``:
+        nextpnr's default.
 
     Members
     -------
@@ -96,12 +114,15 @@ class BoardTarget:
     baud: int
     uart: tuple = ("uart", 0)
     description: str = ""
+    router: str | None = None
 
     def __post_init__(self):
         if self.family not in ("ice40", "ecp5"):
             raise ValueError(f"Board family must be 'ice40' or 'ecp5', not {self.family!r}")
         if not isinstance(self.config, EngineConfig):
             raise TypeError(f"Board config must be an EngineConfig, not {self.config!r}")
+        if self.router not in ROUTERS:
+            raise ValueError(f"Router of board {self.name} must be one of {ROUTERS}, not {self.router!r}")
         for label, value in (("Clock frequency", self.clk_freq), ("Baud rate", self.baud)):
             if not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{label} of board {self.name} must be a positive integer, not {value!r}")
@@ -115,7 +136,8 @@ class BoardTarget:
         platform = self.platform()
         return int(platform.default_clk_frequency)
 
-    def with_options(self, rows=None, cols=None, clk_freq=None, baud=None, wl=None, depth=None, max_k_log2=None):
+    def with_options(self, rows=None, cols=None, clk_freq=None, baud=None, wl=None, depth=None, max_k_log2=None,
+                     router=None):
         """This target with the given fields replaced (``None`` keeps the default); the engine configuration
         is re-validated by :class:`~fxtrain.sim.gemm.EngineConfig`."""
         config = self.config
@@ -125,7 +147,8 @@ class BoardTarget:
             config = replace(config, **changes)
         return replace(self, config=config,
                        clk_freq=self.clk_freq if clk_freq is None else clk_freq,
-                       baud=self.baud if baud is None else baud)
+                       baud=self.baud if baud is None else baud,
+                       router=self.router if router is None else router)
 
 
 def _ulx3s(variant, platform, rows, cols, clk_mhz):
@@ -136,13 +159,13 @@ def _ulx3s(variant, platform, rows, cols, clk_mhz):
 
 TARGETS = {t.name: t for t in (
     BoardTarget("icebreaker", ICEBreakerPlatform, "ice40", EngineConfig(rows=4, cols=2, wl=16, depth=512),
-                12_000_000, 3_000_000,
+                18_000_000, 3_000_000,
                 description="1BitSquared iCEBreaker, iCE40UP5K, 12 MHz oscillator, FT2232H UART"),
-    _ulx3s("12f", ULX3S_12F_Platform, 2, 2, 60),
-    _ulx3s("25f", ULX3S_25F_Platform, 4, 6, 60),
+    _ulx3s("12f", ULX3S_12F_Platform, 7, 4, 60),
+    _ulx3s("25f", ULX3S_25F_Platform, 7, 4, 60),
     _ulx3s("45f", ULX3S_45F_Platform, 8, 8, 60),
     _ulx3s("85f", ULX3S_85F_Platform, 12, 12, 60),
-    BoardTarget("icesugar-pro", ICESugarProPlatform, "ecp5", EngineConfig(rows=4, cols=6, wl=16, depth=512),
+    BoardTarget("icesugar-pro", ICESugarProPlatform, "ecp5", EngineConfig(rows=7, cols=4, wl=16, depth=512),
                 60_000_000, 1_000_000,
                 description="Muse Lab iCESugar-Pro, LFE5U-25F, 25 MHz oscillator, DAPLink USB-UART"),
 )}

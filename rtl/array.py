@@ -99,6 +99,9 @@ class SystolicArray(wiring.Component):
         Operand word length, 2 to 16.
     acc_width : int
         Accumulator bits, at least ``2 * wl``.
+    multiplier : str
+        Every PE's multiplier kind (:class:`~fxtrain.rtl.multiplier.RegisteredMultiplier`; ``"auto"``: the
+        ECP5 MULT18X18D with its output register on an ECP5 platform, generic otherwise).
 
     Members
     -------
@@ -122,7 +125,7 @@ class SystolicArray(wiring.Component):
 
     shift_latency = 2
 
-    def __init__(self, rows, cols, wl, acc_width):
+    def __init__(self, rows, cols, wl, acc_width, multiplier="auto"):
         for name, value in (("rows", rows), ("cols", cols)):
             if not isinstance(value, int) or not 1 <= value <= 32:
                 raise ValueError(f"Array {name} must be an integer from 1 to 32, not {value!r}")
@@ -131,6 +134,7 @@ class SystolicArray(wiring.Component):
         if not isinstance(acc_width, int) or acc_width < 2 * wl:
             raise ValueError(f"Accumulator width must be an integer of at least 2*wl = {2 * wl}, not {acc_width!r}")
         self.rows, self.cols, self.wl, self.acc_width = rows, cols, wl, acc_width
+        self.multiplier = multiplier
         self.settle = rows + cols
         super().__init__({
             "a_in": In(data.ArrayLayout(signed(wl), rows)),
@@ -153,7 +157,8 @@ class SystolicArray(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         rows, cols = self.rows, self.cols
-        pes = [[MACProcessingElement(self.wl, self.acc_width) for _ in range(cols)] for _ in range(rows)]
+        pes = [[MACProcessingElement(self.wl, self.acc_width, self.multiplier) for _ in range(cols)]
+               for _ in range(rows)]
         for r in range(rows):
             for j in range(cols):
                 m.submodules[pe_name(r, j)] = pes[r][j]

@@ -66,6 +66,10 @@ class GemmEngine(wiring.Component):
     Parameters
     ----------
     config : EngineConfig
+    multiplier : str
+        The PEs' multiplier kind (:class:`fxtrain.rtl.multiplier.RegisteredMultiplier`): ``"auto"`` (ECP5
+        MULT18X18D on an ECP5 platform, generic otherwise), ``"generic"`` or ``"mult18x18d"`` (benches of
+        the DSP version in Verilator/Icarus, with :mod:`fxtrain.sim.ecp5_models`).
 
     Members
     -------
@@ -85,10 +89,11 @@ class GemmEngine(wiring.Component):
         ``ROUNDER_LATENCY``.
     """
 
-    def __init__(self, config):
+    def __init__(self, config, multiplier="auto"):
         if not isinstance(config, EngineConfig):
             raise TypeError(f"Engine configuration must be an EngineConfig, not {config!r}")
         self.config = config
+        self.multiplier = multiplier
         self.layouts = engine_layouts(config)
         self._rounders = [StochasticRounder(config.wl, config.acc_width, shift_max=SHIFT_MAX,
                                             rand_width=config.lane_width) for _ in range(config.cols)]
@@ -119,7 +124,7 @@ class GemmEngine(wiring.Component):
         aw = addr_bits(cfg)
         latency = self.rounder_latency
         m = Module()
-        m.submodules[ARRAY_NAME] = array = SystolicArray(rows, cols, cfg.wl, cfg.acc_width)
+        m.submodules[ARRAY_NAME] = array = SystolicArray(rows, cols, cfg.wl, cfg.acc_width, self.multiplier)
         shift_latency = array.shift_latency
         # FLUSH: cycles between the last operand read and the first DRAIN cycle. The last pair reaches the array
         # 1 + OPERAND_LATENCY cycles after its read (memory read port, then the operand registers) and the

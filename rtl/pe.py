@@ -7,6 +7,10 @@ Members
 -------
 MACProcessingElement
     Registered exact multiply, wide accumulate, systolic forwarding of operands, drain shift chain.
+
+The multiply is :class:`fxtrain.rtl.multiplier.RegisteredMultiplier`: an Amaranth product into a flip-flop
+register (simulation, iCE40 SB_MAC16) or, on ECP5, a MULT18X18D whose own output register is the product
+register; both have latency 1 and the same arithmetic, so the PE's contract below holds for both.
 """
 
 from __future__ import annotations
@@ -16,8 +20,12 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from ..sim.fixedpoint import MAX_WL
+from .multiplier import RegisteredMultiplier
 
-__all__ = ["MACProcessingElement"]
+__all__ = ["MACProcessingElement", "MULTIPLIER_NAME"]
+
+# Submodule name of the PE's multiplier (its $mul, or MULT18X18D instance, sits in module ``<pe>.mul``).
+MULTIPLIER_NAME = "mul"
 
 
 class MACProcessingElement(wiring.Component):
@@ -25,7 +33,7 @@ class MACProcessingElement(wiring.Component):
 
     Arithmetic, per clock edge::
 
-        # stage 1 (multiplier output register; one DSP: SB_MAC16 / MULT18X18D)
+        # stage 1 (multiplier output register; one DSP: SB_MAC16 / MULT18X18D's own output register)
         p, valid1, clear1 <= a_in * b_in, in_valid, in_clear        # p: exact signed 2*wl bits
         # stage 2 (accumulator)
         if shift_en:   acc <= shift_in                               # drain chain, has priority
@@ -44,6 +52,9 @@ class MACProcessingElement(wiring.Component):
         Operand word length, 2 to ``MAX_WL`` (16).
     acc_width : int
         Accumulator width, at least ``2 * wl``.
+    multiplier : str
+        :class:`~fxtrain.rtl.multiplier.RegisteredMultiplier` kind: ``"auto"`` (MULT18X18D on an ECP5
+        platform, generic otherwise), ``"generic"`` or ``"mult18x18d"``.
 
     Raises
     ------
@@ -76,7 +87,7 @@ class MACProcessingElement(wiring.Component):
 
     latency = 2
 
-    def __init__(self, wl, acc_width):
+    def __init__(self, wl, acc_width, multiplier="auto"):
         if isinstance(wl, bool) or not isinstance(wl, int) or not 2 <= wl <= MAX_WL:
             raise ValueError(f"PE word length must be an integer from 2 to {MAX_WL}, not {wl!r}")
         if isinstance(acc_width, bool) or not isinstance(acc_width, int) or acc_width < 2 * wl:
@@ -84,6 +95,8 @@ class MACProcessingElement(wiring.Component):
                              f"not {acc_width!r}")
         self.wl = wl
         self.acc_width = acc_width
+        self._multiplier = RegisteredMultiplier(wl, multiplier)
+        assert self._multiplier.latency + 1 == self.latency
         super().__init__({
             "a_in": In(signed(wl)),
             "b_in": In(signed(wl)),
@@ -106,10 +119,12 @@ class MACProcessingElement(wiring.Component):
             self.out_valid.eq(self.in_valid),
             self.out_clear.eq(self.in_clear),
         ]
-        product = Signal(signed(2 * self.wl))
+        m.submodules[MULTIPLIER_NAME] = mul = self._multiplier
+        m.d.comb += [mul.a.eq(self.a_in), mul.b.eq(self.b_in)]
+        product = mul.p
         valid1 = Signal()
         clear1 = Signal()
-        m.d.sync += [product.eq(self.a_in * self.b_in), valid1.eq(self.in_valid), clear1.eq(self.in_clear)]
+        m.d.sync += [valid1.eq(self.in_valid), clear1.eq(self.in_clear)]
         with m.If(self.shift_en):
             m.d.sync += self.acc.eq(self.shift_in)
         with m.Elif(valid1):

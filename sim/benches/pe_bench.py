@@ -50,6 +50,9 @@ class PEWithRounder(wiring.Component):
         Largest K; ``acc_width = accumulator_width(wl, max_k)``.
     shift_max : int
         The rounder's largest shift.
+    multiplier : str
+        The PE's multiplier kind (:class:`fxtrain.rtl.multiplier.RegisteredMultiplier`; ``"mult18x18d"``
+        needs :func:`fxtrain.sim.ecp5_models.with_ecp5_models` on the Verilog).
 
     Members
     -------
@@ -63,10 +66,10 @@ class PEWithRounder(wiring.Component):
         Parameters and the two blocks' latencies.
     """
 
-    def __init__(self, wl, max_k, shift_max):
+    def __init__(self, wl, max_k, shift_max, multiplier="auto"):
         self.wl, self.max_k = wl, max_k
         self.acc_width = accumulator_width(wl, max_k)
-        self.pe = MACProcessingElement(wl, self.acc_width)
+        self.pe = MACProcessingElement(wl, self.acc_width, multiplier)
         self.rounder = StochasticRounder(wl, self.acc_width, shift_max=shift_max, rand_width=LANE_WIDTH)
         self.latency, self.rounder_latency = self.pe.latency, self.rounder.latency
         super().__init__({
@@ -100,7 +103,8 @@ if cocotb is not None:
         output every cycle equals the cycle model, acc equals the exact dot product, readouts equal round_shift."""
         instances = []
         for params in bench_sections("pe"):
-            harness = PEWithRounder(params["wl"], params["max_k"], params["shift_max"])
+            harness = PEWithRounder(params["wl"], params["max_k"], params["shift_max"],
+                                    params.get("multiplier", "auto"))
             instances.append((params, harness, CocotbPorts(dut, harness, params.get("prefix", ""))))
         await start_bench(dut, [ports for _, _, ports in instances])
         for params, harness, ports in instances:
