@@ -48,23 +48,33 @@ from pathlib import Path
 import torch
 
 from .board_pool import BOARD_RESOURCE, BoardLease
+from .methods import MethodConfig
 from .train import TrainConfig, train
 
-__all__ = ["SWEEPABLE", "parse_values", "load_space", "SweepConfig", "run_trial", "run_sweep"]
+__all__ = ["SWEEPABLE", "parse_values", "trial_config", "load_space", "SweepConfig", "run_trial", "run_sweep"]
 
 _OUTPUT_FIELDS = ("out_dir", "name", "resume", "progress", "plot", "tensorboard")
-SWEEPABLE = {f.name: f for f in dataclasses.fields(TrainConfig) if f.name not in _OUTPUT_FIELDS}
+#: The approximate-training options (``fxtrain train --sampling`` ...) are swept by their MethodConfig field names.
+_METHOD_FIELDS = {f.name: f for f in dataclasses.fields(MethodConfig)}
+SWEEPABLE = {**{f.name: f for f in dataclasses.fields(TrainConfig) if f.name not in _OUTPUT_FIELDS + ("methods",)},
+             **_METHOD_FIELDS}
 _RANDOM = ("uniform", "loguniform", "randint", "choice")
 
 
 def _field_type(name):
-    """``int``, ``float`` or ``str`` for a TrainConfig field (from its default)."""
-    default = TrainConfig.__dataclass_fields__[name].default
+    """``int``, ``float``, ``bool`` or ``str`` for a TrainConfig or MethodConfig field (from its default)."""
+    default = (_METHOD_FIELDS[name] if name in _METHOD_FIELDS else TrainConfig.__dataclass_fields__[name]).default
     if isinstance(default, bool):
-        return str
+        return _boolean
     if isinstance(default, (int, float)):
         return type(default)
     return int if name.endswith("_limit") else str
+
+
+def _boolean(text: str) -> bool:
+    if text.lower() not in ("true", "false"):
+        raise ValueError(text)
+    return text.lower() == "true"
 
 
 def _convert(name, text):
@@ -72,8 +82,8 @@ def _convert(name, text):
     try:
         return kind(text)
     except ValueError:
-        raise ValueError(f"Sweep value {text!r} for {name} is not a{'n' if kind is int else ''} "
-                         f"{kind.__name__}") from None
+        label = "boolean (true or false)" if kind is _boolean else kind.__name__
+        raise ValueError(f"Sweep value {text!r} for {name} is not a{'n' if kind is int else ''} {label}") from None
 
 
 def parse_values(name: str, value):
@@ -104,6 +114,13 @@ def parse_values(name: str, value):
     if len(values) > 1:
         return tune.grid_search([_convert(name, v) for v in values])
     return _convert(name, value)
+
+
+def trial_config(config: dict, **outputs) -> TrainConfig:
+    """The TrainConfig of a trial whose Tune config (fields of :data:`SWEEPABLE`) is ``config``: the method fields
+    go into its MethodConfig, the rest (and ``outputs``) into the TrainConfig."""
+    methods = MethodConfig(**{k: v for k, v in config.items() if k in _METHOD_FIELDS})
+    return TrainConfig(**{k: v for k, v in config.items() if k not in _METHOD_FIELDS}, methods=methods, **outputs)
 
 
 def load_space(path) -> dict:
@@ -198,8 +215,8 @@ def run_trial(config: dict) -> None:
         config["backend"] = sweep["board_spec"].format(port=lease.port)
         extra["board"] = lease.port
     try:
-        cfg = TrainConfig(**config, out_dir=str(out_dir), name=trial_id, resume=checkpoint is not None,
-                          progress=False, plot=False)
+        cfg = trial_config(config, out_dir=str(out_dir), name=trial_id, resume=checkpoint is not None,
+                           progress=False, plot=False)
         train(cfg, log=lambda message: None, on_epoch=lambda row, path: _report_epoch(row, path, extra))
     finally:
         if lease is not None:

@@ -29,7 +29,7 @@ def test_interrupted_sweep_resumes_its_trials(tmp_path, request):
     interrupted sweep runs in its own process and Ray instance, before this module's instance starts.)"""
     out = tmp_path / "sweep"
     command = [sys.executable, "-m", "fxtrain.host.cli", "sweep", "--backend", "emu:fast", "--train-limit", "256",
-               "--test-limit", "64", "--batch-size", "32", "--epochs", "3", "--seed", "1,2", "--scheduler", "fifo",
+               "--test-limit", "64", "--batch-size", "32", "--epochs", "40", "--seed", "1,2", "--scheduler", "fifo",
                "--num-cpus", "2", "--out", str(out)]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -37,7 +37,7 @@ def test_interrupted_sweep_resumes_its_trials(tmp_path, request):
         while not list(out.glob("tune/sweep/*/checkpoint_*")):
             assert process.poll() is None, process.stdout.read()
             assert time.monotonic() < deadline, "no trial checkpoint within 120 s"
-            time.sleep(0.5)
+            time.sleep(0.1)
         process.send_signal(signal.SIGINT)
         process.wait(timeout=120)
         assert "unfinished" in (out / "trials.csv").read_text()
@@ -49,7 +49,7 @@ def test_interrupted_sweep_resumes_its_trials(tmp_path, request):
     assert main(["sweep", "--resume", "--out", str(out)]) == 0
     rows = _rows(out)
     assert len(rows) == 2 and {r["seed"] for r in rows} == {"1", "2"}
-    assert all(r["status"] == "completed" and r["epochs"] == "3" for r in rows), rows
+    assert all(r["status"] == "completed" and r["epochs"] == "40" for r in rows), rows
     assert max(int(r["restored_epoch"]) for r in rows) >= 1, rows
 
 
@@ -70,6 +70,7 @@ def test_asha_stops_a_bad_trial_and_writes_the_table(local_ray, tmp_path):
     out = tmp_path / "sweep"
     assert main(["sweep", "--backend", "float", "--train-limit", "1000", "--test-limit", "200", "--batch-size", "16",
                  "--epochs", "3", "--lr", "0.05,0.02,0.00001", "--max-concurrent", "2", "--grace-period", "1",
+                 "--schedule", "constant", "--init", "torch", "--shift-augment", "0",  # the recipe the lrs are for
                  "--reduction-factor", "2", "--out", str(out)]) == 0
     rows = {float(r["lr"]): r for r in _rows(out)}
     assert rows[1e-5]["status"] == "stopped early" and rows[1e-5]["epochs"] == "1", rows
@@ -126,3 +127,23 @@ def test_bad_sweep_values_are_clear_errors(tmp_path, capsys):
     assert "'two'" in capsys.readouterr().err
     assert main(["sweep", "--rounding", "stochastic,upward", "--out", str(tmp_path)]) == 2
     assert "'upward'" in capsys.readouterr().err
+
+
+def test_method_options_are_swept_into_the_trials_method_config():
+    """The approximate-training options are sweepable by their MethodConfig names (grids, booleans), and a trial's
+    TrainConfig carries them in its MethodConfig, the rest in its own fields."""
+    from ray import tune
+
+    from fxtrain.host.sweep import SWEEPABLE, parse_values, trial_config
+
+    assert {"sampling", "sample_ratio", "gradapprox", "rescale_factor", "precision_schedule"} <= set(SWEEPABLE)
+    assert "methods" not in SWEEPABLE
+    assert parse_values("gradapprox", "zero,top1") == tune.grid_search(["zero", "top1"])
+    assert parse_values("sample_ratio", "0.25") == 0.25
+    assert parse_values("sample_ends", "true") is True
+    with pytest.raises(ValueError, match="'yes' for sample_ends is not a boolean"):
+        parse_values("sample_ends", "yes")
+    cfg = trial_config({"lr": 0.02, "gradapprox": "top1", "sampling": "topk", "sample_ratio": 0.25},
+                       progress=False)
+    assert cfg.lr == 0.02 and cfg.progress is False
+    assert (cfg.methods.gradapprox, cfg.methods.sampling, cfg.methods.sample_ratio) == ("top1", "topk", 0.25)
