@@ -182,7 +182,7 @@ class TrainConfig:
         if self.name:
             return self.name
         backend = self.backend.replace(":", "-").replace("/", "_")
-        suffix = _methods_suffix(self.methods)
+        suffix = self.methods.run_suffix
         if self.backend == "float":
             return f"{self.model}-float{suffix}"
         return f"{self.model}-{backend}-{self.rounding}-w{self.weights}a{self.activations}g{self.gradients}{suffix}"
@@ -190,19 +190,6 @@ class TrainConfig:
     @property
     def output_dir(self) -> Path:
         return Path(self.out_dir) if self.out_dir else Path("runs") / self.run_name
-
-
-def _methods_suffix(m: MethodConfig) -> str:
-    parts = []
-    if m.sampling:
-        parts.append(f"{m.sampling}{m.sample_ratio:g}{m.sample_mode[0]}")
-    if m.gradapprox:
-        parts.append(f"{m.gradapprox}-{m.gradapprox_schedule}")
-    if m.rescale_factor > 1:
-        parts.append(f"rescale{m.rescale_factor}x{m.rescale_epochs}")
-    if m.precision_schedule:
-        parts.append("sched" + m.precision_schedule.replace(":", "_").replace("/", "-").replace(",", "+"))
-    return "".join("-" + p for p in parts)
 
 
 def build(cfg: TrainConfig, seed: "int | None" = None, backend_spec: "str | None" = None):

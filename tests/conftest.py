@@ -62,3 +62,14 @@ def run_cocotb(build_root):
             return run_bench(component, toplevel, test_module, simulator=simulator, params=params,
                              build_root=build_root)
     return run
+
+
+@pytest.fixture
+def torch_one_thread():
+    """torch on one intra-op thread for the test (deterministic reductions, no oversubscription), restored after."""
+    import torch  # not at module level: the suite's base-install checks run without torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -1,7 +1,6 @@
 """Approximate-training methods (fxtrain.host.methods): estimators, GEMM shapes sent, documented gradients,
 kernel rescaling, precision schedule, the time model's GEMM list and resume."""
 
-import math
 
 import pytest
 import torch
@@ -20,12 +19,7 @@ from fxtrain.host.host_timing import TimedBackend
 from fxtrain.sim.gemm import EngineConfig
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 # ------------------------------------------------------------------------------------------------ estimators

@@ -18,12 +18,7 @@ from fxtrain.host.train import TrainConfig, train
 TINY = dict(train_limit=64, test_limit=32, batch_size=16, lr=0.05, progress=False, plot=False, seed=3)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def _strip(history):

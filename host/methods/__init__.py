@@ -102,6 +102,20 @@ class MethodConfig:
     def active(self) -> bool:
         return self.needs_fixed_point or self.rescale_factor > 1
 
+    @property
+    def run_suffix(self) -> str:
+        """The methods in a run name (``-topk0.5f-zero-every4``...; empty without methods)."""
+        parts = []
+        if self.sampling:
+            parts.append(f"{self.sampling}{self.sample_ratio:g}{self.sample_mode[0]}")
+        if self.gradapprox:
+            parts.append(f"{self.gradapprox}-{self.gradapprox_schedule}")
+        if self.rescale_factor > 1:
+            parts.append(f"rescale{self.rescale_factor}x{self.rescale_epochs}")
+        if self.precision_schedule:
+            parts.append("sched" + self.precision_schedule.replace(":", "_").replace("/", "-").replace(",", "+"))
+        return "".join("-" + p for p in parts)
+
     def describe(self) -> str:
         parts = []
         if self.sampling:

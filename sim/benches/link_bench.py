@@ -102,16 +102,7 @@ async def uart_bit_level(dut):
     """Requests sent bit by bit at baud * (1 + error) get the golden model's responses, bit-decoded."""
     p = bench_params()
     config = bench_config(p)
-    clk_ps = 2 * round(0.5e12 / p["clk_freq"])
-    settle_combinational(dut)
-    cocotb.start_soon(Clock(dut.clk, clk_ps, unit="ps").start())
-    dut.rx.value = 1
-    dut.rst.value = 1
-    await ClockCycles(dut.clk, 4)
-    dut.rst.value = 0
-    received = []
-    device_bit_ps = clk_ps * round(p["clk_freq"] / p["baud"])
-    cocotb.start_soon(_uart_receive(dut.tx, device_bit_ps, received))
+    received, device_bit_ps = await _uart_start(dut, p)
     rng = random.Random(p["seed"])
     dut._log.info(f"seed {p['seed']}: clock {p['clk_freq']} Hz, {p['baud']} baud, bit {device_bit_ps} ps")
     emulator = ProtocolEmulator(config, p["clk_freq"], p["baud"], p["frame_timeout"])
