@@ -529,8 +529,9 @@ def test_noisy_link_never_returns_a_wrong_gemm():
 
 @pytest.mark.parametrize("simulator", ["verilator"])
 def test_noisy_link_never_returns_a_wrong_gemm_on_the_rtl(simulator, build_root):
-    """The same over the SoC's RTL in the free-running Verilator harness (a shorter run, 10 GEMMs: each lost
-    frame costs the driver's 2 s timeout): equal or raised, never silently wrong."""
+    """The same over the SoC's RTL in the free-running Verilator harness (shorter: rounds of 10 GEMMs until at
+    least 5 faults were injected, since each lost frame costs the driver's 2 s timeout): equal or raised, never
+    silently wrong."""
     ok, why = simulator_available(simulator)
     if not ok:
         pytest.skip(f"{simulator} unavailable: {why}")
@@ -538,9 +539,16 @@ def test_noisy_link_never_returns_a_wrong_gemm_on_the_rtl(simulator, build_root)
     seed = 1102
     print("seed", seed)
     link = NoisyLink(SimulationTransport(simulator, SIM_CONFIG, build_root=build_root), p=0.03, seed=seed)
+    ok = raised = wrong = gemms = 0
     with Device(link, timeout=2.0, retries=3) as dev:
-        ok, raised, wrong = _noisy_gemms(dev, link, 10, seed, (5, 40, 3))
-        print(f"noisy {simulator} link: {ok} equal, {raised} raised, {wrong} silently wrong; link events "
-              f"{link.events}; driver retries {dev.counters['retries']}")
+        # Which bytes a fault hits depends on how the harness's output is chunked in time, so the number of faults
+        # in a fixed run varies: run rounds of 10 GEMMs until at least 5 faults were injected (at most 4 rounds).
+        for round_ in range(4):
+            counts = _noisy_gemms(dev, link, 10, seed + round_, (5, 40, 3))
+            ok, raised, wrong, gemms = ok + counts[0], raised + counts[1], wrong + counts[2], gemms + 10
+            if sum(link.events.values()) >= 5:
+                break
+        print(f"noisy {simulator} link: {gemms} GEMMs, {ok} equal, {raised} raised, {wrong} silently wrong; link "
+              f"events {link.events}; driver retries {dev.counters['retries']}")
         assert wrong == 0
-        assert ok >= 6 and sum(link.events.values()) >= 5
+        assert ok >= 0.6 * gemms and sum(link.events.values()) >= 5
