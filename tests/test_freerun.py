@@ -6,12 +6,10 @@ Training GEMMs through it equal the exact emulator bit for bit; a partial frame 
 configuration and build root), so CI compiles it once.
 """
 
-import os
 import subprocess
 import sys
 import time
 
-import numpy as np
 import pytest
 
 from fxtrain.host.device import Device
