@@ -1,14 +1,27 @@
 """The accelerator system on chip: host link (UART or byte stream), frame codec, command executor, GEMM engine.
 
-Boards instantiate :class:`AcceleratorSoC` with their clock frequency, baud rate and engine configuration and
-connect ``rx``/``tx`` to the UART pins; nothing else is board specific. Simulation uses the byte-stream variant
-(``byte_stream=True``), which replaces the UART with ``rx_bytes``/``tx_bytes`` streams so a bench can move one
-byte per cycle without bit timing.
+Boards instantiate :class:`AcceleratorSoC` with their engine and UART clock frequencies, baud rate and engine
+configuration and connect ``rx``/``tx`` to the UART pins; nothing else is board specific. Simulation of the
+executor uses the byte-stream variant (``byte_stream=True``), which replaces the UART and the clock crossing with
+``rx_bytes``/``tx_bytes`` streams in the ``sync`` domain so a bench can move one byte per cycle without bit
+timing (one clock).
 
-Dataflow::
+Clock domains of the UART variant: ``uart`` (the UART receiver and transmitter, clocked at ``uart_freq``, which
+sets the bit period) and ``sync`` (frame codec, executor, engine, at ``clk_freq``). The two are asynchronous to
+each other; bytes cross in :class:`amaranth.lib.fifo.AsyncFIFOBuffered` queues::
 
-    rx ─ UARTReceiver ─ FIFO(rx_buffer) ─ FrameDecoder ─ events ─ CommandExecutor ─ engine ports ─ GemmEngine
-    tx ─ UARTTransmitter ─────── FrameEncoder ─ header + payload ─┘
+    uart domain                         │ sync domain
+    rx ─ UARTReceiver ─ AsyncFIFOBuffered(rx_buffer + 1) ─ FrameDecoder ─ events ─ CommandExecutor ─ GemmEngine
+    tx ─ UARTTransmitter ─ AsyncFIFOBuffered(TX_FIFO_DEPTH) ─ FrameEncoder ─ header + payload ─┘
+
+The receive buffer of ``docs/protocol.md`` §2.2 *is* the receive crossing FIFO: ``rx_buffer`` block-RAM entries
+plus its output register. A byte leaves it (``sync`` side) before the response to its request begins, and that
+response reaches the host only after at least ten bit periods of the transmitter (``10 * divisor`` ``uart``
+cycles); the write (``uart``) side sees the freed entry one ``sync`` cycle (Gray pointer register) plus two
+``uart`` cycles (synchroniser) after the read. So every entry of an answered request is free again before the host can
+send a byte that relies on it, and the rule "unanswered request bytes <= rx_buffer" still keeps the receiver from
+finding the FIFO full, whatever the ratio of the two clocks. Both domains are reset together (the FIFOs are
+reset from their write side).
 
 Members
 -------
@@ -20,7 +33,7 @@ AcceleratorSoC
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, ResetInserter
+from amaranth.hdl import DomainRenamer, Module, ResetInserter
 from amaranth.lib import fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -30,7 +43,14 @@ from .command import CommandExecutor
 from .framing import FrameDecoder, FrameEncoder
 from .uart import UARTReceiver, UARTTransmitter, uart_divisor
 
-__all__ = ["identify_payload", "AcceleratorSoC"]
+__all__ = ["identify_payload", "AcceleratorSoC", "UART_DOMAIN", "TX_FIFO_DEPTH"]
+
+#: Name of the UART's clock domain.
+UART_DOMAIN = "uart"
+
+#: Entries of the transmit crossing FIFO (``2**n + 1``: 16 in distributed RAM or flip-flops plus the output
+#: register). The encoder waits on it; its size only sets how far the encoder runs ahead of the line.
+TX_FIFO_DEPTH = 17
 
 def identify_payload(config, clk_freq, baud, frame_timeout=None, rx_buffer=DEFAULT_RX_BUFFER):
     """:class:`~fxtrain.sim.payloads.Identity` of ``AcceleratorSoC(config, clk_freq, baud, frame_timeout=...,
@@ -46,23 +66,29 @@ class AcceleratorSoC(wiring.Component):
     config : EngineConfig
         Engine geometry and word length.
     clk_freq : int
-        Clock frequency of the ``sync`` domain in Hz (reported by IDENTIFY, sets the UART divisor and the
-        default frame timeout).
+        Clock frequency of the ``sync`` (engine) domain in Hz (reported by IDENTIFY; the frame timeout counts
+        its cycles).
     baud : int
-        UART baud rate; ``ValueError`` if the clock cannot make it within ``rtl.uart.BAUD_TOLERANCE``.
-        Reported by IDENTIFY (the byte-stream variant reports it too, without using it).
+        UART baud rate; ``ValueError`` if ``uart_freq`` cannot make it (:func:`~.uart.uart_divisor`: at least
+        ``MIN_DIVISOR`` cycles per bit, within ``BAUD_TOLERANCE``). Reported by IDENTIFY (the byte-stream
+        variant reports it too, without using it).
+    uart_freq : int, optional
+        Clock frequency of the ``uart`` domain in Hz (default ``clk_freq``); sets the UART divisor
+        ``round(uart_freq / baud)``. Unused by the byte-stream variant.
     frame_timeout : int, optional
         Idle cycles after which a started request frame is abandoned with a TIMEOUT response (default
         ``sim.protocol.default_frame_timeout(clk_freq)``: 10 ms).
     byte_stream : bool
         Replace the UART by byte streams (simulation).
     rx_buffer : int
-        Bytes of the receive FIFO between the UART and the frame decoder (a power of two; block RAM), reported
-        by IDENTIFY. The host keeps the bytes of requests not yet answered within it (``docs/protocol.md``
+        Bytes of the receive FIFO between the UART and the frame decoder (a power of two; block RAM, the clock
+        crossing), reported by IDENTIFY. The host keeps the bytes of requests not yet answered within it (``docs/protocol.md``
         §2.2), so no byte is lost while the executor runs or answers. The byte-stream variant has no FIFO (its
         input has back-pressure) and reports the same value.
 
-    Latency: see :class:`~.command.CommandExecutor`; the UART adds ``10 * divisor`` cycles per byte.
+    Latency: see :class:`~.command.CommandExecutor`; the UART adds ``10 * divisor`` ``uart`` cycles per byte,
+    and each crossing FIFO about 3 cycles of its read domain plus 1 of its write domain (Gray pointer
+    synchroniser, memory read, output register). No arithmetic of its own.
 
     Members
     -------
@@ -73,10 +99,14 @@ class AcceleratorSoC(wiring.Component):
     identity : Identity
         What IDENTIFY answers.
     divisor : int or None
-        UART clock cycles per bit.
+        ``uart`` clock cycles per bit (``None`` for the byte-stream variant).
+    uart_freq : int
+        ``uart`` domain clock in Hz.
+
+    Clock domains: ``sync``; the UART variant also ``uart`` (Verilog ports ``uart_clk``, ``uart_rst``).
     """
 
-    def __init__(self, config, clk_freq, baud, *, frame_timeout=None, byte_stream=False,
+    def __init__(self, config, clk_freq, baud, *, uart_freq=None, frame_timeout=None, byte_stream=False,
                  rx_buffer=DEFAULT_RX_BUFFER):
         if not isinstance(config, EngineConfig):
             raise TypeError(f"config must be an EngineConfig, not {config!r}")
@@ -87,8 +117,13 @@ class AcceleratorSoC(wiring.Component):
         self.config = config
         self.clk_freq = clk_freq
         self.baud = baud
+        if uart_freq is None:
+            uart_freq = clk_freq
+        if not isinstance(uart_freq, int) or uart_freq <= 0:
+            raise ValueError(f"UART clock frequency must be a positive integer in Hz, not {uart_freq!r}")
+        self.uart_freq = uart_freq
         self.byte_stream = bool(byte_stream)
-        self.divisor = None if byte_stream else uart_divisor(clk_freq, baud)
+        self.divisor = None if byte_stream else uart_divisor(uart_freq, baud)
         self.identity = identify_payload(config, clk_freq, baud, frame_timeout, rx_buffer)
         if not rx_buffer:
             raise ValueError("The SoC needs a receive buffer of at least 2 bytes, not 0")
@@ -120,15 +155,22 @@ class AcceleratorSoC(wiring.Component):
             wiring.connect(m, wiring.flipped(self.rx_bytes), decoder.i)
             wiring.connect(m, encoder.o, wiring.flipped(self.tx_bytes))
         else:
-            m.submodules.uart_rx = uart_rx = UARTReceiver(self.divisor)
-            m.submodules.uart_tx = uart_tx = UARTTransmitter(self.divisor)
-            m.submodules.rx_fifo = rx_fifo = fifo.SyncFIFOBuffered(width=8, depth=self.rx_buffer)
+            in_uart = DomainRenamer({"sync": UART_DOMAIN})
+            m.submodules.uart_rx = uart_rx = in_uart(UARTReceiver(self.divisor))
+            m.submodules.uart_tx = uart_tx = in_uart(UARTTransmitter(self.divisor))
+            m.submodules.rx_fifo = rx_fifo = fifo.AsyncFIFOBuffered(
+                width=8, depth=self.rx_buffer + 1, w_domain=UART_DOMAIN, r_domain="sync", exact_depth=True)
+            m.submodules.tx_fifo = tx_fifo = fifo.AsyncFIFOBuffered(
+                width=8, depth=TX_FIFO_DEPTH, w_domain="sync", r_domain=UART_DOMAIN, exact_depth=True)
             m.d.comb += [uart_rx.rx.eq(self.rx), self.tx.eq(uart_tx.tx),
                          rx_fifo.w_data.eq(uart_rx.o.payload), rx_fifo.w_en.eq(uart_rx.o.valid),
                          uart_rx.o.ready.eq(rx_fifo.w_rdy),
                          decoder.i.payload.eq(rx_fifo.r_data), decoder.i.valid.eq(rx_fifo.r_rdy),
-                         rx_fifo.r_en.eq(decoder.i.ready)]
-            wiring.connect(m, encoder.o, uart_tx.i)
+                         rx_fifo.r_en.eq(decoder.i.ready),
+                         tx_fifo.w_data.eq(encoder.o.payload), tx_fifo.w_en.eq(encoder.o.valid),
+                         encoder.o.ready.eq(tx_fifo.w_rdy),
+                         uart_tx.i.payload.eq(tx_fifo.r_data), uart_tx.i.valid.eq(tx_fifo.r_rdy),
+                         tx_fifo.r_en.eq(uart_tx.i.ready)]
         return m
 
 

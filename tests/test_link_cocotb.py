@@ -1,11 +1,12 @@
 """cocotb benches of the host link on Verilator and Icarus (``sim/benches/link_bench.py``).
 
-* UART bit level (one simulator): the UART SoC at the iCEBreaker's ratio, 12 MHz clock / 3 Mbaud (4 cycles
-  per bit), answers a small GEMM and bad frames bit-exactly like ``ProtocolEmulator`` with the host's baud
-  rate 1.5 % slow, exact and 1.5 % fast.
-* Receive-buffer rule (one simulator): the UART SoC with a 64-byte receive buffer answers the pipelined driver's
-  frames, streamed at line rate with at most 64 bytes unanswered, exactly like ``ProtocolEmulator``; streamed
-  with no limit, a READ_RESULT burst overflows it.
+* UART bit level (both simulators): the two-clock UART SoC at the iCEBreaker's line rate, 12 Mbaud from a
+  48 MHz UART clock (4 cycles per bit), answers a small GEMM and bad frames bit-exactly like ``ProtocolEmulator``
+  with the host's baud rate 1.5 % slow, exact and 1.5 % fast, once with the engine clock 2.8 times slower than
+  the UART clock and once 1.3 times faster (periods with no common small multiple, unrelated phases).
+* Receive-buffer rule (one simulator): the two-clock UART SoC with a 64-byte receive buffer answers the pipelined
+  driver's frames, streamed at line rate with at most 64 bytes unanswered, exactly like ``ProtocolEmulator``;
+  streamed with no limit, a READ_RESULT burst overflows it; at both engine clocks.
 * Byte-level throughput: WRITE_B frames sent back to back through the byte-stream SoC are absorbed at the rate
   the executor's documented latency gives (one byte per cycle, plus one cycle per operand entry), and the
   READ_RESULT response leaves at one byte per cycle; the measured numbers are printed.
@@ -23,18 +24,24 @@ from fxtrain.sim.runner import available_simulators
 CONFIG = EngineConfig(rows=2, cols=2, wl=16, depth=32, max_k_log2=12)
 PARAMS = dict(rows=CONFIG.rows, cols=CONFIG.cols, wl=CONFIG.wl, depth=CONFIG.depth, max_k_log2=CONFIG.max_k_log2,
               clk_freq=12_000_000, baud=3_000_000, frame_timeout=2000, seed=7)
+# The UART SoC: nominal engine clock 18 MHz (reported by IDENTIFY), UART clock 48 MHz, 12 Mbaud (divisor 4, the
+# receiver's minimum). The benches run the engine's clock at ENGINE_PS: 17.3 MHz (UART faster) and 61.7 MHz
+# (engine faster); the frame timeout (2000 engine cycles) stays far above a byte time either way.
+UART_PARAMS = dict(PARAMS, clk_freq=18_000_000, uart_freq=48_000_000, baud=12_000_000)
+ENGINE_PS = [57_802, 16_206]
 
 
-def test_uart_bit_level_at_12mhz_3mbaud(simulator, run_cocotb):
-    """Bit-level UART exchange at 4 cycles per bit with ±1.5 % baud error equals the golden responses.
+def _uart_soc(**kwargs):
+    return AcceleratorSoC(CONFIG, UART_PARAMS["clk_freq"], UART_PARAMS["baud"], uart_freq=UART_PARAMS["uart_freq"],
+                          frame_timeout=UART_PARAMS["frame_timeout"], **kwargs)
 
-    Runs on one simulator (Icarus when present: the UART variant is a second SoC build, and a Verilator build
-    costs over a minute on two cores); the SoC's logic behind the UART runs on both in the other tests."""
-    if simulator != available_simulators()[-1]:
-        pytest.skip(f"bit-level UART bench runs on {available_simulators()[-1]} only (one extra SoC build)")
-    soc = AcceleratorSoC(CONFIG, PARAMS["clk_freq"], PARAMS["baud"], frame_timeout=PARAMS["frame_timeout"])
+
+def test_uart_bit_level_two_clocks_12mbaud(simulator, run_cocotb):
+    """Bit-level UART exchange at 4 UART cycles per bit, ±1.5 % baud error, engine clock slower and faster than
+    the UART clock: every response equals the golden model's."""
+    soc = _uart_soc()
     assert soc.divisor == 4
-    params = dict(PARAMS, baud_errors=[-0.015, 0.0, 0.015])
+    params = dict(UART_PARAMS, baud_errors=[-0.015, 0.0, 0.015], engine_ps=ENGINE_PS)
     assert run_cocotb(soc, "fxtrain_soc_uart", "fxtrain.sim.benches.link_bench", simulator,
                       dict(params, testcase="uart_bit_level")) >= 1
 
@@ -67,7 +74,8 @@ def _pipelined_case(rx_buffer):
     from fxtrain.sim.wire import Command, encode_request
 
     def emulator():
-        return ProtocolEmulator(CONFIG, PARAMS["clk_freq"], PARAMS["baud"], PARAMS["frame_timeout"], rx_buffer)
+        return ProtocolEmulator(CONFIG, UART_PARAMS["clk_freq"], UART_PARAMS["baud"], UART_PARAMS["frame_timeout"],
+                                rx_buffer)
 
     rec = _Recorder(EmulatorTransport(emulator()))
     dev = Device(rec)
@@ -92,12 +100,12 @@ def test_uart_receive_buffer_rule(simulator, run_cocotb, tmp_path):
     if simulator != available_simulators()[-1]:
         pytest.skip(f"bit-level UART bench runs on {available_simulators()[-1]} only (one extra SoC build)")
     rx_buffer = 64
-    soc = AcceleratorSoC(CONFIG, PARAMS["clk_freq"], PARAMS["baud"], frame_timeout=PARAMS["frame_timeout"],
-                         rx_buffer=rx_buffer)
+    soc = _uart_soc(rx_buffer=rx_buffer)
     frames_file = tmp_path / "frames.json"
     frames_file.write_text(json.dumps(_pipelined_case(rx_buffer)))
     assert run_cocotb(soc, "fxtrain_soc_uart64", "fxtrain.sim.benches.link_bench", simulator,
-                      dict(PARAMS, frames_file=str(frames_file), testcase="uart_pipelined")) >= 1
+                      dict(UART_PARAMS, frames_file=str(frames_file), engine_ps=ENGINE_PS,
+                           testcase="uart_pipelined")) >= 1
 
 
 def test_byte_level_throughput(simulator, run_cocotb, tmp_path):

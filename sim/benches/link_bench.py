@@ -1,12 +1,14 @@
 """cocotb benches of the host link: UART bit timing at a board's clock/baud ratio, byte-level throughput.
 
-``uart_bit_level`` runs on the UART variant of ``AcceleratorSoC``: the bench is the host's serial port. It
-drives ``rx`` bit by bit at the requested baud rate times ``1 + baud_error`` for each error in the bench
+``uart_bit_level`` runs on the UART variant of ``AcceleratorSoC``, with its two clocks (``uart_clk`` at the
+nominal ``uart_freq``, the engine's ``clk`` at each period of ``engine_ps`` in turn, reset between them): the
+bench is the host's serial port. It drives ``rx`` bit by bit at the requested baud rate times ``1 + baud_error`` for each error in the bench
 parameter ``baud_errors`` (e.g. ``[-0.015, 0, 0.015]``), decodes ``tx`` bit by bit at the nominal rate, and
 requires every response to equal, byte for byte, what :class:`fxtrain.sim.protocol.ProtocolEmulator` answers
 to the same requests (a small GEMM, a corrupted frame, an unknown command).
 
-``uart_pipelined`` runs on the UART variant with a small receive buffer: it streams recorded request frames
+``uart_pipelined`` runs on the UART variant with a small receive buffer, at each engine period of
+``engine_ps``: it streams recorded request frames
 (the pipelined driver's) at line rate under the receive-buffer rule of ``docs/protocol.md`` §2.2 and requires the
 golden responses; then it streams READ_RESULT requests with no limit and requires the responses to differ
 (the buffer overflowed), so the rule is shown to be both sufficient and needed. Frames and expected responses
@@ -17,7 +19,8 @@ always high and measures payload bytes per clock cycle the SoC absorbs, and the 
 READ_RESULT; the numbers are written as JSON to the file named by ``result_file``.
 
 Bench parameters (``fxtrain.sim.runner.bench_params``): ``rows, cols, wl, depth, max_k_log2, clk_freq, baud,
-frame_timeout`` (the SoC's, for the golden model), ``seed``, ``baud_errors``, ``result_file``, ``frames_file``,
+frame_timeout`` (the SoC's, for the golden model), ``uart_freq`` (the UART clock), ``engine_ps`` (list of
+engine clock periods in ps, UART variant), ``seed``, ``baud_errors``, ``result_file``, ``frames_file``,
 ``testcase``
 (run only that test: the two benches need different SoC variants).
 """
@@ -99,44 +102,66 @@ def _selected(name):
 
 @cocotb.test(skip=not _selected("uart_bit_level"))
 async def uart_bit_level(dut):
-    """Requests sent bit by bit at baud * (1 + error) get the golden model's responses, bit-decoded."""
+    """For each engine clock period in ``engine_ps`` (bench parameter), requests sent bit by bit at
+    baud * (1 + error) get the golden model's responses, bit-decoded."""
     p = bench_params()
     config = bench_config(p)
-    received, device_bit_ps = await _uart_start(dut, p)
     rng = random.Random(p["seed"])
-    dut._log.info(f"seed {p['seed']}: clock {p['clk_freq']} Hz, {p['baud']} baud, bit {device_bit_ps} ps")
-    emulator = ProtocolEmulator(config, p["clk_freq"], p["baud"], p["frame_timeout"])
     checked = 0
-    for error in p["baud_errors"]:
-        host_bit_ps = round(1e12 / (p["baud"] * (1 + error)))
-        for frame in gemm_requests(config, rng, seq0=checked + 1):
-            expected = emulator.feed(frame)
-            start = len(received)
-            await _uart_send(dut.rx, frame, host_bit_ps)
-            for _ in range(200 + 20 * len(expected)):
-                if len(received) - start >= len(expected):
-                    break
-                await Timer(device_bit_ps, unit="ps")
-            got = bytes(received[start:])
-            assert got == expected, (f"baud error {error:+.3f}: request {frame.hex()} answered {got.hex()}, "
-                                     f"golden {expected.hex()}")
-            checked += 1
-    dut._log.info(f"{checked} frames answered bit-exactly at baud errors {p['baud_errors']}")
+    for engine_ps in p["engine_ps"]:
+        emulator = ProtocolEmulator(config, p["clk_freq"], p["baud"], p["frame_timeout"])   # the device was reset
+        received, device_bit_ps, tasks = await _uart_start(dut, p, engine_ps)
+        dut._log.info(f"seed {p['seed']}: engine clock {engine_ps} ps, UART clock {p['uart_freq']} Hz, "
+                      f"{p['baud']} baud, bit {device_bit_ps} ps")
+        for error in p["baud_errors"]:
+            host_bit_ps = round(1e12 / (p["baud"] * (1 + error)))
+            for frame in gemm_requests(config, rng, seq0=checked + 1):
+                expected = emulator.feed(frame)
+                start = len(received)
+                await _uart_send(dut.rx, frame, host_bit_ps)
+                for _ in range(200 + 20 * len(expected)):
+                    if len(received) - start >= len(expected):
+                        break
+                    await Timer(device_bit_ps, unit="ps")
+                got = bytes(received[start:])
+                assert got == expected, (f"engine {engine_ps} ps, baud error {error:+.3f}: request {frame.hex()} "
+                                         f"answered {got.hex()}, golden {expected.hex()}")
+                checked += 1
+        _stop(tasks)
+    dut._log.info(f"{checked} frames answered bit-exactly at engine periods {p['engine_ps']} ps and baud errors "
+                  f"{p['baud_errors']}")
 
 
-async def _uart_start(dut, p):
-    """Clock, reset and the device-side bit period of the UART SoC; returns ``(received list, bit ps)``."""
-    clk_ps = 2 * round(0.5e12 / p["clk_freq"])
+async def _uart_start(dut, p, engine_ps):
+    """Both clocks, reset and the device-side bit period of the UART SoC.
+
+    ``uart_clk`` runs at the nominal ``uart_freq`` (its period times the divisor is the device's bit period);
+    ``clk`` (the engine's ``sync`` domain) runs with period ``engine_ps``, which the bench chooses freely: only
+    the frame timeout counts its cycles, and the golden model needs only the nominal ``clk_freq`` that IDENTIFY
+    reports. The two clocks start at unrelated phases. Both resets are held together for a few cycles of the
+    slower clock. Returns ``(received list, bit ps, clock tasks)``; cancel the tasks to end the case.
+    """
+    uart_ps = 2 * round(0.5e12 / p["uart_freq"])
     settle_combinational(dut)
-    cocotb.start_soon(Clock(dut.clk, clk_ps, unit="ps").start())
     dut.rx.value = 1
     dut.rst.value = 1
-    await ClockCycles(dut.clk, 4)
+    dut.uart_rst.value = 1
+    tasks = [cocotb.start_soon(Clock(dut.uart_clk, uart_ps, unit="ps").start())]
+    await Timer(uart_ps // 3 + 1, unit="ps")
+    tasks.append(cocotb.start_soon(Clock(dut.clk, engine_ps, unit="ps").start()))
+    await Timer(6 * max(uart_ps, engine_ps), unit="ps")
     dut.rst.value = 0
+    dut.uart_rst.value = 0
+    await Timer(6 * max(uart_ps, engine_ps), unit="ps")
     received = []
-    bit_ps = clk_ps * round(p["clk_freq"] / p["baud"])
-    cocotb.start_soon(_uart_receive(dut.tx, bit_ps, received))
-    return received, bit_ps
+    bit_ps = uart_ps * round(p["uart_freq"] / p["baud"])
+    tasks.append(cocotb.start_soon(_uart_receive(dut.tx, bit_ps, received)))
+    return received, bit_ps, tasks
+
+
+def _stop(tasks):
+    for task in tasks:
+        task.cancel()
 
 
 async def _send_windowed(dut, frames, window, received, bit_ps):
@@ -168,18 +193,21 @@ async def uart_pipelined(dut):
     p = bench_params()
     with open(p["frames_file"]) as f:
         case = json.load(f)
-    received, bit_ps = await _uart_start(dut, p)
-    for part in case["parts"]:
-        frames = [bytes.fromhex(h) for h in part["frames"]]
-        expected = bytes.fromhex(part["expected"])
-        start = len(received)
-        got = (await _send_windowed(dut, frames, part["window"], received, bit_ps))[start:]
-        dut._log.info(f"{part['name']}: {len(frames)} frames, {sum(map(len, frames))} bytes in, {len(got)} out, "
-                      f"window {part['window']}")
-        if part["window"] is not None:
-            assert got == expected, f"{part['name']}: responses differ from the golden model"
-        else:
-            assert got != expected, f"{part['name']}: no byte was lost although the buffer was overrun"
+    for engine_ps in p["engine_ps"]:
+        received, bit_ps, tasks = await _uart_start(dut, p, engine_ps)
+        for part in case["parts"]:
+            frames = [bytes.fromhex(h) for h in part["frames"]]
+            expected = bytes.fromhex(part["expected"])
+            start = len(received)
+            got = (await _send_windowed(dut, frames, part["window"], received, bit_ps))[start:]
+            dut._log.info(f"engine {engine_ps} ps, {part['name']}: {len(frames)} frames, "
+                          f"{sum(map(len, frames))} bytes in, {len(got)} out, window {part['window']}")
+            if part["window"] is not None:
+                assert got == expected, f"engine {engine_ps} ps, {part['name']}: responses differ from the golden model"
+            else:
+                assert got != expected, (f"engine {engine_ps} ps, {part['name']}: no byte was lost although the "
+                                         "buffer was overrun")
+        _stop(tasks)
 
 
 @cocotb.test(skip=not _selected("byte_throughput"))
