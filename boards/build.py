@@ -126,7 +126,9 @@ class BuildReport:
     rows, cols, wl, depth, max_k_log2 : int
         Engine configuration built.
     clk_freq, baud : int
-        ``sync`` clock in Hz and UART baud rate (what the SoC's IDENTIFY reports).
+        ``sync`` (engine) clock in Hz and UART baud rate (what the SoC's IDENTIFY reports).
+    uart_freq : int
+        ``uart`` domain clock in Hz.
     pll : dict or None
         PLL dividers (``None``: the oscillator clocks ``sync`` directly).
     resources : dict
@@ -134,7 +136,8 @@ class BuildReport:
     yosys_cells : dict
         ``{"lut": int, "ff": int}`` counted by Yosys after synthesis.
     clocks : dict
-        ``{net: {"achieved_mhz": float, "required_mhz": float}}`` from nextpnr.
+        ``{net: {"achieved_mhz": float, "required_mhz": float}}`` from nextpnr: one entry per constrained clock
+        net (:attr:`domain_clocks` tells which is the engine's and which the UART's).
     timing_met : bool
         Every clock's achieved fmax is at least its constraint.
     dsp_expected : int
@@ -161,6 +164,7 @@ class BuildReport:
     clk_freq: int
     baud: int
     pll: dict | None
+    uart_freq: int = 0
     resources: dict = field(default_factory=dict)
     yosys_cells: dict = field(default_factory=dict)
     clocks: dict = field(default_factory=dict)
@@ -176,6 +180,18 @@ class BuildReport:
     def fmax_mhz(self):
         """Smallest achieved fmax over the clocks (MHz)."""
         return min(c["achieved_mhz"] for c in self.clocks.values())
+
+    @property
+    def domain_clocks(self):
+        """``{"sync"|"uart": clocks entry}``: the nextpnr clock of each domain, found by its constraint (nextpnr
+        renames the clock nets, e.g. ``$glbnet$clk``); a domain is left out when no constrained clock, or more
+        than one, has its frequency. One entry serves both domains when their clocks are the same."""
+        out = {}
+        for domain, freq in (("sync", self.clk_freq), ("uart", self.uart_freq)):
+            nets = [net for net, c in self.clocks.items() if abs(c["required_mhz"] - freq / 1e6) <= 1e-4 * freq / 1e6]
+            if len(nets) == 1:
+                out[domain] = self.clocks[nets[0]]
+        return out
 
     @property
     def dsp_used(self):
@@ -306,7 +322,8 @@ def build_bitstream(target, out_dir, *, name=DEFAULT_NAME, seed=1):
     Raises
     ------
     ValueError
-        The geometry does not fit the device, or the clock/baud rate cannot be made.
+        The geometry does not fit the device, a clock the PLL cannot make, or a baud rate the bridge or the UART
+        clock cannot make.
     ToolchainError
         A YoWASP tool is missing (names the PyPI package).
     BuildError
@@ -356,7 +373,7 @@ def build_bitstream(target, out_dir, *, name=DEFAULT_NAME, seed=1):
     report = BuildReport(
         board=target.name, device=target.device, rows=config.rows, cols=config.cols, wl=config.wl,
         depth=config.depth, max_k_log2=config.max_k_log2, clk_freq=target.clk_freq, baud=target.baud,
-        pll=None if top.pll is None else asdict(top.pll),
+        pll=None if top.pll is None else asdict(top.pll), uart_freq=target.uart_freq,
         resources=resources, yosys_cells=yosys_cells, clocks=clocks,
         timing_met=bool(clocks) and all(c["achieved_mhz"] >= c["required_mhz"] for c in clocks.values()),
         dsp_expected=config.rows * config.cols, build_seconds=round(seconds, 1),
@@ -398,7 +415,8 @@ def check_report(report):
 def format_report(report):
     """A plain-text table of a :class:`BuildReport`."""
     lines = [f"board {report.board} ({report.device}): {report.rows} x {report.cols} PEs, wl {report.wl}, "
-             f"depth {report.depth}, clock {report.clk_freq / 1e6:g} MHz, {report.baud} baud",
+             f"depth {report.depth}, engine clock {report.clk_freq / 1e6:g} MHz, UART clock "
+             f"{report.uart_freq / 1e6:g} MHz, {report.baud} baud",
              f"{'resource':<10} {'cell':<14} {'used':>7} {'available':>10} {'%':>6}"]
     for kind in ("logic", "ff", "dsp", "bram"):
         r = report.resources.get(kind)
@@ -407,9 +425,13 @@ def format_report(report):
         pct = 100.0 * r["used"] / r["available"] if r["available"] else 0.0
         lines.append(f"{kind:<10} {r['cell']:<14} {r['used']:>7} {r['available']:>10} {pct:>5.1f}%")
     lines.append(f"yosys: {report.yosys_cells.get('lut', 0)} LUT4, {report.yosys_cells.get('ff', 0)} FF")
+    domains = {}
+    for name, c in report.domain_clocks.items():
+        domains[id(c)] = f"{domains[id(c)]} and {name}" if id(c) in domains else name
     for net, c in report.clocks.items():
         verdict = "met" if c["achieved_mhz"] >= c["required_mhz"] else "MISSED"
-        lines.append(f"clock {net}: fmax {c['achieved_mhz']:.2f} MHz, required {c['required_mhz']:.2f} MHz "
+        where = f" ({domains[id(c)]} domain)" if id(c) in domains else ""
+        lines.append(f"clock {net}{where}: fmax {c['achieved_mhz']:.2f} MHz, required {c['required_mhz']:.2f} MHz "
                      f"({verdict})")
     for p in report.critical_paths:
         lines.append(f"critical path ({p['clock']}): {p['from']} -> {p['to']}, {p['ns']:.2f} ns "

@@ -1,35 +1,44 @@
 """The boards fxtrain builds bitstreams for: platform, default engine geometry, clocking and host link.
 
 Each :class:`BoardTarget` names an ``amaranth-boards`` platform class, the engine configuration built by
-default, the frequency of the ``sync`` clock domain (made from the board oscillator by a PLL when it differs,
-:mod:`fxtrain.boards.top`), the UART baud rate and the UART resource the SoC's ``rx``/``tx`` connect to.
+default, the frequencies of its two clock domains (``sync``: the engine; ``uart``: the UART, whose clock sets the
+bit period; both made from the board oscillator by :mod:`fxtrain.boards.top`), the UART baud rate, the USB-UART
+bridge on the board and the UART resource the SoC's ``rx``/``tx`` connect to. The target is the one source of
+these clocks: the build, the SoC's IDENTIFY payload and the time model (``host/platforms.py``) read them here.
+
+A target's link is checked (:meth:`BoardTarget.check_link`) before anything is built: the bridge must make the
+baud rate (:meth:`Bridge.check`) and the UART clock must make it (:func:`fxtrain.rtl.uart.uart_divisor`: at least
+4 cycles per bit, within 2 %); either refusal names the baud rate and the other value.
 
 Default geometries (each PE multiplies two ``wl``-bit operands in one hardware multiplier: an iCE40 SB_MAC16 or
 an ECP5 MULT18X18D with its output register as the PE's product register, so a build uses ``rows * cols`` DSP
 blocks); ``fxtrain build --list`` prints them with the multipliers used / available:
 
-=================  =================  ===========  ========  ==========  =======================================
-name               device             DSP blocks   engine    sync clock  UART
-=================  =================  ===========  ========  ==========  =======================================
-icebreaker         iCE40UP5K-SG48     8 SB_MAC16   4 x 2     18 MHz      FT2232H channel B, 3 Mbaud
-ulx3s-12f          LFE5U-12F-6BG381   28 MULT18    7 x 4     60 MHz      FT231X, 3 Mbaud
-ulx3s-25f          LFE5U-25F-6BG381   28 MULT18    7 x 4     60 MHz      FT231X, 3 Mbaud
-ulx3s-45f          LFE5U-45F-6BG381   72 MULT18    8 x 8     60 MHz      FT231X, 3 Mbaud
-ulx3s-85f          LFE5U-85F-6BG381   156 MULT18   12 x 12   60 MHz      FT231X, 3 Mbaud
-icesugar-pro       LFE5U-25F-6BG256   28 MULT18    7 x 4     60 MHz      DAPLink USB-UART, 1 Mbaud
-=================  =================  ===========  ========  ==========  =======================================
+=================  =================  ===========  ========  ==========  ==========  ================================
+name               device             DSP blocks   engine    sync clock  UART clock  UART
+=================  =================  ===========  ========  ==========  ==========  ================================
+icebreaker         iCE40UP5K-SG48     8 SB_MAC16   4 x 2     20 MHz      60 MHz      FT2232H channel B, 12 Mbaud
+ulx3s-12f          LFE5U-12F-6BG381   28 MULT18    7 x 4     60 MHz      30 MHz      FT231X, 3 Mbaud
+ulx3s-25f          LFE5U-25F-6BG381   28 MULT18    7 x 4     60 MHz      30 MHz      FT231X, 3 Mbaud
+ulx3s-45f          LFE5U-45F-6BG381   72 MULT18    8 x 8     60 MHz      30 MHz      FT231X, 3 Mbaud
+ulx3s-85f          LFE5U-85F-6BG381   156 MULT18   12 x 12   60 MHz      30 MHz      FT231X, 3 Mbaud
+icesugar-pro       LFE5U-25F-6BG256   28 MULT18    7 x 4     60 MHz      30 MHz      DAPLink USB-UART, 1 Mbaud
+=================  =================  ===========  ========  ==========  ==========  ================================
 
 Why these numbers (measured builds in ``docs/boards.md``; a default is the largest array that built and
 closed timing there, at the highest PLL clock below the routed fmax that also keeps the UART divisor within
 its 2 % tolerance):
 
 * iCE40UP5K: 4 x 2 uses all 8 SB_MAC16 in about 4,900 of the 5,280 logic cells at ``wl = 16`` (4 x 2 has
-  two rounders and LFSR lanes where 2 x 4 would have four, and does not place); fmax about 19 MHz, so the PLL
-  makes 18 MHz (12 * 48 / 32), which is also 6 clocks per bit at 3 Mbaud. The next steps the PLL and the UART
-  both allow are 21 MHz (above the fmax) and 16.5 MHz (5.5 clocks per bit: refused).
+  two rounders and LFSR lanes where 2 x 4 would have four, and does not place); engine fmax about 20.6 MHz.
+  The UP5K has one PLL, whose outputs are one frequency (and its half), so the PLL makes the UART clock,
+  60 MHz (12 * 80 / 16; 5 cycles per bit at the FT2232H's 12 Mbaud, exact), and the engine clock is that
+  divided by 3 in the fabric, 20 MHz (:mod:`fxtrain.boards.top`). 48 MHz / 3 = 16 MHz would be slower than
+  the 18 MHz of the single-clock design; 72 MHz / 4 = 18 MHz the same.
 * ULX3S-12F: the 12F is the 25F die; 7 x 4 uses all 28 MULT18X18D. Tall rather than wide for the same reason
-  as on the iCEBreaker (fewer rounders and lanes); it routes at 70.5 MHz. 60 MHz = 25 * 12 / 5 (20 clocks per
-  bit at 3 Mbaud; 65 MHz would pass the UART check but leaves 8 % margin and was not built): every
+  as on the iCEBreaker (fewer rounders and lanes); it routes at 70.5 MHz. 60 MHz = 25 * 12 / 5 (65 MHz leaves
+  8 % margin and was not built); the UART clock is 30 MHz (VCO 600 MHz / 20, 10 cycles per bit at the
+  FT231X's 3 Mbaud): every
   ECP5 build is limited to about 66-78 MHz by the host link's response path (the result buffer's block RAM
   read port through the response multiplexer into the CRC, ``rtl/command.py``), not by the array.
 * ULX3S-25F and iCESugar-Pro: the 12F's default on the same die (not built here).
@@ -65,9 +74,64 @@ from amaranth_boards.ulx3s import (ULX3S_12F_Platform, ULX3S_25F_Platform, ULX3S
 
 from ..sim.gemm import EngineConfig
 
-__all__ = ["BoardTarget", "ROUTERS", "TARGETS", "get_target"]
+__all__ = ["Bridge", "BRIDGES", "BoardTarget", "ROUTERS", "TARGETS", "get_target"]
 
 ROUTERS = (None, "router1", "router2")
+
+
+@dataclass(frozen=True)
+class Bridge:
+    """The USB-UART bridge of a board and the baud rates it makes.
+
+    FTDI bridges (``ftdi=True``) divide a base clock, 12 MHz on the Hi-Speed FT2232H and 3 MHz on the Full-Speed
+    FT231X, by ``n + k/8`` with ``n >= 2`` (or by exactly 1 or 1.5): 12, 8, then 6 Mbaud and below on the
+    FT2232H; 3, 2, then 1.5 Mbaud and below on the FT231X (FTDI application note AN232B-05, "Configuring FT232R,
+    FT2232 and FT232B baud rates"; FT2232H and FT231X data sheets: 12 and 3 Mbaud maximum). A rate is accepted
+    when the nearest divisor makes it within :data:`fxtrain.rtl.uart.BAUD_TOLERANCE`. Other bridges are
+    described by their maximum only.
+
+    Members
+    -------
+    name : str
+    max_baud : int
+    ftdi : bool
+    check
+        ``ValueError`` naming the bridge, the baud rate and what the bridge makes instead.
+    """
+
+    name: str
+    max_baud: int
+    ftdi: bool = False
+
+    def nearest(self, baud):
+        """The rate closest to ``baud`` the bridge makes (``baud`` itself for a non-FTDI bridge within its
+        maximum)."""
+        if not self.ftdi:
+            return min(baud, self.max_baud)
+        candidates = [self.max_baud, self.max_baud * 2 // 3]
+        eighths = max(16, round(8 * self.max_baud / baud))
+        candidates += [8 * self.max_baud / m for m in (eighths, eighths + 1) if m <= 8 * 16383 + 7]
+        return min(candidates, key=lambda rate: abs(rate - baud))
+
+    def check(self, baud):
+        from ..rtl.uart import BAUD_TOLERANCE
+
+        if not isinstance(baud, int) or baud <= 0:
+            raise ValueError(f"Baud rate must be a positive integer, not {baud!r}")
+        if baud > self.max_baud:
+            raise ValueError(f"Baud rate {baud} is above the {self.max_baud} baud the board's {self.name} "
+                             f"bridge can make")
+        rate = self.nearest(baud)
+        if abs(rate - baud) / baud > BAUD_TOLERANCE:
+            raise ValueError(f"Baud rate {baud} cannot be made by the board's {self.name} bridge: its nearest rate "
+                             f"is {rate:.0f} baud, {100 * abs(rate - baud) / baud:.2f} % off (tolerance "
+                             f"{100 * BAUD_TOLERANCE:.1f} %)")
+
+
+#: Bridges of the boards: FTDI FT2232H (Hi-Speed, iCEBreaker), FT231X (Full-Speed, ULX3S), and the iCESugar-Pro's
+#: DAPLink USB-UART (an MCU; its divisor is not modelled, only the 1 Mbaud the board's documentation names).
+BRIDGES = {"FT2232H": Bridge("FT2232H", 12_000_000, ftdi=True), "FT231X": Bridge("FT231X", 3_000_000, ftdi=True),
+           "DAPLink": Bridge("DAPLink", 1_000_000)}
 
 
 @dataclass(frozen=True)
@@ -85,9 +149,13 @@ class BoardTarget:
     config : EngineConfig
         Engine built by default.
     clk_freq : int
-        Frequency of the ``sync`` domain in Hz; a PLL makes it from the board oscillator when it differs.
+        Frequency of the ``sync`` (engine) domain in Hz.
     baud : int
         UART baud rate.
+    uart_freq : int
+        Frequency of the ``uart`` domain in Hz (sets the UART divisor ``round(uart_freq / baud)``).
+    bridge : Bridge
+        The board's USB-UART bridge.
     uart : tuple of (str, int)
         ``platform.request`` name and number of the UART resource.
     description : str
@@ -102,8 +170,12 @@ class BoardTarget:
         FPGA part (``platform.device``).
     osc_freq : int
         Board oscillator frequency in Hz (the platform's default clock).
+    uart_divisor : int
+        ``uart`` cycles per bit (:func:`fxtrain.rtl.uart.uart_divisor`; ``ValueError`` when not makeable).
+    check_link
+        Refuse a baud rate the bridge or the UART clock cannot make.
     with_options
-        A copy with geometry, clock or baud rate overridden.
+        A copy with geometry, clocks or baud rate overridden.
     """
 
     name: str
@@ -112,6 +184,8 @@ class BoardTarget:
     config: EngineConfig
     clk_freq: int
     baud: int
+    uart_freq: int
+    bridge: Bridge
     uart: tuple = ("uart", 0)
     description: str = ""
     router: str | None = None
@@ -123,7 +197,10 @@ class BoardTarget:
             raise TypeError(f"Board config must be an EngineConfig, not {self.config!r}")
         if self.router not in ROUTERS:
             raise ValueError(f"Router of board {self.name} must be one of {ROUTERS}, not {self.router!r}")
-        for label, value in (("Clock frequency", self.clk_freq), ("Baud rate", self.baud)):
+        if not isinstance(self.bridge, Bridge):
+            raise TypeError(f"Board bridge must be a Bridge, not {self.bridge!r}")
+        for label, value in (("Clock frequency", self.clk_freq), ("Baud rate", self.baud),
+                             ("UART clock frequency", self.uart_freq)):
             if not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{label} of board {self.name} must be a positive integer, not {value!r}")
 
@@ -136,8 +213,23 @@ class BoardTarget:
         platform = self.platform()
         return int(platform.default_clk_frequency)
 
+    @property
+    def uart_divisor(self):
+        from ..rtl.uart import uart_divisor
+        return uart_divisor(self.uart_freq, self.baud)
+
+    def check_link(self):
+        """Raise ``ValueError`` unless the bridge makes ``baud`` and the UART clock makes it (at least
+        ``MIN_DIVISOR`` cycles per bit within ``BAUD_TOLERANCE``); each message names both values."""
+        self.bridge.check(self.baud)
+        try:
+            self.uart_divisor
+        except ValueError as error:
+            raise ValueError(f"Board {self.name}: the {self.uart_freq / 1e6:g} MHz UART clock cannot make "
+                             f"{self.baud} baud: {error}") from None
+
     def with_options(self, rows=None, cols=None, clk_freq=None, baud=None, wl=None, depth=None, max_k_log2=None,
-                     router=None):
+                     router=None, uart_freq=None):
         """This target with the given fields replaced (``None`` keeps the default); the engine configuration
         is re-validated by :class:`~fxtrain.sim.gemm.EngineConfig`."""
         config = self.config
@@ -148,25 +240,26 @@ class BoardTarget:
         return replace(self, config=config,
                        clk_freq=self.clk_freq if clk_freq is None else clk_freq,
                        baud=self.baud if baud is None else baud,
+                       uart_freq=self.uart_freq if uart_freq is None else uart_freq,
                        router=self.router if router is None else router)
 
 
 def _ulx3s(variant, platform, rows, cols, clk_mhz):
     return BoardTarget(f"ulx3s-{variant}", platform, "ecp5", EngineConfig(rows=rows, cols=cols, wl=16, depth=512),
-                       clk_mhz * 1_000_000, 3_000_000,
+                       clk_mhz * 1_000_000, 3_000_000, 30_000_000, BRIDGES["FT231X"],
                        description=f"Radiona ULX3S with {platform.device}, 25 MHz oscillator, FT231X UART")
 
 
 TARGETS = {t.name: t for t in (
     BoardTarget("icebreaker", ICEBreakerPlatform, "ice40", EngineConfig(rows=4, cols=2, wl=16, depth=512),
-                18_000_000, 3_000_000,
+                20_000_000, 12_000_000, 60_000_000, BRIDGES["FT2232H"],
                 description="1BitSquared iCEBreaker, iCE40UP5K, 12 MHz oscillator, FT2232H UART"),
     _ulx3s("12f", ULX3S_12F_Platform, 7, 4, 60),
     _ulx3s("25f", ULX3S_25F_Platform, 7, 4, 60),
     _ulx3s("45f", ULX3S_45F_Platform, 8, 8, 60),
     _ulx3s("85f", ULX3S_85F_Platform, 12, 12, 60),
     BoardTarget("icesugar-pro", ICESugarProPlatform, "ecp5", EngineConfig(rows=7, cols=4, wl=16, depth=512),
-                60_000_000, 1_000_000,
+                60_000_000, 1_000_000, 30_000_000, BRIDGES["DAPLink"],
                 description="Muse Lab iCESugar-Pro, LFE5U-25F, 25 MHz oscillator, DAPLink USB-UART"),
 )}
 

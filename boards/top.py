@@ -41,15 +41,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from fractions import Fraction
 
-from amaranth.hdl import ClockDomain, ClockSignal, Const, Elaboratable, Instance, Module, Signal
+from amaranth.hdl import ClockDomain, ClockSignal, Const, Elaboratable, Instance, Module, Mux, ResetSignal, Signal
 from amaranth.lib import io
 from amaranth.lib.cdc import ResetSynchronizer
 
 from ..rtl.soc import AcceleratorSoC, identify_payload
-from ..rtl.uart import uart_divisor
 from .targets import BoardTarget
 
-__all__ = ["Ice40PLLParams", "Ecp5PLLParams", "ice40_pll_params", "ecp5_pll_params", "pll_params", "BoardTop"]
+__all__ = ["Ice40PLLParams", "Ecp5PLLParams", "ice40_pll_params", "ecp5_pll_params", "ClockPlan", "clock_plan",
+           "pll_params", "BoardTop"]
 
 MHZ = 1_000_000
 
@@ -67,11 +67,13 @@ class Ice40PLLParams:
 @dataclass(frozen=True)
 class Ecp5PLLParams:
     """``EHXPLLL`` dividers with CLKOP feedback: ``f_out = f_in * CLKFB_DIV / CLKI_DIV``,
-    ``f_vco = f_out * CLKOP_DIV``."""
+    ``f_vco = f_out * CLKOP_DIV``; the second output ``CLKOS`` makes ``f_vco / CLKOS_DIV`` (``clkos_div``;
+    ``None`` when unused)."""
     clki_div: int
     clkfb_div: int
     clkop_div: int
     freq: int
+    clkos_div: int | None = None
 
     @property
     def vco(self):
@@ -132,16 +134,21 @@ def ice40_pll_params(f_in, f_out):
     return best
 
 
-def ecp5_pll_params(f_in, f_out):
-    """Dividers of an ECP5 ``EHXPLLL`` (CLKOP feedback) making exactly ``f_out`` Hz from ``f_in`` Hz.
+def ecp5_pll_params(f_in, f_out, f_os=None):
+    """Dividers of an ECP5 ``EHXPLLL`` (CLKOP feedback) making exactly ``f_out`` Hz from ``f_in`` Hz, and, when
+    ``f_os`` is given, exactly ``f_os`` Hz on ``CLKOS`` (``f_vco / CLKOS_DIV``, CLKOS_DIV 1..128).
 
     Raises
     ------
     ValueError
-        ``f_out`` outside [3.125, 400] MHz, or not exactly reachable (the message names the nearest reachable
-        frequencies).
+        ``f_out`` or ``f_os`` outside [3.125, 400] MHz, or not exactly reachable (the message names the nearest
+        reachable frequencies, or both requested ones when no VCO makes the pair).
     """
     _check_freqs(f_in, f_out)
+    if f_os is not None:
+        _check_freqs(f_in, f_os)
+        if not Fraction(3125, 1000) * MHZ <= f_os <= 400 * MHZ:
+            raise ValueError(f"ECP5 PLL output must be from 3.125 to 400 MHz, not {f_os / MHZ:.6g} MHz")
     if not Fraction(3125, 1000) * MHZ <= f_out <= 400 * MHZ:
         raise ValueError(f"ECP5 PLL output must be from 3.125 to 400 MHz, not {f_out / MHZ:.6g} MHz")
     reachable, best = set(), None
@@ -158,30 +165,80 @@ def ecp5_pll_params(f_in, f_out):
                 if not 400 * MHZ <= f_vco <= 800 * MHZ:
                     continue
                 reachable.add(f)
-                if f == f_out and (best is None or abs(f_vco - 600 * MHZ) < abs(best.vco - 600 * MHZ)):
+                if f != f_out or (best is not None and abs(f_vco - 600 * MHZ) >= abs(best.vco - 600 * MHZ)):
+                    continue
+                if f_os is None:
                     best = Ecp5PLLParams(clki_div, clkfb_div, clkop_div, f_out)
+                elif f_vco % f_os == 0 and 1 <= f_vco // f_os <= 128:
+                    best = Ecp5PLLParams(clki_div, clkfb_div, clkop_div, f_out, int(f_vco // f_os))
     if best is None:
+        if f_os is not None and f_out in reachable:
+            raise ValueError(f"The ECP5 PLL cannot make {f_out / MHZ:.6g} MHz and {f_os / MHZ:.6g} MHz together "
+                             f"from {f_in / MHZ:.6g} MHz: no VCO frequency (400-800 MHz) that makes the first is a "
+                             f"multiple (1-128 times) of the second")
         raise _no_exact("ECP5", f_in, f_out, reachable)
     return best
 
 
-def pll_params(target):
-    """PLL dividers for ``target`` (``None`` when ``target.clk_freq`` is the oscillator frequency)."""
+@dataclass(frozen=True)
+class ClockPlan:
+    """How a board makes its two clock domains from its oscillator.
+
+    Members
+    -------
+    pll : Ice40PLLParams or Ecp5PLLParams or None
+        ``None``: both domains run on the oscillator.
+    pll_domain : str or None
+        iCE40: the domain on the PLL's output (the faster one); ECP5: ``"sync"`` on CLKOP (``uart`` on CLKOS).
+    fabric_divider : int
+        iCE40: the other domain's clock is the PLL output divided by this in the fabric (1: the same clock).
+    """
+    pll: object
+    pll_domain: str | None
+    fabric_divider: int = 1
+
+
+def clock_plan(target):
+    """The :class:`ClockPlan` of ``target`` (its ``clk_freq`` and ``uart_freq`` from its oscillator).
+
+    Raises
+    ------
+    ValueError
+        A frequency the part's PLL cannot make (naming the nearest ones it can), or, on iCE40, whose one PLL
+        output makes one frequency, an engine and a UART clock of which the slower does not divide the faster
+        (naming both).
+    """
     if not isinstance(target, BoardTarget):
         raise TypeError(f"Target must be a BoardTarget, not {target!r}")
-    if target.clk_freq == target.osc_freq:
-        return None
-    solver = ice40_pll_params if target.family == "ice40" else ecp5_pll_params
-    return solver(target.osc_freq, target.clk_freq)
+    osc, clk, uart = target.osc_freq, target.clk_freq, target.uart_freq
+    if clk == uart == osc:
+        return ClockPlan(None, None)
+    if target.family == "ecp5":
+        return ClockPlan(ecp5_pll_params(osc, clk, uart), "sync")
+    fast, slow = max(clk, uart), min(clk, uart)
+    if fast % slow:
+        raise ValueError(f"Board {target.name}: the iCE40's one PLL makes one frequency, so the slower clock must "
+                         f"divide the faster: engine clock {clk / MHZ:g} MHz and UART clock {uart / MHZ:g} MHz do "
+                         f"not (ratio {fast / slow:.4g})")
+    if fast == osc:
+        raise ValueError(f"Board {target.name}: a clock divided from the {osc / MHZ:g} MHz oscillator without the "
+                         f"PLL is not supported (engine clock {clk / MHZ:g} MHz, UART clock {uart / MHZ:g} MHz)")
+    return ClockPlan(ice40_pll_params(osc, fast), "uart" if uart >= clk else "sync", fast // slow)
+
+
+def pll_params(target):
+    """PLL dividers for ``target`` (``None`` when both its clocks are the oscillator's); see :func:`clock_plan`."""
+    return clock_plan(target).pll
 
 
 class BoardTop(Elaboratable):
-    """Top level of one board: ``sync`` clock domain and :class:`~fxtrain.rtl.soc.AcceleratorSoC` on the UART.
+    """Top level of one board: the ``sync`` and ``uart`` clock domains and
+    :class:`~fxtrain.rtl.soc.AcceleratorSoC` on the UART pins.
 
     Parameters
     ----------
     target : BoardTarget
-        Board, engine configuration, clock frequency and baud rate.
+        Board, engine configuration, clock frequencies and baud rate.
 
     Latency: none of its own (pins are wired straight to the SoC's ``rx``/``tx`` through the platform's I/O
     buffers); no arithmetic.
@@ -189,19 +246,22 @@ class BoardTop(Elaboratable):
     Members
     -------
     target : BoardTarget
+    clocks : ClockPlan
+        Solved at construction so a bad clock request fails before elaboration.
     pll : Ice40PLLParams or Ecp5PLLParams or None
-        The PLL dividers, solved at construction so a bad clock request fails before elaboration.
+        ``clocks.pll``.
     identity : fxtrain.sim.protocol.Identity
         What the built SoC answers to IDENTIFY (:func:`fxtrain.rtl.soc.identify_payload` of the target's
-        configuration, clock and baud rate); the SoC itself is constructed at elaboration.
+        configuration, engine clock and baud rate); the SoC itself is constructed at elaboration.
     """
 
     def __init__(self, target):
         if not isinstance(target, BoardTarget):
             raise TypeError(f"Target must be a BoardTarget, not {target!r}")
         self.target = target
-        self.pll = pll_params(target)
-        uart_divisor(target.clk_freq, target.baud)          # a baud rate the clock cannot make fails here
+        target.check_link()                                 # a baud rate the bridge or UART clock cannot make
+        self.clocks = clock_plan(target)
+        self.pll = self.clocks.pll
         self.identity = identify_payload(target.config, target.clk_freq, target.baud)
 
     def _ice40_pll(self, m, platform, clk_out, locked):
@@ -215,43 +275,69 @@ class BoardTop(Elaboratable):
             i_PACKAGEPIN=pad.io, i_RESETB=Const(1), i_BYPASS=Const(0),
             o_PLLOUTGLOBAL=clk_out, o_LOCK=locked)
 
-    def _ecp5_pll(self, m, platform, clk_out, locked):
+    def _ecp5_pll(self, m, platform, clk_out, uart_out, locked):
         m.submodules.clk_in = clk_in = io.Buffer("i", platform.request(platform.default_clk, dir="-"))
         p = self.pll
         m.submodules.pll = Instance(
             "EHXPLLL",
             a_FREQUENCY_PIN_CLKI=str(self.target.osc_freq / MHZ),
             a_FREQUENCY_PIN_CLKOP=str(p.freq / MHZ),
+            a_FREQUENCY_PIN_CLKOS=str(self.target.uart_freq / MHZ),
             a_ICP_CURRENT="12", a_LPF_RESISTOR="8", a_MFG_ENABLE_FILTEROPAMP="1", a_MFG_GMCREF_SEL="2",
             p_PLLRST_ENA="DISABLED", p_INTFB_WAKE="DISABLED", p_STDBY_ENABLE="DISABLED",
-            p_DPHASE_SOURCE="DISABLED", p_OUTDIVIDER_MUXA="DIVA",
+            p_DPHASE_SOURCE="DISABLED", p_OUTDIVIDER_MUXA="DIVA", p_OUTDIVIDER_MUXB="DIVB",
             p_CLKI_DIV=p.clki_div, p_CLKFB_DIV=p.clkfb_div, p_CLKOP_DIV=p.clkop_div,
             p_CLKOP_ENABLE="ENABLED", p_CLKOP_CPHASE=p.clkop_div - 1, p_CLKOP_FPHASE=0,
+            p_CLKOS_DIV=p.clkos_div, p_CLKOS_ENABLE="ENABLED", p_CLKOS_CPHASE=p.clkos_div - 1, p_CLKOS_FPHASE=0,
             p_FEEDBK_PATH="CLKOP",
             i_CLKI=clk_in.i, i_CLKFB=clk_out, i_RST=Const(0), i_STDBY=Const(0),
             i_PHASESEL0=Const(0), i_PHASESEL1=Const(0), i_PHASEDIR=Const(1), i_PHASESTEP=Const(1),
-            i_PHASELOADREG=Const(1), i_PLLWAKESYNC=Const(0), i_ENCLKOP=Const(0),
-            o_CLKOP=clk_out, o_LOCK=locked)
+            i_PHASELOADREG=Const(1), i_PLLWAKESYNC=Const(0), i_ENCLKOP=Const(0), i_ENCLKOS=Const(0),
+            o_CLKOP=clk_out, o_CLKOS=uart_out, o_LOCK=locked)
+
+    def _clock_domains(self, m, platform):
+        """Both domains from the PLL, each held in reset until it locks (:class:`ResetSynchronizer`)."""
+        t = self.target
+        freqs = {"sync": t.clk_freq, "uart": t.uart_freq}
+        locked = Signal(name="pll_locked")
+        clocks = {"sync": Signal(name="clk_engine"), "uart": Signal(name="clk_uart")}
+        if t.family == "ecp5":
+            self._ecp5_pll(m, platform, clocks["sync"], clocks["uart"], locked)
+        else:
+            fast = self.clocks.pll_domain
+            slow = "sync" if fast == "uart" else "uart"
+            self._ice40_pll(m, platform, clocks[fast], locked)
+            n = self.clocks.fabric_divider
+            if n == 1:
+                m.d.comb += clocks[slow].eq(clocks[fast])
+            else:
+                # The slower clock: a register of the faster domain, high for n // 2 of every n cycles (only
+                # rising edges are used); reset-less so that it runs while the domains are held in reset.
+                m.domains += ClockDomain("clkdiv", reset_less=True)
+                m.d.comb += ClockSignal("clkdiv").eq(clocks[fast])
+                count = Signal(range(n), reset_less=True)
+                m.d.clkdiv += [count.eq(Mux(count == n - 1, 0, count + 1)), clocks[slow].eq(count < n // 2)]
+        for name, clock in clocks.items():
+            m.domains += ClockDomain(name)
+            m.d.comb += ClockSignal(name).eq(clock)
+            m.submodules[f"reset_sync_{name}"] = ResetSynchronizer(~locked, domain=name)
+            platform.add_clock_constraint(clock, freqs[name])
 
     def elaborate(self, platform):
         if platform is None:
             raise ValueError("BoardTop needs the board's platform (it requests the clock and UART pins)")
         m = Module()
+        t = self.target
         if self.pll is not None:
-            m.domains.sync = cd_sync = ClockDomain("sync")
-            clk_out, locked = Signal(name="pll_clk"), Signal(name="pll_locked")
-            if self.target.family == "ice40":
-                self._ice40_pll(m, platform, clk_out, locked)
-            else:
-                self._ecp5_pll(m, platform, clk_out, locked)
-            m.d.comb += ClockSignal("sync").eq(clk_out)
-            m.submodules.reset_sync = ResetSynchronizer(~locked, domain="sync")
-            platform.add_clock_constraint(cd_sync.clk, self.target.clk_freq)
-        m.submodules.soc = soc = AcceleratorSoC(self.target.config, self.target.clk_freq, self.target.baud)
+            self._clock_domains(m, platform)
+        else:                                   # both on the oscillator: the platform's sync domain
+            m.domains.uart = ClockDomain("uart")
+            m.d.comb += [ClockSignal("uart").eq(ClockSignal("sync")), ResetSignal("uart").eq(ResetSignal("sync"))]
+        m.submodules.soc = soc = AcceleratorSoC(t.config, t.clk_freq, t.baud, uart_freq=t.uart_freq)
         if soc.identity != self.identity:
             raise AssertionError(f"SoC identity {soc.identity} differs from identify_payload {self.identity}")
-        resource = platform.lookup(*self.target.uart)       # some UARTs also have rts/dtr: left unused
-        uart = platform.request(*self.target.uart, dir={sub.name: "-" for sub in resource.ios})
+        resource = platform.lookup(*t.uart)                 # some UARTs also have rts/dtr: left unused
+        uart = platform.request(*t.uart, dir={sub.name: "-" for sub in resource.ios})
         m.submodules.uart_rx = rx = io.Buffer("i", uart.rx)
         m.submodules.uart_tx = tx = io.Buffer("o", uart.tx)
         m.d.comb += [soc.rx.eq(rx.i), tx.o.eq(soc.tx)]

@@ -49,7 +49,8 @@ class LinkTiming:
     down_byte_s : float
         Host to device, per byte (``10 / baud`` for a UART at ``baud``).
     up_byte_s : float
-        Device to host, per byte (``10 * divisor / clk_freq``: the device's UART transmitter).
+        Device to host, per byte (``10 * divisor / uart_freq``: the device's UART transmitter, clocked by the
+        board's UART clock; ``divisor = round(uart_freq / baud)``).
     exchange_s : float
         Fixed latency of one exchange beyond its bytes: USB scheduling, the USB-UART bridge's latency timer and
         the host OS (an assumption for boards, not measured here: no board is attached to this machine).
@@ -110,7 +111,6 @@ def board_platform(name, fmt, *, exchange_s=DEFAULT_EXCHANGE_S, packed=False):
     board's multiplier width, or ``packed`` at a word length the DSP blocks cannot split.
     """
     from ..boards.targets import get_target
-    from ..rtl.uart import uart_divisor
 
     fmt = FixedFormat.parse(fmt)
     target = get_target(name)
@@ -123,7 +123,6 @@ def board_platform(name, fmt, *, exchange_s=DEFAULT_EXCHANGE_S, packed=False):
             raise ValueError(f"Format {fmt}: two products per DSP block need WL <= {PACKED_WL[target.family]} "
                              f"on {target.family} (board {name}), not {fmt.wl}")
         config = replace(config, cols=2 * config.cols)
-    divisor = uart_divisor(target.clk_freq, target.baud)
-    link = LinkTiming(BITS_PER_UART_BYTE / target.baud, BITS_PER_UART_BYTE * divisor / target.clk_freq,
+    link = LinkTiming(BITS_PER_UART_BYTE / target.baud, BITS_PER_UART_BYTE * target.uart_divisor / target.uart_freq,
                       float(exchange_s))
     return Platform(name, target.family, config, target.clk_freq, link, bool(packed))

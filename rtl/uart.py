@@ -3,9 +3,17 @@
 Members
 -------
 BAUD_TOLERANCE : float
-    Largest accepted relative difference between the requested and the generated baud rate (2 %).
+    Largest accepted relative difference between the requested and the generated baud rate (2 %). Why 2 %: the
+    receiver samples each bit at its middle with a one-cycle uncertainty (start-bit detection through the
+    synchroniser), so it accepts a sender off by up to ``(0.5 - 1/divisor) / 9.5`` over the 9.5 bits to the
+    middle of the stop bit: 2.6 % at the minimum divisor 4, 3.2 % at 5. The boards' FTDI bridges make 12 and
+    3 Mbaud exactly, so the device clock's error is the whole mismatch; 2 % stays inside the divisor-4 window
+    with margin for the far end's sampling (``tests/test_uart.py`` decodes ±2 % at divisors 4, 5 and 16).
 MIN_DIVISOR : int
-    Fewest clock cycles per bit the receiver supports (4: it samples each bit in its middle).
+    Fewest clock cycles per bit the receiver supports (4: it needs ``divisor // 2 >= 2`` cycles to reach the
+    middle of the start bit after the synchroniser and a sampling point at least one cycle from each bit edge;
+    at 3 the window of the formula above would be 1.8 %, below the tolerance). 12 Mbaud therefore needs a UART
+    clock of at least 47.04 MHz (48 MHz: divisor 4 exactly).
 uart_divisor
     Clock cycles per bit for a clock and a baud rate; ``ValueError`` when the error exceeds the tolerance.
 UARTTransmitter

@@ -68,16 +68,20 @@ def _report(builds, name):
 
 @pytest.mark.parametrize("name", list(BUILT))
 def test_build_writes_bitstream_meets_timing_and_uses_one_dsp_per_pe(builds, name):
-    """Each CI build (the board's default clock; the iCEBreaker's default geometry, the 12F's CI geometry)
-    writes a non-empty bitstream, closes timing at the board clock, and maps every PE's multiplier, and nothing
-    else, to a DSP block (DSP used == rows * cols)."""
+    """Each CI build (the board's default clocks; the iCEBreaker's default geometry, the 12F's CI geometry)
+    writes a non-empty bitstream, closes timing in both clock domains (engine and UART, each constrained at the
+    board's frequency), and maps every PE's multiplier, and nothing else, to a DSP block (DSP used ==
+    rows * cols)."""
     report = _report(builds, name)
     target = BUILT[name]
     assert os.path.getsize(report.bitstream) > 10_000
     assert report.timing_met, report.clocks
-    (clock,) = report.clocks.values()
-    assert clock["required_mhz"] == pytest.approx(target.clk_freq / 1e6, rel=1e-4)   # nextpnr: ps periods
-    assert clock["achieved_mhz"] >= clock["required_mhz"]
+    domains = report.domain_clocks
+    assert set(domains) == {"sync", "uart"}, report.clocks
+    for domain, freq in (("sync", target.clk_freq), ("uart", target.uart_freq)):
+        clock = domains[domain]
+        assert clock["required_mhz"] == pytest.approx(freq / 1e6, rel=1e-4)      # nextpnr: ps periods
+        assert clock["achieved_mhz"] >= clock["required_mhz"]
     assert report.dsp_used == target.config.rows * target.config.cols == report.dsp_expected
     assert report.resources["dsp"]["available"] == {"ice40": 8, "ecp5": 28}[target.family]
 
@@ -93,22 +97,27 @@ def test_identify_payload_matches_build_parameters(builds, name):
     assert Identity.from_bytes(built.to_bytes()) == built
     assert (built.rows, built.cols, built.wl, built.depth) == (report.rows, report.cols, report.wl, report.depth)
     assert (built.clk_freq, built.baud) == (report.clk_freq, report.baud)
+    assert report.uart_freq == target.uart_freq
     assert built.config == target.config
 
 
 def test_pll_output_is_the_constrained_clock(builds):
-    """ULX3S-12F runs from the EHXPLLL (25 MHz -> 60 MHz: 25 * 12 / 5, VCO 600 MHz), the iCEBreaker from the
-    SB_PLL40 (12 MHz -> 18 MHz: 12 * 48 / (1 * 2**5), VCO 576 MHz); nextpnr times each PLL output net at that
-    clock and the report carries the dividers the solver chose."""
+    """ULX3S-12F: the EHXPLLL makes the engine clock on CLKOP (25 MHz -> 60 MHz: 25 * 12 / 5, VCO 600 MHz) and
+    the UART clock on CLKOS (600 / 20 = 30 MHz); iCEBreaker: the SB_PLL40 makes the UART clock (12 MHz -> 60 MHz:
+    12 * 80 / (1 * 2**4), VCO 960 MHz) and the fabric divides it by 3 for the engine (20 MHz). nextpnr times
+    each domain's clock net at its frequency and the report carries the dividers the solver chose."""
     report = _report(builds, "ulx3s-12f-ci-2x2")
-    assert report.pll == {"clki_div": 5, "clkfb_div": 12, "clkop_div": 10, "freq": 60_000_000}
+    assert report.pll == {"clki_div": 5, "clkfb_div": 12, "clkop_div": 10, "freq": 60_000_000, "clkos_div": 20}
     assert 25_000_000 * report.pll["clkfb_div"] // report.pll["clki_div"] == report.clk_freq
+    assert report.clk_freq * report.pll["clkop_div"] // report.pll["clkos_div"] == report.uart_freq
     report = _report(builds, "icebreaker")
-    assert report.pll == {"divr": 0, "divf": 47, "divq": 5, "filter_range": 1, "freq": 18_000_000}
-    assert 12_000_000 * (report.pll["divf"] + 1) // ((report.pll["divr"] + 1) << report.pll["divq"]) == 18_000_000
+    assert report.pll == {"divr": 0, "divf": 79, "divq": 4, "filter_range": 1, "freq": 60_000_000}
+    assert 12_000_000 * (report.pll["divf"] + 1) // ((report.pll["divr"] + 1) << report.pll["divq"]) == 60_000_000
+    assert (report.uart_freq, report.clk_freq) == (60_000_000, 20_000_000)
     for report in (_report(builds, "ulx3s-12f-ci-2x2"), _report(builds, "icebreaker")):
-        (clock,) = report.clocks.values()
-        assert clock["required_mhz"] == pytest.approx(report.clk_freq / 1e6, rel=1e-4)
+        domains = report.domain_clocks
+        assert domains["sync"]["required_mhz"] == pytest.approx(report.clk_freq / 1e6, rel=1e-4)
+        assert domains["uart"]["required_mhz"] == pytest.approx(report.uart_freq / 1e6, rel=1e-4)
 
 
 def test_report_files_agree_with_the_returned_report(builds):
@@ -136,8 +145,8 @@ def test_missed_timing_fails_with_the_numbers(builds):
     message gives achieved and required MHz; with the original constraint the same report passes."""
     report = _report(builds, "icebreaker")
     check_report(report)
-    (net, clock), = report.clocks.items()
-    raised = {net: {**clock, "required_mhz": clock["achieved_mhz"] + 1}}
+    net, clock = next(iter(report.clocks.items()))
+    raised = {**report.clocks, net: {**clock, "required_mhz": clock["achieved_mhz"] + 1}}
     failing = type(report)(**{**report.to_dict(), "clocks": raised})
     with pytest.raises(TimingError, match=rf"{clock['achieved_mhz']:.2f} MHz achieved < "
                                           rf"{clock['achieved_mhz'] + 1:.2f} MHz required") as info:
@@ -176,11 +185,30 @@ def test_geometry_that_does_not_fit_is_refused(name, rows, cols, dsps):
     check_fits(get_target(name).with_options(rows=dsps // fitting, cols=fitting))   # exactly all DSP blocks
 
 
-def test_cli_refuses_bad_geometry_and_clock(capsys):
+def test_cli_refuses_bad_geometry_clock_and_baud_rate(capsys):
     """``fxtrain build`` exits with status 2 and one clear line for a geometry that does not fit, a clock the
-    PLL cannot make exactly, and an invalid engine geometry."""
+    PLL cannot make exactly, a baud rate the board's bridge cannot make (naming the rate and the bridge's
+    maximum) or its UART clock cannot make (naming both), an engine clock the iCE40's single PLL output cannot
+    make beside the UART clock, and an invalid engine geometry."""
     cases = [(["--board", "icebreaker", "--rows", "4", "--cols", "4"], "needs 16 DSP blocks"),
-             (["--board", "icebreaker", "--clock", "25"], "nearest it can make: 24.75 MHz and 25.125 MHz"),
+             (["--board", "icebreaker", "--clock", "25", "--uart-clock", "25", "--baud", "1000000"],
+              "nearest it can make: 24.75 MHz and 25.125 MHz"),
+             (["--board", "icebreaker", "--baud", "15000000"],
+              "Baud rate 15000000 is above the 12000000 baud the board's FT2232H bridge can make"),
+             (["--board", "ulx3s-12f", "--baud", "12000000"],
+              "Baud rate 12000000 is above the 3000000 baud the board's FT231X bridge can make"),
+             (["--board", "icebreaker", "--baud", "10000000"],
+              "Baud rate 10000000 cannot be made by the board's FT2232H bridge: its nearest rate is 12000000"),
+             (["--board", "icebreaker", "--uart-clock", "40"],
+              "the 40 MHz UART clock cannot make 12000000 baud: Baud rate 12000000 is too fast for a 40000000 Hz "
+              "clock: 3.33 cycles per bit, the receiver needs at least 4"),
+             (["--board", "ulx3s-12f", "--uart-clock", "25"],
+              "the 25 MHz UART clock cannot make 3000000 baud: Baud rate 3000000 cannot be made from a 25000000 Hz "
+              "clock: the nearest divisor 8 gives 3125000 baud, 4.17 % off (tolerance 2.0 %)"),
+             (["--board", "icebreaker", "--clock", "18"],
+              "engine clock 18 MHz and UART clock 60 MHz do not (ratio 3.333)"),
+             (["--board", "ulx3s-12f", "--uart-clock", "51"],
+              "cannot make 60 MHz and 51 MHz together from 25 MHz"),
              (["--board", "ulx3s-12f", "--rows", "0"], "rows must be an integer from 1 to 32, not 0")]
     for args, message in cases:
         assert cli_main(["build", *args]) == 2, args
@@ -236,6 +264,24 @@ def test_ecp5_pll_solution_is_exact_and_in_range(f_out):
     assert f_pfd * p.clkfb_div == f_out == p.freq
 
 
+def test_ecp5_second_output_and_bridge_rates():
+    """The ECP5 solver puts the UART clock on CLKOS (VCO / CLKOS_DIV exactly); the FTDI bridges make their base
+    rate, two thirds of it, and base / (n + k/8) for n >= 2, nothing between."""
+    from fxtrain.boards.targets import BRIDGES
+    p = ecp5_pll_params(25_000_000, 60_000_000, 30_000_000)
+    assert (p.freq, p.vco // p.clkos_div) == (60_000_000, 30_000_000)
+    hs, fs = BRIDGES["FT2232H"], BRIDGES["FT231X"]
+    for rate in (12_000_000, 8_000_000, 6_000_000, 3_000_000, 921_600, 115_200):
+        hs.check(rate)
+    for rate in (3_000_000, 2_000_000, 1_500_000, 115_200):
+        fs.check(rate)
+    assert hs.nearest(7_000_000) in (8_000_000, 6_000_000)
+    with pytest.raises(ValueError, match="nearest rate is"):
+        hs.check(7_000_000)
+    with pytest.raises(ValueError, match="Baud rate 3000001 is above the 3000000 baud the board's FT231X"):
+        fs.check(3_000_001)
+
+
 def test_unreachable_clocks_name_the_nearest():
     """A clock the PLL cannot make exactly, or one outside its output range, is refused with the reason."""
     with pytest.raises(ValueError, match=r"cannot make exactly 25 MHz from 12 MHz; nearest it can make: "
@@ -257,7 +303,8 @@ def test_every_target_elaborates_and_fits():
         check_fits(target)
         top = BoardTop(target)
         Fragment.get(top, target.platform())
-        assert (top.pll is None) == (target.clk_freq == target.osc_freq)
+        assert (top.pll is None) == (target.clk_freq == target.uart_freq == target.osc_freq)
+        assert target.uart_divisor >= 4
         assert top.identity == identify_payload(target.config, target.clk_freq, target.baud)
         assert pll_params(target) == top.pll
 

@@ -191,3 +191,17 @@ def test_pipelined_estimate_overlaps_the_wire_and_waits_once_per_gemm():
     assert p.exchange_s == pytest.approx(p.waits * piped.link.exchange_s)
     assert p.device_s == pytest.approx(max(p.down_s, p.up_s + p.compute_s + p.process_s))
     assert p.total_s < s.total_s / 3 and p.exchange_s < 0.05 * p.total_s
+
+
+def test_link_timing_uses_the_board_uart_clock():
+    """The up-link byte time is 10 * divisor / f_uart with the divisor of the board's UART clock (not the engine
+    clock), and the down-link 10 / baud: 12 Mbaud from 60 MHz (divisor 5) on the iCEBreaker, 3 Mbaud from 30 MHz
+    (divisor 10) on the ULX3S."""
+    from fxtrain.boards.targets import get_target
+    for name, baud, divisor in (("icebreaker", 12_000_000, 5), ("ulx3s-85f", 3_000_000, 10)):
+        target = get_target(name)
+        assert (target.baud, target.uart_divisor) == (baud, divisor)
+        link = timemodel.board_platform(name, "16.8").link
+        assert link.down_byte_s == pytest.approx(10 / baud)
+        assert link.up_byte_s == pytest.approx(10 * divisor / target.uart_freq)
+        assert link.up_byte_s == pytest.approx(10 / baud)      # both boards' UART clocks make the rate exactly
