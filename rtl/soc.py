@@ -7,21 +7,25 @@ executor uses the byte-stream variant (``byte_stream=True``), which replaces the
 timing (one clock).
 
 Clock domains of the UART variant: ``uart`` (the UART receiver and transmitter, clocked at ``uart_freq``, which
-sets the bit period) and ``sync`` (frame codec, executor, engine, at ``clk_freq``). The two are asynchronous to
-each other; bytes cross in :class:`amaranth.lib.fifo.AsyncFIFOBuffered` queues::
+sets the bit period) and ``sync`` (receive buffer, frame codec, executor, engine, at ``clk_freq``). The two are
+asynchronous to each other; bytes cross in small :class:`amaranth.lib.fifo.AsyncFIFO` queues
+(:data:`CDC_FIFO_DEPTH` entries, so that the ``uart`` domain holds only 2-bit Gray pointers and a 2:1 read
+multiplexer, and closes timing at the UART clock of a full iCE40UP5K)::
 
-    uart domain                         │ sync domain
-    rx ─ UARTReceiver ─ AsyncFIFOBuffered(rx_buffer + 1) ─ FrameDecoder ─ events ─ CommandExecutor ─ GemmEngine
-    tx ─ UARTTransmitter ─ AsyncFIFOBuffered(TX_FIFO_DEPTH) ─ FrameEncoder ─ header + payload ─┘
+    uart domain                │ sync domain
+    rx ─ UARTReceiver ─ AsyncFIFO(2) ─ SyncFIFOBuffered(rx_buffer) ─ FrameDecoder ─ events ─ CommandExecutor ─ ...
+    tx ─ UARTTransmitter ─ AsyncFIFO(2) ─────────────────────────── FrameEncoder ─ header + payload ─┘
 
-The receive buffer of ``docs/protocol.md`` §2.2 *is* the receive crossing FIFO: ``rx_buffer`` block-RAM entries
-plus its output register. A byte leaves it (``sync`` side) before the response to its request begins, and that
-response reaches the host only after at least ten bit periods of the transmitter (``10 * divisor`` ``uart``
-cycles); the write (``uart``) side sees the freed entry one ``sync`` cycle (Gray pointer register) plus two
-``uart`` cycles (synchroniser) after the read. So every entry of an answered request is free again before the host can
-send a byte that relies on it, and the rule "unanswered request bytes <= rx_buffer" still keeps the receiver from
-finding the FIFO full, whatever the ratio of the two clocks. Both domains are reset together (the FIFOs are
-reset from their write side).
+The receive buffer of ``docs/protocol.md`` §2.2 is the ``SyncFIFOBuffered`` in the ``sync`` domain, as in the
+single-clock design. Why the rule "unanswered request bytes <= rx_buffer" still prevents overflow: a byte
+leaves the receive buffer (the decoder reads it) before the response to its request begins, so the bytes in the
+crossing FIFO and the buffer together are never more than the unanswered ones, at most ``rx_buffer``; hence the
+buffer always has room for what the crossing FIFO holds, and the crossing FIFO drains at one byte per ``sync``
+cycle after a latency of about 3 ``sync`` cycles (Gray pointer synchroniser, memory read), its write side seeing
+the freed entry 1 ``sync`` + 2 ``uart`` cycles after the read. The receiver delivers at most one byte per
+``10 * divisor`` ``uart`` cycles, so the 2-entry crossing FIFO never fills as long as a byte time lasts at least
+:data:`MIN_SYNC_CYCLES_PER_BYTE` engine cycles, which the constructor checks. Both domains are reset together
+(each crossing FIFO is reset from its write side).
 
 Members
 -------
@@ -43,14 +47,18 @@ from .command import CommandExecutor
 from .framing import FrameDecoder, FrameEncoder
 from .uart import UARTReceiver, UARTTransmitter, uart_divisor
 
-__all__ = ["identify_payload", "AcceleratorSoC", "UART_DOMAIN", "TX_FIFO_DEPTH"]
+__all__ = ["identify_payload", "AcceleratorSoC", "UART_DOMAIN", "CDC_FIFO_DEPTH", "MIN_SYNC_CYCLES_PER_BYTE"]
 
 #: Name of the UART's clock domain.
 UART_DOMAIN = "uart"
 
-#: Entries of the transmit crossing FIFO (``2**n + 1``: 16 in distributed RAM or flip-flops plus the output
-#: register). The encoder waits on it; its size only sets how far the encoder runs ahead of the line.
-TX_FIFO_DEPTH = 17
+#: Entries of each clock-crossing FIFO (a power of two, as ``AsyncFIFO`` needs).
+CDC_FIFO_DEPTH = 2
+
+#: Fewest engine (``sync``) cycles per UART byte time (``10 * clk_freq / baud``) the UART variant accepts: the
+#: receive crossing FIFO's round trip (about 3 ``sync`` + 3 ``uart`` cycles) stays well inside the
+#: ``CDC_FIFO_DEPTH`` byte times it can absorb, and the decoder (one byte per cycle) keeps up with the line.
+MIN_SYNC_CYCLES_PER_BYTE = 8
 
 def identify_payload(config, clk_freq, baud, frame_timeout=None, rx_buffer=DEFAULT_RX_BUFFER):
     """:class:`~fxtrain.sim.payloads.Identity` of ``AcceleratorSoC(config, clk_freq, baud, frame_timeout=...,
@@ -81,14 +89,14 @@ class AcceleratorSoC(wiring.Component):
     byte_stream : bool
         Replace the UART by byte streams (simulation).
     rx_buffer : int
-        Bytes of the receive FIFO between the UART and the frame decoder (a power of two; block RAM, the clock
-        crossing), reported by IDENTIFY. The host keeps the bytes of requests not yet answered within it (``docs/protocol.md``
+        Bytes of the receive FIFO between the UART's clock crossing and the frame decoder (a power of two; block
+        RAM, in the ``sync`` domain), reported by IDENTIFY. The host keeps the bytes of requests not yet answered within it (``docs/protocol.md``
         §2.2), so no byte is lost while the executor runs or answers. The byte-stream variant has no FIFO (its
         input has back-pressure) and reports the same value.
 
     Latency: see :class:`~.command.CommandExecutor`; the UART adds ``10 * divisor`` ``uart`` cycles per byte,
-    and each crossing FIFO about 3 cycles of its read domain plus 1 of its write domain (Gray pointer
-    synchroniser, memory read, output register). No arithmetic of its own.
+    each crossing FIFO 1 cycle of its write domain and 2-3 of its read domain (Gray pointer register,
+    synchroniser, memory read), the receive buffer 1 ``sync`` cycle. No arithmetic of its own.
 
     Members
     -------
@@ -124,6 +132,10 @@ class AcceleratorSoC(wiring.Component):
         self.uart_freq = uart_freq
         self.byte_stream = bool(byte_stream)
         self.divisor = None if byte_stream else uart_divisor(uart_freq, baud)
+        if not byte_stream and 10 * clk_freq < MIN_SYNC_CYCLES_PER_BYTE * baud:
+            raise ValueError(f"Engine clock {clk_freq} Hz is too slow for {baud} baud: a UART byte lasts "
+                             f"{10 * clk_freq / baud:.2f} engine cycles, the receive path needs at least "
+                             f"{MIN_SYNC_CYCLES_PER_BYTE}")
         self.identity = identify_payload(config, clk_freq, baud, frame_timeout, rx_buffer)
         if not rx_buffer:
             raise ValueError("The SoC needs a receive buffer of at least 2 bytes, not 0")
@@ -158,19 +170,22 @@ class AcceleratorSoC(wiring.Component):
             in_uart = DomainRenamer({"sync": UART_DOMAIN})
             m.submodules.uart_rx = uart_rx = in_uart(UARTReceiver(self.divisor))
             m.submodules.uart_tx = uart_tx = in_uart(UARTTransmitter(self.divisor))
-            m.submodules.rx_fifo = rx_fifo = fifo.AsyncFIFOBuffered(
-                width=8, depth=self.rx_buffer + 1, w_domain=UART_DOMAIN, r_domain="sync", exact_depth=True)
-            m.submodules.tx_fifo = tx_fifo = fifo.AsyncFIFOBuffered(
-                width=8, depth=TX_FIFO_DEPTH, w_domain="sync", r_domain=UART_DOMAIN, exact_depth=True)
+            m.submodules.rx_cdc = rx_cdc = fifo.AsyncFIFO(
+                width=8, depth=CDC_FIFO_DEPTH, w_domain=UART_DOMAIN, r_domain="sync", exact_depth=True)
+            m.submodules.rx_fifo = rx_fifo = fifo.SyncFIFOBuffered(width=8, depth=self.rx_buffer)
+            m.submodules.tx_cdc = tx_cdc = fifo.AsyncFIFO(
+                width=8, depth=CDC_FIFO_DEPTH, w_domain="sync", r_domain=UART_DOMAIN, exact_depth=True)
             m.d.comb += [uart_rx.rx.eq(self.rx), self.tx.eq(uart_tx.tx),
-                         rx_fifo.w_data.eq(uart_rx.o.payload), rx_fifo.w_en.eq(uart_rx.o.valid),
-                         uart_rx.o.ready.eq(rx_fifo.w_rdy),
+                         rx_cdc.w_data.eq(uart_rx.o.payload), rx_cdc.w_en.eq(uart_rx.o.valid),
+                         uart_rx.o.ready.eq(rx_cdc.w_rdy),
+                         rx_fifo.w_data.eq(rx_cdc.r_data), rx_fifo.w_en.eq(rx_cdc.r_rdy),
+                         rx_cdc.r_en.eq(rx_fifo.w_rdy),
                          decoder.i.payload.eq(rx_fifo.r_data), decoder.i.valid.eq(rx_fifo.r_rdy),
                          rx_fifo.r_en.eq(decoder.i.ready),
-                         tx_fifo.w_data.eq(encoder.o.payload), tx_fifo.w_en.eq(encoder.o.valid),
-                         encoder.o.ready.eq(tx_fifo.w_rdy),
-                         uart_tx.i.payload.eq(tx_fifo.r_data), uart_tx.i.valid.eq(tx_fifo.r_rdy),
-                         tx_fifo.r_en.eq(uart_tx.i.ready)]
+                         tx_cdc.w_data.eq(encoder.o.payload), tx_cdc.w_en.eq(encoder.o.valid),
+                         encoder.o.ready.eq(tx_cdc.w_rdy),
+                         uart_tx.i.payload.eq(tx_cdc.r_data), uart_tx.i.valid.eq(tx_cdc.r_rdy),
+                         tx_cdc.r_en.eq(uart_tx.i.ready)]
         return m
 
 

@@ -95,17 +95,19 @@ class UARTTransmitter(wiring.Component):
         shreg = Signal(10, init=0x3FF)
         bits = Signal(range(11))
         timer = Signal(range(self.divisor))
-        last = (bits == 1) & (timer == 0)          # final cycle of the stop bit
-        m.d.comb += [self.tx.eq(shreg[0]), self.i.ready.eq((bits == 0) | last)]
-        with m.If(self.i.valid & self.i.ready):
+        # ``ready`` is a register: high while idle and in the final cycle of the stop bit (bits == 1 and
+        # timer == 0), computed one cycle ahead so that no comparator sits in front of the FIFO read it drives.
+        ready = Signal(init=1)
+        m.d.comb += [self.tx.eq(shreg[0]), self.i.ready.eq(ready)]
+        with m.If(self.i.valid & ready):
             m.d.sync += [shreg.eq(Cat(Const(0, 1), self.i.payload, Const(1, 1))), bits.eq(10),
-                         timer.eq(self.divisor - 1)]
+                         timer.eq(self.divisor - 1), ready.eq(0)]
         with m.Elif(bits != 0):
             with m.If(timer == 0):
                 m.d.sync += [shreg.eq(Cat(shreg[1:], Const(1, 1))), bits.eq(bits - 1),
-                             timer.eq(self.divisor - 1)]
+                             timer.eq(self.divisor - 1), ready.eq(bits == 1)]
             with m.Else():
-                m.d.sync += timer.eq(timer - 1)
+                m.d.sync += [timer.eq(timer - 1), ready.eq((bits == 1) & (timer == 1))]
         return m
 
 

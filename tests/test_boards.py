@@ -103,17 +103,17 @@ def test_identify_payload_matches_build_parameters(builds, name):
 
 def test_pll_output_is_the_constrained_clock(builds):
     """ULX3S-12F: the EHXPLLL makes the engine clock on CLKOP (25 MHz -> 60 MHz: 25 * 12 / 5, VCO 600 MHz) and
-    the UART clock on CLKOS (600 / 20 = 30 MHz); iCEBreaker: the SB_PLL40 makes the UART clock (12 MHz -> 60 MHz:
-    12 * 80 / (1 * 2**4), VCO 960 MHz) and the fabric divides it by 3 for the engine (20 MHz). nextpnr times
+    the UART clock on CLKOS (600 / 20 = 30 MHz); iCEBreaker: the SB_PLL40 makes the UART clock (12 MHz -> 48 MHz:
+    12 * 64 / (1 * 2**4), VCO 768 MHz) and the fabric divides it by 3 for the engine (16 MHz). nextpnr times
     each domain's clock net at its frequency and the report carries the dividers the solver chose."""
     report = _report(builds, "ulx3s-12f-ci-2x2")
     assert report.pll == {"clki_div": 5, "clkfb_div": 12, "clkop_div": 10, "freq": 60_000_000, "clkos_div": 20}
     assert 25_000_000 * report.pll["clkfb_div"] // report.pll["clki_div"] == report.clk_freq
     assert report.clk_freq * report.pll["clkop_div"] // report.pll["clkos_div"] == report.uart_freq
     report = _report(builds, "icebreaker")
-    assert report.pll == {"divr": 0, "divf": 79, "divq": 4, "filter_range": 1, "freq": 60_000_000}
-    assert 12_000_000 * (report.pll["divf"] + 1) // ((report.pll["divr"] + 1) << report.pll["divq"]) == 60_000_000
-    assert (report.uart_freq, report.clk_freq) == (60_000_000, 20_000_000)
+    assert report.pll == {"divr": 0, "divf": 63, "divq": 4, "filter_range": 1, "freq": 48_000_000}
+    assert 12_000_000 * (report.pll["divf"] + 1) // ((report.pll["divr"] + 1) << report.pll["divq"]) == 48_000_000
+    assert (report.uart_freq, report.clk_freq) == (48_000_000, 16_000_000)
     for report in (_report(builds, "ulx3s-12f-ci-2x2"), _report(builds, "icebreaker")):
         domains = report.domain_clocks
         assert domains["sync"]["required_mhz"] == pytest.approx(report.clk_freq / 1e6, rel=1e-4)
@@ -206,7 +206,7 @@ def test_cli_refuses_bad_geometry_clock_and_baud_rate(capsys):
               "the 25 MHz UART clock cannot make 3000000 baud: Baud rate 3000000 cannot be made from a 25000000 Hz "
               "clock: the nearest divisor 8 gives 3125000 baud, 4.17 % off (tolerance 2.0 %)"),
              (["--board", "icebreaker", "--clock", "18"],
-              "engine clock 18 MHz and UART clock 60 MHz do not (ratio 3.333)"),
+              "engine clock 18 MHz and UART clock 48 MHz do not (ratio 2.667)"),
              (["--board", "ulx3s-12f", "--uart-clock", "51"],
               "cannot make 60 MHz and 51 MHz together from 25 MHz"),
              (["--board", "ulx3s-12f", "--rows", "0"], "rows must be an integer from 1 to 32, not 0")]

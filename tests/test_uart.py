@@ -147,3 +147,18 @@ def test_transmitter_to_receiver_loopback_and_bit_timing(divisor):
         assert bits[0] == 0 and bits[9] == 1
         decoded.append(sum(bit << j for j, bit in enumerate(bits[1:9])))
     assert bytes(decoded) == data
+
+
+def test_uart_soc_refuses_an_engine_clock_too_slow_for_the_line():
+    """The two-clock SoC needs at least MIN_SYNC_CYCLES_PER_BYTE engine cycles per UART byte (its 4-entry
+    receive crossing must drain in time): 8 MHz at 12 Mbaud (6.67 cycles per byte) is refused, naming both;
+    9.6 MHz (exactly 8) is accepted; the byte-stream variant has no UART and no such limit."""
+    from fxtrain.rtl.soc import MIN_SYNC_CYCLES_PER_BYTE, AcceleratorSoC
+    from fxtrain.sim.gemm import EngineConfig
+    config = EngineConfig(rows=2, cols=2, wl=16, depth=32)
+    assert MIN_SYNC_CYCLES_PER_BYTE == 8
+    with pytest.raises(ValueError, match=r"Engine clock 8000000 Hz is too slow for 12000000 baud: a UART byte "
+                                         r"lasts 6.67 engine cycles, the receive path needs at least 8"):
+        AcceleratorSoC(config, 8_000_000, 12_000_000, uart_freq=48_000_000)
+    assert AcceleratorSoC(config, 9_600_000, 12_000_000, uart_freq=48_000_000).divisor == 4
+    assert AcceleratorSoC(config, 8_000_000, 12_000_000, byte_stream=True).divisor is None
