@@ -133,11 +133,14 @@ def test_report_files_agree_with_the_returned_report(builds):
         assert word in text
     assert parse_yosys_stats(os.path.join(out_dir, "fxtrain_top.rpt"), "ice40") == report.yosys_cells
     assert 0 < report.yosys_cells["lut"] <= report.resources["logic"]["used"]
-    # the critical path: its delays add up, and its length is the reported fmax (same clock, no skew on iCE40)
-    path = report.critical_paths[0]
-    assert path["logic_ns"] + path["routing_ns"] == pytest.approx(path["ns"], abs=2e-3)
-    assert 1000 / path["ns"] == pytest.approx(report.fmax_mhz, rel=0.02)
-    assert path["hops"][0][0] == "clk-to-q" and f"critical path ({path['clock']}): {path['from']}" in text
+    # each clock's critical path: its delays add up, and its length is that clock's reported fmax (same clock,
+    # no skew on iCE40); one per domain (engine and UART)
+    for net, clock in report.clocks.items():
+        (path,) = [p for p in report.critical_paths if p["clock"] == f"posedge {net} -> posedge {net}"]
+        assert path["logic_ns"] + path["routing_ns"] == pytest.approx(path["ns"], abs=2e-3)
+        assert 1000 / path["ns"] == pytest.approx(clock["achieved_mhz"], rel=0.02)
+        assert path["hops"][0][0] == "clk-to-q" and f"critical path ({path['clock']}): {path['from']}" in text
+    assert set(report.domain_clocks) == {"sync", "uart"} and "(uart domain)" in text and "(sync domain)" in text
 
 
 def test_missed_timing_fails_with_the_numbers(builds):
