@@ -26,8 +26,8 @@ icesugar-pro       LFE5U-25F-6BG256   28 MULT18    7 x 4     60 MHz      30 MHz 
 =================  =================  ===========  ========  ==========  ==========  ================================
 
 Why these numbers (measured builds in ``docs/boards.md``; a default is the largest array that built and
-closed timing there, at the highest PLL clock below the routed fmax that also keeps the UART divisor within
-its 2 % tolerance):
+closed timing there, at the highest engine clock below the routed fmax that the PLL can make beside a UART
+clock that makes the bridge's fastest rate):
 
 * iCE40UP5K: 4 x 2 uses all 8 SB_MAC16 in about 4,900 of the 5,280 logic cells at ``wl = 16`` (4 x 2 has
   two rounders and LFSR lanes where 2 x 4 would have four, and does not place); engine fmax about 20 MHz.
@@ -35,7 +35,7 @@ its 2 % tolerance):
   48 MHz (12 * 64 / 16; 4 cycles per bit at the FT2232H's 12 Mbaud, exact, the receiver's minimum), and the
   engine clock is that divided by 3 in the fabric, 16 MHz (:mod:`fxtrain.boards.top`). Measured
   (``docs/boards.md``): 60 MHz / 3 = 20 MHz missed in both domains (engine 19.69 MHz; the UART domain 33.5 MHz
-  with a 2048-entry crossing FIFO, before the crossing FIFOs shrank to 4 entries); 72 / 4 = 18 MHz would need a
+  with a 2048-entry crossing FIFO, before the crossing FIFOs shrank to 2 entries); 72 / 4 = 18 MHz would need a
   72 MHz UART domain on this full device.
 * ULX3S-12F: the 12F is the 25F die; 7 x 4 uses all 28 MULT18X18D. Tall rather than wide for the same reason
   as on the iCEBreaker (fewer rounders and lanes); it routes at 70.5 MHz. 60 MHz = 25 * 12 / 5 (65 MHz leaves
