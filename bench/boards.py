@@ -150,7 +150,7 @@ def bench_board(spec, out_root):
         row.update(status="failed", error=str(error).splitlines()[0][:300],
                    build_seconds=round(time.monotonic() - started, 1))
         return row
-    fmax = report.fmax_mhz
+    fmax = report.domain_clocks.get("sync", {}).get("achieved_mhz", report.fmax_mhz)   # the engine's clock
     clock = target.clk_freq / 1e6 if report.timing_met else fmax
     f_dsp = probe_dsp_fmax(target, os.path.join(out_dir, "dsp_probe"))
     peak = target.config.rows * target.config.cols * clock / 1e3
