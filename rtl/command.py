@@ -98,7 +98,8 @@ class CommandExecutor(wiring.Component):
     engine : In(engine_signature(config))
         Connect to ``GemmEngine`` with ``wiring.connect``.
     engine_reset : Out(1)
-        One-cycle pulse after a SOFT_RESET response.
+        One-cycle pulse from a register, in the cycle after the SOFT_RESET response has been sent (the executor
+        is then back in IDLE; no engine port is used before the next frame's payload or END event).
     """
 
     def __init__(self, config, identity):
@@ -149,6 +150,7 @@ class CommandExecutor(wiring.Component):
         got_last = Signal()
         drain = Signal()
         m.d.comb += [eng.shift.eq(shift), eng.mode.eq(mode)]
+        m.d.sync += self.engine_reset.eq(0)
 
         res_w, res_r, res_row, res_row_next, res_rd = self._result_buffer(m)
         known, len_ok = self._header_checks(m)
@@ -316,7 +318,8 @@ class CommandExecutor(wiring.Component):
                             m.d.comb += res_row_next.eq(res_row + 1)
                 with m.If(~self.tx_busy):
                     with m.If((cmd == Command.SOFT_RESET) & (status == Status.OK)):
-                        m.d.comb += [self.engine_reset.eq(1), eng.counters_clear.eq(1)]
+                        m.d.comb += eng.counters_clear.eq(1)
+                        m.d.sync += self.engine_reset.eq(1)     # a register: it fans out to the whole engine
                         m.d.sync += [shift.eq(0), mode.eq(0)]
                         m.d.sync += zeroed.eq((1 << n_link) - 1)
                     m.next = "IDLE"
