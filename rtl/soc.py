@@ -13,8 +13,8 @@ asynchronous to each other; bytes cross in small :class:`amaranth.lib.fifo.Async
 multiplexer, and closes timing at the UART clock of a full iCE40UP5K)::
 
     uart domain                │ sync domain
-    rx ─ UARTReceiver ─ AsyncFIFO(2) ─ SyncFIFOBuffered(rx_buffer) ─ FrameDecoder ─ events ─ CommandExecutor ─ ...
-    tx ─ UARTTransmitter ─ AsyncFIFO(2) ─────────────────────────── FrameEncoder ─ header + payload ─┘
+    rx ─ UARTReceiver ─ AsyncFIFO(2) ─ SyncFIFOBuffered(rx_buffer) ─ [R] ─ FrameDecoder ─ events ─ CommandExecutor ─ ...
+    tx ─ UARTTransmitter ─ AsyncFIFO(2) ───────────────────────────────── FrameEncoder ─ header + payload ─┘
 
 The receive buffer of ``docs/protocol.md`` §2.2 is the ``SyncFIFOBuffered`` in the ``sync`` domain, as in the
 single-clock design. Why the rule "unanswered request bytes <= rx_buffer" still prevents overflow: a byte
@@ -37,7 +37,7 @@ AcceleratorSoC
 
 from __future__ import annotations
 
-from amaranth.hdl import DomainRenamer, Module, ResetInserter
+from amaranth.hdl import DomainRenamer, Module, ResetInserter, Signal
 from amaranth.lib import fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -96,7 +96,9 @@ class AcceleratorSoC(wiring.Component):
 
     Latency: see :class:`~.command.CommandExecutor`; the UART adds ``10 * divisor`` ``uart`` cycles per byte,
     each crossing FIFO 1 cycle of its write domain and 2-3 of its read domain (Gray pointer register,
-    synchroniser, memory read), the receive buffer 1 ``sync`` cycle. No arithmetic of its own.
+    synchroniser, memory read), the receive buffer 1 ``sync`` cycle, and the register after it (``rx_q``, so
+    the buffer's block RAM output meets no decoder logic) 1 more (throughput unchanged: one byte per cycle). No
+    arithmetic of its own.
 
     Members
     -------
@@ -175,17 +177,22 @@ class AcceleratorSoC(wiring.Component):
             m.submodules.rx_fifo = rx_fifo = fifo.SyncFIFOBuffered(width=8, depth=self.rx_buffer)
             m.submodules.tx_cdc = tx_cdc = fifo.AsyncFIFO(
                 width=8, depth=CDC_FIFO_DEPTH, w_domain="sync", r_domain=UART_DOMAIN, exact_depth=True)
+            # rx_q: a register between the FIFO (whose data is its block RAM's read port) and the decoder
+            rx_q = Signal(8)
+            rx_q_valid = Signal()
             m.d.comb += [uart_rx.rx.eq(self.rx), self.tx.eq(uart_tx.tx),
                          rx_cdc.w_data.eq(uart_rx.o.payload), rx_cdc.w_en.eq(uart_rx.o.valid),
                          uart_rx.o.ready.eq(rx_cdc.w_rdy),
                          rx_fifo.w_data.eq(rx_cdc.r_data), rx_fifo.w_en.eq(rx_cdc.r_rdy),
                          rx_cdc.r_en.eq(rx_fifo.w_rdy),
-                         decoder.i.payload.eq(rx_fifo.r_data), decoder.i.valid.eq(rx_fifo.r_rdy),
-                         rx_fifo.r_en.eq(decoder.i.ready),
+                         rx_fifo.r_en.eq(~rx_q_valid | decoder.i.ready),
+                         decoder.i.payload.eq(rx_q), decoder.i.valid.eq(rx_q_valid),
                          tx_cdc.w_data.eq(encoder.o.payload), tx_cdc.w_en.eq(encoder.o.valid),
                          encoder.o.ready.eq(tx_cdc.w_rdy),
                          uart_tx.i.payload.eq(tx_cdc.r_data), uart_tx.i.valid.eq(tx_cdc.r_rdy),
                          tx_cdc.r_en.eq(uart_tx.i.ready)]
+            with m.If(rx_fifo.r_en):
+                m.d.sync += [rx_q.eq(rx_fifo.r_data), rx_q_valid.eq(rx_fifo.r_rdy)]
         return m
 
 
