@@ -30,7 +30,7 @@ closed timing there, at the highest engine clock below the routed fmax that the 
 clock that makes the bridge's fastest rate):
 
 * iCE40UP5K: 4 x 2 uses all 8 SB_MAC16 in about 4,900 of the 5,280 logic cells at ``wl = 16`` (4 x 2 has
-  two rounders and LFSR lanes where 2 x 4 would have four, and does not place); engine fmax about 20 MHz.
+  two rounders and LFSR lanes where 2 x 4 would have four, and does not place); engine fmax 19.7-21.7 MHz.
   The UP5K has one PLL, whose outputs are one frequency (and its half), so the PLL makes the UART clock,
   48 MHz (12 * 64 / 16; 4 cycles per bit at the FT2232H's 12 Mbaud, exact, the receiver's minimum), and the
   engine clock is that divided by 3 in the fabric, 16 MHz (:mod:`fxtrain.boards.top`). Measured
