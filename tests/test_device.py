@@ -240,7 +240,7 @@ def test_device_with_other_geometry_or_protocol_is_refused():
     with pytest.raises(DeviceMismatch, match="has clk_freq = 12000000, expected 48000000"):
         Device(EmulatorTransport(emu), expect={"clk_freq": 48_000_000})
     emu.identity = dataclasses.replace(emu.identity, version=9)
-    with pytest.raises(DeviceMismatch, match="speaks protocol version 9, this host speaks version 1"):
+    with pytest.raises(DeviceMismatch, match="speaks protocol version 9, this host speaks version 2"):
         Device(EmulatorTransport(emu))
 
 
