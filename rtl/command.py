@@ -26,6 +26,7 @@ from ..sim.payloads import (COUNTER, LINK_COUNTERS, ROUNDING_ARGS, RUN_ARGS, RUN
                             request_length_range, result_bytes, result_row_bytes, value_bytes)
 from ..sim.wire import Command, Status
 from .framing import EventKind, event_layout
+from .link_memory import link_memory
 
 __all__ = ["engine_signature", "CommandExecutor"]
 
@@ -85,7 +86,7 @@ class CommandExecutor(wiring.Component):
     its last byte left). Other response bytes follow at one per cycle while the output is ready.
 
     Structure (``elaborate``): the registers in one namespace (``_registers``), the argument views and checks
-    (``_arguments``), the storage (``_result_buffer``, ``_link_memory``, ``_response_payload``), the frame FSM
+    (``_arguments``), the storage (``_result_buffer``, ``link_memory.link_memory``, ``_response_payload``), the frame FSM
     in parts (``_receive_states``, ``_execute_state``, ``_run_states``, ``_tiles_check_state``,
     ``_respond_states``) and the ``_tile_walker`` that runs beside it during a RUN_TILES answer.
 
@@ -132,7 +133,7 @@ class CommandExecutor(wiring.Component):
         self._result_buffer(m, r)
         self._header_checks(m, r)
         self._arguments(m, r)
-        r.lk = self._link_memory(m)
+        r.lk = link_memory(m, self.identity)
         self._response_payload(m, r)
         m.d.comb += [self.tx_cmd.eq(r.cmd), self.tx_seq.eq(r.seq), self.tx_status.eq(r.status),
                      self.tx_length.eq(r.resp_len)]
@@ -481,44 +482,6 @@ class CommandExecutor(wiring.Component):
             eng.seed_lane.eq(r.lane),
             eng.seed.eq(sh[-8 * SEED.size:]),
         ]
-
-    def _link_memory(self, m):
-        """The link memory (block RAM, one byte per address): the link counters, 4 bytes each, little-endian, at
-        4 * index (``LINK_COUNTERS`` order), and the IDENTIFY payload (a ROM part) from ``id_base``; and the
-        byte-serial counter increment (``inc_go``/``inc_sel`` start one). Returns its signals in a dict."""
-        n_link = len(LINK_COUNTERS)
-        ident_bytes = self.identity.to_bytes()
-        id_base = 1 << (4 * n_link - 1).bit_length()
-        link_mem = memory.Memory(shape=unsigned(8), depth=id_base + len(ident_bytes),
-                                 init=[0] * id_base + list(ident_bytes))
-        m.submodules.link_memory = link_mem
-        lk_w = link_mem.write_port()
-        lk_r = link_mem.read_port()
-        # a counter whose bit is set here reads as zero (reset value; SOFT_RESET sets them all) until its next
-        # increment has rewritten its 4 bytes
-        zeroed = Signal(n_link, init=(1 << n_link) - 1)
-        # byte-serial increment: step 0 reads byte 0; step s = 1..4 writes byte s-1 + carry and reads byte s
-        inc_idx = Signal(range(n_link))
-        inc_step = Signal(range(6), init=5)       # 5 = idle
-        inc_carry = Signal()
-        inc_go = Signal()
-        inc_sel = Signal(range(n_link))
-        inc_busy = inc_step != 5
-        rd_zero = Signal()     # the link byte read last cycle belongs to a zeroed counter
-        with m.If(inc_go):
-            m.d.sync += [inc_idx.eq(inc_sel), inc_step.eq(0), inc_carry.eq(1)]
-        with m.Elif(inc_busy):
-            m.d.sync += inc_step.eq(inc_step + 1)
-            with m.If(inc_step != 0):
-                # rd_zero/lk_r.data: byte inc_step - 1 of counter inc_idx, read last cycle
-                byte_in = Mux(rd_zero, 0, lk_r.data)
-                m.d.comb += [lk_w.en.eq(1), lk_w.addr.eq(inc_idx * 4 + (inc_step - 1)[:2]),
-                             lk_w.data.eq(byte_in + inc_carry)]
-                m.d.sync += inc_carry.eq(inc_carry & (byte_in == 0xFF))
-                with m.If(inc_step == 4):
-                    m.d.sync += [zeroed.bit_select(inc_idx, 1).eq(0), inc_step.eq(5)]
-        return dict(lk_r=lk_r, zeroed=zeroed, inc_idx=inc_idx, inc_step=inc_step, inc_busy=inc_busy, inc_go=inc_go,
-                    inc_sel=inc_sel, id_base=id_base, ident_bytes=ident_bytes, rd_zero=rd_zero)
 
     def _response_payload(self, m, r):
         """The response payload byte: IDENTIFY ROM, counters (link memory, then the engine's) or result rows (the
