@@ -54,9 +54,9 @@ import numpy as np
 from ..sim.engine import RESET_LANE_STATE
 from ..sim.gemm import EngineConfig, GemmResult, check_gemm
 from ..sim.lfsr import lane_advance, lane_seeds
-from ..sim.payloads import (COUNTER, PROTOCOL_VERSION, ROUNDING_ARGS, RUN_ARGS, RUN_DRAIN, RUN_TILES_ARGS, SEED,
+from ..sim.payloads import (COUNTER, PROTOCOL_VERSION, ROUNDING_ARGS, RUN_ARGS, RUN_DRAIN, SEED,
                             WRITE_HEADER, Identity, counter_names, decode_result, decode_tiles, pack_values,
-                            result_bytes, value_bytes, write_frames)
+                            result_bytes, run_tiles_args, value_bytes, write_frames)
 from ..sim.planner import (CommandPlanner, ReadResult, ResidentMemory, Reused, Run, RunTiles, SetRounding,
                            WriteOperand, plan_gemm)
 from ..sim.wire import Command, ResponseParser, Status, encode_request
@@ -455,7 +455,7 @@ class Device:
                 why = None               # a link error after something was confirmed: confirm everything again
                 continue
             try:
-                payload = self._attempt(Command.RUN_TILES, RUN_TILES_ARGS.pack(a_addr, b_addr, k, k, n_tiles),
+                payload = self._attempt(Command.RUN_TILES, run_tiles_args(a_addr, b_addr, k, k, n_tiles),
                                         n_tiles * result_bytes(self.config))
             except (_NotExecuted, _Unanswered) as error:
                 why = error
@@ -551,8 +551,8 @@ class Device:
             elif isinstance(item, ReadResult):
                 pipe.send(Command.READ_RESULT, b"", result_bytes(cfg), out.place)
             elif isinstance(item, RunTiles):
-                pipe.send(Command.RUN_TILES, RUN_TILES_ARGS.pack(item.a_base, item.b_base, item.b_step, item.k,
-                                                                 item.n_tiles),
+                pipe.send(Command.RUN_TILES, run_tiles_args(item.a_base, item.b_base, item.b_step, item.k,
+                                                            item.n_tiles),
                           item.n_tiles * result_bytes(cfg), out.place)
                 self.counters["runs"] += item.n_tiles
         pipe.flush()

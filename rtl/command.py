@@ -62,7 +62,7 @@ class CommandExecutor(wiring.Component):
     tile has been copied into the executor's result buffer (so READ_RESULT can be repeated). RUN_TILES checks its
     B ranges one tile per cycle (``TILES_CHECK``), then starts its OK answer at once (LEN = ``n_tiles`` result
     payloads) while the *tile walker* runs the tiles on the engine and feeds each drained row to the encoder
-    through the tile row register (the result buffer keeps the last tile). SOFT_RESET pulses
+    through the row register (the result buffer keeps the last tile). SOFT_RESET pulses
     ``engine_reset`` after its response has been sent and zeroes the link counters and the rounding registers.
 
     Storage (sized for the iCE40UP5K, where flip-flops cost logic cells): the link counters (``LINK_COUNTERS``
@@ -73,7 +73,11 @@ class CommandExecutor(wiring.Component):
     arithmetic; it finishes before the response's first payload byte is due (the encoder sends 6 header bytes
     first) and payload bytes from the link memory wait for it in any case. SOFT_RESET sets a per-counter
     *zeroed* flag (a zeroed counter reads as 0 and its next increment writes 1) instead of writing 24 bytes.
-    The result buffer is a block RAM with a synchronous read port addressed by the next result row. RUN's and
+    The result buffer is a block RAM (one spare row) whose read port runs one row ahead of the row being sent:
+    its output goes only into the *row register*, a byte shift register loaded with row 0 in ``RESPOND`` and with
+    the next row when the last byte of a row is sent, whose low byte is the payload byte (so the block RAM's
+    clock-to-out never meets the response logic; no cycle is added). During a RUN_TILES answer the row register
+    is loaded from the engine's result stream instead (the tile walker). RUN's and
     SET_ROUNDING's arguments are read from a shift register that every payload byte enters (it also holds the
     current WRITE entry and SET_SEEDS seed); only WRITE's ADDR and COUNT are kept apart.
 
@@ -82,7 +86,7 @@ class CommandExecutor(wiring.Component):
     was taken, for commands without engine work (e.g. IDENTIFY), and 4 cycles after the LEN byte for a frame
     rejected at its header; RUN adds the engine's ``run_cycles`` and, when draining, ``rows`` result transfers;
     RUN_TILES adds ``n_tiles`` checking cycles before its header, and its payload bytes follow as tiles drain
-    (at most one row every ``result_row_bytes + 1`` cycles: the tile row register is refilled the cycle after
+    (at most one row every ``result_row_bytes + 1`` cycles: the row register is refilled the cycle after
     its last byte left). Other response bytes follow at one per cycle while the output is ready.
 
     Structure (``elaborate``): the registers in one namespace (``_registers``), the argument views and checks
@@ -158,8 +162,13 @@ class CommandExecutor(wiring.Component):
         r.wargs = Signal(8 * WRITE_HEADER.size)      # the first payload bytes (WRITE_A/B: ADDR, COUNT)
         r.e_max = max(entry_bytes(cfg, "A"), entry_bytes(cfg, "B"))
         # every payload byte shifts in at the top: the last entry (WRITE_A/B), seed (SET_SEEDS), or the whole
-        # payload of SET_ROUNDING, RUN and RUN_TILES (sim.payloads layouts), the last byte received at the top
-        sh_bytes = max(r.e_max, RUN_ARGS.size, RUN_TILES_ARGS.size, ROUNDING_ARGS.size, SEED.size)
+        # payload of SET_ROUNDING and RUN (sim.payloads layouts), the last byte received at the top; RUN_TILES'
+        # first bytes (B_STEP) are kept in wargs, its last ones (RUN's fields) here
+        head = RUN_TILES_ARGS.size - RUN_ARGS.size
+        if head > WRITE_HEADER.size or any(RUN_TILES_ARGS.offset(f) != head + RUN_ARGS.offset(f)
+                                           for f in ("a_base", "b_base", "k", "flags")):
+            raise ValueError("RUN_TILES_ARGS must end with RUN_ARGS' fields after at most 4 bytes (sim.payloads)")
+        sh_bytes = max(r.e_max, RUN_ARGS.size, ROUNDING_ARGS.size, SEED.size)
         r.sh = Signal(8 * sh_bytes)
         r.ecnt = Signal(range(r.e_max + 1))
         r.widx = Signal(max(1, addr_bits(cfg)))      # entries written (only the address bits are needed)
@@ -169,12 +178,16 @@ class CommandExecutor(wiring.Component):
         r.shift, r.mode = Signal(range(33)), Signal()
         r.got_last, r.drain = Signal(), Signal()
         # RUN_TILES: tile mode, tiles left to issue (and, while checking, B ranges left to check), the B base of
-        # the next tile, the tile row being sent and whether it holds bytes not yet sent
+        # the next tile, and whether the row register holds a tile row not yet sent
         r.tiles = Signal()
         r.t_left = Signal(range(max_tiles(cfg) + 1))
-        r.b_cur = Signal(17)
-        r.tile_row = Signal(8 * result_row_bytes(cfg))
+        # the engine's B base (RUN: B_BASE; RUN_TILES: B_BASE + t * B_STEP < 2 * depth, as B_STEP <= depth)
+        r.b_cur = Signal(addr_bits(cfg) + 1)
         r.row_full = Signal()
+        r.staged = Signal()          # a drained row was written to the result buffer at res_row, not yet loaded
+        r.staged_read = Signal()     # ... and the read port has read it (staged for a cycle already)
+        # the row register: the result row being sent, low byte first
+        r.row_reg = Signal(8 * result_row_bytes(cfg))
         # response: payload index, result row byte, payload source (0 none, 1 identity, 2 counters, 3 result)
         r.bidx = Signal(range(result_row_bytes(cfg) + 1))
         r.source = Signal(2)
@@ -185,7 +198,7 @@ class CommandExecutor(wiring.Component):
 
         def respond(st, n=0, src=0):
             m.d.sync += [r.status.eq(st), r.resp_len.eq(n), r.source.eq(src), r.bidx.eq(0)]
-            m.d.comb += [r.pidx_next.eq(0), r.res_row_next.eq(0)]
+            m.d.comb += [r.pidx_next.eq(0), r.res_row_next.eq(0), r.res_rd.eq(0)]
             m.next = "RESPOND"
 
         r.count, r.respond = count, respond
@@ -296,7 +309,8 @@ class CommandExecutor(wiring.Component):
                         count("bad_arguments")
                         respond(Status.BAD_ARGUMENT)
                     with m.Else():
-                        m.d.sync += [r.got_last.eq(0), r.drain.eq((r.r_flags & RUN_DRAIN) != 0)]
+                        m.d.sync += [r.got_last.eq(0), r.drain.eq((r.r_flags & RUN_DRAIN) != 0),
+                                     r.b_cur.eq(r.r_b)]
                         m.d.comb += r.res_row_next.eq(0)
                         m.next = "RUN_ISSUE"
                 with m.Case(Command.RUN_TILES):
@@ -304,10 +318,9 @@ class CommandExecutor(wiring.Component):
                         count("bad_arguments")
                         respond(Status.BAD_ARGUMENT)
                     with m.Else():
-                        # TILES_CHECK walks the n_tiles B ranges (t_left counts down the ones after this) and
-                        # adds up the response length
-                        m.d.sync += [r.b_cur.eq(r.rt.b_base), r.t_left.eq(r.rt.n_tiles - 1),
-                                     r.resp_len.eq(result_bytes(cfg))]
+                        # TILES_CHECK walks the n_tiles B ranges (t_left counts down the ones left to check)
+                        m.d.sync += [r.b_cur.eq(r.rt.b_base), r.t_left.eq(r.rt.n_tiles),
+                                     r.resp_len.eq(r.tiles_len)]
                         m.next = "TILES_CHECK"
                 with m.Case(Command.READ_RESULT):
                     checked(None, 3, result_bytes(cfg))
@@ -336,30 +349,29 @@ class CommandExecutor(wiring.Component):
 
     def _tiles_check_state(self, m, r):
         """``TILES_CHECK`` (RUN_TILES, one cycle per tile): tile ``t``'s B range ``b_cur = b_base + t * b_step``
-        must fit (``sim.payloads.run_tiles_ok``) while ``resp_len`` adds up ``n_tiles`` tiles; the OK answer
-        then starts at once and the tile walker runs the tiles while it is sent."""
-        cfg = self.config
+        must fit (``sim.payloads.run_tiles_ok``); the OK answer then starts at once and the tile walker runs the
+        tiles while it is sent. The walker steps ``b_cur`` and ``t_left`` with the same adders."""
         with m.State("TILES_CHECK"):
             with m.If(~r.fits(r.b_cur, r.rt.k)):
                 r.count("bad_arguments")
                 r.respond(Status.BAD_ARGUMENT)
-            with m.Elif(r.t_left == 0):
+            with m.Elif(r.t_left == 1):
                 r.count("frames_ok")
                 r.respond(Status.OK, r.resp_len, 3)
                 m.d.sync += [r.tiles.eq(1), r.b_cur.eq(r.rt.b_base), r.t_left.eq(r.rt.n_tiles),
-                             r.row_full.eq(0)]
+                             r.row_full.eq(0), r.staged.eq(0)]
             with m.Else():
-                m.d.sync += [r.b_cur.eq(r.b_cur + r.rt.b_step), r.t_left.eq(r.t_left - 1),
-                             r.resp_len.eq(r.resp_len + result_bytes(cfg))]
+                m.d.sync += [r.b_cur.eq(r.b_next), r.t_left.eq(r.t_next)]
 
     def _respond_states(self, m, r):
         """``RESPOND`` starts the encoder; ``SENDING`` feeds it the payload (result rows: the result buffer, or in
-        tile mode the tile row register) until it is done, then acts on an OK SOFT_RESET."""
+        tile mode the engine, through the row register) until it is done, then acts on an OK SOFT_RESET."""
         cfg, eng = self.config, self.engine
         rrb = result_row_bytes(cfg)
         n_link = len(LINK_COUNTERS)
         with m.State("RESPOND"):
             m.d.comb += self.tx_start.eq(1)
+            m.d.sync += r.row_reg.eq(r.row_of(r.res_r.data))      # row 0, read in the cycle of respond()
             m.next = "SENDING"
         with m.State("SENDING"):
             # a link memory byte is valid once it was read for this pidx (not during an increment)
@@ -368,12 +380,14 @@ class CommandExecutor(wiring.Component):
             with m.If(self.tx_payload.ready & payload_valid):
                 m.d.comb += r.pidx_next.eq(r.pidx + 1)
                 with m.If(r.source == 3):
-                    m.d.sync += [r.bidx.eq(r.bidx + 1), r.tile_row.eq(r.tile_row >> 8)]
+                    m.d.sync += [r.bidx.eq(r.bidx + 1), r.row_reg.eq(r.row_reg >> 8)]
                     with m.If(r.bidx == rrb - 1):
                         m.d.sync += r.bidx.eq(0)
                         with m.If(r.tiles):
                             m.d.sync += r.row_full.eq(0)
                         with m.Else():
+                            # the read port shows row res_row + 1 (addressed last cycle, rows have >= 2 bytes)
+                            m.d.sync += r.row_reg.eq(r.row_of(r.res_r.data))
                             m.d.comb += r.res_row_next.eq(r.res_row + 1)
             with m.If(~self.tx_busy & ~(r.tiles & eng.busy)):
                 with m.If((r.cmd == Command.SOFT_RESET) & (r.status == Status.OK)):
@@ -385,38 +399,46 @@ class CommandExecutor(wiring.Component):
 
     def _tile_walker(self, m, r):
         """RUN_TILES after its OK answer started: offers the engine one clear+drain run per tile (B base
-        ``b_cur``, advanced by ``b_step``) while ``t_left`` is not 0, and moves each drained row into the tile row
-        register when it is empty (and into the result buffer, so READ_RESULT repeats the last tile). The engine's
-        two result banks and this register are the buffer between the engine and the link: the engine computes
-        the next tile while a tile is sent and waits (``stall_out``) when both banks are full; the encoder waits
-        for the register, so no byte is lost or invented."""
+        ``b_cur``, advanced by ``b_step``) while ``t_left`` is not 0, and passes each drained row through the
+        result buffer (written at ``res_row``, read back two cycles later) into the row register once that is
+        empty, so the last tile stays in the buffer (READ_RESULT repeats it) and the row register keeps its two
+        sources. The engine's two result banks, the staged row and the row register are the buffer between the
+        engine and the link: the engine computes the next tile while a tile is sent and waits (``stall_out``) when
+        both banks are full; the encoder waits for the row register, so no byte is lost or invented."""
         eng = self.engine
         with m.If(r.tiles & (r.t_left != 0)):
             m.d.comb += eng.run.valid.eq(1)
             with m.If(eng.run.ready):
-                m.d.sync += [r.t_left.eq(r.t_left - 1), r.b_cur.eq(r.b_cur + r.rt.b_step)]
-        with m.If(r.tiles & ~r.row_full):
+                m.d.sync += [r.t_left.eq(r.t_next), r.b_cur.eq(r.b_next)]
+        m.d.sync += r.staged_read.eq(r.staged)
+        with m.If(r.tiles & ~r.staged):
             m.d.comb += eng.result.ready.eq(1)
             with m.If(eng.result.valid):
-                m.d.sync += [r.tile_row.eq(r.row_of(Cat(eng.result.payload.data.as_value(),
-                                                        eng.result.payload.sat))),
-                             r.row_full.eq(1)]
-                m.d.comb += [r.res_w.en.eq(1),
-                             r.res_row_next.eq(Mux(eng.result.payload.last, 0, r.res_row + 1))]
+                m.d.comb += r.res_w.en.eq(1)
+                m.d.sync += r.staged.eq(1)
+        with m.If(r.tiles & r.staged & r.staged_read & ~r.row_full):
+            m.d.sync += [r.row_reg.eq(r.row_of(r.res_r.data)), r.row_full.eq(1), r.staged.eq(0),
+                         r.staged_read.eq(0)]
+            m.d.comb += r.res_row_next.eq(Mux(r.res_row == self.config.rows - 1, 0, r.res_row + 1))
 
     def _result_buffer(self, m, r):
         """The result buffer: one drained tile in block RAM, row r = cols values then cols saturation flags;
-        written as the engine's result rows arrive, read synchronously at the next ``res_row``."""
+        written as the engine's result rows arrive at ``res_row``; read synchronously at ``res_rd``, by default
+        the row after the next ``res_row`` (``respond`` sets it to 0 for the row register's first load; in tile
+        mode ``res_row`` itself, the row the walker staged). Row ``rows`` is a spare that the read-ahead reaches
+        after the last row (never sent)."""
         cfg, eng = self.config, self.engine
         rows, cols, wl = cfg.rows, cfg.cols, cfg.wl
-        res_mem = memory.Memory(shape=unsigned(cols * wl + cols), depth=rows, init=[],
+        res_mem = memory.Memory(shape=unsigned(cols * wl + cols), depth=rows + 1, init=[],
                                 attrs={"ram_style": "block"})
         m.submodules.result_buffer = res_mem
         r.res_w = res_mem.write_port()
-        r.res_r = res_mem.read_port()             # synchronous (block RAM): addressed by the next res_row
+        r.res_r = res_mem.read_port()             # synchronous (block RAM)
         r.res_row = Signal(range(rows + 1))
         r.res_row_next = Signal.like(r.res_row)
-        m.d.comb += [r.res_row_next.eq(r.res_row), r.res_r.addr.eq(r.res_row_next)]
+        r.res_rd = Signal(range(rows + 2))
+        m.d.comb += [r.res_row_next.eq(r.res_row), r.res_rd.eq(Mux(r.tiles, r.res_row, r.res_row_next + 1)),
+                     r.res_r.addr.eq(r.res_rd)]
         m.d.sync += r.res_row.eq(r.res_row_next)
         m.d.comb += [r.res_w.addr.eq(r.res_row),
                      r.res_w.data.eq(Cat(eng.result.payload.data.as_value(), eng.result.payload.sat))]
@@ -457,37 +479,46 @@ class CommandExecutor(wiring.Component):
         r.fits = fits
         r.w_addr_ok = fits(w_addr, w_count)
         run_args = data.View(RUN_ARGS.as_struct(), sh[-8 * RUN_ARGS.size:])
-        r_a, r_b, r_k, r.r_flags = run_args.a_base, run_args.b_base, run_args.k, run_args.flags
+        r_a, r.r_b, r_k, r.r_flags = run_args.a_base, run_args.b_base, run_args.k, run_args.flags
+        r_b = r.r_b
         r.run_ok = (r_k != 0) & fits(r_a, r_k) & fits(r_b, r_k) & (r.r_flags <= (RUN_CLEAR | RUN_DRAIN))
-        r.rt = rt = data.View(RUN_TILES_ARGS.as_struct(), sh[-8 * RUN_TILES_ARGS.size:])
-        # the B ranges are checked by TILES_CHECK
-        r.tiles_ok = (rt.n_tiles != 0) & (rt.n_tiles <= max_tiles(cfg)) & (rt.k != 0) & fits(rt.a_base, rt.k)
+        head = RUN_TILES_ARGS.size - RUN_ARGS.size          # B_STEP: the first payload bytes, kept in wargs
+        r.rt = rt = data.View(RUN_TILES_ARGS.as_struct(), Cat(r.wargs[:8 * head], sh[-8 * RUN_ARGS.size:]))
+        # RUN_TILES' last 9 bytes are RUN's fields (sim.payloads): A_BASE, B_BASE, K (RUN's K low half) and FLAGS
+        # reach the engine through RUN's view; the B ranges are checked by TILES_CHECK
+        step_ok = (rt.b_step[aw + 1:] == 0) & (rt.b_step[:aw + 1] <= depth)
+        r.tiles_ok = ((rt.n_tiles != 0) & (rt.n_tiles <= max_tiles(cfg)) & (rt.k != 0) & fits(rt.a_base, rt.k)
+                      & step_ok & (rt.flags == (RUN_CLEAR | RUN_DRAIN)))
+        r.b_next = Signal.like(r.b_cur)
+        r.t_next = Signal.like(r.t_left)
+        m.d.comb += [r.b_next.eq(r.b_cur + rt.b_step[:aw + 1]), r.t_next.eq(r.t_left - 1)]
+        # LEN of the answer, n_tiles * result_bytes, by shifts and adds (no multiplier: they are all the array's)
+        rb = result_bytes(cfg)
+        r.tiles_len = sum(rt.n_tiles << i for i in range(rb.bit_length()) if rb >> i & 1)[:16]
         rounding_args = data.View(ROUNDING_ARGS.as_struct(), sh[-8 * ROUNDING_ARGS.size:])
         r.r_shift, r.r_mode = rounding_args.shift, rounding_args.mode
 
         def values_of(n):
             return Cat(*[sh[8 * sh_bytes - 8 * vb * n + 8 * vb * i:][:wl] for i in range(n)])
 
-        tiles = r.tiles
         m.d.comb += [
             eng.a_write.payload.addr.eq((w_addr + r.widx)[:aw]),
             eng.a_write.payload.data.eq(values_of(rows)),
             eng.b_write.payload.addr.eq((w_addr + r.widx)[:aw]),
             eng.b_write.payload.data.eq(values_of(cols)),
-            eng.run.payload.a_base.eq(Mux(tiles, rt.a_base, r_a)[:aw]),
-            eng.run.payload.b_base.eq(Mux(tiles, r.b_cur, r_b)[:aw]),
-            eng.run.payload.k.eq(Mux(tiles, rt.k, r_k)[:aw + 1]),
-            eng.run.payload.clear.eq(tiles | ((r.r_flags & RUN_CLEAR) != 0)),
-            eng.run.payload.drain.eq(tiles | ((r.r_flags & RUN_DRAIN) != 0)),
+            eng.run.payload.a_base.eq(r_a[:aw]),
+            eng.run.payload.b_base.eq(r.b_cur[:aw]),
+            eng.run.payload.k.eq(r_k[:aw + 1]),
+            eng.run.payload.clear.eq((r.r_flags & RUN_CLEAR) != 0),
+            eng.run.payload.drain.eq((r.r_flags & RUN_DRAIN) != 0),
             eng.seed_lane.eq(r.lane),
             eng.seed.eq(sh[-8 * SEED.size:]),
         ]
 
     def _response_payload(self, m, r):
         """The response payload byte: IDENTIFY ROM, counters (link memory, then the engine's) or result rows (the
-        result buffer's row, or in tile mode the low byte of the tile row register); drives the link memory's read
-        address. Sets ``r.rd_ok`` (the link byte at ``pidx`` is valid) and ``r.row_of`` (a result buffer row as
-        its payload bytes)."""
+        low byte of the row register); drives the link memory's read address. Sets ``r.rd_ok`` (the link byte at
+        ``pidx`` is valid) and ``r.row_of`` (a result buffer row as its payload bytes)."""
         cfg, eng, lk = self.config, self.engine, r.lk
         cols, wl = cfg.cols, cfg.wl
         vb = value_bytes(cfg)
@@ -507,7 +538,6 @@ class CommandExecutor(wiring.Component):
                        row[cols * wl:], Const(0, 8 * ((cols + 7) // 8) - cols))
 
         r.row_of = row_of
-        row_vec = row_of(r.res_r.data)
         r.rd_ok = rd_ok = Signal()     # the link memory read last cycle was the payload byte at pidx
         # link memory read address: the increment's while it runs, else the payload byte after this cycle
         with m.If(inc_busy):
@@ -526,4 +556,4 @@ class CommandExecutor(wiring.Component):
                 m.d.comb += self.tx_payload.payload.eq(
                     Mux(pidx < 4 * n_link, link_byte, eng_vec.word_select((pidx - 4 * n_link)[:len(pidx)], 8)))
             with m.Case(3):
-                m.d.comb += self.tx_payload.payload.eq(Mux(r.tiles, r.tile_row[:8], row_vec.word_select(r.bidx, 8)))
+                m.d.comb += self.tx_payload.payload.eq(r.row_reg[:8])

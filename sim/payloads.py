@@ -11,12 +11,13 @@ FieldLayout
     A fixed little-endian record of unsigned fields: ``pack``, ``unpack``, ``size``, and the same layout as an
     ``amaranth.lib.data.StructLayout`` for the RTL (``as_struct``).
 WRITE_HEADER, RUN_ARGS, RUN_TILES_ARGS, ROUNDING_ARGS, SEED, COUNTER : FieldLayout
-    WRITE_A/WRITE_B's ``ADDR, COUNT``; RUN's ``A_BASE, B_BASE, K, FLAGS``; RUN_TILES' ``A_BASE, B_BASE, B_STEP,
-    K, N_TILES``; SET_ROUNDING's ``SHIFT, MODE``; one SET_SEEDS lane seed; one READ_COUNTERS counter.
+    WRITE_A/WRITE_B's ``ADDR, COUNT``; RUN's ``A_BASE, B_BASE, K, FLAGS``; RUN_TILES' ``B_STEP, A_BASE, B_BASE,
+    K, N_TILES, FLAGS``; SET_ROUNDING's ``SHIFT, MODE``; one SET_SEEDS lane seed; one READ_COUNTERS counter.
 value_bytes, entry_bytes, result_row_bytes, result_bytes
     Payload sizes derived from an ``EngineConfig``.
-max_tiles, run_tiles_ok, run_tiles_cycles
-    RUN_TILES: the most tiles one response can carry (16-bit LEN), the argument rule, the engine's busy cycles.
+max_tiles, run_tiles_args, run_tiles_ok, run_tiles_cycles
+    RUN_TILES: the most tiles one response can carry (16-bit LEN), its payload, the argument rule, the engine's
+    busy cycles.
 max_payload
     Largest request payload for a receive buffer.
 write_frames
@@ -51,7 +52,7 @@ from .wire import MAX_LENGTH, Command, request_frame_bytes
 
 __all__ = ["PROTOCOL_VERSION", "MAGIC", "RUN_CLEAR", "RUN_DRAIN", "FieldLayout", "WRITE_HEADER", "RUN_ARGS",
            "RUN_TILES_ARGS", "ROUNDING_ARGS", "SEED", "COUNTER", "value_bytes", "entry_bytes", "result_row_bytes",
-           "result_bytes", "max_tiles", "run_tiles_ok", "run_tiles_cycles", "max_payload", "write_frames",
+           "result_bytes", "max_tiles", "run_tiles_args", "run_tiles_ok", "run_tiles_cycles", "max_payload", "write_frames",
            "request_length_range", "pack_values", "unpack_values", "encode_result", "decode_result", "decode_tiles",
            "LINK_COUNTERS", "counter_names", "default_frame_timeout", "DEFAULT_RX_BUFFER", "Identity"]
 
@@ -133,10 +134,12 @@ class FieldLayout:
 
 WRITE_HEADER = FieldLayout("WRITE header", [("addr", 2), ("count", 2)])
 RUN_ARGS = FieldLayout("RUN arguments", [("a_base", 2), ("b_base", 2), ("k", 4), ("flags", 1)])
-#: RUN_TILES (``docs/protocol.md`` §3): ``n_tiles`` clear+drain runs of ``k`` entries, A at ``a_base``, B of tile
-#: ``t`` at ``b_base + t * b_step``; the response carries the ``n_tiles`` drained tiles in order.
-RUN_TILES_ARGS = FieldLayout("RUN_TILES arguments", [("a_base", 2), ("b_base", 2), ("b_step", 2), ("k", 2),
-                                                     ("n_tiles", 2)])
+#: RUN_TILES (``docs/protocol.md`` §4.9): ``n_tiles`` clear+drain runs of ``k`` entries, A at ``a_base``, B of tile
+#: ``t`` at ``b_base + t * b_step``; the response carries the ``n_tiles`` drained tiles in order. ``flags`` must be
+#: ``RUN_CLEAR | RUN_DRAIN``. The last 9 bytes lie where RUN_ARGS' fields do (``a_base``, ``b_base``, ``k`` in
+#: RUN's ``k``, ``flags``), so the RTL reads both commands' common fields from the same bits.
+RUN_TILES_ARGS = FieldLayout("RUN_TILES arguments", [("b_step", 2), ("a_base", 2), ("b_base", 2), ("k", 2),
+                                                     ("n_tiles", 2), ("flags", 1)])
 ROUNDING_ARGS = FieldLayout("SET_ROUNDING arguments", [("shift", 1), ("mode", 1)])
 SEED = FieldLayout("lane seed", [("seed", 4)])
 COUNTER = FieldLayout("counter", [("value", 4)])
@@ -169,13 +172,19 @@ def max_tiles(config):
     return MAX_LENGTH // result_bytes(config)
 
 
-def run_tiles_ok(config, a_base, b_base, b_step, k, n_tiles):
+def run_tiles_args(a_base, b_base, b_step, k, n_tiles):
+    """The RUN_TILES payload (:data:`RUN_TILES_ARGS`, flags ``RUN_CLEAR | RUN_DRAIN``)."""
+    return RUN_TILES_ARGS.pack(b_step, a_base, b_base, k, n_tiles, RUN_CLEAR | RUN_DRAIN)
+
+
+def run_tiles_ok(config, b_step, a_base, b_base, k, n_tiles, flags):
     """Whether RUN_TILES arguments are legal (else the device answers BAD_ARGUMENT and runs nothing):
-    ``1 <= n_tiles <= max_tiles``, ``1 <= k``, ``a_base + k <= depth`` and every tile's B range
-    ``b_base + t * b_step + k <= depth`` (``t = n_tiles - 1`` is the largest)."""
+    ``1 <= n_tiles <= max_tiles``, ``1 <= k``, ``a_base + k <= depth``, ``b_step <= depth``, every tile's B range
+    ``b_base + t * b_step + k <= depth`` (``t = n_tiles - 1`` is the largest) and ``flags == RUN_CLEAR |
+    RUN_DRAIN``."""
     depth = config.depth
-    return (1 <= n_tiles <= max_tiles(config) and k >= 1 and a_base + k <= depth
-            and b_base + (n_tiles - 1) * b_step + k <= depth)
+    return (1 <= n_tiles <= max_tiles(config) and k >= 1 and a_base + k <= depth and b_step <= depth
+            and b_base + (n_tiles - 1) * b_step + k <= depth and flags == RUN_CLEAR | RUN_DRAIN)
 
 
 def run_tiles_cycles(config, k, n_tiles):

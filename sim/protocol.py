@@ -287,10 +287,10 @@ class ProtocolEmulator:
             return Status.OK, None
         raise AssertionError(cmd)
 
-    def _run_tiles(self, a_base, b_base, b_step, k, n_tiles):
+    def _run_tiles(self, b_step, a_base, b_base, k, n_tiles, flags):
         """RUN_TILES: ``n_tiles`` clear+drain runs, B of tile ``t`` at ``b_base + t * b_step``; the payload is the
         drained tiles in order, and the result buffer keeps the last one (as after a draining RUN)."""
-        if not run_tiles_ok(self.config, a_base, b_base, b_step, k, n_tiles):
+        if not run_tiles_ok(self.config, b_step, a_base, b_base, k, n_tiles, flags):
             return Status.BAD_ARGUMENT, None
         payload = bytearray()
         for t in range(n_tiles):

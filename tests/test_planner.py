@@ -10,7 +10,7 @@ import pytest
 from fxtrain.host.device import Device
 from fxtrain.host.transport import EmulatorTransport
 from fxtrain.sim.gemm import EngineConfig
-from fxtrain.sim.payloads import RUN_ARGS, WRITE_HEADER, FieldLayout, write_frames
+from fxtrain.sim.payloads import RUN_ARGS, RUN_TILES_ARGS, WRITE_HEADER, FieldLayout, run_tiles_args, write_frames
 from fxtrain.sim.planner import (CommandPlanner, ReadResult, Reused, Run, RunTiles, SetRounding, WriteOperand,
                                  plan_gemm)
 from fxtrain.sim.protocol import ProtocolEmulator
@@ -122,6 +122,10 @@ def test_payload_layouts_mean_the_same_bits_to_host_and_rtl():
     with pytest.raises(ValueError, match="1, 2 or 4 bytes"):
         FieldLayout("bad", [("x", 3)])
     assert Const  # imported for the StructLayout check above
+    # RUN_TILES' last 9 bytes are RUN's fields (the RTL reads both through one view): K | N_TILES << 16 in K
+    tiles = RUN_TILES_ARGS.pack(7, 0x0123, 0x0456, 33, 5, 3)
+    assert RUN_ARGS.unpack(tiles[-RUN_ARGS.size:]) == dict(a_base=0x0123, b_base=0x0456, k=33 | 5 << 16, flags=3)
+    assert run_tiles_args(0x0123, 0x0456, 7, 33, 5) == tiles
 
 
 def test_write_frames_cut_blocks_at_the_frame_maximum():

@@ -13,9 +13,9 @@ from amaranth.sim import Simulator
 
 from fxtrain.rtl.crc import CRC16
 from fxtrain.rtl.soc import AcceleratorSoC, identify_payload
-from fxtrain.sim.gemm import EngineConfig
 from fxtrain.sim.benches.link_bench import run_tiles_requests
-from fxtrain.sim.payloads import RUN_ARGS, WRITE_HEADER, decode_tiles, result_bytes
+from fxtrain.sim.gemm import EngineConfig
+from fxtrain.sim.payloads import RUN_ARGS, WRITE_HEADER, decode_tiles, result_bytes, run_tiles_args
 from fxtrain.sim.protocol import (LINK_COUNTERS, Command, Identity, ProtocolEmulator, ResponseParser, Status,
                                   counter_names, crc16, decode_result, encode_request, encode_response,
                                   encode_result, pack_values, unpack_values)
@@ -190,20 +190,21 @@ def test_emulator_run_tiles_equals_runs_and_reads():
     assert tiled.engine.counters["runs"] == runs
 
 
-def _run_soc(stream, frame_timeout, idle_after, stalls=None):
-    """The byte-stream SoC fed ``stream``; ``stalls=(seed, p_valid, p_ready)`` drops the input's valid and the
-    output's ready at random."""
-    soc = AcceleratorSoC(CONFIG, 12_000_000, 3_000_000, byte_stream=True, frame_timeout=frame_timeout)
+def _run_soc(stream, frame_timeout, idle_after, config=CONFIG, stalls=None):
+    """Response bytes of the byte-stream SoC fed ``stream``; ``stalls=(rng, p_valid, p_ready)`` (a random.Random
+    and the chances that the input is offered / the output is ready in a cycle) stalls both streams at random;
+    None: never."""
+    soc = AcceleratorSoC(config, 12_000_000, 3_000_000, byte_stream=True, frame_timeout=frame_timeout)
     out = bytearray()
 
-    rng = random.Random(stalls[0]) if stalls else None
+    rng, p_valid, p_ready = stalls or (None, 1.0, 1.0)
 
     async def bench(ctx):
         i = 0
         idle = 0
         while idle < idle_after:
-            offer = i < len(stream) and (rng is None or rng.random() < stalls[1])
-            take = rng is None or rng.random() < stalls[2]
+            offer = i < len(stream) and (p_valid >= 1.0 or rng.random() < p_valid)
+            take = p_ready >= 1.0 or rng.random() < p_ready
             ctx.set(soc.tx_bytes.ready, take)
             if offer:
                 ctx.set(soc.rx_bytes.payload, stream[i])
@@ -270,9 +271,45 @@ def test_rtl_run_tiles_with_random_stalls_answers_like_the_golden_emulator():
     stream = b"".join(setup + run_tiles_requests(CONFIG, rng, 2) + [encode_request(Command.READ_COUNTERS, 40)])
     emu = ProtocolEmulator(CONFIG, 12_000_000, 3_000_000, frame_timeout=400)
     expected = ResponseParser().feed(emu.feed(stream))
-    got = ResponseParser().feed(_run_soc(stream, 400, idle_after=60, stalls=(seed, 0.6, 0.15)))
+    got = ResponseParser().feed(_run_soc(stream, 400, idle_after=60, stalls=(random.Random(seed), 0.6, 0.15)))
     assert [Status(r.status).name for r in got].count("OK") >= 8
     assert _without_timing_counters(got) == _without_timing_counters(expected)
+
+
+@pytest.mark.parametrize("rows, cols, wl", [(1, 1, 8), (3, 9, 12)])
+def test_rtl_result_rows_on_odd_geometries_with_output_stalls(rows, cols, wl):
+    """READ_RESULT of the RTL SoC equals the emulator's, twice in a row, on geometries whose result rows are
+    2 bytes (1 x 1, wl 8: the shortest row the executor's read-ahead row register handles) and 20 bytes with a
+    non-power-of-two row count, sign-extended 12-bit values and 2 saturation-flag bytes (3 x 9, wl 12), with
+    saturating extremes and the output not ready on random cycles; then a RUN_TILES of 2 tiles (rows streamed
+    from the engine through the same row register) and READ_RESULT of its last tile."""
+    config = EngineConfig(rows=rows, cols=cols, wl=wl, depth=16, max_k_log2=8)
+    seed = 5 + rows
+    rng = random.Random(seed)
+    print("seed", seed)
+    lo, hi = -2**(wl - 1), 2**(wl - 1) - 1
+    vb = (wl + 7) // 8
+    k = 3
+    a = [rng.choice([lo, hi, rng.randint(lo, hi)]) for _ in range(k * rows)]
+    b = [rng.choice([lo, hi, rng.randint(lo, hi)]) for _ in range(2 * k * cols)]
+    seeds = [rng.randrange(1, 2**32) for _ in range(config.lanes)]
+    stream = b"".join([
+        encode_request(Command.SET_SEEDS, 1, struct.pack(f"<{config.lanes}I", *seeds)),
+        encode_request(Command.SET_ROUNDING, 2, bytes([wl // 2, 1])),
+        encode_request(Command.WRITE_A, 3, WRITE_HEADER.pack(0, k) + pack_values(a, vb)),
+        encode_request(Command.WRITE_B, 4, WRITE_HEADER.pack(4, 2 * k) + pack_values(b, vb)),
+        encode_request(Command.RUN, 5, RUN_ARGS.pack(0, 4, k, 3)),
+        encode_request(Command.READ_RESULT, 6), encode_request(Command.READ_RESULT, 7),
+        encode_request(Command.RUN_TILES, 8, run_tiles_args(0, 4, k, k, 2)),
+        encode_request(Command.READ_RESULT, 9)])
+    emu = ProtocolEmulator(config, 12_000_000, 3_000_000, frame_timeout=400)
+    exp_r = ResponseParser().feed(emu.feed(stream))
+    got_r = ResponseParser().feed(_run_soc(stream, 400, idle_after=100, config=config, stalls=(rng, 1.0, 0.5)))
+    assert [Status(r.status).name for r in exp_r] == ["OK"] * 9
+    assert len(exp_r[-2].payload) == 2 * len(exp_r[-1].payload)
+    values, flags = decode_result(config, exp_r[-3].payload)
+    assert (np.asarray(flags) != 0).any() and (np.asarray(flags) == 0).any() or rows * cols == 1
+    assert _without_timing_counters(got_r) == _without_timing_counters(exp_r)
 
 
 def test_fast_crc_equals_bytewise_definition():

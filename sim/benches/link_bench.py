@@ -38,7 +38,7 @@ from cocotb.triggers import ClockCycles, FallingEdge, Timer
 
 from fxtrain.sim.benches.drivers import StreamSink, StreamSource, settle_combinational, start_clock_and_reset
 from fxtrain.sim.gemm import EngineConfig
-from fxtrain.sim.payloads import RUN_ARGS, RUN_TILES_ARGS, WRITE_HEADER, max_tiles
+from fxtrain.sim.payloads import RUN_ARGS, RUN_TILES_ARGS, WRITE_HEADER, max_tiles, run_tiles_args
 from fxtrain.sim.protocol import Command, ProtocolEmulator, encode_request, entry_bytes, pack_values
 from fxtrain.sim.wire import ResponseParser
 from fxtrain.sim.runner import bench_params
@@ -236,14 +236,15 @@ async def byte_throughput(dut):
 def run_tiles_requests(config, rng, seq):
     """RUN_TILES frames: 3 tiles of K=5 walking B by 5 (saturating operands, both rounding modes), K=1 with
     b_step 0, READ_RESULT (the last tile again), and every bad argument (n_tiles 0 or above max_tiles, K 0, A
-    range, the last tile's B range one entry beyond the memory). For an engine of depth 32."""
+    range, the last tile's B range one entry beyond the memory, B_STEP above the depth, FLAGS not CLEAR|DRAIN, a
+    short payload). For an engine of depth 32."""
     if config.depth != 32:
         raise ValueError(f"run_tiles_requests is written for depth 32, not {config.depth}")
     lo, hi = -(1 << (config.wl - 1)), (1 << (config.wl - 1)) - 1
     vb = (config.wl + 7) // 8
     a = [rng.choice([lo, hi, rng.randint(lo, hi)]) for _ in range(5 * config.rows)]
     b = [rng.choice([lo, hi, rng.randint(lo, hi)]) for _ in range(15 * config.cols)]
-    tiles = RUN_TILES_ARGS.pack
+    tiles = run_tiles_args
     return [encode_request(Command.WRITE_A, seq, WRITE_HEADER.pack(20, 5) + pack_values(a, vb)),
             encode_request(Command.WRITE_B, seq + 1, WRITE_HEADER.pack(17, 15) + pack_values(b, vb)),
             encode_request(Command.SET_ROUNDING, seq + 2, bytes([9, 1])),
@@ -257,7 +258,9 @@ def run_tiles_requests(config, rng, seq):
             encode_request(Command.RUN_TILES, seq + 10, tiles(28, 0, 5, 5, 1)),
             encode_request(Command.RUN_TILES, seq + 11, tiles(20, 18, 5, 5, 3)),
             encode_request(Command.RUN_TILES, seq + 12, tiles(0, 0, 0xFFFF, 2, 2)),
-            encode_request(Command.RUN_TILES, seq + 13, b"\x00" * 9)]
+            encode_request(Command.RUN_TILES, seq + 13, tiles(20, 17, 33, 5, 1)),
+            encode_request(Command.RUN_TILES, seq + 14, RUN_TILES_ARGS.pack(5, 20, 17, 5, 3, 1)),
+            encode_request(Command.RUN_TILES, seq + 15, b"\x00" * 9)]
 
 
 @cocotb.test(skip=not _selected("byte_stalls"))
