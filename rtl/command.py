@@ -487,8 +487,9 @@ class CommandExecutor(wiring.Component):
         # RUN_TILES' last 9 bytes are RUN's fields (sim.payloads): A_BASE, B_BASE, K (RUN's K low half) and FLAGS
         # reach the engine through RUN's view; the B ranges are checked by TILES_CHECK
         step_ok = (rt.b_step[aw + 1:] == 0) & (rt.b_step[:aw + 1] <= depth)
+        # (b_cur keeps aw + 1 bits: B_BASE's upper bits are checked here)
         r.tiles_ok = ((rt.n_tiles != 0) & (rt.n_tiles <= max_tiles(cfg)) & (rt.k != 0) & fits(rt.a_base, rt.k)
-                      & step_ok & (rt.flags == (RUN_CLEAR | RUN_DRAIN)))
+                      & (rt.b_base[aw:] == 0) & step_ok & (rt.flags == (RUN_CLEAR | RUN_DRAIN)))
         r.b_next = Signal.like(r.b_cur)
         r.t_next = Signal.like(r.t_left)
         m.d.comb += [r.b_next.eq(r.b_cur + rt.b_step[:aw + 1]), r.t_next.eq(r.t_left - 1)]

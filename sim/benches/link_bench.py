@@ -236,8 +236,8 @@ async def byte_throughput(dut):
 def run_tiles_requests(config, rng, seq):
     """RUN_TILES frames: 3 tiles of K=5 walking B by 5 (saturating operands, both rounding modes), K=1 with
     b_step 0, READ_RESULT (the last tile again), and every bad argument (n_tiles 0 or above max_tiles, K 0, A
-    range, the last tile's B range one entry beyond the memory, B_STEP above the depth, FLAGS not CLEAR|DRAIN, a
-    short payload). For an engine of depth 32."""
+    range, the last tile's B range one entry beyond the memory, B_STEP above the depth, FLAGS not CLEAR|DRAIN,
+    B_BASE beyond the memory by a multiple of twice the depth, a short payload). For an engine of depth 32."""
     if config.depth != 32:
         raise ValueError(f"run_tiles_requests is written for depth 32, not {config.depth}")
     lo, hi = -(1 << (config.wl - 1)), (1 << (config.wl - 1)) - 1
@@ -260,7 +260,8 @@ def run_tiles_requests(config, rng, seq):
             encode_request(Command.RUN_TILES, seq + 12, tiles(0, 0, 0xFFFF, 2, 2)),
             encode_request(Command.RUN_TILES, seq + 13, tiles(20, 17, 33, 5, 1)),
             encode_request(Command.RUN_TILES, seq + 14, RUN_TILES_ARGS.pack(5, 20, 17, 5, 3, 1)),
-            encode_request(Command.RUN_TILES, seq + 15, b"\x00" * 9)]
+            encode_request(Command.RUN_TILES, seq + 15, tiles(20, 17 + 2 * config.depth, 5, 5, 1)),
+            encode_request(Command.RUN_TILES, seq + 16, b"\x00" * 9)]
 
 
 @cocotb.test(skip=not _selected("byte_stalls"))
