@@ -112,7 +112,8 @@ class CommandExecutor(wiring.Component):
     engine : In(engine_signature(config))
         Connect to ``GemmEngine`` with ``wiring.connect``.
     engine_reset : Out(1)
-        One-cycle pulse after a SOFT_RESET response.
+        One-cycle pulse from a register, in the cycle after the SOFT_RESET response has been sent (the executor
+        is then back in IDLE; no engine port is used before the next frame's payload or END event).
     """
 
     def __init__(self, config, identity):
@@ -192,13 +193,14 @@ class CommandExecutor(wiring.Component):
         r.bidx = Signal(range(result_row_bytes(cfg) + 1))
         r.source = Signal(2)
         m.d.comb += [self.engine.shift.eq(r.shift), self.engine.mode.eq(r.mode)]
+        m.d.sync += self.engine_reset.eq(0)
 
         def count(name):
             m.d.comb += [r.lk["inc_go"].eq(1), r.lk["inc_sel"].eq(LINK_COUNTERS.index(name))]
 
         def respond(st, n=0, src=0):
             m.d.sync += [r.status.eq(st), r.resp_len.eq(n), r.source.eq(src), r.bidx.eq(0)]
-            m.d.comb += [r.pidx_next.eq(0), r.res_row_next.eq(0), r.res_rd.eq(0)]
+            m.d.comb += [r.pidx_next.eq(0), r.res_row_next.eq(0)]
             m.next = "RESPOND"
 
         r.count, r.respond = count, respond
@@ -369,14 +371,17 @@ class CommandExecutor(wiring.Component):
         cfg, eng = self.config, self.engine
         rrb = result_row_bytes(cfg)
         n_link = len(LINK_COUNTERS)
+        # in RESPOND/SENDING the link memory reads the next payload byte and the result buffer the row after the
+        # next res_row (in tile mode: res_row, the row the walker staged); elsewhere both read address 0
+        read_ahead = [r.pidx_next.eq(r.pidx), r.res_rd.eq(Mux(r.tiles, r.res_row, r.res_row_next + 1))]
         with m.State("RESPOND"):
-            m.d.comb += self.tx_start.eq(1)
+            m.d.comb += [self.tx_start.eq(1)] + read_ahead
             m.d.sync += r.row_reg.eq(r.row_of(r.res_r.data))      # row 0, read in the cycle of respond()
             m.next = "SENDING"
         with m.State("SENDING"):
             # a link memory byte is valid once it was read for this pidx (not during an increment)
             payload_valid = Mux(r.source == 3, ~r.tiles | r.row_full, (r.source != 0) & r.rd_ok)
-            m.d.comb += self.tx_payload.valid.eq(payload_valid)
+            m.d.comb += [self.tx_payload.valid.eq(payload_valid)] + read_ahead
             with m.If(self.tx_payload.ready & payload_valid):
                 m.d.comb += r.pidx_next.eq(r.pidx + 1)
                 with m.If(r.source == 3):
@@ -391,7 +396,8 @@ class CommandExecutor(wiring.Component):
                             m.d.comb += r.res_row_next.eq(r.res_row + 1)
             with m.If(~self.tx_busy & ~(r.tiles & eng.busy)):
                 with m.If((r.cmd == Command.SOFT_RESET) & (r.status == Status.OK)):
-                    m.d.comb += [self.engine_reset.eq(1), eng.counters_clear.eq(1)]
+                    m.d.comb += eng.counters_clear.eq(1)
+                    m.d.sync += self.engine_reset.eq(1)     # a register: it fans out to the whole engine
                     m.d.sync += [r.shift.eq(0), r.mode.eq(0)]
                     m.d.sync += r.lk["zeroed"].eq((1 << n_link) - 1)
                 m.d.sync += r.tiles.eq(0)
@@ -423,10 +429,10 @@ class CommandExecutor(wiring.Component):
 
     def _result_buffer(self, m, r):
         """The result buffer: one drained tile in block RAM, row r = cols values then cols saturation flags;
-        written as the engine's result rows arrive at ``res_row``; read synchronously at ``res_rd``, by default
-        the row after the next ``res_row`` (``respond`` sets it to 0 for the row register's first load; in tile
-        mode ``res_row`` itself, the row the walker staged). Row ``rows`` is a spare that the read-ahead reaches
-        after the last row (never sent)."""
+        written as the engine's result rows arrive at ``res_row``; read synchronously at ``res_rd``: row 0
+        outside RESPOND/SENDING (for the row register's first load, in RESPOND), the row after the next
+        ``res_row`` in them (set there; in tile mode ``res_row`` itself, the row the walker staged). Row ``rows``
+        is a spare that the read-ahead reaches after the last row (never sent)."""
         cfg, eng = self.config, self.engine
         rows, cols, wl = cfg.rows, cfg.cols, cfg.wl
         res_mem = memory.Memory(shape=unsigned(cols * wl + cols), depth=rows + 1, init=[],
@@ -437,8 +443,7 @@ class CommandExecutor(wiring.Component):
         r.res_row = Signal(range(rows + 1))
         r.res_row_next = Signal.like(r.res_row)
         r.res_rd = Signal(range(rows + 2))
-        m.d.comb += [r.res_row_next.eq(r.res_row), r.res_rd.eq(Mux(r.tiles, r.res_row, r.res_row_next + 1)),
-                     r.res_r.addr.eq(r.res_rd)]
+        m.d.comb += [r.res_row_next.eq(r.res_row), r.res_rd.eq(0), r.res_r.addr.eq(r.res_rd)]
         m.d.sync += r.res_row.eq(r.res_row_next)
         m.d.comb += [r.res_w.addr.eq(r.res_row),
                      r.res_w.data.eq(Cat(eng.result.payload.data.as_value(), eng.result.payload.sat))]
@@ -527,8 +532,8 @@ class CommandExecutor(wiring.Component):
         lk_r, zeroed, inc_idx, inc_step = lk["lk_r"], lk["zeroed"], lk["inc_idx"], lk["inc_step"]
         inc_busy, id_base, rd_zero = lk["inc_busy"], lk["id_base"], lk["rd_zero"]
         r.pidx = pidx = Signal(range(max(len(lk["ident_bytes"]), 4 * (n_link + len(COUNTER_NAMES))) + 1))
-        r.pidx_next = pidx_next = Signal.like(pidx)
-        m.d.comb += pidx_next.eq(pidx)
+        r.pidx_next = pidx_next = Signal.like(pidx)   # 0 outside RESPOND/SENDING (so no command decision
+        m.d.comb += pidx_next.eq(0)                    # reaches the link memory's read address)
         m.d.sync += pidx.eq(pidx_next)
         eng_vec = Cat(*[eng.counters[n] for n in COUNTER_NAMES])
 
