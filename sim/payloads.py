@@ -168,8 +168,9 @@ def result_bytes(config):
 
 
 def max_tiles(config):
-    """The most tiles one RUN_TILES response can carry: ``n_tiles * result_bytes`` must fit the 16-bit LEN."""
-    return MAX_LENGTH // result_bytes(config)
+    """The most tiles one RUN_TILES may run: ``n_tiles * result_bytes`` must fit the 16-bit LEN, and at most
+    ``depth`` (a group of B tiles of ``K >= 1`` entries each fits the B memory; it keeps the counter narrow)."""
+    return min(MAX_LENGTH // result_bytes(config), config.depth)
 
 
 def run_tiles_args(a_base, b_base, b_step, k, n_tiles):
