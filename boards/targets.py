@@ -17,7 +17,7 @@ blocks); ``fxtrain build --list`` prints them with the multipliers used / availa
 =================  =================  ===========  ========  ==========  ==========  ================================
 name               device             DSP blocks   engine    sync clock  UART clock  UART
 =================  =================  ===========  ========  ==========  ==========  ================================
-icebreaker         iCE40UP5K-SG48     8 SB_MAC16   4 x 2     16 MHz      48 MHz      FT2232H channel B, 12 Mbaud
+icebreaker         iCE40UP5K-SG48     8 SB_MAC16   4 x 2     18 MHz      18 MHz      FT2232H channel B, 3 Mbaud
 ulx3s-12f          LFE5U-12F-6BG381   28 MULT18    7 x 4     60 MHz      30 MHz      FT231X, 3 Mbaud
 ulx3s-25f          LFE5U-25F-6BG381   28 MULT18    7 x 4     60 MHz      30 MHz      FT231X, 3 Mbaud
 ulx3s-45f          LFE5U-45F-6BG381   72 MULT18    8 x 8     60 MHz      30 MHz      FT231X, 3 Mbaud
@@ -31,12 +31,13 @@ clock that makes the bridge's fastest rate):
 
 * iCE40UP5K: 4 x 2 uses all 8 SB_MAC16 in about 4,900 of the 5,280 logic cells at ``wl = 16`` (4 x 2 has
   two rounders and LFSR lanes where 2 x 4 would have four, and does not place); engine fmax 19.7-21.7 MHz.
-  The UP5K has one PLL, whose outputs are one frequency (and its half), so the PLL makes the UART clock,
-  48 MHz (12 * 64 / 16; 4 cycles per bit at the FT2232H's 12 Mbaud, exact, the receiver's minimum), and the
-  engine clock is that divided by 3 in the fabric, 16 MHz (:mod:`fxtrain.boards.top`). Measured
-  (``docs/boards.md``): 60 MHz / 3 = 20 MHz missed in both domains (engine 19.69 MHz; the UART domain 33.5 MHz
-  with a 2048-entry crossing FIFO, before the crossing FIFOs shrank to 2 entries); 72 / 4 = 18 MHz would need a
-  72 MHz UART domain on this full device.
+  The UP5K has one PLL, whose outputs are one frequency (and its half), so a separate UART clock is the PLL
+  output and the engine clock that divided by an integer in the fabric. With the UART in its own 48 MHz domain
+  (12 Mbaud, divisor 4, engine 48 / 3 = 16 MHz) the design closed timing before RUN_TILES (``docs/boards.md``),
+  but with RUN_TILES it needs 5,384 of the 5,280 logic cells and does not place, so the default is the
+  single-clock design at 3 Mbaud: UART and engine both at 18 MHz from the PLL (12 * 48 / 32; 6 cycles per bit),
+  no clock crossing. ``--clock 16 --uart-clock 48 --baud 12000000`` builds the 12 Mbaud variant once the
+  device has room.
 * ULX3S-12F: the 12F is the 25F die; 7 x 4 uses all 28 MULT18X18D. Tall rather than wide for the same reason
   as on the iCEBreaker (fewer rounders and lanes); it routes at 70.5 MHz. 60 MHz = 25 * 12 / 5 (65 MHz leaves
   8 % margin and was not built); the UART clock is 30 MHz (VCO 600 MHz / 20, 10 cycles per bit at the
@@ -254,7 +255,7 @@ def _ulx3s(variant, platform, rows, cols, clk_mhz):
 
 TARGETS = {t.name: t for t in (
     BoardTarget("icebreaker", ICEBreakerPlatform, "ice40", EngineConfig(rows=4, cols=2, wl=16, depth=512),
-                16_000_000, 12_000_000, 48_000_000, BRIDGES["FT2232H"],
+                18_000_000, 3_000_000, 18_000_000, BRIDGES["FT2232H"],
                 description="1BitSquared iCEBreaker, iCE40UP5K, 12 MHz oscillator, FT2232H UART"),
     _ulx3s("12f", ULX3S_12F_Platform, 7, 4, 60),
     _ulx3s("25f", ULX3S_25F_Platform, 7, 4, 60),

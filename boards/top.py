@@ -41,7 +41,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from fractions import Fraction
 
-from amaranth.hdl import ClockDomain, ClockSignal, Const, Elaboratable, Instance, Module, Mux, ResetSignal, Signal
+from amaranth.hdl import ClockDomain, ClockSignal, Const, Elaboratable, Instance, Module, Mux, Signal
 from amaranth.lib import io
 from amaranth.lib.cdc import ResetSynchronizer
 
@@ -214,7 +214,7 @@ def clock_plan(target):
     if clk == uart == osc:
         return ClockPlan(None, None)
     if target.family == "ecp5":
-        return ClockPlan(ecp5_pll_params(osc, clk, uart), "sync")
+        return ClockPlan(ecp5_pll_params(osc, clk, None if uart == clk else uart), "sync")
     fast, slow = max(clk, uart), min(clk, uart)
     if fast % slow:
         raise ValueError(f"Board {target.name}: the iCE40's one PLL makes one frequency, so the slower clock must "
@@ -223,7 +223,7 @@ def clock_plan(target):
     if fast == osc:
         raise ValueError(f"Board {target.name}: a clock divided from the {osc / MHZ:g} MHz oscillator without the "
                          f"PLL is not supported (engine clock {clk / MHZ:g} MHz, UART clock {uart / MHZ:g} MHz)")
-    return ClockPlan(ice40_pll_params(osc, fast), "uart" if uart >= clk else "sync", fast // slow)
+    return ClockPlan(ice40_pll_params(osc, fast), "uart" if uart > clk else "sync", fast // slow)
 
 
 def pll_params(target):
@@ -282,18 +282,20 @@ class BoardTop(Elaboratable):
             "EHXPLLL",
             a_FREQUENCY_PIN_CLKI=str(self.target.osc_freq / MHZ),
             a_FREQUENCY_PIN_CLKOP=str(p.freq / MHZ),
-            a_FREQUENCY_PIN_CLKOS=str(self.target.uart_freq / MHZ),
+            **({} if p.clkos_div is None else {"a_FREQUENCY_PIN_CLKOS": str(self.target.uart_freq / MHZ)}),
             a_ICP_CURRENT="12", a_LPF_RESISTOR="8", a_MFG_ENABLE_FILTEROPAMP="1", a_MFG_GMCREF_SEL="2",
             p_PLLRST_ENA="DISABLED", p_INTFB_WAKE="DISABLED", p_STDBY_ENABLE="DISABLED",
             p_DPHASE_SOURCE="DISABLED", p_OUTDIVIDER_MUXA="DIVA", p_OUTDIVIDER_MUXB="DIVB",
             p_CLKI_DIV=p.clki_div, p_CLKFB_DIV=p.clkfb_div, p_CLKOP_DIV=p.clkop_div,
             p_CLKOP_ENABLE="ENABLED", p_CLKOP_CPHASE=p.clkop_div - 1, p_CLKOP_FPHASE=0,
-            p_CLKOS_DIV=p.clkos_div, p_CLKOS_ENABLE="ENABLED", p_CLKOS_CPHASE=p.clkos_div - 1, p_CLKOS_FPHASE=0,
+            **({} if p.clkos_div is None else dict(
+                p_CLKOS_DIV=p.clkos_div, p_CLKOS_ENABLE="ENABLED", p_CLKOS_CPHASE=p.clkos_div - 1, p_CLKOS_FPHASE=0,
+                o_CLKOS=uart_out)),
             p_FEEDBK_PATH="CLKOP",
             i_CLKI=clk_in.i, i_CLKFB=clk_out, i_RST=Const(0), i_STDBY=Const(0),
             i_PHASESEL0=Const(0), i_PHASESEL1=Const(0), i_PHASEDIR=Const(1), i_PHASESTEP=Const(1),
             i_PHASELOADREG=Const(1), i_PLLWAKESYNC=Const(0), i_ENCLKOP=Const(0), i_ENCLKOS=Const(0),
-            o_CLKOP=clk_out, o_CLKOS=uart_out, o_LOCK=locked)
+            o_CLKOP=clk_out, o_LOCK=locked)
 
     def _clock_domains(self, m, platform):
         """Both domains from the PLL, each held in reset until it locks (:class:`ResetSynchronizer`)."""
@@ -301,8 +303,12 @@ class BoardTop(Elaboratable):
         freqs = {"sync": t.clk_freq, "uart": t.uart_freq}
         locked = Signal(name="pll_locked")
         clocks = {"sync": Signal(name="clk_engine"), "uart": Signal(name="clk_uart")}
+        if t.clk_freq == t.uart_freq:               # one clock: the SoC has no uart domain
+            del clocks["uart"]
         if t.family == "ecp5":
-            self._ecp5_pll(m, platform, clocks["sync"], clocks["uart"], locked)
+            self._ecp5_pll(m, platform, clocks["sync"], clocks.get("uart"), locked)
+        elif len(clocks) == 1:
+            self._ice40_pll(m, platform, clocks["sync"], locked)
         else:
             fast = self.clocks.pll_domain
             slow = "sync" if fast == "uart" else "uart"
@@ -330,9 +336,6 @@ class BoardTop(Elaboratable):
         t = self.target
         if self.pll is not None:
             self._clock_domains(m, platform)
-        else:                                   # both on the oscillator: the platform's sync domain
-            m.domains.uart = ClockDomain("uart")
-            m.d.comb += [ClockSignal("uart").eq(ClockSignal("sync")), ResetSignal("uart").eq(ResetSignal("sync"))]
         m.submodules.soc = soc = AcceleratorSoC(t.config, t.clk_freq, t.baud, uart_freq=t.uart_freq)
         if soc.identity != self.identity:
             raise AssertionError(f"SoC identity {soc.identity} differs from identify_payload {self.identity}")

@@ -113,7 +113,11 @@ class AcceleratorSoC(wiring.Component):
     uart_freq : int
         ``uart`` domain clock in Hz.
 
-    Clock domains: ``sync``; the UART variant also ``uart`` (Verilog ports ``uart_clk``, ``uart_rst``).
+    two_clocks : bool
+        UART variant with ``uart_freq != clk_freq``: the UART in the ``uart`` domain behind the crossing FIFOs.
+        With equal clocks the UART and the receive buffer are in ``sync`` and there is no crossing.
+
+    Clock domains: ``sync``; the two-clock UART variant also ``uart`` (Verilog ports ``uart_clk``, ``uart_rst``).
     """
 
     def __init__(self, config, clk_freq, baud, *, uart_freq=None, frame_timeout=None, byte_stream=False,
@@ -134,7 +138,8 @@ class AcceleratorSoC(wiring.Component):
         self.uart_freq = uart_freq
         self.byte_stream = bool(byte_stream)
         self.divisor = None if byte_stream else uart_divisor(uart_freq, baud)
-        if not byte_stream and 10 * clk_freq < MIN_SYNC_CYCLES_PER_BYTE * baud:
+        self.two_clocks = not byte_stream and uart_freq != clk_freq
+        if self.two_clocks and 10 * clk_freq < MIN_SYNC_CYCLES_PER_BYTE * baud:
             raise ValueError(f"Engine clock {clk_freq} Hz is too slow for {baud} baud: a UART byte lasts "
                              f"{10 * clk_freq / baud:.2f} engine cycles, the receive path needs at least "
                              f"{MIN_SYNC_CYCLES_PER_BYTE}")
@@ -168,10 +173,25 @@ class AcceleratorSoC(wiring.Component):
         if self.byte_stream:
             wiring.connect(m, wiring.flipped(self.rx_bytes), decoder.i)
             wiring.connect(m, encoder.o, wiring.flipped(self.tx_bytes))
+        elif not self.two_clocks:
+            # UART clock = engine clock: one domain, no crossing (the receive buffer straight after the receiver)
+            m.submodules.uart_rx = uart_rx = UARTReceiver(self.divisor)
+            m.submodules.uart_tx = uart_tx = UARTTransmitter(self.divisor)
+            m.submodules.rx_fifo = rx_fifo = fifo.SyncFIFOBuffered(width=8, depth=self.rx_buffer)
+            rx_q = Signal(8)
+            rx_q_valid = Signal()
+            m.d.comb += [uart_rx.rx.eq(self.rx), self.tx.eq(uart_tx.tx),
+                         rx_fifo.w_data.eq(uart_rx.o.payload), rx_fifo.w_en.eq(uart_rx.o.valid),
+                         uart_rx.o.ready.eq(rx_fifo.w_rdy),
+                         rx_fifo.r_en.eq(~rx_q_valid | decoder.i.ready),
+                         decoder.i.payload.eq(rx_q), decoder.i.valid.eq(rx_q_valid)]
+            with m.If(rx_fifo.r_en):
+                m.d.sync += [rx_q.eq(rx_fifo.r_data), rx_q_valid.eq(rx_fifo.r_rdy)]
+            wiring.connect(m, encoder.o, uart_tx.i)
         else:
             in_uart = DomainRenamer({"sync": UART_DOMAIN})
             m.submodules.uart_rx = uart_rx = in_uart(UARTReceiver(self.divisor))
-            m.submodules.uart_tx = uart_tx = in_uart(UARTTransmitter(self.divisor))
+            m.submodules.uart_tx = uart_tx = in_uart(UARTTransmitter(self.divisor, registered_ready=True))
             m.submodules.rx_cdc = rx_cdc = fifo.AsyncFIFO(
                 width=8, depth=CDC_FIFO_DEPTH, w_domain=UART_DOMAIN, r_domain="sync", exact_depth=True)
             m.submodules.rx_fifo = rx_fifo = fifo.SyncFIFOBuffered(width=8, depth=self.rx_buffer)

@@ -78,6 +78,10 @@ class UARTTransmitter(wiring.Component):
     ----------
     divisor : int
         Clock cycles per bit (:func:`uart_divisor`).
+    registered_ready : bool
+        Drive ``i.ready`` from a register computed a cycle ahead (same timing on the wire, no comparator in
+        front of the producer; the SoC's two-clock variant uses it for its crossing FIFO), else from the bit
+        counter and timer directly (fewer cells).
 
     Members
     -------
@@ -85,12 +89,15 @@ class UARTTransmitter(wiring.Component):
     tx : Out(1)
     """
 
-    def __init__(self, divisor):
+    def __init__(self, divisor, *, registered_ready=False):
         _check_divisor(divisor)
         self.divisor = divisor
+        self.registered_ready = bool(registered_ready)
         super().__init__({"i": In(stream.Signature(8)), "tx": Out(1, init=1)})
 
     def elaborate(self, platform):
+        if not self.registered_ready:
+            return self._elaborate_comb_ready()
         m = Module()
         shreg = Signal(10, init=0x3FF)
         bits = Signal(range(11))
@@ -108,6 +115,24 @@ class UARTTransmitter(wiring.Component):
                              timer.eq(self.divisor - 1), ready.eq(bits == 1)]
             with m.Else():
                 m.d.sync += [timer.eq(timer - 1), ready.eq((bits == 1) & (timer == 1))]
+        return m
+
+    def _elaborate_comb_ready(self):
+        m = Module()
+        shreg = Signal(10, init=0x3FF)
+        bits = Signal(range(11))
+        timer = Signal(range(self.divisor))
+        last = (bits == 1) & (timer == 0)          # final cycle of the stop bit
+        m.d.comb += [self.tx.eq(shreg[0]), self.i.ready.eq((bits == 0) | last)]
+        with m.If(self.i.valid & self.i.ready):
+            m.d.sync += [shreg.eq(Cat(Const(0, 1), self.i.payload, Const(1, 1))), bits.eq(10),
+                         timer.eq(self.divisor - 1)]
+        with m.Elif(bits != 0):
+            with m.If(timer == 0):
+                m.d.sync += [shreg.eq(Cat(shreg[1:], Const(1, 1))), bits.eq(bits - 1),
+                             timer.eq(self.divisor - 1)]
+            with m.Else():
+                m.d.sync += timer.eq(timer - 1)
         return m
 
 

@@ -1,9 +1,11 @@
 """cocotb benches of the host link on Verilator and Icarus (``sim/benches/link_bench.py``).
 
-* UART bit level (both simulators): the two-clock UART SoC at the iCEBreaker's line rate, 12 Mbaud from a
+* UART bit level (both simulators): the two-clock UART SoC at the FT2232H's 12 Mbaud (the iCEBreaker's variant) from a
   48 MHz UART clock (4 cycles per bit), answers a small GEMM and bad frames bit-exactly like ``ProtocolEmulator``
   with the host's baud rate 1.5 % slow, exact and 1.5 % fast, once with the engine clock 2.8 times slower than
   the UART clock and once 1.3 times faster (periods with no common small multiple, unrelated phases).
+* UART bit level, single clock (one simulator): the UART SoC with UART clock = engine clock (the iCEBreaker
+  default) at 12 MHz / 3 Mbaud, same checks.
 * Receive-buffer rule (one simulator): the two-clock UART SoC with a 64-byte receive buffer answers the pipelined
   driver's frames, streamed at line rate with at most 64 bytes unanswered, exactly like ``ProtocolEmulator``;
   streamed with no limit, a READ_RESULT burst overflows it; at both engine clocks.
@@ -45,6 +47,18 @@ def test_uart_bit_level_two_clocks_12mbaud(simulator, run_cocotb):
     assert soc.divisor == 4
     params = dict(UART_PARAMS, baud_errors=[-0.015, 0.0, 0.015], engine_ps=ENGINE_PS)
     assert run_cocotb(soc, "fxtrain_soc_uart", "fxtrain.sim.benches.link_bench", simulator,
+                      dict(params, testcase="uart_bit_level")) >= 1
+
+
+def test_uart_bit_level_single_clock_3mbaud(simulator, run_cocotb):
+    """The single-clock UART variant (UART clock = engine clock, as on the iCEBreaker by default) at 12 MHz and
+    3 Mbaud (4 cycles per bit), ±1.5 % baud error: every response equals the golden model's. One simulator."""
+    if simulator != available_simulators()[-1]:
+        pytest.skip(f"single-clock UART bench runs on {available_simulators()[-1]} only (one extra SoC build)")
+    soc = AcceleratorSoC(CONFIG, PARAMS["clk_freq"], PARAMS["baud"], frame_timeout=PARAMS["frame_timeout"])
+    assert soc.divisor == 4 and not soc.two_clocks
+    params = dict(PARAMS, uart_freq=PARAMS["clk_freq"], baud_errors=[-0.015, 0.0, 0.015], engine_ps=[0])
+    assert run_cocotb(soc, "fxtrain_soc_uart1", "fxtrain.sim.benches.link_bench", simulator,
                       dict(params, testcase="uart_bit_level")) >= 1
 
 

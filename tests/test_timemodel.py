@@ -198,10 +198,10 @@ def test_pipelined_estimate_overlaps_the_wire_and_waits_once_per_gemm():
 
 def test_link_timing_uses_the_board_uart_clock():
     """The up-link byte time is 10 * divisor / f_uart with the divisor of the board's UART clock (not the engine
-    clock), and the down-link 10 / baud: 12 Mbaud from 48 MHz (divisor 4) on the iCEBreaker, 3 Mbaud from 30 MHz
+    clock), and the down-link 10 / baud: 3 Mbaud from 18 MHz (divisor 6) on the iCEBreaker, 3 Mbaud from 30 MHz
     (divisor 10) on the ULX3S."""
     from fxtrain.boards.targets import get_target
-    for name, baud, divisor in (("icebreaker", 12_000_000, 4), ("ulx3s-85f", 3_000_000, 10)):
+    for name, baud, divisor in (("icebreaker", 3_000_000, 6), ("ulx3s-85f", 3_000_000, 10)):
         target = get_target(name)
         assert (target.baud, target.uart_divisor) == (baud, divisor)
         link = timemodel.board_platform(name, "16.8").link

@@ -100,15 +100,17 @@ def test_receiver_counts_framing_error_when_stop_bit_is_low():
     sim.run()
 
 
+@pytest.mark.parametrize("registered_ready", [False, True])
 @pytest.mark.parametrize("divisor", [4, 7])
-def test_transmitter_to_receiver_loopback_and_bit_timing(divisor):
-    """TX -> RX loopback is lossless, and TX holds each bit exactly ``divisor`` cycles (10 per byte)."""
+def test_transmitter_to_receiver_loopback_and_bit_timing(divisor, registered_ready):
+    """TX -> RX loopback is lossless, and TX holds each bit exactly ``divisor`` cycles (10 per byte, back to
+    back), with ``ready`` combinational or registered."""
     seed = 77 + divisor
     rng = random.Random(seed)
     print("seed", seed)
     data = bytes([0x00, 0xFF]) + bytes(rng.randrange(256) for _ in range(10))
     m = Module()
-    m.submodules.tx = tx = UARTTransmitter(divisor)
+    m.submodules.tx = tx = UARTTransmitter(divisor, registered_ready=registered_ready)
     m.submodules.rx = rx = UARTReceiver(divisor)
     m.d.comb += rx.rx.eq(tx.tx)
     got, line = [], []

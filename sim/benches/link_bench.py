@@ -146,16 +146,22 @@ async def _uart_start(dut, p, engine_ps):
     slower clock. Returns ``(received list, bit ps, clock tasks)``; cancel the tasks to end the case.
     """
     uart_ps = 2 * round(0.5e12 / p["uart_freq"])
+    two_clocks = hasattr(dut, "uart_clk")          # the single-clock UART variant has only clk (at uart_freq)
     settle_combinational(dut)
     dut.rx.value = 1
     dut.rst.value = 1
-    dut.uart_rst.value = 1
-    tasks = [cocotb.start_soon(Clock(dut.uart_clk, uart_ps, unit="ps").start())]
-    await Timer(uart_ps // 3 + 1, unit="ps")
+    tasks = []
+    if two_clocks:
+        dut.uart_rst.value = 1
+        tasks.append(cocotb.start_soon(Clock(dut.uart_clk, uart_ps, unit="ps").start()))
+        await Timer(uart_ps // 3 + 1, unit="ps")
+    else:
+        engine_ps = uart_ps
     tasks.append(cocotb.start_soon(Clock(dut.clk, engine_ps, unit="ps").start()))
     await Timer(6 * max(uart_ps, engine_ps), unit="ps")
     dut.rst.value = 0
-    dut.uart_rst.value = 0
+    if two_clocks:
+        dut.uart_rst.value = 0
     await Timer(6 * max(uart_ps, engine_ps), unit="ps")
     received = []
     bit_ps = uart_ps * round(p["uart_freq"] / p["baud"])
