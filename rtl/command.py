@@ -384,7 +384,10 @@ class CommandExecutor(wiring.Component):
         w_addr_ok = fits(w_addr, w_count)
         run_args = data.View(RUN_ARGS.as_struct(), sh[-8 * RUN_ARGS.size:])
         r_a, r_b, r_k, r_flags = run_args.a_base, run_args.b_base, run_args.k, run_args.flags
-        run_ok = (r_k != 0) & fits(r_a, r_k) & fits(r_b, r_k) & (r_flags <= (RUN_CLEAR | RUN_DRAIN))
+        # registered: sh last changes with a DATA event; EXECUTE comes at least two cycles later (the END event
+        # is taken at least one cycle after it), so run_ok is settled there, and RUN's carry chains end here
+        run_ok = Signal()
+        m.d.sync += run_ok.eq((r_k != 0) & fits(r_a, r_k) & fits(r_b, r_k) & (r_flags <= (RUN_CLEAR | RUN_DRAIN)))
         rounding_args = data.View(ROUNDING_ARGS.as_struct(), sh[-8 * ROUNDING_ARGS.size:])
         r_shift, r_mode = rounding_args.shift, rounding_args.mode
 
@@ -428,15 +431,17 @@ class CommandExecutor(wiring.Component):
         inc_sel = Signal(range(n_link))
         inc_busy = inc_step != 5
         rd_zero = Signal()     # the link byte read last cycle belongs to a zeroed counter
+        # rd_zero/lk_r.data: byte inc_step - 1 of counter inc_idx, read last cycle. The write port depends on
+        # registers only (not on inc_go, which comes from the command checks): an increment always ends before
+        # the next one starts (a response lasts at least 10 cycles, an increment 5)
+        byte_in = Mux(rd_zero, 0, lk_r.data)
+        m.d.comb += [lk_w.en.eq(inc_busy & (inc_step != 0)), lk_w.addr.eq(inc_idx * 4 + (inc_step - 1)[:2]),
+                     lk_w.data.eq(byte_in + inc_carry)]
         with m.If(inc_go):
             m.d.sync += [inc_idx.eq(inc_sel), inc_step.eq(0), inc_carry.eq(1)]
         with m.Elif(inc_busy):
             m.d.sync += inc_step.eq(inc_step + 1)
             with m.If(inc_step != 0):
-                # rd_zero/lk_r.data: byte inc_step - 1 of counter inc_idx, read last cycle
-                byte_in = Mux(rd_zero, 0, lk_r.data)
-                m.d.comb += [lk_w.en.eq(1), lk_w.addr.eq(inc_idx * 4 + (inc_step - 1)[:2]),
-                             lk_w.data.eq(byte_in + inc_carry)]
                 m.d.sync += inc_carry.eq(inc_carry & (byte_in == 0xFF))
                 with m.If(inc_step == 4):
                     m.d.sync += [zeroed.bit_select(inc_idx, 1).eq(0), inc_step.eq(5)]
