@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 
 from ..sim.engine import run_cycles
 from ..sim.gemm import EngineConfig
-from ..sim.payloads import (DEFAULT_RX_BUFFER, ROUNDING_ARGS, RUN_ARGS, WRITE_HEADER, entry_bytes, result_bytes,
-                            write_frames)
-from ..sim.planner import CommandPlanner, ReadResult, Reused, Run, SetRounding, WriteOperand, plan_gemm
+from ..sim.payloads import (DEFAULT_RX_BUFFER, ROUNDING_ARGS, RUN_ARGS, RUN_TILES_ARGS, WRITE_HEADER, entry_bytes,
+                            result_bytes, run_tiles_cycles, write_frames)
+from ..sim.planner import CommandPlanner, ReadResult, Reused, Run, RunTiles, SetRounding, WriteOperand, plan_gemm
 from ..sim.wire import Command, request_frame_bytes, response_frame_bytes
 
 __all__ = ["Traffic", "DriverReplay"]
@@ -43,7 +43,9 @@ class Traffic:
     runs : collections.Counter
         ``(k, drain) -> number of RUN exchanges``.
     read_results : int
-        READ_RESULT exchanges (one per output tile).
+        READ_RESULT exchanges (one per output tile of a K-split GEMM).
+    run_tiles : collections.Counter
+        ``(k, n_tiles) -> number of RUN_TILES exchanges`` (each answers ``n_tiles`` tiles).
     tiles : int
     macs : int
     gemms : int
@@ -58,6 +60,7 @@ class Traffic:
     tiles: int = 0
     macs: int = 0
     gemms: int = 0
+    run_tiles: Counter = field(default_factory=Counter)
 
     def __iadd__(self, other):
         self.set_rounding += other.set_rounding
@@ -68,6 +71,7 @@ class Traffic:
         self.tiles += other.tiles
         self.macs += other.macs
         self.gemms += other.gemms
+        self.run_tiles += other.run_tiles
         return self
 
     def scaled(self, factor):
@@ -75,7 +79,8 @@ class Traffic:
         out = Traffic(self.set_rounding * factor, Counter({k: v * factor for k, v in self.writes.items()}),
                       Counter({k: v * factor for k, v in self.reused.items()}),
                       Counter({k: v * factor for k, v in self.runs.items()}), self.read_results * factor,
-                      self.tiles * factor, self.macs * factor, self.gemms * factor)
+                      self.tiles * factor, self.macs * factor, self.gemms * factor,
+                      Counter({k: v * factor for k, v in self.run_tiles.items()}))
         return out
 
     def write_frames(self, config, rx_buffer=DEFAULT_RX_BUFFER):
@@ -92,7 +97,7 @@ class Traffic:
     def exchanges(self, config, rx_buffer=DEFAULT_RX_BUFFER):
         """Number of request/response exchanges (frames each way)."""
         return (self.set_rounding + sum(c for _, _, c in self.write_frames(config, rx_buffer))
-                + sum(self.runs.values()) + self.read_results)
+                + sum(self.runs.values()) + self.read_results + sum(self.run_tiles.values()))
 
     def bytes(self, config, rx_buffer=DEFAULT_RX_BUFFER):
         """``(bytes to the device, bytes from the device)`` on the wire for an engine of ``config``."""
@@ -106,11 +111,16 @@ class Traffic:
         acks = self.set_rounding + writes + sum(self.runs.values())
         up = acks * response_frame_bytes(0)
         up += self.read_results * response_frame_bytes(result_bytes(config))
+        for (_, n), count in self.run_tiles.items():
+            down += count * request_frame_bytes(RUN_TILES_ARGS.size)
+            up += count * response_frame_bytes(n * result_bytes(config))
         return down, up
 
     def engine_cycles(self, config):
-        """Cycles the engine is busy (``sim.engine.run_cycles`` summed over the runs)."""
-        return sum(count * run_cycles(config, k, drain) for (k, drain), count in self.runs.items())
+        """Cycles the engine is busy (``sim.engine.run_cycles`` summed over the runs, ``run_tiles_cycles`` over
+        the RUN_TILES)."""
+        return (sum(count * run_cycles(config, k, drain) for (k, drain), count in self.runs.items())
+                + sum(count * run_tiles_cycles(config, k, n) for (k, n), count in self.run_tiles.items()))
 
 
 class DriverReplay:
@@ -121,28 +131,34 @@ class DriverReplay:
     ----------
     config : EngineConfig
         Only ``rows``, ``cols`` and ``depth`` matter (the traffic in entries does not depend on ``wl``).
+    tile_loop : bool
+        RUN_TILES when K fits one chunk (the driver of protocol version 2, default); ``False`` replays the
+        per-tile RUN / READ_RESULT schedule of version 1 (the "before" of ``bench/link_bytes.py``).
     """
 
-    def __init__(self, config):
+    def __init__(self, config, tile_loop=True):
         if not isinstance(config, EngineConfig):
             raise TypeError(f"config must be an EngineConfig, not {config!r}")
         self.config = config
+        self.tile_loop = bool(tile_loop)
         self.planner = CommandPlanner(config)
 
     def gemm(self, m, k, n, rounding=None, b_key=None):
         """The :class:`Traffic` of one ``M x K x N`` GEMM issued now (advances the residency state)."""
-        plan = plan_gemm(self.config, m, k, n)
+        plan = plan_gemm(self.config, m, k, n, tile_loop=self.tile_loop)
         traffic = Traffic(macs=m * k * n, tiles=len(plan.tiles), gemms=1)
         for item in self.planner.schedule(plan, rounding, b_key=b_key):
             if isinstance(item, WriteOperand):
                 cmd = Command.WRITE_A if item.which == "A" else Command.WRITE_B
-                traffic.writes[(cmd, item.chunk.length)] += 1
+                traffic.writes[(cmd, item.entries)] += 1
             elif isinstance(item, Reused):
                 traffic.reused[item.which] += item.entries
             elif isinstance(item, Run):
                 traffic.runs[(item.k, item.drain)] += 1
             elif isinstance(item, ReadResult):
                 traffic.read_results += 1
+            elif isinstance(item, RunTiles):
+                traffic.run_tiles[(item.k, item.n_tiles)] += 1
             elif isinstance(item, SetRounding):
                 traffic.set_rounding += 1
         return traffic

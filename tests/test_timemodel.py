@@ -96,7 +96,7 @@ def device_rounding():
 
 def test_rtl_engine_busy_counter_equals_predicted_cycles():
     """The GemmEngine RTL (Amaranth simulator) counts, in its busy counter, exactly the predicted cycles of the
-    runs of a K-split GEMM (K = 2*depth + 3) and of a K = 1 GEMM."""
+    runs of a K-split GEMM (K = 2*depth + 3) and of a K = 1 GEMM (a RUN_TILES)."""
     config = EngineConfig(rows=2, cols=3, wl=8, depth=8, max_k_log2=8)
     replay = timemodel.DriverReplay(config)
     traffic = replay.gemm(3, 2 * config.depth + 3, 4)
@@ -104,7 +104,9 @@ def test_rtl_engine_busy_counter_equals_predicted_cycles():
     runs = []
     for (k, drain), count in sorted(traffic.runs.items()):
         runs += [(k, drain)] * count
-    assert busy_cycles_in_amaranth_sim(config, runs) == traffic.engine_cycles(config)
+    for (k, n), count in sorted(traffic.run_tiles.items()):    # RUN_TILES: n clear+drain runs each
+        runs += [(k, True)] * (n * count)
+    assert traffic.run_tiles and busy_cycles_in_amaranth_sim(config, runs) == traffic.engine_cycles(config)
 
 
 @pytest.mark.slow
@@ -177,12 +179,13 @@ def test_estimate_cli_prints_breakdown_table_and_writes_plot(tmp_path, capsys):
 def test_pipelined_estimate_overlaps_the_wire_and_waits_once_per_gemm():
     """With a receive buffer the driver waits once per GEMM and the device's work overlaps the down wire:
     T = max(down, up + compute + request bytes / f) + gemms * latency + host; without one (rx_buffer=0) every
-    exchange waits and nothing overlaps, which reproduces the issue's 'before' figures for the iCEBreaker."""
+    exchange waits and nothing overlaps, which with the per-tile schedule of protocol version 1 (tile_loop off)
+    reproduces the issue's 'before' figures for the iCEBreaker."""
     from dataclasses import replace
 
     layers = timemodel.lenet_layers()
     piped = timemodel.board_platform("icebreaker", "16.8")
-    seq = replace(piped, rx_buffer=0)
+    seq = replace(piped, rx_buffer=0, tile_loop=False)
     p = timemodel.estimate_epoch(piped, layers, "16.8", 64, 60000)
     s = timemodel.estimate_epoch(seq, layers, "16.8", 64, 60000)
     assert (s.bytes_down, s.bytes_up, s.exchanges) == (42_644_961_538, 5_053_671_856, 342_103_632)
