@@ -4,8 +4,8 @@
 ``device:…`` specs open one) and speaks ``docs/protocol.md`` over a transport (:mod:`.transport`).
 
 GEMMs of any shape are tiled by the one GEMM planner, :mod:`fxtrain.sim.planner` (padding, tiles ``tm`` outer /
-``tn`` inner, K chunks of ``depth`` with clear/drain flags, operand residency with LRU eviction and content
-digests), which ``fxtrain.sim.engine.gemm_via_engine`` plays on the golden model, so results equal
+``tn`` inner, K chunks of ``depth`` with clear/drain flags, RUN_TILES groups when K fits one chunk, operand
+residency with LRU eviction and content digests), which ``fxtrain.sim.engine.gemm_via_engine`` plays on the golden model, so results equal
 ``fxtrain.sim.gemm.tiled_gemm`` bit for bit. A B chunk stays resident across ``gemm`` calls when the caller names
 B's contents with ``b_key`` (e.g. a layer's weights at one optimiser step); a stale ``b_key`` can cost time but
 never a wrong result.
@@ -24,7 +24,8 @@ status) or the link is resynchronised: a mangled frame may have written operand 
 CRC was checked (the rounding registers change only through a CRC-checked SET_ROUNDING, so only a failed
 SET_ROUNDING or SOFT_RESET drops that belief). Everything a RUN depends on is confirmed again, and re-sent where
 needed, right before it is sent; a RUN the device did not execute is re-sent that way, a RUN that may have executed
-restarts its tile from the CLEAR run. The lanes are kept at the golden model's position (seeds advanced by ``rows``
+restarts its tile from the CLEAR run, and a RUN_TILES without a valid answer is redone whole (its tiles are
+placed only from an intact answer). The lanes are kept at the golden model's position (seeds advanced by ``rows``
 per acknowledged drain, re-loaded with SET_SEEDS after any failure), and a ``gemm`` that raises leaves them where
 they were before it. So every ``gemm`` either equals the golden model bit for bit or raises :class:`DeviceError` (up
 to CRC-16 collisions of corrupted frames).
@@ -53,11 +54,11 @@ import numpy as np
 from ..sim.engine import RESET_LANE_STATE
 from ..sim.gemm import EngineConfig, GemmResult, check_gemm
 from ..sim.lfsr import lane_advance, lane_seeds
-from ..sim.payloads import (COUNTER, PROTOCOL_VERSION, ROUNDING_ARGS, RUN_ARGS, RUN_DRAIN, SEED, WRITE_HEADER,
-                            Identity, counter_names, decode_result, pack_values, result_bytes, value_bytes,
-                            write_frames)
-from ..sim.planner import (CommandPlanner, ReadResult, ResidentMemory, Reused, Run, SetRounding, WriteOperand,
-                           plan_gemm)
+from ..sim.payloads import (COUNTER, PROTOCOL_VERSION, ROUNDING_ARGS, RUN_ARGS, RUN_DRAIN, SEED,
+                            WRITE_HEADER, Identity, counter_names, decode_result, decode_tiles, pack_values,
+                            result_bytes, run_tiles_args, value_bytes, write_frames)
+from ..sim.planner import (CommandPlanner, ReadResult, ResidentMemory, Reused, Run, RunTiles, SetRounding,
+                           WriteOperand, plan_gemm)
 from ..sim.wire import Command, ResponseParser, Status, encode_request
 from .pipeline import LinkFault, Pipeline
 
@@ -433,6 +434,58 @@ class Device:
         raise DeviceError(f"RUN failed on {self.transport.name}: unanswered in each of {attempt + 1} attempts "
                           f"at its tile ({why})")
 
+    def _tile_group(self, shift, mode, a_key, a_block, b_key, b_block, n_tiles):
+        """One RUN_TILES whose operands, rounding registers and lanes are confirmed right before it is sent;
+        redone whole (after confirming everything again) when it failed in any way. Returns its ``n_tiles``
+        tiles ``[(c, saturated), ...]``."""
+        why = None
+        k = len(a_block)
+        for attempt in range(1 + self.retries):
+            if attempt:
+                self.counters["retries"] += 1
+                if why is not None:
+                    self._resync()
+            epoch = self._epoch
+            self._sync_lanes()
+            self._sync_rounding(shift, mode)
+            a_addr = self._resident(self._a_mem, Command.WRITE_A, a_key, a_block, "a_entries_sent")
+            b_addr = self._resident(self._b_mem, Command.WRITE_B, b_key, b_block, "b_entries_sent",
+                                    "b_entries_reused")
+            if self._epoch != epoch:
+                why = None               # a link error after something was confirmed: confirm everything again
+                continue
+            try:
+                payload = self._attempt(Command.RUN_TILES, run_tiles_args(a_addr, b_addr, k, k, n_tiles),
+                                        n_tiles * result_bytes(self.config))
+            except (_NotExecuted, _Unanswered) as error:
+                why = error
+                continue
+            self.counters["runs"] += n_tiles
+            self._lane_advances += n_tiles * self.config.rows
+            return decode_tiles(self.config, payload)
+        raise DeviceError(f"RUN_TILES failed on {self.transport.name} after {attempt + 1} attempt(s): "
+                          f"{why or 'a link error while confirming its operands every time'}")
+
+    def _one_at_a_time(self, plan, out, shift, mode, b_scope):
+        """The tiles not received yet, one exchange at a time (the recovery rules of the module docstring)."""
+        if plan.groups is not None:
+            (chunk,) = plan.chunks
+            for group in plan.groups:
+                if group.first < out.received:
+                    continue
+                tiles = self._tile_group(shift, mode, ("A", self._gemm_id, group.tm, 0),
+                                         plan.a_block(out.ap, group.tm, chunk),
+                                         b_scope + ("tiles", group.tn0, group.count),
+                                         plan.b_block(out.bp, group.tn0, chunk, group.count), group.count)
+                for tile in tiles:
+                    out.place_tile(*tile)
+            return
+        for tm, tn in plan.tiles[out.received:]:
+            runs = [(("A", self._gemm_id, tm, chunk.k0), plan.a_block(out.ap, tm, chunk),
+                     b_scope + (tn, chunk.k0), plan.b_block(out.bp, tn, chunk), plan.flags(chunk))
+                    for chunk in plan.chunks]
+            out.place_tile(*self._tile(shift, mode, runs))
+
     def gemm(self, a, b, shift, mode, *, b_key=None):
         """``round(A @ B)`` on the device: ``.c`` (M x N raw int64) and ``.saturated`` (M x N bool).
 
@@ -458,11 +511,7 @@ class Device:
                     self._lane_advances = advances + out.received * cfg.rows
                     self._rounding = None          # the pipelined SET_ROUNDING may or may not have executed
                     self._resync()                 # forgets residency (both bookkeepings) and the lanes' sync
-            for tm, tn in plan.tiles[out.received:]:
-                runs = [(("A", self._gemm_id, tm, chunk.k0), plan.a_block(out.ap, tm, chunk),
-                         b_scope + (tn, chunk.k0), plan.b_block(out.bp, tn, chunk), plan.flags(chunk))
-                        for chunk in plan.chunks]
-                out.place_tile(*self._tile(shift, mode, runs))
+            self._one_at_a_time(plan, out, shift, mode, b_scope)
         except BaseException:
             self._lane_advances = advances   # as if this call never happened: the next one re-seeds the lanes
             self._forget()
@@ -485,7 +534,7 @@ class Device:
         self.planner.rounding = self._rounding
         for item in self.planner.schedule(plan, rounding, b_key=b_key, digest=out.digest):
             if isinstance(item, WriteOperand):
-                entries = out.block(item.which, item.index, item.chunk)
+                entries = out.block(item.which, item.index, item.chunk, item.count)
                 cmd = Command.WRITE_A if item.which == "A" else Command.WRITE_B
                 for start, count in write_frames(cfg, item.which, len(entries), self.identity.rx_buffer):
                     pipe.send(cmd, WRITE_HEADER.pack(item.addr + start, count) +
@@ -501,6 +550,11 @@ class Device:
                 pipe.send(Command.SET_ROUNDING, ROUNDING_ARGS.pack(*item.rounding))
             elif isinstance(item, ReadResult):
                 pipe.send(Command.READ_RESULT, b"", result_bytes(cfg), out.place)
+            elif isinstance(item, RunTiles):
+                pipe.send(Command.RUN_TILES, run_tiles_args(item.a_base, item.b_base, item.b_step, item.k,
+                                                            item.n_tiles),
+                          item.n_tiles * result_bytes(cfg), out.place)
+                self.counters["runs"] += item.n_tiles
         pipe.flush()
         self._rounding = rounding
         self._lane_advances += len(plan.tiles) * cfg.rows
@@ -520,10 +574,10 @@ class _Output:
         self.sat = np.zeros((plan.mp, plan.np_), dtype=bool)
         self.received = 0
 
-    def block(self, which, index, chunk):
+    def block(self, which, index, chunk, count=1):
         if which == "A":
             return self.plan.a_block(self.ap, index, chunk)
-        return self.plan.b_block(self.bp, index, chunk)
+        return self.plan.b_block(self.bp, index, chunk, count)
 
     def digest(self, which, index, chunk):
         return _digest(self.block(which, index, chunk))
@@ -534,7 +588,9 @@ class _Output:
         self.received += 1
 
     def place(self, payload):
-        self.place_tile(*decode_result(self.plan.config, payload))
+        """Place the tiles of a READ_RESULT (one) or RUN_TILES (several) payload."""
+        for tile in decode_tiles(self.plan.config, payload):
+            self.place_tile(*tile)
 
 
 def _parse_config(config):

@@ -77,6 +77,9 @@ class Platform:
         What-if (not in the RTL): two products per DSP block, i.e. ``rows x 2*cols`` PEs on the same blocks.
     rx_buffer : int
         Request bytes the device buffers (``docs/protocol.md`` §2.2); 0: the driver waits for every answer.
+    tile_loop : bool
+        The device walks the column tiles itself (RUN_TILES, protocol version 2; default). ``False``: the
+        per-tile RUN / READ_RESULT schedule of version 1 (for before/after comparisons).
 
     Members
     -------
@@ -91,6 +94,7 @@ class Platform:
     link: LinkTiming
     packed: bool = False
     rx_buffer: int = DEFAULT_RX_BUFFER
+    tile_loop: bool = True
 
     @property
     def pipelined(self):

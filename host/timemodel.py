@@ -177,19 +177,19 @@ class EpochEstimate:
         return (self.device_s + self.exchange_s - self.compute_s) / self.total_s if self.total_s else 0.0
 
 
-def step_traffic(config, layers, batch, rounding=None, gemms=None):
+def step_traffic(config, layers, batch, rounding=None, gemms=None, tile_loop=True):
     """Traffic of one training step in steady state (after a previous step, whose operands are stale: the weights
     changed), ``rounding`` as in :func:`training_gemms`. ``gemms``: the step's :class:`GemmShape` list when it is
     not :func:`training_gemms` (an approximate-training method's, :func:`fxtrain.host.methods.gemms.method_gemms`);
-    ``layers`` and ``rounding`` are then unused."""
+    ``layers`` and ``rounding`` are then unused. ``tile_loop``: as :class:`DriverReplay`."""
     rounding = tuple(sorted((rounding or {}).items()))
     gemms = None if gemms is None else tuple(gemms)
-    return _step_traffic(config, tuple(layers), batch, rounding, gemms)
+    return _step_traffic(config, tuple(layers), batch, rounding, gemms, bool(tile_loop))
 
 
 @lru_cache(maxsize=64)
-def _step_traffic(config, layers, batch, rounding, gemms=None):
-    replay = DriverReplay(config)
+def _step_traffic(config, layers, batch, rounding, gemms=None, tile_loop=True):
+    replay = DriverReplay(config, tile_loop)
     if gemms is None:
         gemms = training_gemms(list(layers), batch, dict(rounding))
     replay.step(gemms, step_id=0)
@@ -210,7 +210,7 @@ def estimate_step(platform, layers, batch, host=HostModel(), gemms=None):
     (``docs/time-model.md``). ``gemms``: as :func:`step_traffic` (an approximate-training method's step).
     """
     config = platform.config
-    traffic = step_traffic(config, layers, batch, gemms=gemms)
+    traffic = step_traffic(config, layers, batch, gemms=gemms, tile_loop=platform.tile_loop)
     cycles = traffic.engine_cycles(config)
     down, up = traffic.bytes(config, platform.rx_buffer)
     exchanges = traffic.exchanges(config, platform.rx_buffer)

@@ -33,9 +33,9 @@ from functools import lru_cache
 
 from ..sim.engine import run_cycles
 from ..sim.gemm import EngineConfig
-from ..sim.payloads import (DEFAULT_RX_BUFFER, ROUNDING_ARGS, RUN_ARGS, WRITE_HEADER, entry_bytes, result_bytes,
-                            write_frames)
-from ..sim.planner import CommandPlanner, ReadResult, Reused, Run, SetRounding, WriteOperand, plan_gemm
+from ..sim.payloads import (DEFAULT_RX_BUFFER, ROUNDING_ARGS, RUN_ARGS, RUN_TILES_ARGS, WRITE_HEADER, entry_bytes,
+                            result_bytes, run_tiles_cycles, write_frames)
+from ..sim.planner import CommandPlanner, ReadResult, Reused, Run, RunTiles, SetRounding, WriteOperand, plan_gemm
 from ..sim.wire import Command, request_frame_bytes, response_frame_bytes
 
 __all__ = ["Traffic", "DriverReplay"]
@@ -56,7 +56,9 @@ class Traffic:
     runs : collections.Counter
         ``(k, drain) -> number of RUN exchanges``.
     read_results : int
-        READ_RESULT exchanges (one per output tile).
+        READ_RESULT exchanges (one per output tile of a K-split GEMM).
+    run_tiles : collections.Counter
+        ``(k, n_tiles) -> number of RUN_TILES exchanges`` (each answers ``n_tiles`` tiles).
     tiles : int
     macs : int
     gemms : int
@@ -71,6 +73,7 @@ class Traffic:
     tiles: int = 0
     macs: int = 0
     gemms: int = 0
+    run_tiles: Counter = field(default_factory=Counter)
 
     def __iadd__(self, other):
         self.set_rounding += other.set_rounding
@@ -81,13 +84,15 @@ class Traffic:
         self.tiles += other.tiles
         self.macs += other.macs
         self.gemms += other.gemms
+        self.run_tiles += other.run_tiles
         return self
 
     def minus(self, other):
         """The counts of this traffic that ``other`` (an earlier snapshot of it) does not have."""
         return Traffic(self.set_rounding - other.set_rounding, self.writes - other.writes,
                        self.reused - other.reused, self.runs - other.runs, self.read_results - other.read_results,
-                       self.tiles - other.tiles, self.macs - other.macs, self.gemms - other.gemms)
+                       self.tiles - other.tiles, self.macs - other.macs, self.gemms - other.gemms,
+                       self.run_tiles - other.run_tiles)
 
     def copy(self):
         return self.scaled(1)
@@ -97,7 +102,8 @@ class Traffic:
         out = Traffic(self.set_rounding * factor, Counter({k: v * factor for k, v in self.writes.items()}),
                       Counter({k: v * factor for k, v in self.reused.items()}),
                       Counter({k: v * factor for k, v in self.runs.items()}), self.read_results * factor,
-                      self.tiles * factor, self.macs * factor, self.gemms * factor)
+                      self.tiles * factor, self.macs * factor, self.gemms * factor,
+                      Counter({k: v * factor for k, v in self.run_tiles.items()}))
         return out
 
     def write_frames(self, config, rx_buffer=DEFAULT_RX_BUFFER):
@@ -114,7 +120,7 @@ class Traffic:
     def exchanges(self, config, rx_buffer=DEFAULT_RX_BUFFER):
         """Number of request/response exchanges (frames each way)."""
         return (self.set_rounding + sum(c for _, _, c in self.write_frames(config, rx_buffer))
-                + sum(self.runs.values()) + self.read_results)
+                + sum(self.runs.values()) + self.read_results + sum(self.run_tiles.values()))
 
     def bytes(self, config, rx_buffer=DEFAULT_RX_BUFFER):
         """``(bytes to the device, bytes from the device)`` on the wire for an engine of ``config``."""
@@ -128,24 +134,31 @@ class Traffic:
         acks = self.set_rounding + writes + sum(self.runs.values())
         up = acks * response_frame_bytes(0)
         up += self.read_results * response_frame_bytes(result_bytes(config))
+        for (_, n), count in self.run_tiles.items():
+            down += count * request_frame_bytes(RUN_TILES_ARGS.size)
+            up += count * response_frame_bytes(n * result_bytes(config))
         return down, up
 
     def engine_cycles(self, config):
-        """Cycles the engine is busy (``sim.engine.run_cycles`` summed over the runs)."""
-        return sum(count * run_cycles(config, k, drain) for (k, drain), count in self.runs.items())
+        """Cycles the engine is busy (``sim.engine.run_cycles`` summed over the runs, ``run_tiles_cycles`` over
+        the RUN_TILES)."""
+        return (sum(count * run_cycles(config, k, drain) for (k, drain), count in self.runs.items())
+                + sum(count * run_tiles_cycles(config, k, n) for (k, n), count in self.run_tiles.items()))
 
 
 def _count(traffic, item):
     """Add one schedule item of :class:`fxtrain.sim.planner.CommandPlanner` to ``traffic``."""
     if isinstance(item, WriteOperand):
         cmd = Command.WRITE_A if item.which == "A" else Command.WRITE_B
-        traffic.writes[(cmd, item.chunk.length)] += 1
+        traffic.writes[(cmd, item.entries)] += 1
     elif isinstance(item, Reused):
         traffic.reused[item.which] += item.entries
     elif isinstance(item, Run):
         traffic.runs[(item.k, item.drain)] += 1
     elif isinstance(item, ReadResult):
         traffic.read_results += 1
+    elif isinstance(item, RunTiles):
+        traffic.run_tiles[(item.k, item.n_tiles)] += 1
     elif isinstance(item, SetRounding):
         traffic.set_rounding += 1
     else:
@@ -153,28 +166,34 @@ def _count(traffic, item):
 
 
 @lru_cache(maxsize=256)
-def _plan(config, m, k, n):
+def _plan(config, m, k, n, tile_loop):
     """``plan_gemm``, cached: a ResNet-20 step plans the same shapes many times, and a plan lists every tile.
     The schedule only reads a plan."""
-    return plan_gemm(config, m, k, n)
+    return plan_gemm(config, m, k, n, tile_loop=tile_loop)
 
 
 class _RowWalk:
-    """Stand-in for :attr:`GemmPlan.tiles`: the same tiles in the same order (``tm`` outer), produced lazily, so
-    that the replay can make the schedule skip whole tile rows it has not reached yet (:meth:`jump`)."""
+    """Stand-in for :attr:`GemmPlan.tiles` or :attr:`GemmPlan.groups`: the same items in the same order (tile row
+    ``tm`` outer, ``per_row`` items per row), read lazily from the plan's own sequence, so that the replay can make
+    the schedule skip whole tile rows it has not reached yet (:meth:`jump`)."""
 
-    def __init__(self, mt, nt):
-        self.mt, self.nt = mt, nt
+    def __init__(self, items, mt):
+        if len(items) % mt:
+            raise _Unsupported(f"{len(items)} schedule items do not split into {mt} tile rows")
+        self.items, self.mt, self.per_row = items, mt, len(items) // mt
         self._jump_to = None
         self.skipped_rows = 0
 
     def __len__(self):
-        return self.mt * self.nt
+        return len(self.items)
 
     def __getitem__(self, index):
         if not (isinstance(index, slice) and index.start in (None, 0) and index.stop is None
                 and index.step is None):
             raise _Unsupported(f"the planner read its tiles as [{index!r}]")
+        return self._walk()
+
+    def __iter__(self):
         return self._walk()
 
     def jump(self, row):
@@ -184,8 +203,7 @@ class _RowWalk:
     def _walk(self):
         tm = 0
         while tm < self.mt:
-            for tn in range(self.nt):
-                yield tm, tn
+            yield from self.items[tm * self.per_row:(tm + 1) * self.per_row]
             tm += 1
             if self._jump_to is not None:
                 self.skipped_rows += self._jump_to - tm
@@ -204,6 +222,9 @@ class DriverReplay:
     ----------
     config : EngineConfig
         Only ``rows``, ``cols`` and ``depth`` matter (the traffic in entries does not depend on ``wl``).
+    tile_loop : bool
+        RUN_TILES when K fits one chunk (the driver of protocol version 2, default); ``False`` replays the
+        per-tile RUN / READ_RESULT schedule of version 1 (the "before" of ``bench/link_bytes.py``).
     fast : bool
         Skip the periodic part of the tile walk (module docstring; default). ``False`` replays every tile.
 
@@ -213,10 +234,11 @@ class DriverReplay:
         Tile rows the fast path replayed and skipped so far (all rows are replayed when ``fast`` is off).
     """
 
-    def __init__(self, config, fast=True):
+    def __init__(self, config, tile_loop=True, fast=True):
         if not isinstance(config, EngineConfig):
             raise TypeError(f"config must be an EngineConfig, not {config!r}")
         self.config = config
+        self.tile_loop = bool(tile_loop)
         self.fast = bool(fast)
         self.planner = CommandPlanner(config)
         self.replayed_rows = 0
@@ -224,7 +246,7 @@ class DriverReplay:
 
     def gemm(self, m, k, n, rounding=None, b_key=None):
         """The :class:`Traffic` of one ``M x K x N`` GEMM issued now (advances the residency state)."""
-        plan = _plan(self.config, m, k, n)
+        plan = _plan(self.config, m, k, n, self.tile_loop)
         if self.fast and plan.mt > 2:
             snapshot = copy.deepcopy(self.planner)
             try:
@@ -254,18 +276,31 @@ class DriverReplay:
             sig.append(tuple((label(key), start, length) for key, (start, length, _) in ranges.items()))
         return tuple(sig)
 
+    def _row_end(self, item, plan):
+        """The tile row that ``item`` ends (its last output tile is the row's last), else None."""
+        if isinstance(item, ReadResult) and plan.groups is None:
+            return item.tm if item.tn == plan.nt - 1 else None
+        if isinstance(item, RunTiles) and plan.groups is not None:
+            group = item.group
+            return group.tm if group.tn0 + group.count == plan.nt else None
+        return None
+
     def _gemm_skipping(self, plan, rounding, b_key):
-        walk = _RowWalk(plan.mt, plan.nt)
         lazy = copy.copy(plan)
-        lazy.tiles = walk
+        if plan.groups is None:
+            walk = lazy.tiles = _RowWalk(plan.tiles, plan.mt)
+        else:
+            walk = lazy.groups = _RowWalk(plan.groups, plan.mt)
+            if any(g.tm != i // walk.per_row for i, g in enumerate(plan.groups)):
+                raise _Unsupported("the RUN_TILES groups are not row by row")
         traffic = Traffic(macs=plan.m * plan.k * plan.n, gemms=1)
         seen = {}              # signature at a row boundary -> (row, traffic before that row)
         searching, skip = True, 0
         for item in self.planner.schedule(lazy, rounding, b_key=b_key):
             _count(traffic, item)
-            if not (searching and isinstance(item, ReadResult) and item.tn == plan.nt - 1):
+            if not searching or (ended := self._row_end(item, plan)) is None:
                 continue
-            row = item.tm + 1                       # the row the schedule starts next
+            row = ended + 1                         # the row the schedule starts next
             if row >= plan.mt:
                 continue
             signature = self._signature(self.planner._gemm_id, row)
@@ -280,9 +315,10 @@ class DriverReplay:
                 traffic += traffic.minus(before).scaled(repeats)
                 walk.jump(row + skip)
             searching = False
-        if walk.skipped_rows != skip or traffic.read_results != len(walk):
+        tiles = traffic.read_results + sum(n * c for (_, n), c in traffic.run_tiles.items())
+        if walk.skipped_rows != skip or tiles != len(plan.tiles):
             raise _Unsupported("the schedule did not walk the tiles row by row")
-        traffic.tiles = len(walk)
+        traffic.tiles = len(plan.tiles)
         self.replayed_rows += plan.mt - walk.skipped_rows
         self.skipped_rows += walk.skipped_rows
         return traffic

@@ -13,17 +13,20 @@ CommandExecutor
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..sim.engine import COUNTER_NAMES, addr_bits, engine_layouts
 from ..sim.gemm import EngineConfig
-from ..sim.payloads import (COUNTER, LINK_COUNTERS, ROUNDING_ARGS, RUN_ARGS, RUN_CLEAR, RUN_DRAIN, SEED,
-                            WRITE_HEADER, Identity, entry_bytes, request_length_range, result_bytes,
-                            result_row_bytes, value_bytes)
+from ..sim.payloads import (COUNTER, LINK_COUNTERS, ROUNDING_ARGS, RUN_ARGS, RUN_CLEAR, RUN_DRAIN,
+                            RUN_TILES_ARGS, SEED, WRITE_HEADER, Identity, entry_bytes, max_tiles,
+                            request_length_range, result_bytes, result_row_bytes, value_bytes)
 from ..sim.wire import Command, Status
 from .framing import EventKind, event_layout
+from .link_memory import link_memory
 
 __all__ = ["engine_signature", "CommandExecutor"]
 
@@ -56,7 +59,10 @@ class CommandExecutor(wiring.Component):
     then consumed as they arrive (WRITE_A/WRITE_B entries and SET_SEEDS lanes are written to the engine as soon
     as they are complete, other arguments are collected); on ``END`` the CRC or timeout is answered, or the
     command executes. RUN answers only when the engine is idle again and, for a draining run, when the drained
-    tile has been copied into the executor's result buffer (so READ_RESULT can be repeated). SOFT_RESET pulses
+    tile has been copied into the executor's result buffer (so READ_RESULT can be repeated). RUN_TILES checks its
+    B ranges one tile per cycle (``TILES_CHECK``), then starts its OK answer at once (LEN = ``n_tiles`` result
+    payloads) while the *tile walker* runs the tiles on the engine and feeds each drained row to the encoder
+    through the row register (the result buffer keeps the last tile). SOFT_RESET pulses
     ``engine_reset`` after its response has been sent and zeroes the link counters and the rounding registers.
 
     Storage (sized for the iCE40UP5K, where flip-flops cost logic cells): the link counters (``LINK_COUNTERS``
@@ -67,15 +73,27 @@ class CommandExecutor(wiring.Component):
     arithmetic; it finishes before the response's first payload byte is due (the encoder sends 6 header bytes
     first) and payload bytes from the link memory wait for it in any case. SOFT_RESET sets a per-counter
     *zeroed* flag (a zeroed counter reads as 0 and its next increment writes 1) instead of writing 24 bytes.
-    The result buffer is a block RAM with a synchronous read port addressed by the next result row. RUN's and
+    The result buffer is a block RAM (one spare row) whose read port runs one row ahead of the row being sent:
+    its output goes only into the *row register*, a byte shift register loaded with row 0 in ``RESPOND`` and with
+    the next row when the last byte of a row is sent, whose low byte is the payload byte (so the block RAM's
+    clock-to-out never meets the response logic; no cycle is added). During a RUN_TILES answer the row register
+    is loaded from the engine's result stream instead (the tile walker). RUN's and
     SET_ROUNDING's arguments are read from a shift register that every payload byte enters (it also holds the
     current WRITE entry and SET_SEEDS seed); only WRITE's ADDR and COUNT are kept apart.
 
     Latency (byte-stream SoC, ``tests/test_protocol.py::test_rtl_response_latency``): one request byte per
     cycle, except one stall cycle after each complete operand entry (its memory write) or seed. The first response byte leaves the SoC 5 cycles after the last request byte (the second CRC byte)
     was taken, for commands without engine work (e.g. IDENTIFY), and 4 cycles after the LEN byte for a frame
-    rejected at its header; RUN adds the engine's ``run_cycles`` and, when draining, ``rows`` result transfers.
-    Response bytes follow at one per cycle while the output is ready.
+    rejected at its header; RUN adds one cycle (its B range check), the engine's ``run_cycles`` and, when
+    draining, ``rows`` result transfers;
+    RUN_TILES adds ``n_tiles`` checking cycles before its header, and its payload bytes follow as tiles drain
+    (at most one row every ``result_row_bytes + 1`` cycles: the row register is refilled the cycle after
+    its last byte left). Other response bytes follow at one per cycle while the output is ready.
+
+    Structure (``elaborate``): the registers in one namespace (``_registers``), the argument views and checks
+    (``_arguments``), the storage (``_result_buffer``, ``link_memory.link_memory``, ``_response_payload``), the frame FSM
+    in parts (``_receive_states``, ``_execute_state``, ``_run_states``, ``_tiles_check_state``,
+    ``_respond_states``) and the ``_tile_walker`` that runs beside it during a RUN_TILES answer.
 
     Parameters
     ----------
@@ -95,7 +113,8 @@ class CommandExecutor(wiring.Component):
     engine : In(engine_signature(config))
         Connect to ``GemmEngine`` with ``wiring.connect``.
     engine_reset : Out(1)
-        One-cycle pulse after a SOFT_RESET response.
+        One-cycle pulse from a register, in the cycle after the SOFT_RESET response has been sent (the executor
+        is then back in IDLE; no engine port is used before the next frame's payload or END event).
     """
 
     def __init__(self, config, identity):
@@ -116,352 +135,437 @@ class CommandExecutor(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
+        r = self._registers(m)
+        self._result_buffer(m, r)
+        self._header_checks(m, r)
+        self._arguments(m, r)
+        r.lk = link_memory(m, self.identity)
+        self._response_payload(m, r)
+        m.d.comb += [self.tx_cmd.eq(r.cmd), self.tx_seq.eq(r.seq), self.tx_status.eq(r.status),
+                     self.tx_length.eq(r.resp_len)]
+        with m.FSM():
+            self._receive_states(m, r)
+            self._execute_state(m, r)
+            self._run_states(m, r)
+            self._tiles_check_state(m, r)
+            self._respond_states(m, r)
+        self._tile_walker(m, r)
+        return m
+
+    # -- the parts of elaborate: every register in one namespace, then the states --
+
+    def _registers(self, m):
+        """The executor's registers (a namespace ``r`` the other parts share) and the ``count``/``respond``
+        actions."""
         cfg = self.config
-        cols = cfg.cols
-        aw = addr_bits(cfg)
-        eng = self.engine
-        ev = self.events.payload
-
-        # -- registers --
-        cmd = Signal(8)
-        seq = Signal(8)
-        length = Signal(16)
-        status = Signal(8)
-        resp_len = Signal(16)
-        nin = Signal(range(RUN_ARGS.size + 1))    # payload bytes consumed, saturating at RUN_ARGS.size
-        wargs = Signal(8 * WRITE_HEADER.size)     # the first payload bytes (WRITE_A/B: ADDR, COUNT)
-        e_max = max(entry_bytes(cfg, "A"), entry_bytes(cfg, "B"))
+        r = SimpleNamespace()
+        r.cmd, r.seq, r.length, r.status, r.resp_len = Signal(8), Signal(8), Signal(16), Signal(8), Signal(16)
+        r.nin = Signal(range(RUN_ARGS.size + 1))     # payload bytes consumed, saturating at RUN_ARGS.size
+        r.wargs = Signal(8 * WRITE_HEADER.size)      # the first payload bytes (WRITE_A/B: ADDR, COUNT)
+        r.e_max = max(entry_bytes(cfg, "A"), entry_bytes(cfg, "B"))
         # every payload byte shifts in at the top: the last entry (WRITE_A/B), seed (SET_SEEDS), or the whole
-        # payload of SET_ROUNDING and RUN (sim.payloads layouts), the last byte received at the top
-        sh_bytes = max(e_max, RUN_ARGS.size, ROUNDING_ARGS.size, SEED.size)
-        sh = Signal(8 * sh_bytes)
-        ecnt = Signal(range(e_max + 1))
-        widx = Signal(max(1, aw))                 # entries written (only the address bits are needed)
-        sbuf = sh[-8 * SEED.size:]
-        scnt = Signal(range(SEED.size))
-        lane = Signal(range(cols + 1))
-        zero_seed = Signal()
-        shift = Signal(range(33))
-        mode = Signal()
-        got_last = Signal()
-        drain = Signal()
-        m.d.comb += [eng.shift.eq(shift), eng.mode.eq(mode)]
-
-        res_w, res_r, res_row, res_row_next = self._result_buffer(m)
-        known, len_ok = self._header_checks(m)
-        is_a, e_len, w_len_ok, w_addr_ok, run_ok, r_flags, r_shift, r_mode = self._arguments(
-            m, cmd, length, wargs, sh, widx, lane)
-        lk = self._link_memory(m)
-        inc_go, inc_sel = lk["inc_go"], lk["inc_sel"]
-        n_link = len(LINK_COUNTERS)
-
-        # -- response registers: payload index, result row byte, payload source (0 none, 1 identity,
-        # 2 counters, 3 result) --
-        pidx = Signal(range(max(len(lk["ident_bytes"]), 4 * (n_link + len(COUNTER_NAMES))) + 1))
-        pidx_next = Signal.like(pidx)
-        m.d.comb += pidx_next.eq(pidx)
-        m.d.sync += pidx.eq(pidx_next)
-        bidx = Signal(range(result_row_bytes(cfg) + 1))
-        source = Signal(2)
-        rd_ok = self._response_payload(m, lk, res_r, source, pidx, pidx_next, bidx)
-        m.d.comb += [self.tx_cmd.eq(cmd), self.tx_seq.eq(seq), self.tx_status.eq(status),
-                     self.tx_length.eq(resp_len)]
-        zeroed = lk["zeroed"]
+        # payload of SET_ROUNDING and RUN (sim.payloads layouts), the last byte received at the top; RUN_TILES'
+        # first bytes (B_STEP) are kept in wargs, its last ones (RUN's fields) here
+        head = RUN_TILES_ARGS.size - RUN_ARGS.size
+        if head > WRITE_HEADER.size or any(RUN_TILES_ARGS.offset(f) != head + RUN_ARGS.offset(f)
+                                           for f in ("a_base", "b_base", "k", "flags")):
+            raise ValueError("RUN_TILES_ARGS must end with RUN_ARGS' fields after at most 4 bytes (sim.payloads)")
+        sh_bytes = max(r.e_max, RUN_ARGS.size, ROUNDING_ARGS.size, SEED.size)
+        r.sh = Signal(8 * sh_bytes)
+        r.ecnt = Signal(range(r.e_max + 1))
+        r.widx = Signal(max(1, addr_bits(cfg)))      # entries written (only the address bits are needed)
+        r.scnt = Signal(range(SEED.size))
+        r.lane = Signal(range(cfg.cols + 1))
+        r.zero_seed = Signal()
+        r.shift, r.mode = Signal(range(33)), Signal()
+        r.got_last, r.drain = Signal(), Signal()
+        # RUN_TILES: tile mode, tiles left to issue (and, while checking, B ranges left to check), the B base of
+        # the next tile, and whether the row register holds a tile row not yet sent
+        r.tiles = Signal()
+        r.t_left = Signal(range(max_tiles(cfg) + 1))
+        # the engine's B base (RUN: B_BASE; RUN_TILES: B_BASE + t * B_STEP < 2 * depth, as B_STEP <= depth)
+        r.b_cur = Signal(addr_bits(cfg) + 1)
+        r.row_full = Signal()
+        r.staged = Signal()          # a drained row was written to the result buffer at res_row, not yet loaded
+        r.staged_read = Signal()     # ... and the read port has read it (staged for a cycle already)
+        # the row register: the result row being sent, low byte first
+        r.row_reg = Signal(8 * result_row_bytes(cfg))
+        # response: payload index, result row byte, payload source (0 none, 1 identity, 2 counters, 3 result)
+        r.bidx = Signal(range(result_row_bytes(cfg) + 1))
+        r.source = Signal(2)
+        m.d.comb += [self.engine.shift.eq(r.shift), self.engine.mode.eq(r.mode)]
+        m.d.sync += self.engine_reset.eq(0)
 
         def count(name):
-            m.d.comb += [inc_go.eq(1), inc_sel.eq(LINK_COUNTERS.index(name))]
+            m.d.comb += [r.lk["inc_go"].eq(1), r.lk["inc_sel"].eq(LINK_COUNTERS.index(name))]
 
         def respond(st, n=0, src=0):
-            m.d.sync += [status.eq(st), resp_len.eq(n), source.eq(src), bidx.eq(0)]
-            m.d.comb += [pidx_next.eq(0), res_row_next.eq(0)]
+            m.d.sync += [r.status.eq(st), r.resp_len.eq(n), r.source.eq(src), r.bidx.eq(0)]
+            m.d.comb += [r.pidx_next.eq(0), r.res_row_next.eq(0)]
             m.next = "RESPOND"
 
-        with m.FSM():
-            with m.State("IDLE"):
-                m.d.comb += self.events.ready.eq(1)
-                with m.If(self.events.valid):
-                    m.d.sync += [cmd.eq(self.cmd), seq.eq(self.seq), length.eq(self.length), nin.eq(0),
-                                 ecnt.eq(0), widx.eq(0), scnt.eq(0), lane.eq(0), zero_seed.eq(0), wargs.eq(0)]
-                    with m.If(ev.kind == EventKind.END):       # timeout before the header was complete
-                        count("timeouts")
-                        respond(Status.TIMEOUT)
-                    with m.Elif(~known):
-                        m.d.comb += self.abort.eq(1)
-                        count("unknown_commands")
-                        respond(Status.UNKNOWN_COMMAND)
-                    with m.Elif(~len_ok):
-                        m.d.comb += self.abort.eq(1)
+        r.count, r.respond = count, respond
+        return r
+
+    def _receive_states(self, m, r):
+        """``IDLE`` (header checks), ``RECEIVE`` (payload bytes and the frame's end), ``WRITE_ENTRY`` and
+        ``LOAD_SEED`` (one stall cycle after each complete operand entry or seed)."""
+        eng, ev = self.engine, self.events.payload
+        count, respond = r.count, r.respond
+        with m.State("IDLE"):
+            m.d.comb += self.events.ready.eq(1)
+            with m.If(self.events.valid):
+                m.d.sync += [r.cmd.eq(self.cmd), r.seq.eq(self.seq), r.length.eq(self.length), r.nin.eq(0),
+                             r.ecnt.eq(0), r.widx.eq(0), r.scnt.eq(0), r.lane.eq(0), r.zero_seed.eq(0),
+                             r.wargs.eq(0), r.tiles.eq(0)]
+                with m.If(ev.kind == EventKind.END):       # timeout before the header was complete
+                    count("timeouts")
+                    respond(Status.TIMEOUT)
+                with m.Elif(~r.known):
+                    m.d.comb += self.abort.eq(1)
+                    count("unknown_commands")
+                    respond(Status.UNKNOWN_COMMAND)
+                with m.Elif(~r.len_ok):
+                    m.d.comb += self.abort.eq(1)
+                    count("bad_lengths")
+                    respond(Status.BAD_LENGTH)
+                with m.Else():
+                    m.next = "RECEIVE"
+        with m.State("RECEIVE"):
+            m.d.comb += self.events.ready.eq(1)
+            with m.If(self.events.valid & (ev.kind == EventKind.DATA)):
+                m.d.sync += r.sh.eq(Cat(r.sh[8:], ev.data))
+                with m.If(r.nin != RUN_ARGS.size):
+                    m.d.sync += r.nin.eq(r.nin + 1)
+                with m.Switch(r.nin):
+                    for i in range(WRITE_HEADER.size):
+                        with m.Case(i):
+                            m.d.sync += r.wargs[8 * i:8 * (i + 1)].eq(ev.data)
+                with m.If((r.cmd == Command.WRITE_A) | (r.cmd == Command.WRITE_B)):
+                    with m.If(r.nin >= WRITE_HEADER.size):
+                        m.d.sync += r.ecnt.eq(r.ecnt + 1)
+                        with m.If(r.ecnt == r.e_len - 1):
+                            m.d.sync += r.ecnt.eq(0)
+                            m.next = "WRITE_ENTRY"
+                with m.If(r.cmd == Command.SET_SEEDS):
+                    m.d.sync += r.scnt.eq(r.scnt + 1)
+                    with m.If(r.scnt == SEED.size - 1):
+                        m.next = "LOAD_SEED"
+            with m.If(self.events.valid & (ev.kind == EventKind.END)):
+                with m.If(ev.timeout):
+                    count("timeouts")
+                    respond(Status.TIMEOUT)
+                with m.Elif(~ev.crc_ok):
+                    count("crc_errors")
+                    respond(Status.CRC_ERROR)
+                with m.Else():
+                    m.next = "EXECUTE"
+        with m.State("WRITE_ENTRY"):
+            w_ok = r.w_len_ok & r.w_addr_ok
+            with m.If(w_ok):
+                m.d.comb += [eng.a_write.valid.eq(r.is_a), eng.b_write.valid.eq(~r.is_a)]
+            with m.If(~w_ok | Mux(r.is_a, eng.a_write.ready, eng.b_write.ready)):
+                m.d.sync += r.widx.eq(r.widx + 1)
+                m.next = "RECEIVE"
+        with m.State("LOAD_SEED"):
+            m.d.comb += eng.seed_load.eq(r.lane < self.config.cols)
+            m.d.sync += [r.lane.eq(r.lane + 1), r.zero_seed.eq(r.zero_seed | (r.sh[-8 * SEED.size:] == 0))]
+            m.next = "RECEIVE"
+
+    def _execute_state(self, m, r):
+        """``EXECUTE``: a frame whose CRC passed. Commands without engine work answer at once; RUN goes to
+        ``TILES_CHECK`` (its B range) and then ``RUN_ISSUE``, RUN_TILES with plausible arguments to
+        ``TILES_CHECK``."""
+        cfg = self.config
+        count, respond = r.count, r.respond
+
+        def checked(ok=None, src=0, n=0):      # answer OK, or BAD_ARGUMENT unless ``ok``
+            if ok is None:
+                count("frames_ok")
+                respond(Status.OK, n, src)
+                return
+            with m.If(~ok):
+                count("bad_arguments")
+                respond(Status.BAD_ARGUMENT)
+            with m.Else():
+                count("frames_ok")
+                respond(Status.OK, n, src)
+
+        with m.State("EXECUTE"):
+            with m.Switch(r.cmd):
+                with m.Case(Command.IDENTIFY):
+                    checked(None, 1, len(self.identity.to_bytes()))
+                with m.Case(Command.WRITE_A, Command.WRITE_B):
+                    with m.If(~r.w_len_ok):
                         count("bad_lengths")
                         respond(Status.BAD_LENGTH)
                     with m.Else():
-                        m.next = "RECEIVE"
-            with m.State("RECEIVE"):
-                m.d.comb += self.events.ready.eq(1)
-                with m.If(self.events.valid & (ev.kind == EventKind.DATA)):
-                    m.d.sync += sh.eq(Cat(sh[8:], ev.data))
-                    with m.If(nin != RUN_ARGS.size):
-                        m.d.sync += nin.eq(nin + 1)
-                    with m.Switch(nin):
-                        for i in range(WRITE_HEADER.size):
-                            with m.Case(i):
-                                m.d.sync += wargs[8 * i:8 * (i + 1)].eq(ev.data)
-                    with m.If((cmd == Command.WRITE_A) | (cmd == Command.WRITE_B)):
-                        with m.If(nin >= WRITE_HEADER.size):
-                            m.d.sync += ecnt.eq(ecnt + 1)
-                            with m.If(ecnt == e_len - 1):
-                                m.d.sync += ecnt.eq(0)
-                                m.next = "WRITE_ENTRY"
-                    with m.If(cmd == Command.SET_SEEDS):
-                        m.d.sync += scnt.eq(scnt + 1)
-                        with m.If(scnt == SEED.size - 1):
-                            m.next = "LOAD_SEED"
-                with m.If(self.events.valid & (ev.kind == EventKind.END)):
-                    with m.If(ev.timeout):
-                        count("timeouts")
-                        respond(Status.TIMEOUT)
-                    with m.Elif(~ev.crc_ok):
-                        count("crc_errors")
-                        respond(Status.CRC_ERROR)
+                        checked(r.w_addr_ok)
+                with m.Case(Command.SET_ROUNDING):
+                    ok = (r.r_shift <= 32) & (r.r_mode <= 1)
+                    with m.If(ok):
+                        m.d.sync += [r.shift.eq(r.r_shift), r.mode.eq(r.r_mode[0])]
+                    checked(ok)
+                with m.Case(Command.SET_SEEDS):
+                    checked(~r.zero_seed)
+                with m.Case(Command.RUN):
+                    with m.If(~r.run_ok):
+                        count("bad_arguments")
+                        respond(Status.BAD_ARGUMENT)
                     with m.Else():
-                        m.next = "EXECUTE"
-            with m.State("WRITE_ENTRY"):
-                with m.If(w_len_ok & w_addr_ok):
-                    m.d.comb += [eng.a_write.valid.eq(is_a), eng.b_write.valid.eq(~is_a)]
-                with m.If(~(w_len_ok & w_addr_ok) | Mux(is_a, eng.a_write.ready, eng.b_write.ready)):
-                    m.d.sync += widx.eq(widx + 1)
-                    m.next = "RECEIVE"
-            with m.State("LOAD_SEED"):
-                m.d.comb += eng.seed_load.eq(lane < cols)
-                m.d.sync += [lane.eq(lane + 1), zero_seed.eq(zero_seed | (sbuf == 0))]
-                m.next = "RECEIVE"
-            with m.State("EXECUTE"):
-                with m.Switch(cmd):
-                    with m.Case(Command.IDENTIFY):
-                        count("frames_ok")
-                        respond(Status.OK, len(self.identity.to_bytes()), 1)
-                    with m.Case(Command.WRITE_A, Command.WRITE_B):
-                        with m.If(~w_len_ok):
-                            count("bad_lengths")
-                            respond(Status.BAD_LENGTH)
-                        with m.Elif(~w_addr_ok):
-                            count("bad_arguments")
-                            respond(Status.BAD_ARGUMENT)
-                        with m.Else():
-                            count("frames_ok")
-                            respond(Status.OK)
-                    with m.Case(Command.SET_ROUNDING):
-                        with m.If((r_shift > 32) | (r_mode > 1)):
-                            count("bad_arguments")
-                            respond(Status.BAD_ARGUMENT)
-                        with m.Else():
-                            m.d.sync += [shift.eq(r_shift), mode.eq(r_mode[0])]
-                            count("frames_ok")
-                            respond(Status.OK)
-                    with m.Case(Command.SET_SEEDS):
-                        with m.If(zero_seed):
-                            count("bad_arguments")
-                            respond(Status.BAD_ARGUMENT)
-                        with m.Else():
-                            count("frames_ok")
-                            respond(Status.OK)
-                    with m.Case(Command.RUN):
-                        with m.If(~run_ok):
-                            count("bad_arguments")
-                            respond(Status.BAD_ARGUMENT)
-                        with m.Else():
-                            m.d.sync += [got_last.eq(0), drain.eq((r_flags & RUN_DRAIN) != 0)]
-                            m.d.comb += res_row_next.eq(0)
-                            m.next = "RUN_ISSUE"
-                    with m.Case(Command.READ_RESULT):
-                        count("frames_ok")
-                        respond(Status.OK, result_bytes(cfg), 3)
-                    with m.Case(Command.READ_COUNTERS):
-                        count("frames_ok")
-                        respond(Status.OK, COUNTER.size * (len(LINK_COUNTERS) + len(COUNTER_NAMES)), 2)
-                    with m.Case(Command.SOFT_RESET):
-                        count("frames_ok")
-                        respond(Status.OK)
-            with m.State("RUN_ISSUE"):
-                m.d.comb += eng.run.valid.eq(1)
-                with m.If(eng.run.ready):
-                    m.next = "RUN_WAIT"
-            with m.State("RUN_WAIT"):
-                m.d.comb += eng.result.ready.eq(1)
-                with m.If(eng.result.valid):
-                    m.d.comb += [res_w.en.eq(1), res_row_next.eq(res_row + 1)]
-                    with m.If(eng.result.payload.last):
-                        m.d.sync += got_last.eq(1)
-                with m.If(~eng.busy & (~drain | got_last)):
-                    count("frames_ok")
-                    respond(Status.OK)
-            with m.State("RESPOND"):
-                m.d.comb += self.tx_start.eq(1)
-                m.next = "SENDING"
-            with m.State("SENDING"):
-                # a link memory byte is valid once it was read for this pidx (not during an increment)
-                payload_valid = (source != 0) & ((source == 3) | rd_ok)
-                m.d.comb += self.tx_payload.valid.eq(payload_valid)
-                with m.If(self.tx_payload.ready & payload_valid):
-                    m.d.comb += pidx_next.eq(pidx + 1)
-                    with m.If(source == 3):
-                        m.d.sync += bidx.eq(bidx + 1)
-                        with m.If(bidx == result_row_bytes(cfg) - 1):
-                            m.d.sync += bidx.eq(0)
-                            m.d.comb += res_row_next.eq(res_row + 1)
-                with m.If(~self.tx_busy):
-                    with m.If((cmd == Command.SOFT_RESET) & (status == Status.OK)):
-                        m.d.comb += [self.engine_reset.eq(1), eng.counters_clear.eq(1)]
-                        m.d.sync += [shift.eq(0), mode.eq(0)]
-                        m.d.sync += zeroed.eq((1 << n_link) - 1)
-                    m.next = "IDLE"
-        return m
+                        m.d.sync += [r.got_last.eq(0), r.drain.eq((r.r_flags & RUN_DRAIN) != 0),
+                                     r.b_cur.eq(r.r_b)]
+                        m.d.comb += r.res_row_next.eq(0)
+                        m.next = "TILES_CHECK"
+                with m.Case(Command.RUN_TILES):
+                    with m.If(~r.tiles_ok):
+                        count("bad_arguments")
+                        respond(Status.BAD_ARGUMENT)
+                    with m.Else():
+                        # TILES_CHECK walks the n_tiles B ranges (t_left counts down the ones left to check)
+                        m.d.sync += [r.b_cur.eq(r.rt.b_base), r.t_left.eq(r.rt.n_tiles),
+                                     r.resp_len.eq(r.tiles_len)]
+                        m.next = "TILES_CHECK"
+                with m.Case(Command.READ_RESULT):
+                    checked(None, 3, result_bytes(cfg))
+                with m.Case(Command.READ_COUNTERS):
+                    checked(None, 2, COUNTER.size * (len(LINK_COUNTERS) + len(COUNTER_NAMES)))
+                with m.Case(Command.SOFT_RESET):
+                    checked()
 
+    def _run_states(self, m, r):
+        """RUN: ``RUN_ISSUE`` offers the run to the engine; ``RUN_WAIT`` copies a drained tile into the result
+        buffer and answers once the engine is idle."""
+        eng = self.engine
+        with m.State("RUN_ISSUE"):
+            m.d.comb += eng.run.valid.eq(1)
+            with m.If(eng.run.ready):
+                m.next = "RUN_WAIT"
+        with m.State("RUN_WAIT"):
+            m.d.comb += eng.result.ready.eq(1)
+            with m.If(eng.result.valid):
+                m.d.comb += [r.res_w.en.eq(1), r.res_row_next.eq(r.res_row + 1)]
+                with m.If(eng.result.payload.last):
+                    m.d.sync += r.got_last.eq(1)
+            with m.If(~eng.busy & (~r.drain | r.got_last)):
+                r.count("frames_ok")
+                r.respond(Status.OK)
 
-    def _result_buffer(self, m):
+    def _tiles_check_state(self, m, r):
+        """``TILES_CHECK`` (RUN_TILES, one cycle per tile): tile ``t``'s B range ``b_cur = b_base + t * b_step``
+        must fit (``sim.payloads.run_tiles_ok``); the OK answer then starts at once and the tile walker runs the
+        tiles while it is sent. The walker steps ``b_cur`` and ``t_left`` with the same adders. A RUN passes
+        here too (one cycle: its B range, with the same check) on its way to ``RUN_ISSUE``."""
+        with m.State("TILES_CHECK"):
+            with m.If(~r.fits(r.b_cur, r.rt.k)):
+                r.count("bad_arguments")
+                r.respond(Status.BAD_ARGUMENT)
+            with m.Elif(r.cmd == Command.RUN):
+                m.next = "RUN_ISSUE"
+            with m.Elif(r.t_left == 1):
+                r.count("frames_ok")
+                r.respond(Status.OK, r.resp_len, 3)
+                m.d.sync += [r.tiles.eq(1), r.b_cur.eq(r.rt.b_base), r.t_left.eq(r.rt.n_tiles),
+                             r.row_full.eq(0), r.staged.eq(0)]
+            with m.Else():
+                m.d.sync += [r.b_cur.eq(r.b_next), r.t_left.eq(r.t_next)]
+
+    def _respond_states(self, m, r):
+        """``RESPOND`` starts the encoder; ``SENDING`` feeds it the payload (result rows: the result buffer, or in
+        tile mode the engine, through the row register) until it is done, then acts on an OK SOFT_RESET."""
+        cfg, eng = self.config, self.engine
+        rrb = result_row_bytes(cfg)
+        n_link = len(LINK_COUNTERS)
+        # in RESPOND/SENDING the link memory reads the next payload byte and the result buffer the row after the
+        # next res_row (in tile mode: res_row, the row the walker staged); elsewhere both read address 0
+        read_ahead = [r.pidx_next.eq(r.pidx), r.res_rd.eq(Mux(r.tiles, r.res_row, r.res_row_next + 1))]
+        with m.State("RESPOND"):
+            m.d.comb += [self.tx_start.eq(1)] + read_ahead
+            m.d.sync += r.row_reg.eq(r.row_of(r.res_r.data))      # row 0, read in the cycle of respond()
+            m.next = "SENDING"
+        with m.State("SENDING"):
+            # a link memory byte is valid once it was read for this pidx (not during an increment)
+            payload_valid = Mux(r.source == 3, ~r.tiles | r.row_full, (r.source != 0) & r.rd_ok)
+            m.d.comb += [self.tx_payload.valid.eq(payload_valid)] + read_ahead
+            with m.If(self.tx_payload.ready & payload_valid):
+                m.d.comb += r.pidx_next.eq(r.pidx + 1)
+                with m.If(r.source == 3):
+                    m.d.sync += [r.bidx.eq(r.bidx + 1), r.row_reg.eq(r.row_reg >> 8)]
+                    with m.If(r.bidx == rrb - 1):
+                        m.d.sync += r.bidx.eq(0)
+                        with m.If(r.tiles):
+                            m.d.sync += r.row_full.eq(0)
+                        with m.Else():
+                            # the read port shows row res_row + 1 (addressed last cycle, rows have >= 2 bytes)
+                            m.d.sync += r.row_reg.eq(r.row_of(r.res_r.data))
+                            m.d.comb += r.res_row_next.eq(r.res_row + 1)
+            with m.If(~self.tx_busy & ~(r.tiles & eng.busy)):
+                with m.If((r.cmd == Command.SOFT_RESET) & (r.status == Status.OK)):
+                    m.d.comb += eng.counters_clear.eq(1)
+                    m.d.sync += self.engine_reset.eq(1)     # a register: it fans out to the whole engine
+                    m.d.sync += [r.shift.eq(0), r.mode.eq(0)]
+                    m.d.sync += r.lk["zeroed"].eq((1 << n_link) - 1)
+                m.d.sync += r.tiles.eq(0)
+                m.next = "IDLE"
+
+    def _tile_walker(self, m, r):
+        """RUN_TILES after its OK answer started: offers the engine one clear+drain run per tile (B base
+        ``b_cur``, advanced by ``b_step``) while ``t_left`` is not 0, and passes each drained row through the
+        result buffer (written at ``res_row``, read back two cycles later) into the row register once that is
+        empty, so the last tile stays in the buffer (READ_RESULT repeats it) and the row register keeps its two
+        sources. The engine's two result banks, the staged row and the row register are the buffer between the
+        engine and the link: the engine computes the next tile while a tile is sent and waits (``stall_out``) when
+        both banks are full; the encoder waits for the row register, so no byte is lost or invented."""
+        eng = self.engine
+        with m.If(r.tiles & (r.t_left != 0)):
+            m.d.comb += eng.run.valid.eq(1)
+            with m.If(eng.run.ready):
+                m.d.sync += [r.t_left.eq(r.t_next), r.b_cur.eq(r.b_next)]
+        m.d.sync += r.staged_read.eq(r.staged)
+        with m.If(r.tiles & ~r.staged):
+            m.d.comb += eng.result.ready.eq(1)
+            with m.If(eng.result.valid):
+                m.d.comb += r.res_w.en.eq(1)
+                m.d.sync += r.staged.eq(1)
+        with m.If(r.tiles & r.staged & r.staged_read & ~r.row_full):
+            m.d.sync += [r.row_reg.eq(r.row_of(r.res_r.data)), r.row_full.eq(1), r.staged.eq(0),
+                         r.staged_read.eq(0)]
+            m.d.comb += r.res_row_next.eq(Mux(r.res_row == self.config.rows - 1, 0, r.res_row + 1))
+
+    def _result_buffer(self, m, r):
         """The result buffer: one drained tile in block RAM, row r = cols values then cols saturation flags;
-        written as the engine's result rows arrive, read synchronously at the next ``res_row``."""
+        written as the engine's result rows arrive at ``res_row``; read synchronously at ``res_rd``: row 0
+        outside RESPOND/SENDING (for the row register's first load, in RESPOND), the row after the next
+        ``res_row`` in them (set there; in tile mode ``res_row`` itself, the row the walker staged). Row ``rows``
+        is a spare that the read-ahead reaches after the last row (never sent)."""
         cfg, eng = self.config, self.engine
         rows, cols, wl = cfg.rows, cfg.cols, cfg.wl
-        res_mem = memory.Memory(shape=unsigned(cols * wl + cols), depth=rows, init=[],
+        res_mem = memory.Memory(shape=unsigned(cols * wl + cols), depth=rows + 1, init=[],
                                 attrs={"ram_style": "block"})
         m.submodules.result_buffer = res_mem
-        res_w = res_mem.write_port()
-        res_r = res_mem.read_port()               # synchronous (block RAM): addressed by the next res_row
-        res_row = Signal(range(rows + 1))
-        res_row_next = Signal.like(res_row)
-        m.d.comb += [res_row_next.eq(res_row), res_r.addr.eq(res_row_next)]
-        m.d.sync += res_row.eq(res_row_next)
-        m.d.comb += [res_w.addr.eq(res_row),
-                     res_w.data.eq(Cat(eng.result.payload.data.as_value(), eng.result.payload.sat))]
-        return res_w, res_r, res_row, res_row_next
+        r.res_w = res_mem.write_port()
+        r.res_r = res_mem.read_port()             # synchronous (block RAM)
+        r.res_row = Signal(range(rows + 1))
+        r.res_row_next = Signal.like(r.res_row)
+        r.res_rd = Signal(range(rows + 2))
+        m.d.comb += [r.res_row_next.eq(r.res_row), r.res_rd.eq(0), r.res_r.addr.eq(r.res_rd)]
+        m.d.sync += r.res_row.eq(r.res_row_next)
+        m.d.comb += [r.res_w.addr.eq(r.res_row),
+                     r.res_w.data.eq(Cat(eng.result.payload.data.as_value(), eng.result.payload.sat))]
 
-    def _header_checks(self, m):
+    def _header_checks(self, m, r):
         """``known`` (CMD is a command) and ``len_ok`` (LEN in its range), from the decoder's header."""
         cfg = self.config
-        known = Signal()
-        len_ok = Signal()
+        r.known = Signal()
+        r.len_ok = Signal()
         with m.Switch(self.cmd):
             for c in Command:
                 lo, hi = request_length_range(cfg, c)
                 with m.Case(c):
-                    m.d.comb += [known.eq(1), len_ok.eq((self.length >= lo) & (self.length <= hi))]
-        return known, len_ok
+                    m.d.comb += [r.known.eq(1), r.len_ok.eq((self.length >= lo) & (self.length <= hi))]
 
-    def _arguments(self, m, cmd, length, wargs, sh, widx, lane):
+    def _arguments(self, m, r):
         """Views of the received arguments through the ``sim.payloads`` layouts, their checks, and the engine's
-        write/run/seed payloads driven from them."""
+        write/run/seed payloads driven from them (a run's from RUN's arguments, or in tile mode from RUN_TILES'
+        with the walker's B base)."""
         cfg, eng = self.config, self.engine
         depth, rows, cols, wl = cfg.depth, cfg.rows, cfg.cols, cfg.wl
         vb = value_bytes(cfg)
         aw = addr_bits(cfg)
+        sh = r.sh
         sh_bytes = len(sh) // 8
-        sbuf = sh[-8 * SEED.size:]
         # depth = 2**aw, so a base below depth has no bits above aw - 1 and a count up to depth none above aw:
         # the sums are checked in aw + 2 bits
-        is_a = cmd == Command.WRITE_A
-        e_len = Mux(is_a, entry_bytes(cfg, "A"), entry_bytes(cfg, "B"))
-        w_args = data.View(WRITE_HEADER.as_struct(), wargs)
+        r.is_a = is_a = r.cmd == Command.WRITE_A
+        r.e_len = Mux(is_a, entry_bytes(cfg, "A"), entry_bytes(cfg, "B"))
+        w_args = data.View(WRITE_HEADER.as_struct(), r.wargs)
         w_addr, w_count = w_args.addr, w_args.count
-        w_len_ok = (w_count != 0) & (length == WRITE_HEADER.size + Mux(is_a, w_count * entry_bytes(cfg, "A"),
-                                                                        w_count * entry_bytes(cfg, "B")))
+        r.w_len_ok = (w_count != 0) & (r.length == WRITE_HEADER.size + Mux(
+            is_a, w_count * entry_bytes(cfg, "A"), w_count * entry_bytes(cfg, "B")))
 
         def fits(base, count):                  # base + count <= depth
             return (base[aw:] == 0) & (count[aw + 1:] == 0) & (base[:aw] + count[:aw + 1] <= depth)
 
-        w_addr_ok = fits(w_addr, w_count)
+        r.fits = fits
+        r.w_addr_ok = fits(w_addr, w_count)
         run_args = data.View(RUN_ARGS.as_struct(), sh[-8 * RUN_ARGS.size:])
-        r_a, r_b, r_k, r_flags = run_args.a_base, run_args.b_base, run_args.k, run_args.flags
-        run_ok = (r_k != 0) & fits(r_a, r_k) & fits(r_b, r_k) & (r_flags <= (RUN_CLEAR | RUN_DRAIN))
+        r_a, r.r_b, r_k, r.r_flags = run_args.a_base, run_args.b_base, run_args.k, run_args.flags
+        r_b = r.r_b
+        # RUN's B range is checked by TILES_CHECK, with RUN_TILES' first one
+        r.run_ok = (r_k != 0) & fits(r_a, r_k) & (r.r_flags <= (RUN_CLEAR | RUN_DRAIN))
+        head = RUN_TILES_ARGS.size - RUN_ARGS.size          # B_STEP: the first payload bytes, kept in wargs
+        r.rt = rt = data.View(RUN_TILES_ARGS.as_struct(), Cat(r.wargs[:8 * head], sh[-8 * RUN_ARGS.size:]))
+        # RUN_TILES' last 9 bytes are RUN's fields (sim.payloads): A_BASE, B_BASE, K (RUN's K low half) and FLAGS
+        # reach the engine through RUN's view; the B ranges are checked by TILES_CHECK
+        step_ok = (rt.b_step[aw + 1:] == 0) & (rt.b_step[:aw + 1] <= depth)
+        # (b_cur keeps aw + 1 bits: B_BASE's upper bits are checked here)
+        r.tiles_ok = ((rt.n_tiles != 0) & (rt.n_tiles <= max_tiles(cfg)) & (rt.k != 0) & fits(rt.a_base, rt.k)
+                      & (rt.b_base[aw:] == 0) & step_ok & (rt.flags == (RUN_CLEAR | RUN_DRAIN)))
+        r.b_next = Signal.like(r.b_cur)
+        r.t_next = Signal.like(r.t_left)
+        m.d.comb += [r.b_next.eq(r.b_cur + rt.b_step[:aw + 1]), r.t_next.eq(r.t_left - 1)]
+        # LEN of the answer, n_tiles * result_bytes, by shifts and adds (no multiplier: they are all the array's)
+        rb = result_bytes(cfg)
+        r.tiles_len = sum(rt.n_tiles << i for i in range(rb.bit_length()) if rb >> i & 1)[:16]
         rounding_args = data.View(ROUNDING_ARGS.as_struct(), sh[-8 * ROUNDING_ARGS.size:])
-        r_shift, r_mode = rounding_args.shift, rounding_args.mode
+        r.r_shift, r.r_mode = rounding_args.shift, rounding_args.mode
 
         def values_of(n):
             return Cat(*[sh[8 * sh_bytes - 8 * vb * n + 8 * vb * i:][:wl] for i in range(n)])
 
         m.d.comb += [
-            eng.a_write.payload.addr.eq((w_addr + widx)[:aw]),
+            eng.a_write.payload.addr.eq((w_addr + r.widx)[:aw]),
             eng.a_write.payload.data.eq(values_of(rows)),
-            eng.b_write.payload.addr.eq((w_addr + widx)[:aw]),
+            eng.b_write.payload.addr.eq((w_addr + r.widx)[:aw]),
             eng.b_write.payload.data.eq(values_of(cols)),
-            eng.run.payload.a_base.eq(r_a[:aw]), eng.run.payload.b_base.eq(r_b[:aw]),
+            eng.run.payload.a_base.eq(r_a[:aw]),
+            eng.run.payload.b_base.eq(r.b_cur[:aw]),
             eng.run.payload.k.eq(r_k[:aw + 1]),
-            eng.run.payload.clear.eq((r_flags & RUN_CLEAR) != 0),
-            eng.run.payload.drain.eq((r_flags & RUN_DRAIN) != 0),
-            eng.seed_lane.eq(lane),
-            eng.seed.eq(sbuf),
+            eng.run.payload.clear.eq((r.r_flags & RUN_CLEAR) != 0),
+            eng.run.payload.drain.eq((r.r_flags & RUN_DRAIN) != 0),
+            eng.seed_lane.eq(r.lane),
+            eng.seed.eq(sh[-8 * SEED.size:]),
         ]
-        return is_a, e_len, w_len_ok, w_addr_ok, run_ok, r_flags, r_shift, r_mode
 
-    def _link_memory(self, m):
-        """The link memory (block RAM, one byte per address): the link counters, 4 bytes each, little-endian, at
-        4 * index (``LINK_COUNTERS`` order), and the IDENTIFY payload (a ROM part) from ``id_base``; and the
-        byte-serial counter increment (``inc_go``/``inc_sel`` start one). Returns its signals in a dict."""
-        n_link = len(LINK_COUNTERS)
-        ident_bytes = self.identity.to_bytes()
-        id_base = 1 << (4 * n_link - 1).bit_length()
-        link_mem = memory.Memory(shape=unsigned(8), depth=id_base + len(ident_bytes),
-                                 init=[0] * id_base + list(ident_bytes))
-        m.submodules.link_memory = link_mem
-        lk_w = link_mem.write_port()
-        lk_r = link_mem.read_port()
-        # a counter whose bit is set here reads as zero (reset value; SOFT_RESET sets them all) until its next
-        # increment has rewritten its 4 bytes
-        zeroed = Signal(n_link, init=(1 << n_link) - 1)
-        # byte-serial increment: step 0 reads byte 0; step s = 1..4 writes byte s-1 + carry and reads byte s
-        inc_idx = Signal(range(n_link))
-        inc_step = Signal(range(6), init=5)       # 5 = idle
-        inc_carry = Signal()
-        inc_go = Signal()
-        inc_sel = Signal(range(n_link))
-        inc_busy = inc_step != 5
-        rd_zero = Signal()     # the link byte read last cycle belongs to a zeroed counter
-        with m.If(inc_go):
-            m.d.sync += [inc_idx.eq(inc_sel), inc_step.eq(0), inc_carry.eq(1)]
-        with m.Elif(inc_busy):
-            m.d.sync += inc_step.eq(inc_step + 1)
-            with m.If(inc_step != 0):
-                # rd_zero/lk_r.data: byte inc_step - 1 of counter inc_idx, read last cycle
-                byte_in = Mux(rd_zero, 0, lk_r.data)
-                m.d.comb += [lk_w.en.eq(1), lk_w.addr.eq(inc_idx * 4 + (inc_step - 1)[:2]),
-                             lk_w.data.eq(byte_in + inc_carry)]
-                m.d.sync += inc_carry.eq(inc_carry & (byte_in == 0xFF))
-                with m.If(inc_step == 4):
-                    m.d.sync += [zeroed.bit_select(inc_idx, 1).eq(0), inc_step.eq(5)]
-        return dict(lk_r=lk_r, zeroed=zeroed, inc_idx=inc_idx, inc_step=inc_step, inc_busy=inc_busy, inc_go=inc_go,
-                    inc_sel=inc_sel, id_base=id_base, ident_bytes=ident_bytes, rd_zero=rd_zero)
-
-    def _response_payload(self, m, lk, res_r, source, pidx, pidx_next, bidx):
-        """The response payload byte: IDENTIFY ROM, counters (link memory, then the engine's) or result rows;
-        drives the link memory's read address. Returns ``rd_ok`` (the link byte at ``pidx`` is valid)."""
-        cfg, eng = self.config, self.engine
+    def _response_payload(self, m, r):
+        """The response payload byte: IDENTIFY ROM, counters (link memory, then the engine's) or result rows (the
+        low byte of the row register); drives the link memory's read address. Sets ``r.rd_ok`` (the link byte at
+        ``pidx`` is valid) and ``r.row_of`` (a result buffer row as its payload bytes)."""
+        cfg, eng, lk = self.config, self.engine, r.lk
         cols, wl = cfg.cols, cfg.wl
         vb = value_bytes(cfg)
         n_link = len(LINK_COUNTERS)
         lk_r, zeroed, inc_idx, inc_step = lk["lk_r"], lk["zeroed"], lk["inc_idx"], lk["inc_step"]
         inc_busy, id_base, rd_zero = lk["inc_busy"], lk["id_base"], lk["rd_zero"]
+        r.pidx = pidx = Signal(range(max(len(lk["ident_bytes"]), 4 * (n_link + len(COUNTER_NAMES))) + 1))
+        r.pidx_next = pidx_next = Signal.like(pidx)   # 0 outside RESPOND/SENDING (so no command decision
+        m.d.comb += pidx_next.eq(0)                    # reaches the link memory's read address)
+        m.d.sync += pidx.eq(pidx_next)
         eng_vec = Cat(*[eng.counters[n] for n in COUNTER_NAMES])
-        row = res_r.data
-        row_vec = Cat(*[row[wl * j:wl * (j + 1)].as_signed().as_unsigned() if vb * 8 == wl else
-                        Cat(row[wl * j:wl * (j + 1)], *([row[wl * (j + 1) - 1]] * (vb * 8 - wl)))
-                        for j in range(cols)],
-                      row[cols * wl:], Const(0, 8 * ((cols + 7) // 8) - cols))
-        rd_ok = Signal()       # the link memory read last cycle was the payload byte at pidx
+
+        def row_of(row):
+            return Cat(*[row[wl * j:wl * (j + 1)].as_signed().as_unsigned() if vb * 8 == wl else
+                         Cat(row[wl * j:wl * (j + 1)], *([row[wl * (j + 1) - 1]] * (vb * 8 - wl)))
+                         for j in range(cols)],
+                       row[cols * wl:], Const(0, 8 * ((cols + 7) // 8) - cols))
+
+        r.row_of = row_of
+        r.rd_ok = rd_ok = Signal()     # the link memory read last cycle was the payload byte at pidx
         # link memory read address: the increment's while it runs, else the payload byte after this cycle
         with m.If(inc_busy):
             m.d.comb += lk_r.addr.eq(inc_idx * 4 + inc_step[:2])
-        with m.Elif(source == 1):
+        with m.Elif(r.source == 1):
             m.d.comb += lk_r.addr.eq(id_base + pidx_next)
         with m.Else():
             m.d.comb += lk_r.addr.eq(pidx_next)
         m.d.sync += [rd_ok.eq(~inc_busy),
-                     rd_zero.eq(zeroed.bit_select(Mux(inc_busy, inc_idx, pidx_next[2:]), 1) & (source != 1))]
+                     rd_zero.eq(zeroed.bit_select(Mux(inc_busy, inc_idx, pidx_next[2:]), 1) & (r.source != 1))]
         link_byte = Mux(rd_zero, 0, lk_r.data)
-        with m.Switch(source):
+        with m.Switch(r.source):
             with m.Case(1):
                 m.d.comb += self.tx_payload.payload.eq(lk_r.data)
             with m.Case(2):
                 m.d.comb += self.tx_payload.payload.eq(
                     Mux(pidx < 4 * n_link, link_byte, eng_vec.word_select((pidx - 4 * n_link)[:len(pidx)], 8)))
             with m.Case(3):
-                m.d.comb += self.tx_payload.payload.eq(row_vec.word_select(bidx, 8))
-        return rd_ok
+                m.d.comb += self.tx_payload.payload.eq(r.row_reg[:8])

@@ -108,7 +108,7 @@ import numpy as np
 from .gemm import EngineConfig, GemmResult, check_gemm
 from .lfsr import check_lfsr, lane_advance, lane_words
 from .pe import check_operands
-from .planner import CommandPlanner, ReadResult, Run, WriteOperand, plan_gemm
+from .planner import CommandPlanner, ReadResult, Run, RunTiles, WriteOperand, plan_gemm
 from .rounding import RoundingMode, check_shift, parse_mode, round_shift
 
 __all__ = ["OPERAND_LATENCY", "ROUNDER_LATENCY", "COUNTER_WIDTH", "COUNTER_NAMES", "RESET_LANE_STATE", "addr_bits", "engine_layouts",
@@ -328,7 +328,8 @@ def gemm_via_engine(model, a, b, shift, mode, chunk=None, planner=None):
     The schedule is :class:`.planner.CommandPlanner`'s (what the host driver sends): pad ``A`` to ``Mp`` rows
     and ``B`` to ``Np`` columns (multiples of ``rows``/``cols``); for each tile ``tm`` (outer), ``tn`` (inner),
     split K into chunks of ``chunk`` (default ``depth``); for each chunk write the A and B entries that are not
-    resident and run with ``clear`` on the first chunk and ``drain`` on the last; then read the tile.
+    resident and run with ``clear`` on the first chunk and ``drain`` on the last; then read the tile (without a
+    K-split: RUN_TILES groups, each tile a clear+drain run then its read).
     ``planner`` (default: a fresh one) carries residency across calls. Uses the model's current lane states
     and leaves them advanced. Equals ``tiled_gemm(config, a, b, shift, mode, lane_state)`` bit for bit
     (``tests/test_engine_model.py``).
@@ -351,11 +352,17 @@ def gemm_via_engine(model, a, b, shift, mode, chunk=None, planner=None):
             if item.which == "A":
                 model.write_a(item.addr, plan.a_block(ap, item.index, item.chunk))
             else:
-                model.write_b(item.addr, plan.b_block(bp, item.index, item.chunk))
+                model.write_b(item.addr, plan.b_block(bp, item.index, item.chunk, item.count))
         elif isinstance(item, Run):
             model.run(item.a_base, item.b_base, item.k, clear=item.clear,
                       drain=item.drain, shift=shift, mode=mode)
         elif isinstance(item, ReadResult):
             rs, cs = plan.tile_slices(item.tm, item.tn)
             c[rs, cs], sat[rs, cs] = model.read_result()
+        elif isinstance(item, RunTiles):            # as the device's RUN_TILES (sim.protocol)
+            for t, tile in enumerate(item.group.tiles):
+                model.run(item.a_base, item.b_base + t * item.b_step, item.k, clear=True, drain=True, shift=shift,
+                          mode=mode)
+                rs, cs = plan.tile_slices(*tile)
+                c[rs, cs], sat[rs, cs] = model.read_result()
     return GemmResult(c[:plan.m, :plan.n], sat[:plan.m, :plan.n], list(model.lane_state))

@@ -10,11 +10,14 @@ RUN_CLEAR, RUN_DRAIN : int
 FieldLayout
     A fixed little-endian record of unsigned fields: ``pack``, ``unpack``, ``size``, and the same layout as an
     ``amaranth.lib.data.StructLayout`` for the RTL (``as_struct``).
-WRITE_HEADER, RUN_ARGS, ROUNDING_ARGS, SEED, COUNTER : FieldLayout
-    WRITE_A/WRITE_B's ``ADDR, COUNT``; RUN's ``A_BASE, B_BASE, K, FLAGS``; SET_ROUNDING's ``SHIFT, MODE``; one
-    SET_SEEDS lane seed; one READ_COUNTERS counter.
+WRITE_HEADER, RUN_ARGS, RUN_TILES_ARGS, ROUNDING_ARGS, SEED, COUNTER : FieldLayout
+    WRITE_A/WRITE_B's ``ADDR, COUNT``; RUN's ``A_BASE, B_BASE, K, FLAGS``; RUN_TILES' ``B_STEP, A_BASE, B_BASE,
+    K, N_TILES, FLAGS``; SET_ROUNDING's ``SHIFT, MODE``; one SET_SEEDS lane seed; one READ_COUNTERS counter.
 value_bytes, entry_bytes, result_row_bytes, result_bytes
     Payload sizes derived from an ``EngineConfig``.
+max_tiles, run_tiles_args, run_tiles_ok, run_tiles_cycles
+    RUN_TILES: the most tiles one response can carry (16-bit LEN), its payload, the argument rule, the engine's
+    busy cycles.
 max_payload
     Largest request payload for a receive buffer.
 write_frames
@@ -24,7 +27,9 @@ request_length_range
 pack_values, unpack_values
     Raw integers to and from little-endian two's complement fields.
 encode_result, decode_result
-    The READ_RESULT payload.
+    The READ_RESULT payload (one tile).
+decode_tiles
+    A RUN_TILES payload: ``n_tiles`` READ_RESULT payloads back to back.
 LINK_COUNTERS, counter_names
     Names of the READ_COUNTERS fields.
 default_frame_timeout
@@ -46,12 +51,12 @@ from .gemm import EngineConfig
 from .wire import MAX_LENGTH, Command, request_frame_bytes
 
 __all__ = ["PROTOCOL_VERSION", "MAGIC", "RUN_CLEAR", "RUN_DRAIN", "FieldLayout", "WRITE_HEADER", "RUN_ARGS",
-           "ROUNDING_ARGS", "SEED", "COUNTER", "value_bytes", "entry_bytes", "result_row_bytes", "result_bytes",
-           "max_payload", "write_frames", "request_length_range", "pack_values", "unpack_values", "encode_result",
-           "decode_result", "LINK_COUNTERS", "counter_names", "default_frame_timeout", "DEFAULT_RX_BUFFER",
-           "Identity"]
+           "RUN_TILES_ARGS", "ROUNDING_ARGS", "SEED", "COUNTER", "value_bytes", "entry_bytes", "result_row_bytes",
+           "result_bytes", "max_tiles", "run_tiles_args", "run_tiles_ok", "run_tiles_cycles", "max_payload", "write_frames",
+           "request_length_range", "pack_values", "unpack_values", "encode_result", "decode_result", "decode_tiles",
+           "LINK_COUNTERS", "counter_names", "default_frame_timeout", "DEFAULT_RX_BUFFER", "Identity"]
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2          # 2: RUN_TILES
 MAGIC = b"FXTR"
 
 RUN_CLEAR = 1
@@ -129,6 +134,12 @@ class FieldLayout:
 
 WRITE_HEADER = FieldLayout("WRITE header", [("addr", 2), ("count", 2)])
 RUN_ARGS = FieldLayout("RUN arguments", [("a_base", 2), ("b_base", 2), ("k", 4), ("flags", 1)])
+#: RUN_TILES (``docs/protocol.md`` §4.9): ``n_tiles`` clear+drain runs of ``k`` entries, A at ``a_base``, B of tile
+#: ``t`` at ``b_base + t * b_step``; the response carries the ``n_tiles`` drained tiles in order. ``flags`` must be
+#: ``RUN_CLEAR | RUN_DRAIN``. The last 9 bytes lie where RUN_ARGS' fields do (``a_base``, ``b_base``, ``k`` in
+#: RUN's ``k``, ``flags``), so the RTL reads both commands' common fields from the same bits.
+RUN_TILES_ARGS = FieldLayout("RUN_TILES arguments", [("b_step", 2), ("a_base", 2), ("b_base", 2), ("k", 2),
+                                                     ("n_tiles", 2), ("flags", 1)])
 ROUNDING_ARGS = FieldLayout("SET_ROUNDING arguments", [("shift", 1), ("mode", 1)])
 SEED = FieldLayout("lane seed", [("seed", 4)])
 COUNTER = FieldLayout("counter", [("value", 4)])
@@ -154,6 +165,36 @@ def result_row_bytes(config):
 def result_bytes(config):
     """Bytes of the READ_RESULT payload: ``rows`` result rows."""
     return config.rows * result_row_bytes(config)
+
+
+def max_tiles(config):
+    """The most tiles one RUN_TILES may run: ``n_tiles * result_bytes`` must fit the 16-bit LEN, and at most
+    ``depth`` (a group of B tiles of ``K >= 1`` entries each fits the B memory; it keeps the counter narrow)."""
+    return min(MAX_LENGTH // result_bytes(config), config.depth)
+
+
+def run_tiles_args(a_base, b_base, b_step, k, n_tiles):
+    """The RUN_TILES payload (:data:`RUN_TILES_ARGS`, flags ``RUN_CLEAR | RUN_DRAIN``)."""
+    return RUN_TILES_ARGS.pack(b_step, a_base, b_base, k, n_tiles, RUN_CLEAR | RUN_DRAIN)
+
+
+def run_tiles_ok(config, b_step, a_base, b_base, k, n_tiles, flags):
+    """Whether RUN_TILES arguments are legal (else the device answers BAD_ARGUMENT and runs nothing):
+    ``1 <= n_tiles <= max_tiles``, ``1 <= k``, ``a_base + k <= depth``, ``b_step <= depth``, every tile's B range
+    ``b_base + t * b_step + k <= depth`` (``t = n_tiles - 1`` is the largest) and ``flags == RUN_CLEAR |
+    RUN_DRAIN``."""
+    depth = config.depth
+    return (1 <= n_tiles <= max_tiles(config) and k >= 1 and a_base + k <= depth and b_step <= depth
+            and b_base + (n_tiles - 1) * b_step + k <= depth and flags == RUN_CLEAR | RUN_DRAIN)
+
+
+def run_tiles_cycles(config, k, n_tiles):
+    """Engine busy cycles of a RUN_TILES: ``n_tiles`` clear+drain runs (``sim.engine.run_cycles(k, 1)`` each).
+
+    The device also spends ``n_tiles`` cycles checking the B ranges before it answers (not engine cycles), and
+    the engine waits (``stall_out``, not busy) while both result banks hold tiles the link has not taken."""
+    from .engine import run_cycles
+    return n_tiles * run_cycles(config, k, True)
 
 
 def max_payload(rx_buffer):
@@ -183,7 +224,7 @@ def request_length_range(config, cmd):
         e = entry_bytes(config, "A" if cmd is Command.WRITE_A else "B")
         return WRITE_HEADER.size + e, min(MAX_LENGTH, WRITE_HEADER.size + config.depth * e)
     fixed = {Command.SET_ROUNDING: ROUNDING_ARGS.size, Command.SET_SEEDS: SEED.size * config.lanes,
-             Command.RUN: RUN_ARGS.size}
+             Command.RUN: RUN_ARGS.size, Command.RUN_TILES: RUN_TILES_ARGS.size}
     n = fixed.get(cmd, 0)
     return n, n
 
@@ -234,6 +275,14 @@ def decode_result(config, payload):
         bits = int.from_bytes(row[config.cols * vb:], "little")
         sat[r] = [(bits >> j) & 1 for j in range(config.cols)]
     return c, sat
+
+
+def decode_tiles(config, payload):
+    """A RUN_TILES payload as a list of ``(c, sat)`` tiles (``n_tiles`` :func:`encode_result` payloads)."""
+    rb = result_bytes(config)
+    if len(payload) % rb:
+        raise ValueError(f"RUN_TILES payload of {len(payload)} bytes is not a whole number of {rb}-byte tiles")
+    return [decode_result(config, payload[i:i + rb]) for i in range(0, len(payload), rb)]
 
 
 def counter_names():

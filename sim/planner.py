@@ -8,6 +8,13 @@ Plan (:class:`GemmPlan`): ``A`` is zero-padded to ``Mp = rows * ceil(M / rows)``
 most ``chunk`` (default ``depth``) entries; a tile's first run has ``clear``, its last ``drain`` and the runs in
 between neither, so a K-split keeps accumulating at full width and only the complete sum is rounded.
 
+Tile loop (``docs/protocol.md`` §3, RUN_TILES): when K fits one chunk (``K <= chunk``), the tiles of a tile row go
+to the device in *groups* of consecutive columns ``tn0 .. tn0 + count - 1`` (:attr:`GemmPlan.groups`; ``count`` at
+most ``depth // K`` so that the group's B chunks lie one after another in B memory, and at most
+``sim.payloads.max_tiles`` so that one response carries them): the group's B entries are written as one block
+(unless resident), then one RUN_TILES runs every tile of the group and answers with their results. A K-split
+(``K > chunk``) keeps the per-tile RUN / READ_RESULT schedule below.
+
 Schedule (:class:`CommandPlanner`): per run, the A chunk (columns ``k0..k1`` of tile row ``tm``) and the B chunk
 (rows ``k0..k1`` of tile column ``tn``) are written unless already resident, then the run; after a tile's last
 run its result is read. Residency is the planner's belief of the operand memories: each memory is managed as
@@ -20,7 +27,9 @@ Members
 -------
 Chunk, GemmPlan, plan_gemm
     The tiling of one GEMM.
-SetRounding, WriteOperand, Reused, Run, ReadResult
+TileGroup
+    Consecutive output tiles of one tile row that one RUN_TILES computes.
+SetRounding, WriteOperand, Reused, Run, ReadResult, RunTiles
     Schedule items (``Reused`` is no command: it reports entries found resident).
 ResidentMemory
     Address-range allocator with LRU eviction for one operand memory.
@@ -36,10 +45,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from .gemm import EngineConfig
-from .payloads import RUN_CLEAR, RUN_DRAIN
+from .payloads import RUN_CLEAR, RUN_DRAIN, max_tiles
 
-__all__ = ["Chunk", "GemmPlan", "plan_gemm", "SetRounding", "WriteOperand", "Reused", "Run", "ReadResult",
-           "ResidentMemory", "CommandPlanner"]
+__all__ = ["Chunk", "TileGroup", "GemmPlan", "plan_gemm", "SetRounding", "WriteOperand", "Reused", "Run",
+           "ReadResult", "RunTiles", "ResidentMemory", "CommandPlanner"]
 
 
 @dataclass(frozen=True)
@@ -54,6 +63,21 @@ class Chunk:
         return self.k1 - self.k0
 
 
+@dataclass(frozen=True)
+class TileGroup:
+    """Output tiles ``(tm, tn0) .. (tm, tn0 + count - 1)``; ``first`` is the index of the first in the plan's
+    tile order."""
+
+    tm: int
+    tn0: int
+    count: int
+    first: int
+
+    @property
+    def tiles(self):
+        return [(self.tm, tn) for tn in range(self.tn0, self.tn0 + self.count)]
+
+
 class GemmPlan:
     """The tiling of one ``M x K x N`` GEMM on an engine of ``config`` (module docstring).
 
@@ -64,15 +88,19 @@ class GemmPlan:
     chunks : tuple of Chunk
     tiles : list of (tm, tn)
         Output tiles in order.
+    groups : list of TileGroup or None
+        The RUN_TILES groups covering ``tiles`` in order (module docstring), or ``None`` for a K-split or when
+        ``tile_loop`` is off.
     flags(chunk) -> int
         RUN flags of a chunk (``RUN_CLEAR`` on the first, ``RUN_DRAIN`` on the last).
-    pad(a, b) -> (ap, bp); a_block(ap, tm, chunk); b_block(bp, tn, chunk)
-        Operand entries of a chunk (``k x rows`` columns of an A tile, ``k x cols`` rows of a B tile).
+    pad(a, b) -> (ap, bp); a_block(ap, tm, chunk); b_block(bp, tn, chunk, count=1)
+        Operand entries of a chunk (``k x rows`` columns of an A tile, ``k x cols`` rows of a B tile; ``count``
+        consecutive B tiles one after another).
     tile_slices(tm, tn) -> (rows slice, cols slice)
         Where a tile's result goes in the padded ``Mp x Np`` output.
     """
 
-    def __init__(self, config, m, k, n, chunk=None):
+    def __init__(self, config, m, k, n, chunk=None, tile_loop=True):
         if not isinstance(config, EngineConfig):
             raise TypeError(f"config must be an EngineConfig, not {config!r}")
         for name, value in (("M", m), ("K", k), ("N", n)):
@@ -89,6 +117,11 @@ class GemmPlan:
         self.mp, self.np_ = self.mt * config.rows, self.nt * config.cols
         self.chunks = tuple(Chunk(k0, min(self.k, k0 + chunk)) for k0 in range(0, self.k, chunk))
         self.tiles = [(tm, tn) for tm in range(self.mt) for tn in range(self.nt)]
+        self.groups = None
+        if tile_loop and len(self.chunks) == 1:
+            per = min(self.nt, config.depth // self.k, max_tiles(config))
+            self.groups = [TileGroup(tm, tn0, min(per, self.nt - tn0), tm * self.nt + tn0)
+                           for tm in range(self.mt) for tn0 in range(0, self.nt, per)]
 
     def flags(self, chunk):
         return (RUN_CLEAR if chunk.k0 == 0 else 0) | (RUN_DRAIN if chunk.k1 == self.k else 0)
@@ -104,18 +137,21 @@ class GemmPlan:
         rows = self.config.rows
         return ap[tm * rows:(tm + 1) * rows, chunk.k0:chunk.k1].T
 
-    def b_block(self, bp, tn, chunk):
+    def b_block(self, bp, tn, chunk, count=1):
         cols = self.config.cols
-        return bp[chunk.k0:chunk.k1, tn * cols:(tn + 1) * cols]
+        if count == 1:
+            return bp[chunk.k0:chunk.k1, tn * cols:(tn + 1) * cols]
+        return np.concatenate([bp[chunk.k0:chunk.k1, t * cols:(t + 1) * cols] for t in range(tn, tn + count)])
 
     def tile_slices(self, tm, tn):
         rows, cols = self.config.rows, self.config.cols
         return slice(tm * rows, (tm + 1) * rows), slice(tn * cols, (tn + 1) * cols)
 
 
-def plan_gemm(config, m, k, n, chunk=None):
-    """The :class:`GemmPlan` of an ``M x K x N`` GEMM (K chunks of ``chunk``, default the depth)."""
-    return GemmPlan(config, m, k, n, chunk)
+def plan_gemm(config, m, k, n, chunk=None, tile_loop=True):
+    """The :class:`GemmPlan` of an ``M x K x N`` GEMM (K chunks of ``chunk``, default the depth; RUN_TILES
+    groups unless ``tile_loop`` is off)."""
+    return GemmPlan(config, m, k, n, chunk, tile_loop)
 
 
 @dataclass(frozen=True)
@@ -127,13 +163,18 @@ class SetRounding:
 
 @dataclass(frozen=True)
 class WriteOperand:
-    """Write the entries of operand ``which`` (``"A"``: tile row ``index``; ``"B"``: tile column ``index``) of
-    ``chunk`` at ``addr``."""
+    """Write the entries of operand ``which`` (``"A"``: tile row ``index``; ``"B"``: tile columns ``index ..
+    index + count - 1``, one after another) of ``chunk`` at ``addr``."""
 
     which: str
     addr: int
     index: int
     chunk: Chunk
+    count: int = 1
+
+    @property
+    def entries(self):
+        return self.chunk.length * self.count
 
 
 @dataclass(frozen=True)
@@ -164,6 +205,21 @@ class Run:
 class ReadResult:
     tm: int
     tn: int
+
+
+@dataclass(frozen=True)
+class RunTiles:
+    """RUN_TILES of ``group``: its tiles run with A at ``a_base`` and B at ``b_base + t * b_step``."""
+
+    a_base: int
+    b_base: int
+    b_step: int
+    k: int
+    group: TileGroup
+
+    @property
+    def n_tiles(self):
+        return self.group.count
 
 
 class ResidentMemory:
@@ -273,15 +329,17 @@ class CommandPlanner:
         self.b_mem.clear()
         self.rounding = None
 
-    def _operand(self, mem, which, key, index, chunk, digest):
-        value = digest(which, index, chunk) if digest is not None else None
+    def _operand(self, mem, which, key, index, chunk, digest, count=1):
+        value = None
+        if digest is not None:
+            value = tuple(digest(which, i, chunk) for i in range(index, index + count))
         if not self.residency:
             mem.clear()
         addr = mem.lookup(key, value)
         if addr is not None:
-            return addr, Reused(which, chunk.length)
-        addr = mem.allocate(key, value, chunk.length)
-        return addr, WriteOperand(which, addr, index, chunk)
+            return addr, Reused(which, chunk.length * count)
+        addr = mem.allocate(key, value, chunk.length * count)
+        return addr, WriteOperand(which, addr, index, chunk, count)
 
     def schedule(self, plan, rounding, *, b_key=None, digest=None, first_tile=0):
         if rounding is None or rounding != self.rounding:
@@ -289,6 +347,9 @@ class CommandPlanner:
             self.rounding = rounding
         self._gemm_id += 1
         b_scope = ("B", b_key, (plan.k, plan.n)) if b_key is not None else ("B-call", self._gemm_id)
+        if plan.groups is not None:
+            yield from self._tile_loop(plan, b_scope, digest, first_tile)
+            return
         for tm, tn in plan.tiles[first_tile:]:
             for chunk in plan.chunks:
                 a_addr, item = self._operand(self.a_mem, "A", ("A", self._gemm_id, tm, chunk.k0), tm, chunk, digest)
@@ -297,3 +358,17 @@ class CommandPlanner:
                 yield item
                 yield Run(a_addr, b_addr, chunk.length, plan.flags(chunk))
             yield ReadResult(tm, tn)
+
+    def _tile_loop(self, plan, b_scope, digest, first_tile):
+        """The RUN_TILES schedule of a GEMM without K-split (module docstring); a group is keyed by its first
+        column and size, so a group resident from an earlier call with the same ``b_key`` is reused."""
+        (chunk,) = plan.chunks
+        for group in plan.groups:
+            if group.first < first_tile:
+                continue
+            a_addr, item = self._operand(self.a_mem, "A", ("A", self._gemm_id, group.tm, 0), group.tm, chunk, digest)
+            yield item
+            b_addr, item = self._operand(self.b_mem, "B", b_scope + ("tiles", group.tn0, group.count), group.tn0,
+                                         chunk, digest, group.count)
+            yield item
+            yield RunTiles(a_addr, b_addr, chunk.length, chunk.length, group)

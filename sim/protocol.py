@@ -21,8 +21,9 @@ import numpy as np
 
 from .gemm import EngineConfig
 from .payloads import *  # noqa: F401,F403  (re-exported: the protocol's payload layouts)
-from .payloads import (COUNTER, DEFAULT_RX_BUFFER, LINK_COUNTERS, ROUNDING_ARGS, RUN_ARGS, RUN_CLEAR, RUN_DRAIN, SEED, WRITE_HEADER,
-                       Identity, encode_result, entry_bytes, request_length_range, unpack_values, value_bytes)
+from .payloads import (COUNTER, DEFAULT_RX_BUFFER, LINK_COUNTERS, ROUNDING_ARGS, RUN_ARGS, RUN_CLEAR, RUN_DRAIN,
+                       RUN_TILES_ARGS, SEED, WRITE_HEADER, Identity, encode_result, entry_bytes, request_length_range,
+                       run_tiles_ok, unpack_values, value_bytes)
 from .payloads import __all__ as _payload_names
 from .wire import *  # noqa: F401,F403  (re-exported: the protocol's wire codec)
 from .wire import CRC_INIT, REQUEST_SOF, Command, Status, crc16, crc16_update, encode_response
@@ -275,6 +276,8 @@ class ProtocolEmulator:
                 c, sat = self.engine.read_result()
                 self._result = (np.array(c, dtype=np.int64), np.array(sat, dtype=bool))
             return Status.OK, None
+        if cmd is Command.RUN_TILES:
+            return self._run_tiles(**RUN_TILES_ARGS.unpack(self._args))
         if cmd is Command.READ_RESULT:
             result = self._result
             return Status.OK, lambda: encode_result(cfg, *result)
@@ -283,6 +286,19 @@ class ProtocolEmulator:
         if cmd is Command.SOFT_RESET:
             return Status.OK, None
         raise AssertionError(cmd)
+
+    def _run_tiles(self, b_step, a_base, b_base, k, n_tiles, flags):
+        """RUN_TILES: ``n_tiles`` clear+drain runs, B of tile ``t`` at ``b_base + t * b_step``; the payload is the
+        drained tiles in order, and the result buffer keeps the last one (as after a draining RUN)."""
+        if not run_tiles_ok(self.config, b_step, a_base, b_base, k, n_tiles, flags):
+            return Status.BAD_ARGUMENT, None
+        payload = bytearray()
+        for t in range(n_tiles):
+            self.engine.run(a_base, b_base + t * b_step, k, True, True, self.shift, self.mode)
+            c, sat = self.engine.read_result()
+            self._result = (np.array(c, dtype=np.int64), np.array(sat, dtype=bool))
+            payload += encode_result(self.config, *self._result)
+        return Status.OK, lambda: bytes(payload)
 
     def _counter_payload(self):
         values = [self.link_counters[n] for n in LINK_COUNTERS]

@@ -61,6 +61,7 @@ class Command(enum.IntEnum):
     READ_RESULT = 0x07
     READ_COUNTERS = 0x08
     SOFT_RESET = 0x09
+    RUN_TILES = 0x0A
 
 
 class Status(enum.IntEnum):

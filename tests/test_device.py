@@ -208,8 +208,9 @@ class FlakyTransport(Transport):
 
     def read(self, timeout):
         data = bytearray(self.inner.read(timeout))
-        if data and not self.corrupted_response and data[1] == self.corrupt_cmd:
-            data[-1] ^= 0x40
+        at = data.find(bytes([0x5A, self.corrupt_cmd]))       # a response to corrupt_cmd in this chunk
+        if at >= 0 and not self.corrupted_response and len(data) > at + 6:
+            data[at + 6] ^= 0x40                               # its first payload byte (or its CRC)
             self.corrupted_response = True
         return bytes(data)
 
@@ -217,16 +218,18 @@ class FlakyTransport(Transport):
         self.inner.resync()
 
 
-def test_corrupted_requests_and_responses_are_retried():
-    """CRC errors in either direction are retried (RUN only when the device reported it did not run) and the
-    GEMM is still exact."""
+@pytest.mark.parametrize("corrupt_cmd, k", [(Command.READ_RESULT, 37), (Command.RUN_TILES, 13)])
+def test_corrupted_requests_and_responses_are_retried(corrupt_cmd, k):
+    """CRC errors in either direction are retried (RUN only when the device reported it did not run; a RUN_TILES
+    whose answer was corrupted after it ran is redone whole, lanes re-loaded) and the GEMM is still exact (K-split:
+    RUN / READ_RESULT; K <= depth: RUN_TILES)."""
     config = EngineConfig(rows=2, cols=3, wl=8, depth=16, max_k_log2=10)
-    transport = FlakyTransport(ProtocolEmulator(config), every=5, corrupt_cmd=Command.READ_RESULT)
+    transport = FlakyTransport(ProtocolEmulator(config), every=5, corrupt_cmd=corrupt_cmd)
     dev = Device(transport, timeout=0.2)
     dev.seed(3)
     mirror = Mirror(config, 3)
     rng = np.random.default_rng(3)
-    a, b = _random(rng, (4, 37), 8), _random(rng, (37, 5), 8)
+    a, b = _random(rng, (4, k), 8), _random(rng, (k, 5), 8)
     got = dev.gemm(a, b, 6, "stochastic")
     assert (got.c == mirror.gemm(a, b, 6, "stochastic").c).all()
     assert dev.counters["retries"] >= 5 and transport.corrupted_response
@@ -240,7 +243,7 @@ def test_device_with_other_geometry_or_protocol_is_refused():
     with pytest.raises(DeviceMismatch, match="has clk_freq = 12000000, expected 48000000"):
         Device(EmulatorTransport(emu), expect={"clk_freq": 48_000_000})
     emu.identity = dataclasses.replace(emu.identity, version=9)
-    with pytest.raises(DeviceMismatch, match="speaks protocol version 9, this host speaks version 1"):
+    with pytest.raises(DeviceMismatch, match="speaks protocol version 9, this host speaks version 2"):
         Device(EmulatorTransport(emu))
 
 

@@ -6,6 +6,8 @@
 * Receive-buffer rule (one simulator): the UART SoC with a 64-byte receive buffer answers the pipelined driver's
   frames, streamed at line rate with at most 64 bytes unanswered, exactly like ``ProtocolEmulator``; streamed
   with no limit, a READ_RESULT burst overflows it.
+* Random stalls (both simulators): RUN_TILES streams through the byte-stream SoC with the input's valid and the
+  output's ready dropped at random are answered exactly like ``ProtocolEmulator``.
 * Byte-level throughput: WRITE_B frames sent back to back through the byte-stream SoC are absorbed at the rate
   the executor's documented latency gives (one byte per cycle, plus one cycle per operand entry), and the
   READ_RESULT response leaves at one byte per cycle; the measured numbers are printed.
@@ -116,3 +118,26 @@ def test_byte_level_throughput(simulator, run_cocotb, tmp_path):
     assert result["wire_bytes_in"] == 4 * frame_bytes
     assert result["cycles_in"] <= 4 * frame_cycles + 4 * 8      # plus at most a few cycles per response
     assert result["bytes_per_cycle_out"] == 1.0
+
+
+def test_run_tiles_with_random_stalls(simulator, run_cocotb, tmp_path):
+    """RUN_TILES (odd tile counts, K=1, saturating operands, both rounding modes, bad arguments) with random
+    valid/ready stalls on the byte streams: responses equal the golden emulator's byte for byte."""
+    import random
+    import struct
+
+    from fxtrain.sim.protocol import Command, ProtocolEmulator, encode_request
+    from fxtrain.sim.benches.link_bench import run_tiles_requests
+
+    seed = PARAMS["seed"]
+    frames = [encode_request(Command.SET_SEEDS, 1, struct.pack("<2I", 3, 11))]
+    frames += run_tiles_requests(CONFIG, random.Random(seed), 2)
+    golden = ProtocolEmulator(CONFIG, PARAMS["clk_freq"], PARAMS["baud"], PARAMS["frame_timeout"])
+    case = dict(frames=[f.hex() for f in frames], expected=b"".join(golden.feed(f) for f in frames).hex())
+    frames_file = tmp_path / "frames.json"
+    frames_file.write_text(json.dumps(case))
+    soc = AcceleratorSoC(CONFIG, PARAMS["clk_freq"], PARAMS["baud"], frame_timeout=PARAMS["frame_timeout"],
+                         byte_stream=True)
+    assert run_cocotb(soc, "fxtrain_soc", "fxtrain.sim.benches.link_bench", simulator,
+                      dict(PARAMS, frames_file=str(frames_file), valid_probability=0.6, ready_probability=0.15,
+                           testcase="byte_stalls")) >= 1

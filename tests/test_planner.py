@@ -10,8 +10,9 @@ import pytest
 from fxtrain.host.device import Device
 from fxtrain.host.transport import EmulatorTransport
 from fxtrain.sim.gemm import EngineConfig
-from fxtrain.sim.payloads import RUN_ARGS, WRITE_HEADER, FieldLayout, write_frames
-from fxtrain.sim.planner import CommandPlanner, ReadResult, Reused, Run, SetRounding, WriteOperand, plan_gemm
+from fxtrain.sim.payloads import RUN_ARGS, RUN_TILES_ARGS, WRITE_HEADER, FieldLayout, run_tiles_args, write_frames
+from fxtrain.sim.planner import (CommandPlanner, ReadResult, Reused, Run, RunTiles, SetRounding, WriteOperand,
+                                 plan_gemm)
 from fxtrain.sim.protocol import ProtocolEmulator
 from fxtrain.sim.wire import MAX_LENGTH
 
@@ -24,8 +25,9 @@ def _walk(planner, plan, rounding, mems, b_key=None):
     for item in planner.schedule(plan, rounding, b_key=b_key):
         if isinstance(item, WriteOperand):
             mem = a_mem if item.which == "A" else b_mem
-            for i in range(item.chunk.length):
-                mem[item.addr + i] = (item.index, item.chunk.k0 + i)
+            k = item.chunk.length
+            for i in range(item.entries):
+                mem[item.addr + i] = (item.index + i // k, item.chunk.k0 + i % k)
         elif isinstance(item, Run):
             if item.clear:
                 acc = []
@@ -34,16 +36,25 @@ def _walk(planner, plan, rounding, mems, b_key=None):
                 runs.append(acc)
         elif isinstance(item, ReadResult):
             reads.append((item.tm, item.tn))
+        elif isinstance(item, RunTiles):
+            for t, tile in enumerate(item.group.tiles):
+                b_base = item.b_base + t * item.b_step
+                runs.append([(a_mem[item.a_base + i], b_mem[b_base + i]) for i in range(item.k)])
+                reads.append(tile)
     return runs, reads
 
 
-@pytest.mark.parametrize("shape", [(1, 1, 1), (5, 3, 7), (9, 70, 3), (4, 129, 8), (13, 200, 5)])
-def test_schedule_accumulates_exactly_each_tiles_k_range(shape):
+@pytest.mark.parametrize("tile_loop", [True, False])
+@pytest.mark.parametrize("shape", [(1, 1, 1), (5, 3, 7), (9, 70, 3), (4, 129, 8), (13, 200, 5), (3, 7, 21),
+                                   (5, 32, 5)])
+def test_schedule_accumulates_exactly_each_tiles_k_range(shape, tile_loop):
     """Every tile's drained accumulation reads A row block tm and B column block tn at k = 0..K-1, exactly once
-    each, whatever residency reused; tiles are read tm outer, tn inner."""
+    each, whatever residency reused; tiles are read tm outer, tn inner (RUN_TILES groups included: B of a group
+    split over several groups when it does not fit, K = depth, K = 1)."""
     cfg = EngineConfig(rows=4, cols=2, wl=16, depth=32)
     m, k, n = shape
-    plan = plan_gemm(cfg, m, k, n)
+    plan = plan_gemm(cfg, m, k, n, tile_loop=tile_loop)
+    assert (plan.groups is not None) == (tile_loop and k <= cfg.depth)
     planner = CommandPlanner(cfg)
     mems = ({}, {})
     for _ in range(2):                  # a second call with the same b_key reuses B
@@ -60,7 +71,7 @@ def test_residency_sends_each_operand_once_when_it_fits():
     planner = CommandPlanner(cfg)
 
     def sent(items, which):
-        return sum(i.chunk.length for i in items if isinstance(i, WriteOperand) and i.which == which)
+        return sum(i.entries for i in items if isinstance(i, WriteOperand) and i.which == which)
 
     first = list(planner.schedule(plan, (0, 0), b_key="W"))
     assert sent(first, "A") == 3 * 20 and sent(first, "B") == 5 * 20
@@ -86,10 +97,11 @@ def test_device_sends_the_planners_schedule():
         before = dict(dev.counters)
         items = list(shadow.schedule(plan_gemm(cfg, m, k, n), (2, 1), b_key=None))
         dev.gemm(np.ones((m, k), dtype=np.int64), np.ones((k, n), dtype=np.int64), 2, "stochastic")
-        frames = sum(len(write_frames(cfg, i.which, i.chunk.length)) for i in items if isinstance(i, WriteOperand))
+        frames = sum(len(write_frames(cfg, i.which, i.entries)) for i in items if isinstance(i, WriteOperand))
         frames += sum(not isinstance(i, (WriteOperand, Reused)) for i in items)
         assert dev.counters["frames"] - before["frames"] == frames
-        assert dev.counters["runs"] - before["runs"] == sum(isinstance(i, Run) for i in items)
+        runs = sum(isinstance(i, Run) for i in items) + sum(i.n_tiles for i in items if isinstance(i, RunTiles))
+        assert dev.counters["runs"] - before["runs"] == runs
 
 
 def test_payload_layouts_mean_the_same_bits_to_host_and_rtl():
@@ -110,6 +122,10 @@ def test_payload_layouts_mean_the_same_bits_to_host_and_rtl():
     with pytest.raises(ValueError, match="1, 2 or 4 bytes"):
         FieldLayout("bad", [("x", 3)])
     assert Const  # imported for the StructLayout check above
+    # RUN_TILES' last 9 bytes are RUN's fields (the RTL reads both through one view): K | N_TILES << 16 in K
+    tiles = RUN_TILES_ARGS.pack(7, 0x0123, 0x0456, 33, 5, 3)
+    assert RUN_ARGS.unpack(tiles[-RUN_ARGS.size:]) == dict(a_base=0x0123, b_base=0x0456, k=33 | 5 << 16, flags=3)
+    assert run_tiles_args(0x0123, 0x0456, 7, 33, 5) == tiles
 
 
 def test_write_frames_cut_blocks_at_the_frame_maximum():

@@ -13,8 +13,9 @@ from amaranth.sim import Simulator
 
 from fxtrain.rtl.crc import CRC16
 from fxtrain.rtl.soc import AcceleratorSoC, identify_payload
+from fxtrain.sim.benches.link_bench import run_tiles_requests
 from fxtrain.sim.gemm import EngineConfig
-from fxtrain.sim.payloads import RUN_ARGS, WRITE_HEADER
+from fxtrain.sim.payloads import RUN_ARGS, WRITE_HEADER, decode_tiles, result_bytes, run_tiles_args
 from fxtrain.sim.protocol import (LINK_COUNTERS, Command, Identity, ProtocolEmulator, ResponseParser, Status,
                                   counter_names, crc16, decode_result, encode_request, encode_response,
                                   encode_result, pack_values, unpack_values)
@@ -149,6 +150,7 @@ def _scripted_requests(rng):
              encode_request(Command.SET_ROUNDING, 9, bytes([0, 0])),
              encode_request(Command.RUN, 10, RUN_ARGS.pack(0, 1, 1, 3)),
              encode_request(Command.READ_RESULT, 11)]
+    reqs += run_tiles_requests(CONFIG, rng, 23)
     bad_crc = bytearray(encode_request(Command.RUN, 12, RUN_ARGS.pack(0, 0, 3, 3)))
     bad_crc[7] ^= 0x20
     reqs += [bytes(bad_crc), b"\x00\x13\x37garbage", encode_request(0x33, 13, b"xy"),
@@ -161,24 +163,56 @@ def _scripted_requests(rng):
     return reqs
 
 
-def _run_soc(stream, frame_timeout, idle_after):
-    soc = AcceleratorSoC(CONFIG, 12_000_000, 3_000_000, byte_stream=True, frame_timeout=frame_timeout)
+def test_emulator_run_tiles_equals_runs_and_reads():
+    """RUN_TILES answers the tiles that per-tile clear+drain RUN + READ_RESULT exchanges give, in one frame of
+    n_tiles x the READ_RESULT layout, and leaves the last tile in the result buffer; bad arguments run nothing."""
+    seed = 4
+    rng = random.Random(seed)
+    print("seed", seed)
+    setup = [encode_request(Command.SET_SEEDS, 1, struct.pack("<2I", 7, 9))]
+    frames = setup + run_tiles_requests(CONFIG, rng, 2)[:4]
+    tiled, single = ProtocolEmulator(CONFIG), ProtocolEmulator(CONFIG)
+    answers = ResponseParser().feed(b"".join(tiled.feed(f) for f in frames))
+    payload = answers[-1].payload
+    assert answers[-1].cmd == Command.RUN_TILES and len(payload) == 3 * result_bytes(CONFIG)
+    ResponseParser().feed(b"".join(single.feed(f) for f in frames[:-1]))
+    expected = b""
+    for t in range(3):
+        single.feed(encode_request(Command.RUN, 9, RUN_ARGS.pack(20, 17 + 5 * t, 5, 3)))
+        expected += ResponseParser().feed(single.feed(encode_request(Command.READ_RESULT, 10)))[0].payload
+    assert payload == expected and len(decode_tiles(CONFIG, payload)) == 3
+    assert any(sat.any() for _, sat in decode_tiles(CONFIG, payload))
+    last = ResponseParser().feed(tiled.feed(encode_request(Command.READ_RESULT, 11)))[0].payload
+    assert last == expected[-result_bytes(CONFIG):]
+    runs = tiled.engine.counters["runs"]
+    for frame in run_tiles_requests(CONFIG, rng, 20)[7:]:
+        assert ResponseParser().feed(tiled.feed(frame))[0].status in (Status.BAD_ARGUMENT, Status.BAD_LENGTH)
+    assert tiled.engine.counters["runs"] == runs
+
+
+def _run_soc(stream, frame_timeout, idle_after, config=CONFIG, stalls=None):
+    """Response bytes of the byte-stream SoC fed ``stream``; ``stalls=(rng, p_valid, p_ready)`` (a random.Random
+    and the chances that the input is offered / the output is ready in a cycle) stalls both streams at random;
+    None: never."""
+    soc = AcceleratorSoC(config, 12_000_000, 3_000_000, byte_stream=True, frame_timeout=frame_timeout)
     out = bytearray()
 
+    rng, p_valid, p_ready = stalls or (None, 1.0, 1.0)
+
     async def bench(ctx):
-        ctx.set(soc.tx_bytes.ready, 1)
         i = 0
         idle = 0
         while idle < idle_after:
-            if i < len(stream):
+            offer = i < len(stream) and (p_valid >= 1.0 or rng.random() < p_valid)
+            take = p_ready >= 1.0 or rng.random() < p_ready
+            ctx.set(soc.tx_bytes.ready, take)
+            if offer:
                 ctx.set(soc.rx_bytes.payload, stream[i])
-                ctx.set(soc.rx_bytes.valid, 1)
-            else:
-                ctx.set(soc.rx_bytes.valid, 0)
-            _, _, valid, ready, tx_valid, tx_byte = await ctx.tick().sample(
-                soc.rx_bytes.valid, soc.rx_bytes.ready, soc.tx_bytes.valid, soc.tx_bytes.payload)
+            ctx.set(soc.rx_bytes.valid, offer)
+            _, _, valid, ready, tx_valid, tx_ready, tx_byte = await ctx.tick().sample(
+                soc.rx_bytes.valid, soc.rx_bytes.ready, soc.tx_bytes.valid, soc.tx_bytes.ready, soc.tx_bytes.payload)
             i += bool(valid and ready)
-            if tx_valid:
+            if tx_valid and tx_ready:
                 out.append(tx_byte)
             idle = idle + 1 if i >= len(stream) and not tx_valid else 0
 
@@ -224,6 +258,58 @@ def test_rtl_soc_answers_like_the_golden_emulator():
     assert _without_timing_counters(got_r) == _without_timing_counters(exp_r)
     assert len(got) == len(expected)
     assert LINK_COUNTERS[0] == "frames_ok"
+
+
+def test_rtl_run_tiles_with_random_stalls_answers_like_the_golden_emulator():
+    """RUN_TILES (and the rest of the script) with the input's valid and the output's ready dropped at random:
+    the SoC's response bytes equal the emulator's, so the tile stream never loses, repeats or invents a byte
+    while the engine waits for the link (engine stall counters blanked: they count host timing)."""
+    seed = 23
+    rng = random.Random(seed)
+    print("seed", seed)
+    setup = [encode_request(Command.SET_SEEDS, 1, struct.pack("<2I", 7, 9))]
+    stream = b"".join(setup + run_tiles_requests(CONFIG, rng, 2) + [encode_request(Command.READ_COUNTERS, 40)])
+    emu = ProtocolEmulator(CONFIG, 12_000_000, 3_000_000, frame_timeout=400)
+    expected = ResponseParser().feed(emu.feed(stream))
+    got = ResponseParser().feed(_run_soc(stream, 400, idle_after=60, stalls=(random.Random(seed), 0.6, 0.15)))
+    assert [Status(r.status).name for r in got].count("OK") >= 8
+    assert _without_timing_counters(got) == _without_timing_counters(expected)
+
+
+@pytest.mark.parametrize("rows, cols, wl", [(1, 1, 8), (3, 9, 12)])
+def test_rtl_result_rows_on_odd_geometries_with_output_stalls(rows, cols, wl):
+    """READ_RESULT of the RTL SoC equals the emulator's, twice in a row, on geometries whose result rows are
+    2 bytes (1 x 1, wl 8: the shortest row the executor's read-ahead row register handles) and 20 bytes with a
+    non-power-of-two row count, sign-extended 12-bit values and 2 saturation-flag bytes (3 x 9, wl 12), with
+    saturating extremes and the output not ready on random cycles; then a RUN_TILES of 2 tiles (rows streamed
+    from the engine through the same row register) and READ_RESULT of its last tile."""
+    config = EngineConfig(rows=rows, cols=cols, wl=wl, depth=16, max_k_log2=8)
+    seed = 5 + rows
+    rng = random.Random(seed)
+    print("seed", seed)
+    lo, hi = -2**(wl - 1), 2**(wl - 1) - 1
+    vb = (wl + 7) // 8
+    k = 3
+    a = [rng.choice([lo, hi, rng.randint(lo, hi)]) for _ in range(k * rows)]
+    b = [rng.choice([lo, hi, rng.randint(lo, hi)]) for _ in range(2 * k * cols)]
+    seeds = [rng.randrange(1, 2**32) for _ in range(config.lanes)]
+    stream = b"".join([
+        encode_request(Command.SET_SEEDS, 1, struct.pack(f"<{config.lanes}I", *seeds)),
+        encode_request(Command.SET_ROUNDING, 2, bytes([wl // 2, 1])),
+        encode_request(Command.WRITE_A, 3, WRITE_HEADER.pack(0, k) + pack_values(a, vb)),
+        encode_request(Command.WRITE_B, 4, WRITE_HEADER.pack(4, 2 * k) + pack_values(b, vb)),
+        encode_request(Command.RUN, 5, RUN_ARGS.pack(0, 4, k, 3)),
+        encode_request(Command.READ_RESULT, 6), encode_request(Command.READ_RESULT, 7),
+        encode_request(Command.RUN_TILES, 8, run_tiles_args(0, 4, k, k, 2)),
+        encode_request(Command.READ_RESULT, 9)])
+    emu = ProtocolEmulator(config, 12_000_000, 3_000_000, frame_timeout=400)
+    exp_r = ResponseParser().feed(emu.feed(stream))
+    got_r = ResponseParser().feed(_run_soc(stream, 400, idle_after=100, config=config, stalls=(rng, 1.0, 0.5)))
+    assert [Status(r.status).name for r in exp_r] == ["OK"] * 9
+    assert len(exp_r[-2].payload) == 2 * len(exp_r[-1].payload)
+    values, flags = decode_result(config, exp_r[-3].payload)
+    assert (np.asarray(flags) != 0).any() and (np.asarray(flags) == 0).any() or rows * cols == 1
+    assert _without_timing_counters(got_r) == _without_timing_counters(exp_r)
 
 
 def test_fast_crc_equals_bytewise_definition():

@@ -97,7 +97,7 @@ def device_rounding():
 
 def test_rtl_engine_busy_counter_equals_predicted_cycles():
     """The GemmEngine RTL (Amaranth simulator) counts, in its busy counter, exactly the predicted cycles of the
-    runs of a K-split GEMM (K = 2*depth + 3) and of a K = 1 GEMM."""
+    runs of a K-split GEMM (K = 2*depth + 3) and of a K = 1 GEMM (a RUN_TILES)."""
     config = EngineConfig(rows=2, cols=3, wl=8, depth=8, max_k_log2=8)
     replay = timemodel.DriverReplay(config)
     traffic = replay.gemm(3, 2 * config.depth + 3, 4)
@@ -105,7 +105,9 @@ def test_rtl_engine_busy_counter_equals_predicted_cycles():
     runs = []
     for (k, drain), count in sorted(traffic.runs.items()):
         runs += [(k, drain)] * count
-    assert busy_cycles_in_amaranth_sim(config, runs) == traffic.engine_cycles(config)
+    for (k, n), count in sorted(traffic.run_tiles.items()):    # RUN_TILES: n clear+drain runs each
+        runs += [(k, True)] * (n * count)
+    assert traffic.run_tiles and busy_cycles_in_amaranth_sim(config, runs) == traffic.engine_cycles(config)
 
 
 @pytest.mark.slow
@@ -178,12 +180,13 @@ def test_estimate_cli_prints_breakdown_table_and_writes_plot(tmp_path, capsys):
 def test_pipelined_estimate_overlaps_the_wire_and_waits_once_per_gemm():
     """With a receive buffer the driver waits once per GEMM and the device's work overlaps the down wire:
     T = max(down, up + compute + request bytes / f) + gemms * latency + host; without one (rx_buffer=0) every
-    exchange waits and nothing overlaps, which reproduces the issue's 'before' figures for the iCEBreaker."""
+    exchange waits and nothing overlaps, which with the per-tile schedule of protocol version 1 (tile_loop off)
+    reproduces the issue's 'before' figures for the iCEBreaker."""
     from dataclasses import replace
 
     layers = timemodel.lenet_layers()
     piped = timemodel.board_platform("icebreaker", "16.8")
-    seq = replace(piped, rx_buffer=0)
+    seq = replace(piped, rx_buffer=0, tile_loop=False)
     p = timemodel.estimate_epoch(piped, layers, "16.8", 64, 60000)
     s = timemodel.estimate_epoch(seq, layers, "16.8", 64, 60000)
     assert (s.bytes_down, s.bytes_up, s.exchanges) == (42_644_961_538, 5_053_671_856, 342_103_632)
@@ -194,21 +197,24 @@ def test_pipelined_estimate_overlaps_the_wire_and_waits_once_per_gemm():
     assert p.total_s < s.total_s / 3 and p.exchange_s < 0.05 * p.total_s
 
 
-def _replay_pair(config):
-    return timemodel.DriverReplay(config), timemodel.DriverReplay(config, fast=False)
+def _replay_pair(config, tile_loop=True):
+    return (timemodel.DriverReplay(config, tile_loop=tile_loop),
+            timemodel.DriverReplay(config, tile_loop=tile_loop, fast=False))
 
 
+@pytest.mark.parametrize("tile_loop", [True, False])
 @pytest.mark.parametrize("rows,cols,depth", [(1, 1, 2), (4, 2, 16), (3, 5, 32), (12, 12, 64)])
-def test_fast_replay_counts_exactly_what_the_full_replay_counts(rows, cols, depth):
+def test_fast_replay_counts_exactly_what_the_full_replay_counts(rows, cols, depth, tile_loop):
     """The fast path (periodic tile rows skipped) gives the same Traffic as replaying every tile, GEMM by GEMM in
     one sequence (so the residency it leaves behind is equivalent too): K = 1, K = depth, K-splits (K > depth),
     B that does not fit (K * Np > depth, thrashed every tile row), B that fits, keyed B reused across calls and
-    changed shape, rounding changes; and it does skip rows."""
-    seed = 14000 + 100 * rows + 10 * cols + depth
+    changed shape, rounding changes; with RUN_TILES groups and with per-tile RUN / READ_RESULT; and it does skip
+    rows."""
+    seed = 14000 + 100 * rows + 10 * cols + depth + tile_loop
     print(f"seed={seed}")
     rng = random.Random(seed)
     config = EngineConfig(rows=rows, cols=cols, wl=16, depth=depth, max_k_log2=12)
-    fast, full = _replay_pair(config)
+    fast, full = _replay_pair(config, tile_loop)
     shapes = [(200 * rows + 3, 1, 1), (150 * rows, depth, cols), (97 * rows + 1, 3 * depth + 1, 2 * cols + 1),
               (80 * rows, depth // 2 + 1, 4 * cols + 3), (60 * rows + 5, 2 * depth, 9 * cols), (1, 1, 1)]
     shapes += [(rng.randint(1, 300 * rows), rng.randint(1, 4 * depth), rng.randint(1, 12 * cols)) for _ in range(14)]
@@ -223,15 +229,16 @@ def test_fast_replay_counts_exactly_what_the_full_replay_counts(rows, cols, dept
 
 
 def test_fast_replay_falls_back_to_the_full_replay_when_the_planner_does_not_walk_its_tiles_lazily(monkeypatch):
-    """A planner that reads its tiles some other way (here: a list of every tile made up front) cannot be made to
-    jump: the fast path notices, restores the residency state and replays in full, with the same counts."""
+    """A planner that reads its tiles some other way (here: lists of every tile and group made up front) cannot be
+    made to jump: the fast path notices, restores the residency state and replays in full, with the same counts."""
     from fxtrain.sim.planner import CommandPlanner
 
     original = CommandPlanner.schedule
 
     def eager(self, plan, rounding, **kwargs):
         eager_plan = copy.copy(plan)
-        eager_plan.tiles = [(tm, tn) for tm in range(plan.mt) for tn in range(plan.nt)]
+        eager_plan.tiles = list(plan.tiles)
+        eager_plan.groups = None if plan.groups is None else list(plan.groups)
         return original(self, eager_plan, rounding, **kwargs)
 
     monkeypatch.setattr(CommandPlanner, "schedule", eager)
@@ -243,8 +250,9 @@ def test_fast_replay_falls_back_to_the_full_replay_when_the_planner_does_not_wal
 
 
 def test_resnet20_step_traffic_is_predicted():
-    """The time model prices a ResNet-20 training step on the iCEBreaker (5.5 M engine runs per step, which the
-    tile-by-tile replay took minutes for): runs and MACs are those of the GEMM list."""
+    """The time model prices a ResNet-20 training step on the iCEBreaker (millions of engine runs per step, which
+    the tile-by-tile replay took minutes for): every output tile is run and read once, and the MACs are those of
+    the GEMM list."""
     from fxtrain.host.models import ResNet20
     from fxtrain.sim.planner import plan_gemm
 
@@ -252,7 +260,7 @@ def test_resnet20_step_traffic_is_predicted():
     gemms = timemodel.training_gemms(layers, 8)
     platform = timemodel.board_platform("icebreaker", "16.14")
     step = timemodel.estimate_step(platform, layers, 8)
-    plans = [plan_gemm(platform.config, g.m, g.k, g.n) for g in gemms]
-    assert sum(step.traffic.runs.values()) == sum(len(p.tiles) * len(p.chunks) for p in plans)
-    assert step.traffic.macs == sum(g.macs for g in gemms)
-    assert step.traffic.read_results == sum(len(p.tiles) for p in plans)
+    traffic = step.traffic
+    tiles = sum(len(plan_gemm(platform.config, g.m, g.k, g.n).tiles) for g in gemms)
+    assert traffic.read_results + sum(n * c for (_, n), c in traffic.run_tiles.items()) == tiles
+    assert traffic.macs == sum(g.macs for g in gemms)

@@ -16,9 +16,13 @@ come from the JSON file named by ``frames_file``.
 always high and measures payload bytes per clock cycle the SoC absorbs, and the response byte rate of
 READ_RESULT; the numbers are written as JSON to the file named by ``result_file``.
 
+``byte_stalls`` runs on the byte-stream variant: it sends recorded request frames (``frames_file``, e.g. RUN_TILES
+streams) with the input's ``valid`` and the output's ``ready`` dropped at random (``valid_probability``,
+``ready_probability``, seeded by ``seed``) and requires exactly the expected response bytes.
+
 Bench parameters (``fxtrain.sim.runner.bench_params``): ``rows, cols, wl, depth, max_k_log2, clk_freq, baud,
 frame_timeout`` (the SoC's, for the golden model), ``seed``, ``baud_errors``, ``result_file``, ``frames_file``,
-``testcase``
+``valid_probability``, ``ready_probability``, ``testcase``
 (run only that test: the two benches need different SoC variants).
 """
 
@@ -34,12 +38,12 @@ from cocotb.triggers import ClockCycles, FallingEdge, Timer
 
 from fxtrain.sim.benches.drivers import StreamSink, StreamSource, settle_combinational, start_clock_and_reset
 from fxtrain.sim.gemm import EngineConfig
-from fxtrain.sim.payloads import RUN_ARGS, WRITE_HEADER
+from fxtrain.sim.payloads import RUN_ARGS, RUN_TILES_ARGS, WRITE_HEADER, max_tiles, run_tiles_args
 from fxtrain.sim.protocol import Command, ProtocolEmulator, encode_request, entry_bytes, pack_values
 from fxtrain.sim.wire import ResponseParser
 from fxtrain.sim.runner import bench_params
 
-__all__ = ["uart_bit_level", "byte_throughput", "bench_config", "gemm_requests"]
+__all__ = ["uart_bit_level", "byte_throughput", "byte_stalls", "bench_config", "gemm_requests", "run_tiles_requests"]
 
 
 def bench_config(params):
@@ -227,3 +231,58 @@ async def byte_throughput(dut):
         with open(p["result_file"], "w") as f:
             json.dump(result, f)
 
+
+
+def run_tiles_requests(config, rng, seq):
+    """RUN_TILES frames: 3 tiles of K=5 walking B by 5 (saturating operands, both rounding modes), K=1 with
+    b_step 0, READ_RESULT (the last tile again), and every bad argument (n_tiles 0 or above max_tiles, K 0, A
+    range, the last tile's B range one entry beyond the memory, B_STEP above the depth, FLAGS not CLEAR|DRAIN,
+    B_BASE beyond the memory by a multiple of twice the depth, a short payload). For an engine of depth 32."""
+    if config.depth != 32:
+        raise ValueError(f"run_tiles_requests is written for depth 32, not {config.depth}")
+    lo, hi = -(1 << (config.wl - 1)), (1 << (config.wl - 1)) - 1
+    vb = (config.wl + 7) // 8
+    a = [rng.choice([lo, hi, rng.randint(lo, hi)]) for _ in range(5 * config.rows)]
+    b = [rng.choice([lo, hi, rng.randint(lo, hi)]) for _ in range(15 * config.cols)]
+    tiles = run_tiles_args
+    return [encode_request(Command.WRITE_A, seq, WRITE_HEADER.pack(20, 5) + pack_values(a, vb)),
+            encode_request(Command.WRITE_B, seq + 1, WRITE_HEADER.pack(17, 15) + pack_values(b, vb)),
+            encode_request(Command.SET_ROUNDING, seq + 2, bytes([9, 1])),
+            encode_request(Command.RUN_TILES, seq + 3, tiles(20, 17, 5, 5, 3)),
+            encode_request(Command.SET_ROUNDING, seq + 4, bytes([16, 0])),
+            encode_request(Command.RUN_TILES, seq + 5, tiles(24, 31, 0, 1, 4)),
+            encode_request(Command.READ_RESULT, seq + 6),
+            encode_request(Command.RUN_TILES, seq + 7, tiles(20, 17, 5, 5, 0)),
+            encode_request(Command.RUN_TILES, seq + 8, tiles(20, 17, 5, 5, max_tiles(config) + 1)),
+            encode_request(Command.RUN_TILES, seq + 9, tiles(20, 17, 5, 0, 1)),
+            encode_request(Command.RUN_TILES, seq + 10, tiles(28, 0, 5, 5, 1)),
+            encode_request(Command.RUN_TILES, seq + 11, tiles(20, 18, 5, 5, 3)),
+            encode_request(Command.RUN_TILES, seq + 12, tiles(0, 0, 0xFFFF, 2, 2)),
+            encode_request(Command.RUN_TILES, seq + 13, tiles(20, 17, 33, 5, 1)),
+            encode_request(Command.RUN_TILES, seq + 14, RUN_TILES_ARGS.pack(5, 20, 17, 5, 3, 1)),
+            encode_request(Command.RUN_TILES, seq + 15, tiles(20, 17 + 2 * config.depth, 5, 5, 1)),
+            encode_request(Command.RUN_TILES, seq + 16, b"\x00" * 9)]
+
+
+@cocotb.test(skip=not _selected("byte_stalls"))
+async def byte_stalls(dut):
+    """Recorded frames through the byte-stream SoC with random stalls on both byte streams: the responses equal
+    the expected bytes (no byte lost, repeated or invented while the engine or the link waits)."""
+    p = bench_params()
+    with open(p["frames_file"]) as f:
+        case = json.load(f)
+    await start_clock_and_reset(dut)
+    dut._log.info(f"seed {p['seed']}: valid probability {p['valid_probability']}, ready probability "
+                  f"{p['ready_probability']}")
+    source = StreamSource(dut, "rx_bytes", 8, rng=random.Random(p["seed"]),
+                          valid_probability=p["valid_probability"])
+    sink = StreamSink(dut, "tx_bytes", 8, rng=random.Random(p["seed"] + 1), ready_probability=p["ready_probability"])
+    expected = bytes.fromhex(case["expected"])
+    for frame in case["frames"]:
+        for byte in bytes.fromhex(frame):
+            source.send(byte)
+    await sink.wait_for(len(expected))
+    await ClockCycles(dut.clk, 50)
+    got = bytes(sink.received)
+    assert got == expected, f"responses differ from the golden model: got {got.hex()}, expected {expected.hex()}"
+    dut._log.info(f"{len(case['frames'])} frames, {len(expected)} response bytes equal the golden model")
