@@ -250,9 +250,9 @@ def test_fast_replay_falls_back_to_the_full_replay_when_the_planner_does_not_wal
 
 
 def test_resnet20_step_traffic_is_predicted():
-    """The time model prices a ResNet-20 training step on the iCEBreaker (millions of engine runs per step, which
-    the tile-by-tile replay took minutes for): every output tile is run and read once, and the MACs are those of
-    the GEMM list."""
+    """The time model prices a ResNet-20 training step on the iCEBreaker (close to a million RUN / RUN_TILES
+    commands per step at batch 32, which the tile-by-tile replay took minutes for): every output tile is run and
+    read once, and the MACs are those of the GEMM list."""
     from fxtrain.host.models import ResNet20
     from fxtrain.sim.planner import plan_gemm
 
