@@ -84,8 +84,7 @@ class CommandExecutor(wiring.Component):
     Latency (byte-stream SoC, ``tests/test_protocol.py::test_rtl_response_latency``): one request byte per
     cycle, except one stall cycle after each complete operand entry (its memory write) or seed. The first response byte leaves the SoC 5 cycles after the last request byte (the second CRC byte)
     was taken, for commands without engine work (e.g. IDENTIFY), and 4 cycles after the LEN byte for a frame
-    rejected at its header; RUN adds one cycle (its B range check), the engine's ``run_cycles`` and, when
-    draining, ``rows`` result transfers;
+    rejected at its header; RUN adds the engine's ``run_cycles`` and, when draining, ``rows`` result transfers;
     RUN_TILES adds ``n_tiles`` checking cycles before its header, and its payload bytes follow as tiles drain
     (at most one row every ``result_row_bytes + 1`` cycles: the row register is refilled the cycle after
     its last byte left). Other response bytes follow at one per cycle while the output is ready.
@@ -274,8 +273,7 @@ class CommandExecutor(wiring.Component):
 
     def _execute_state(self, m, r):
         """``EXECUTE``: a frame whose CRC passed. Commands without engine work answer at once; RUN goes to
-        ``TILES_CHECK`` (its B range) and then ``RUN_ISSUE``, RUN_TILES with plausible arguments to
-        ``TILES_CHECK``."""
+        ``RUN_ISSUE``, RUN_TILES with plausible arguments to ``TILES_CHECK``."""
         cfg = self.config
         count, respond = r.count, r.respond
 
@@ -316,7 +314,7 @@ class CommandExecutor(wiring.Component):
                         m.d.sync += [r.got_last.eq(0), r.drain.eq((r.r_flags & RUN_DRAIN) != 0),
                                      r.b_cur.eq(r.r_b)]
                         m.d.comb += r.res_row_next.eq(0)
-                        m.next = "TILES_CHECK"
+                        m.next = "RUN_ISSUE"
                 with m.Case(Command.RUN_TILES):
                     with m.If(~r.tiles_ok):
                         count("bad_arguments")
@@ -354,14 +352,11 @@ class CommandExecutor(wiring.Component):
     def _tiles_check_state(self, m, r):
         """``TILES_CHECK`` (RUN_TILES, one cycle per tile): tile ``t``'s B range ``b_cur = b_base + t * b_step``
         must fit (``sim.payloads.run_tiles_ok``); the OK answer then starts at once and the tile walker runs the
-        tiles while it is sent. The walker steps ``b_cur`` and ``t_left`` with the same adders. A RUN passes
-        here too (one cycle: its B range, with the same check) on its way to ``RUN_ISSUE``."""
+        tiles while it is sent. The walker steps ``b_cur`` and ``t_left`` with the same adders."""
         with m.State("TILES_CHECK"):
             with m.If(~r.fits(r.b_cur, r.rt.k)):
                 r.count("bad_arguments")
                 r.respond(Status.BAD_ARGUMENT)
-            with m.Elif(r.cmd == Command.RUN):
-                m.next = "RUN_ISSUE"
             with m.Elif(r.t_left == 1):
                 r.count("frames_ok")
                 r.respond(Status.OK, r.resp_len, 3)
@@ -399,7 +394,7 @@ class CommandExecutor(wiring.Component):
                             # the read port shows row res_row + 1 (addressed last cycle, rows have >= 2 bytes)
                             m.d.sync += r.row_reg.eq(r.row_of(r.res_r.data))
                             m.d.comb += r.res_row_next.eq(r.res_row + 1)
-            with m.If(~self.tx_busy & ~(r.tiles & eng.busy)):
+            with m.If(~self.tx_busy):          # (after RUN_TILES' last byte the engine is idle)
                 with m.If((r.cmd == Command.SOFT_RESET) & (r.status == Status.OK)):
                     m.d.comb += eng.counters_clear.eq(1)
                     m.d.sync += self.engine_reset.eq(1)     # a register: it fans out to the whole engine
@@ -491,16 +486,22 @@ class CommandExecutor(wiring.Component):
         run_args = data.View(RUN_ARGS.as_struct(), sh[-8 * RUN_ARGS.size:])
         r_a, r.r_b, r_k, r.r_flags = run_args.a_base, run_args.b_base, run_args.k, run_args.flags
         r_b = r.r_b
-        # RUN's B range is checked by TILES_CHECK, with RUN_TILES' first one
-        r.run_ok = (r_k != 0) & fits(r_a, r_k) & (r.r_flags <= (RUN_CLEAR | RUN_DRAIN))
+        # run_ok and tiles_ok are registers: sh and wargs last change with a DATA event and EXECUTE comes at least
+        # two cycles later (the END event is taken at least one cycle after it), so they are settled there, and
+        # the argument checks' carry chains end at flip-flops
+        r.run_ok = Signal()
+        m.d.sync += r.run_ok.eq((r_k != 0) & fits(r_a, r_k) & fits(r_b, r_k)
+                                & (r.r_flags <= (RUN_CLEAR | RUN_DRAIN)))
         head = RUN_TILES_ARGS.size - RUN_ARGS.size          # B_STEP: the first payload bytes, kept in wargs
         r.rt = rt = data.View(RUN_TILES_ARGS.as_struct(), Cat(r.wargs[:8 * head], sh[-8 * RUN_ARGS.size:]))
         # RUN_TILES' last 9 bytes are RUN's fields (sim.payloads): A_BASE, B_BASE, K (RUN's K low half) and FLAGS
         # reach the engine through RUN's view; the B ranges are checked by TILES_CHECK
         step_ok = (rt.b_step[aw + 1:] == 0) & (rt.b_step[:aw + 1] <= depth)
         # (b_cur keeps aw + 1 bits: B_BASE's upper bits are checked here)
-        r.tiles_ok = ((rt.n_tiles != 0) & (rt.n_tiles <= max_tiles(cfg)) & (rt.k != 0) & fits(rt.a_base, rt.k)
-                      & (rt.b_base[aw:] == 0) & step_ok & (rt.flags == (RUN_CLEAR | RUN_DRAIN)))
+        r.tiles_ok = Signal()
+        m.d.sync += r.tiles_ok.eq((rt.n_tiles != 0) & (rt.n_tiles <= max_tiles(cfg)) & (rt.k != 0)
+                                  & fits(rt.a_base, rt.k) & (rt.b_base[aw:] == 0) & step_ok
+                                  & (rt.flags == (RUN_CLEAR | RUN_DRAIN)))
         r.b_next = Signal.like(r.b_cur)
         r.t_next = Signal.like(r.t_left)
         m.d.comb += [r.b_next.eq(r.b_cur + rt.b_step[:aw + 1]), r.t_next.eq(r.t_left - 1)]
