@@ -185,12 +185,13 @@ def step_traffic(config, layers, batch, rounding=None, gemms=None):
     ``layers`` and ``rounding`` are then unused."""
     rounding = tuple(sorted((rounding or {}).items()))
     gemms = None if gemms is None else tuple(gemms)
-    return _step_traffic(config.rows, config.cols, config.depth, tuple(layers), batch, rounding, gemms)
+    return _step_traffic(config.rows, config.cols, config.depth, config.b_depth, tuple(layers), batch, rounding,
+                         gemms)
 
 
 @lru_cache(maxsize=64)
-def _step_traffic(rows, cols, depth, layers, batch, rounding, gemms=None):
-    replay = DriverReplay(EngineConfig(rows=rows, cols=cols, depth=depth))
+def _step_traffic(rows, cols, depth, b_depth, layers, batch, rounding, gemms=None):
+    replay = DriverReplay(EngineConfig(rows=rows, cols=cols, depth=depth, b_depth=b_depth))
     if gemms is None:
         gemms = training_gemms(list(layers), batch, dict(rounding))
     replay.step(gemms, step_id=0)

@@ -120,7 +120,7 @@ class DriverReplay:
     Parameters
     ----------
     config : EngineConfig
-        Only ``rows``, ``cols`` and ``depth`` matter (the traffic in entries does not depend on ``wl``).
+        Only ``rows``, ``cols``, ``depth`` and ``b_depth`` matter (the traffic in entries does not depend on ``wl``).
     """
 
     def __init__(self, config):

@@ -17,7 +17,7 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..sim.engine import COUNTER_NAMES, addr_bits, engine_layouts
+from ..sim.engine import COUNTER_NAMES, addr_bits, b_addr_bits, engine_layouts
 from ..sim.gemm import EngineConfig
 from ..sim.payloads import (COUNTER, LINK_COUNTERS, ROUNDING_ARGS, RUN_ARGS, RUN_CLEAR, RUN_DRAIN, SEED,
                             WRITE_HEADER, Identity, entry_bytes, request_length_range, result_bytes,
@@ -118,7 +118,7 @@ class CommandExecutor(wiring.Component):
         m = Module()
         cfg = self.config
         cols = cfg.cols
-        aw = addr_bits(cfg)
+        aw = max(addr_bits(cfg), b_addr_bits(cfg))
         eng = self.engine
         ev = self.events.payload
 
@@ -351,13 +351,13 @@ class CommandExecutor(wiring.Component):
         """Views of the received arguments through the ``sim.payloads`` layouts, their checks, and the engine's
         write/run/seed payloads driven from them."""
         cfg, eng = self.config, self.engine
-        depth, rows, cols, wl = cfg.depth, cfg.rows, cfg.cols, cfg.wl
+        rows, cols, wl = cfg.rows, cfg.cols, cfg.wl
         vb = value_bytes(cfg)
-        aw = addr_bits(cfg)
+        aw, bw = addr_bits(cfg), b_addr_bits(cfg)
         sh_bytes = len(sh) // 8
         sbuf = sh[-8 * SEED.size:]
-        # depth = 2**aw, so a base below depth has no bits above aw - 1 and a count up to depth none above aw:
-        # the sums are checked in aw + 2 bits
+        # a memory of 2**n entries: a base below it has no bits above n - 1 and a count up to it none above n:
+        # the sums are checked in n + 2 bits
         is_a = cmd == Command.WRITE_A
         e_len = Mux(is_a, entry_bytes(cfg, "A"), entry_bytes(cfg, "B"))
         w_args = data.View(WRITE_HEADER.as_struct(), wargs)
@@ -365,13 +365,13 @@ class CommandExecutor(wiring.Component):
         w_len_ok = (w_count != 0) & (length == WRITE_HEADER.size + Mux(is_a, w_count * entry_bytes(cfg, "A"),
                                                                         w_count * entry_bytes(cfg, "B")))
 
-        def fits(base, count):                  # base + count <= depth
-            return (base[aw:] == 0) & (count[aw + 1:] == 0) & (base[:aw] + count[:aw + 1] <= depth)
+        def fits(base, count, n):               # base + count <= 2**n (the A memory: n = aw, B: n = bw)
+            return (base[n:] == 0) & (count[n + 1:] == 0) & (base[:n] + count[:n + 1] <= (1 << n))
 
-        w_addr_ok = fits(w_addr, w_count)
+        w_addr_ok = Mux(is_a, fits(w_addr, w_count, aw), fits(w_addr, w_count, bw))
         run_args = data.View(RUN_ARGS.as_struct(), sh[-8 * RUN_ARGS.size:])
         r_a, r_b, r_k, r_flags = run_args.a_base, run_args.b_base, run_args.k, run_args.flags
-        run_ok = (r_k != 0) & fits(r_a, r_k) & fits(r_b, r_k) & (r_flags <= (RUN_CLEAR | RUN_DRAIN))
+        run_ok = (r_k != 0) & fits(r_a, r_k, aw) & fits(r_b, r_k, bw) & (r_flags <= (RUN_CLEAR | RUN_DRAIN))
         rounding_args = data.View(ROUNDING_ARGS.as_struct(), sh[-8 * ROUNDING_ARGS.size:])
         r_shift, r_mode = rounding_args.shift, rounding_args.mode
 
@@ -381,9 +381,9 @@ class CommandExecutor(wiring.Component):
         m.d.comb += [
             eng.a_write.payload.addr.eq((w_addr + widx)[:aw]),
             eng.a_write.payload.data.eq(values_of(rows)),
-            eng.b_write.payload.addr.eq((w_addr + widx)[:aw]),
+            eng.b_write.payload.addr.eq((w_addr + widx)[:bw]),
             eng.b_write.payload.data.eq(values_of(cols)),
-            eng.run.payload.a_base.eq(r_a[:aw]), eng.run.payload.b_base.eq(r_b[:aw]),
+            eng.run.payload.a_base.eq(r_a[:aw]), eng.run.payload.b_base.eq(r_b[:bw]),
             eng.run.payload.k.eq(r_k[:aw + 1]),
             eng.run.payload.clear.eq((r_flags & RUN_CLEAR) != 0),
             eng.run.payload.drain.eq((r_flags & RUN_DRAIN) != 0),

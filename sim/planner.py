@@ -11,7 +11,8 @@ between neither, so a K-split keeps accumulating at full width and only the comp
 Schedule (:class:`CommandPlanner`): per run, the A chunk (columns ``k0..k1`` of tile row ``tm``) and the B chunk
 (rows ``k0..k1`` of tile column ``tn``) are written unless already resident, then the run; after a tile's last
 run its result is read. Residency is the planner's belief of the operand memories: each memory is managed as
-keyed address ranges with LRU eviction (:class:`ResidentMemory`); A chunks are keyed by ``(gemm, tm, k0)`` (sent
+keyed address ranges with LRU eviction (:class:`ResidentMemory`; A's of ``depth`` entries, B's of ``b_depth``);
+A chunks are keyed by ``(gemm, tm, k0)`` (sent
 once per tile row, reused for every ``tn``), B chunks by the caller's ``b_key`` (across calls) or by the call,
 and every key carries a content digest, so a stale key costs a re-send, never a wrong result. A consumer that
 fails to execute a command must call :meth:`CommandPlanner.forget` (the device's memories are then unknown).
@@ -264,7 +265,7 @@ class CommandPlanner:
         self.config = config
         self.residency = bool(residency)
         self.a_mem = ResidentMemory(config.depth)
-        self.b_mem = ResidentMemory(config.depth)
+        self.b_mem = ResidentMemory(config.b_depth)
         self.rounding = None
         self._gemm_id = 0
 
