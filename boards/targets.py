@@ -40,8 +40,11 @@ its 2 % tolerance):
 
 B memory depth (``EngineConfig.b_depth``; the weights stay resident there across calls, ``docs/engine.md``):
 
-* iCE40UP5K: 16,384 entries of ``cols * wl = 32`` bits in 2 of the 4 SB_SPRAM256KA (``rtl/operand_memory.py``;
-  the block RAMs stay for A, the link and the result banks). 32,768 would take all 4.
+* iCE40UP5K: 32,768 entries of ``cols * wl = 32`` bits in all 4 SB_SPRAM256KA (2 banks of 2;
+  ``rtl/operand_memory.py``; the block RAMs stay for A, the link and the result banks). Replayed LeNet step at
+  batch 64 (``host/traffic.py``): 51.1 MB on the link with 512 entries, 35.8 MB with 16,384 (2 SPRAMs: every
+  weight resident), 30.9 MB with 32,768 (also the 4096 x 16 activation gradient that is conv2's weight-gradient
+  B, ``ceil(16/2) * 4096`` entries).
 * ECP5: block RAM (DP16KD, 18 Kbit: 1024 x 18). 8,192 entries of ``cols * 16`` bits take
   ``ceil(16 * cols / 18) * 8`` DP16KD: 32 of the 12F/25F's 56 at 7 x 4, 64 of the 45F's 108 at 8 x 8 and 88 of the
   85F's 208 at 12 x 12 (estimates from the DP16KD geometry, not from builds).
@@ -187,7 +190,7 @@ def _ulx3s(variant, platform, rows, cols, clk_mhz):
 
 TARGETS = {t.name: t for t in (
     BoardTarget("icebreaker", ICEBreakerPlatform, "ice40",
-                EngineConfig(rows=4, cols=2, wl=16, depth=512, b_depth=16384),
+                EngineConfig(rows=4, cols=2, wl=16, depth=512, b_depth=32768),
                 18_000_000, 3_000_000,
                 description="1BitSquared iCEBreaker, iCE40UP5K, 12 MHz oscillator, FT2232H UART"),
     _ulx3s("12f", ULX3S_12F_Platform, 7, 4, 60),

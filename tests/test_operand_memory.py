@@ -27,8 +27,9 @@ def _instances(fragment):
 
 def test_platform_selects_the_b_memory():
     """'auto' is SPRAM on iCE40 for a memory of 2048 entries or more, block RAM (generic) on ECP5, in simulation
-    and for small iCE40 memories; the iCEBreaker's 4 x 2 engine with 16K B entries instantiates 2 SB_SPRAM256KA
-    (32 bits wide) with power on and every nibble written; a bad kind, width or depth is refused, named."""
+    and for small iCE40 memories; the iCEBreaker's 4 x 2 engine (B 32 bits wide) instantiates all 4
+    SB_SPRAM256KA for its default 32K B entries (2 banks) and 2 for 16K, with power on and every nibble written;
+    a bad kind, width or depth is refused, named."""
     assert memory_kind("auto", ICEBreakerPlatform(), 16384) == "spram"
     assert memory_kind("auto", ICEBreakerPlatform(), 1024) == "generic"
     assert memory_kind("auto", ULX3S_45F_Platform(), 16384) == "generic"
@@ -37,10 +38,12 @@ def test_platform_selects_the_b_memory():
         == (2, 4, 1, 3)
     target = get_target("icebreaker")
     config = target.config
-    assert (config.rows, config.cols, config.wl, config.depth, config.b_depth) == (4, 2, 16, 512, 16384)
+    assert (config.rows, config.cols, config.wl, config.depth, config.b_depth) == (4, 2, 16, 512, 32768)
     ice = [i for i in _instances(Fragment.get(GemmEngine(config), ICEBreakerPlatform()))
            if i.type == "SB_SPRAM256KA"]
-    assert len(ice) == 2
+    assert len(ice) == 4
+    half = EngineConfig(rows=4, cols=2, wl=16, depth=512, b_depth=16384)
+    assert [i.type for i in _instances(Fragment.get(GemmEngine(half), ICEBreakerPlatform()))] == ["SB_SPRAM256KA"] * 2
     for inst in ice:
         ports = {name: value for name, (value, _) in inst.ports.items()}
         assert repr(ports["POWEROFF"]) == "(const 1'd1)" and repr(ports["MASKWREN"]) == "(const 4'd15)"
@@ -65,7 +68,7 @@ def test_b_depth_is_validated_up_front_with_the_bad_value():
                                              f"not {bad!r}"):
             EngineConfig(depth=512, b_depth=bad)
     ice = get_target("icebreaker")
-    assert ice.with_options(b_depth=32768).config.b_depth == 32768          # all 4 SPRAMs
+    assert ice.with_options(b_depth=2048).config.b_depth == 2048             # 1 SPRAM
     with pytest.raises(ValueError, match=r"b_depth 65536 x 32 bits .* needs 8 SB_SPRAM256KA; the iCE40UP5K has 4"):
         ice.with_options(b_depth=65536)
     with pytest.raises(ValueError, match="needs 6 SB_SPRAM256KA"):
@@ -73,7 +76,7 @@ def test_b_depth_is_validated_up_front_with_the_bad_value():
     ecp5 = get_target("ulx3s-12f")
     assert ecp5.config.b_depth == 8192
     assert ecp5.with_options(depth=16384).config.b_depth == 16384
-    assert ice.with_options(depth=1024).config.b_depth == 16384
+    assert ice.with_options(depth=1024).config.b_depth == 32768
 
 
 @pytest.mark.parametrize("rows,cols,wl,b_depth,seed", [(2, 2, 8, 32768, 5), (3, 4, 8, 64, 6)])

@@ -203,19 +203,19 @@ def test_pipelined_estimate_overlaps_the_wire_and_waits_once_per_gemm():
     """With a receive buffer the driver waits once per GEMM and the device's work overlaps the down wire:
     T = max(down, up + compute + request bytes / f) + gemms * latency + host; without one (rx_buffer=0) every
     exchange waits and nothing overlaps, which reproduces the issue's 'before' figures for the iCEBreaker with
-    its B memory as deep as A's (512); the board's 16K-entry B memory (SPRAM) keeps the weights resident and
+    its B memory as deep as A's (512); the board's 32K-entry B memory (SPRAM) keeps the weights resident and
     sends fewer bytes and frames."""
     from dataclasses import replace
 
     layers = timemodel.lenet_layers()
     piped = timemodel.board_platform("icebreaker", "16.8")
-    assert (piped.config.depth, piped.config.b_depth) == (512, 16384)
+    assert (piped.config.depth, piped.config.b_depth) == (512, 32768)
     seq = replace(piped, rx_buffer=0)
     p = timemodel.estimate_epoch(piped, layers, "16.8", 64, 60000)
     s = timemodel.estimate_epoch(replace(seq, config=replace(seq.config, b_depth=512)), layers, "16.8", 64, 60000)
     assert (s.bytes_down, s.bytes_up, s.exchanges) == (42_644_961_538, 5_053_671_856, 342_103_632)
     deep = timemodel.estimate_epoch(seq, layers, "16.8", 64, 60000)
-    assert (deep.bytes_down, deep.bytes_up, deep.exchanges) == (28_969_156_695, 4_346_716_840, 253_734_255)
+    assert (deep.bytes_down, deep.bytes_up, deep.exchanges) == (24_431_365_716, 4_329_085_792, 251_530_374)
     assert s.waits == s.exchanges and s.total_s == pytest.approx(s.compute_s + s.link_s + s.exchange_s)
     assert p.waits == 938 * 14
     assert p.exchange_s == pytest.approx(p.waits * piped.link.exchange_s)
