@@ -67,7 +67,10 @@ class CommandExecutor(wiring.Component):
     arithmetic; it finishes before the response's first payload byte is due (the encoder sends 6 header bytes
     first) and payload bytes from the link memory wait for it in any case. SOFT_RESET sets a per-counter
     *zeroed* flag (a zeroed counter reads as 0 and its next increment writes 1) instead of writing 24 bytes.
-    The result buffer is a block RAM with a synchronous read port addressed by the next result row. RUN's and
+    The result buffer is a block RAM (one spare row) whose read port runs one row ahead of the row being sent:
+    its output goes only into the *row register*, a byte shift register loaded with row 0 in ``RESPOND`` and with
+    the next row when the last byte of a row is sent, whose low byte is the payload byte (so the block RAM's
+    clock-to-out never meets the response logic; no cycle is added). RUN's and
     SET_ROUNDING's arguments are read from a shift register that every payload byte enters (it also holds the
     current WRITE entry and SET_SEEDS seed); only WRITE's ADDR and COUNT are kept apart.
 
@@ -147,7 +150,7 @@ class CommandExecutor(wiring.Component):
         drain = Signal()
         m.d.comb += [eng.shift.eq(shift), eng.mode.eq(mode)]
 
-        res_w, res_r, res_row, res_row_next = self._result_buffer(m)
+        res_w, res_r, res_row, res_row_next, res_rd = self._result_buffer(m)
         known, len_ok = self._header_checks(m)
         is_a, e_len, w_len_ok, w_addr_ok, run_ok, r_flags, r_shift, r_mode = self._arguments(
             m, cmd, length, wargs, sh, widx, lane)
@@ -163,7 +166,7 @@ class CommandExecutor(wiring.Component):
         m.d.sync += pidx.eq(pidx_next)
         bidx = Signal(range(result_row_bytes(cfg) + 1))
         source = Signal(2)
-        rd_ok = self._response_payload(m, lk, res_r, source, pidx, pidx_next, bidx)
+        rd_ok, row_reg, row_of = self._response_payload(m, lk, res_r, source, pidx, pidx_next)
         m.d.comb += [self.tx_cmd.eq(cmd), self.tx_seq.eq(seq), self.tx_status.eq(status),
                      self.tx_length.eq(resp_len)]
         zeroed = lk["zeroed"]
@@ -173,7 +176,7 @@ class CommandExecutor(wiring.Component):
 
         def respond(st, n=0, src=0):
             m.d.sync += [status.eq(st), resp_len.eq(n), source.eq(src), bidx.eq(0)]
-            m.d.comb += [pidx_next.eq(0), res_row_next.eq(0)]
+            m.d.comb += [pidx_next.eq(0), res_row_next.eq(0), res_rd.eq(0)]
             m.next = "RESPOND"
 
         with m.FSM():
@@ -296,6 +299,7 @@ class CommandExecutor(wiring.Component):
                     respond(Status.OK)
             with m.State("RESPOND"):
                 m.d.comb += self.tx_start.eq(1)
+                m.d.sync += row_reg.eq(row_of(res_r.data))      # row 0, read in the cycle of respond()
                 m.next = "SENDING"
             with m.State("SENDING"):
                 # a link memory byte is valid once it was read for this pidx (not during an increment)
@@ -304,9 +308,10 @@ class CommandExecutor(wiring.Component):
                 with m.If(self.tx_payload.ready & payload_valid):
                     m.d.comb += pidx_next.eq(pidx + 1)
                     with m.If(source == 3):
-                        m.d.sync += bidx.eq(bidx + 1)
+                        m.d.sync += [bidx.eq(bidx + 1), row_reg.eq(row_reg >> 8)]
                         with m.If(bidx == result_row_bytes(cfg) - 1):
-                            m.d.sync += bidx.eq(0)
+                            # the read port shows row res_row + 1 (addressed last cycle, rows have >= 2 bytes)
+                            m.d.sync += [bidx.eq(0), row_reg.eq(row_of(res_r.data))]
                             m.d.comb += res_row_next.eq(res_row + 1)
                 with m.If(~self.tx_busy):
                     with m.If((cmd == Command.SOFT_RESET) & (status == Status.OK)):
@@ -319,21 +324,24 @@ class CommandExecutor(wiring.Component):
 
     def _result_buffer(self, m):
         """The result buffer: one drained tile in block RAM, row r = cols values then cols saturation flags;
-        written as the engine's result rows arrive, read synchronously at the next ``res_row``."""
+        written as the engine's result rows arrive at ``res_row``; read synchronously at ``res_rd``, by default
+        the row after the next ``res_row`` (``respond`` sets it to 0 for the row register's first load). Row
+        ``rows`` is a spare that the read-ahead reaches after the last row (never sent)."""
         cfg, eng = self.config, self.engine
         rows, cols, wl = cfg.rows, cfg.cols, cfg.wl
-        res_mem = memory.Memory(shape=unsigned(cols * wl + cols), depth=rows, init=[],
+        res_mem = memory.Memory(shape=unsigned(cols * wl + cols), depth=rows + 1, init=[],
                                 attrs={"ram_style": "block"})
         m.submodules.result_buffer = res_mem
         res_w = res_mem.write_port()
-        res_r = res_mem.read_port()               # synchronous (block RAM): addressed by the next res_row
+        res_r = res_mem.read_port()               # synchronous (block RAM)
         res_row = Signal(range(rows + 1))
         res_row_next = Signal.like(res_row)
-        m.d.comb += [res_row_next.eq(res_row), res_r.addr.eq(res_row_next)]
+        res_rd = Signal(range(rows + 2))
+        m.d.comb += [res_row_next.eq(res_row), res_rd.eq(res_row_next + 1), res_r.addr.eq(res_rd)]
         m.d.sync += res_row.eq(res_row_next)
         m.d.comb += [res_w.addr.eq(res_row),
                      res_w.data.eq(Cat(eng.result.payload.data.as_value(), eng.result.payload.sat))]
-        return res_w, res_r, res_row, res_row_next
+        return res_w, res_r, res_row, res_row_next, res_rd
 
     def _header_checks(self, m):
         """``known`` (CMD is a command) and ``len_ok`` (LEN in its range), from the decoder's header."""
@@ -430,9 +438,10 @@ class CommandExecutor(wiring.Component):
         return dict(lk_r=lk_r, zeroed=zeroed, inc_idx=inc_idx, inc_step=inc_step, inc_busy=inc_busy, inc_go=inc_go,
                     inc_sel=inc_sel, id_base=id_base, ident_bytes=ident_bytes, rd_zero=rd_zero)
 
-    def _response_payload(self, m, lk, res_r, source, pidx, pidx_next, bidx):
-        """The response payload byte: IDENTIFY ROM, counters (link memory, then the engine's) or result rows;
-        drives the link memory's read address. Returns ``rd_ok`` (the link byte at ``pidx`` is valid)."""
+    def _response_payload(self, m, lk, res_r, source, pidx, pidx_next):
+        """The response payload byte: IDENTIFY ROM, counters (link memory, then the engine's) or result rows
+        (the low byte of the row register); drives the link memory's read address. Returns ``rd_ok`` (the link
+        byte at ``pidx`` is valid), the row register and ``row_of`` (a result buffer row as its payload bytes)."""
         cfg, eng = self.config, self.engine
         cols, wl = cfg.cols, cfg.wl
         vb = value_bytes(cfg)
@@ -440,11 +449,13 @@ class CommandExecutor(wiring.Component):
         lk_r, zeroed, inc_idx, inc_step = lk["lk_r"], lk["zeroed"], lk["inc_idx"], lk["inc_step"]
         inc_busy, id_base, rd_zero = lk["inc_busy"], lk["id_base"], lk["rd_zero"]
         eng_vec = Cat(*[eng.counters[n] for n in COUNTER_NAMES])
-        row = res_r.data
-        row_vec = Cat(*[row[wl * j:wl * (j + 1)].as_signed().as_unsigned() if vb * 8 == wl else
-                        Cat(row[wl * j:wl * (j + 1)], *([row[wl * (j + 1) - 1]] * (vb * 8 - wl)))
-                        for j in range(cols)],
-                      row[cols * wl:], Const(0, 8 * ((cols + 7) // 8) - cols))
+
+        def row_of(row):
+            return Cat(*[row[wl * j:wl * (j + 1)].as_signed().as_unsigned() if vb * 8 == wl else
+                         Cat(row[wl * j:wl * (j + 1)], *([row[wl * (j + 1) - 1]] * (vb * 8 - wl)))
+                         for j in range(cols)],
+                       row[cols * wl:], Const(0, 8 * ((cols + 7) // 8) - cols))
+        row_reg = Signal(8 * result_row_bytes(cfg))
         rd_ok = Signal()       # the link memory read last cycle was the payload byte at pidx
         # link memory read address: the increment's while it runs, else the payload byte after this cycle
         with m.If(inc_busy):
@@ -463,5 +474,5 @@ class CommandExecutor(wiring.Component):
                 m.d.comb += self.tx_payload.payload.eq(
                     Mux(pidx < 4 * n_link, link_byte, eng_vec.word_select((pidx - 4 * n_link)[:len(pidx)], 8)))
             with m.Case(3):
-                m.d.comb += self.tx_payload.payload.eq(row_vec.word_select(bidx, 8))
-        return rd_ok
+                m.d.comb += self.tx_payload.payload.eq(row_reg[:8])
+        return rd_ok, row_reg, row_of

@@ -182,8 +182,10 @@ def _scripted_requests(rng):
     return reqs
 
 
-def _run_soc(stream, frame_timeout, idle_after):
-    soc = AcceleratorSoC(CONFIG, 12_000_000, 3_000_000, byte_stream=True, frame_timeout=frame_timeout)
+def _run_soc(stream, frame_timeout, idle_after, config=CONFIG, tx_ready=None):
+    """Response bytes of the byte-stream SoC fed ``stream`` (``tx_ready``: a random.Random that holds the
+    output not ready half of the cycles; None: always ready)."""
+    soc = AcceleratorSoC(config, 12_000_000, 3_000_000, byte_stream=True, frame_timeout=frame_timeout)
     out = bytearray()
 
     async def bench(ctx):
@@ -196,10 +198,12 @@ def _run_soc(stream, frame_timeout, idle_after):
                 ctx.set(soc.rx_bytes.valid, 1)
             else:
                 ctx.set(soc.rx_bytes.valid, 0)
+            ready_now = tx_ready is None or tx_ready.random() < 0.5
+            ctx.set(soc.tx_bytes.ready, ready_now)
             _, _, valid, ready, tx_valid, tx_byte = await ctx.tick().sample(
                 soc.rx_bytes.valid, soc.rx_bytes.ready, soc.tx_bytes.valid, soc.tx_bytes.payload)
             i += bool(valid and ready)
-            if tx_valid:
+            if tx_valid and ready_now:
                 out.append(tx_byte)
             idle = idle + 1 if i >= len(stream) and not tx_valid else 0
 
@@ -245,6 +249,38 @@ def test_rtl_soc_answers_like_the_golden_emulator():
     assert _without_timing_counters(got_r) == _without_timing_counters(exp_r)
     assert len(got) == len(expected)
     assert LINK_COUNTERS[0] == "frames_ok"
+
+
+@pytest.mark.parametrize("rows, cols, wl", [(1, 1, 8), (3, 9, 12)])
+def test_rtl_result_rows_on_odd_geometries_with_output_stalls(rows, cols, wl):
+    """READ_RESULT of the RTL SoC equals the emulator's, twice in a row, on geometries whose result rows are
+    2 bytes (1 x 1, wl 8: the shortest row the executor's read-ahead row register handles) and 20 bytes with a
+    non-power-of-two row count, sign-extended 12-bit values and 2 saturation-flag bytes (3 x 9, wl 12), with
+    saturating extremes and the output not ready on random cycles."""
+    config = EngineConfig(rows=rows, cols=cols, wl=wl, depth=16, max_k_log2=8)
+    seed = 5 + rows
+    rng = random.Random(seed)
+    print("seed", seed)
+    lo, hi = -2**(wl - 1), 2**(wl - 1) - 1
+    vb = (wl + 7) // 8
+    k = 3
+    a = [rng.choice([lo, hi, rng.randint(lo, hi)]) for _ in range(k * rows)]
+    b = [rng.choice([lo, hi, rng.randint(lo, hi)]) for _ in range(k * cols)]
+    seeds = [rng.randrange(1, 2**32) for _ in range(config.lanes)]
+    stream = b"".join([
+        encode_request(Command.SET_SEEDS, 1, struct.pack(f"<{config.lanes}I", *seeds)),
+        encode_request(Command.SET_ROUNDING, 2, bytes([wl // 2, 1])),
+        encode_request(Command.WRITE_A, 3, WRITE_HEADER.pack(0, k) + pack_values(a, vb)),
+        encode_request(Command.WRITE_B, 4, WRITE_HEADER.pack(4, k) + pack_values(b, vb)),
+        encode_request(Command.RUN, 5, RUN_ARGS.pack(0, 4, k, 3)),
+        encode_request(Command.READ_RESULT, 6), encode_request(Command.READ_RESULT, 7)])
+    emu = ProtocolEmulator(config, 12_000_000, 3_000_000, frame_timeout=400)
+    exp_r = ResponseParser().feed(emu.feed(stream))
+    got_r = ResponseParser().feed(_run_soc(stream, 400, idle_after=100, config=config, tx_ready=rng))
+    assert [Status(r.status).name for r in exp_r] == ["OK"] * 7
+    values, flags = decode_result(config, exp_r[-1].payload)
+    assert (np.asarray(flags) != 0).any() and (np.asarray(flags) == 0).any() or rows * cols == 1
+    assert _without_timing_counters(got_r) == _without_timing_counters(exp_r)
 
 
 def test_fast_crc_equals_bytewise_definition():
