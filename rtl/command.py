@@ -154,6 +154,12 @@ class CommandExecutor(wiring.Component):
         known, len_ok = self._header_checks(m)
         is_a, e_len, w_len_ok, w_addr_ok, run_ok, r_flags, r_shift, r_mode = self._arguments(
             m, cmd, length, wargs, sh, widx, lane)
+        # w_ok: the WRITE's LEN/COUNT/ADDR checks, registered: the arguments are complete at least one cycle
+        # before the first WRITE_ENTRY (an entry is at least one byte after them), and the register keeps the
+        # length multiply and the address adders off the path into the engine's write valid (the iCE40 SPRAM's
+        # address multiplexer, rtl/operand_memory.py; it was the critical path at 17.2 MHz)
+        w_ok = Signal()
+        m.d.sync += w_ok.eq(w_len_ok & w_addr_ok)
         lk = self._link_memory(m)
         inc_go, inc_sel = lk["inc_go"], lk["inc_sel"]
         n_link = len(LINK_COUNTERS)
@@ -228,9 +234,9 @@ class CommandExecutor(wiring.Component):
                     with m.Else():
                         m.next = "EXECUTE"
             with m.State("WRITE_ENTRY"):
-                with m.If(w_len_ok & w_addr_ok):
+                with m.If(w_ok):
                     m.d.comb += [eng.a_write.valid.eq(is_a), eng.b_write.valid.eq(~is_a)]
-                with m.If(~(w_len_ok & w_addr_ok) | Mux(is_a, eng.a_write.ready, eng.b_write.ready)):
+                with m.If(~w_ok | Mux(is_a, eng.a_write.ready, eng.b_write.ready)):
                     m.d.sync += widx.eq(widx + 1)
                     m.next = "RECEIVE"
             with m.State("LOAD_SEED"):
