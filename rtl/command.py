@@ -98,7 +98,8 @@ class CommandExecutor(wiring.Component):
     engine : In(engine_signature(config))
         Connect to ``GemmEngine`` with ``wiring.connect``.
     engine_reset : Out(1)
-        One-cycle pulse after a SOFT_RESET response.
+        One-cycle pulse from a register, in the cycle after the SOFT_RESET response has been sent (the executor
+        is then back in IDLE; no engine port is used before the next frame's payload or END event).
     """
 
     def __init__(self, config, identity):
@@ -149,6 +150,7 @@ class CommandExecutor(wiring.Component):
         got_last = Signal()
         drain = Signal()
         m.d.comb += [eng.shift.eq(shift), eng.mode.eq(mode)]
+        m.d.sync += self.engine_reset.eq(0)
 
         res_w, res_r, res_row, res_row_next, res_rd = self._result_buffer(m)
         known, len_ok = self._header_checks(m)
@@ -167,8 +169,8 @@ class CommandExecutor(wiring.Component):
         # -- response registers: payload index, result row byte, payload source (0 none, 1 identity,
         # 2 counters, 3 result) --
         pidx = Signal(range(max(len(lk["ident_bytes"]), 4 * (n_link + len(COUNTER_NAMES))) + 1))
-        pidx_next = Signal.like(pidx)
-        m.d.comb += pidx_next.eq(pidx)
+        pidx_next = Signal.like(pidx)            # 0 outside RESPOND/SENDING (so no command decision
+        m.d.comb += pidx_next.eq(0)               # reaches the link memory's read address)
         m.d.sync += pidx.eq(pidx_next)
         bidx = Signal(range(result_row_bytes(cfg) + 1))
         source = Signal(2)
@@ -182,7 +184,7 @@ class CommandExecutor(wiring.Component):
 
         def respond(st, n=0, src=0):
             m.d.sync += [status.eq(st), resp_len.eq(n), source.eq(src), bidx.eq(0)]
-            m.d.comb += [pidx_next.eq(0), res_row_next.eq(0), res_rd.eq(0)]
+            m.d.comb += [pidx_next.eq(0), res_row_next.eq(0)]
             m.next = "RESPOND"
 
         with m.FSM():
@@ -304,13 +306,14 @@ class CommandExecutor(wiring.Component):
                     count("frames_ok")
                     respond(Status.OK)
             with m.State("RESPOND"):
-                m.d.comb += self.tx_start.eq(1)
+                m.d.comb += [self.tx_start.eq(1), pidx_next.eq(pidx), res_rd.eq(res_row_next + 1)]
                 m.d.sync += row_reg.eq(row_of(res_r.data))      # row 0, read in the cycle of respond()
                 m.next = "SENDING"
             with m.State("SENDING"):
                 # a link memory byte is valid once it was read for this pidx (not during an increment)
                 payload_valid = (source != 0) & ((source == 3) | rd_ok)
-                m.d.comb += self.tx_payload.valid.eq(payload_valid)
+                m.d.comb += [self.tx_payload.valid.eq(payload_valid), pidx_next.eq(pidx),
+                             res_rd.eq(res_row_next + 1)]
                 with m.If(self.tx_payload.ready & payload_valid):
                     m.d.comb += pidx_next.eq(pidx + 1)
                     with m.If(source == 3):
@@ -321,7 +324,8 @@ class CommandExecutor(wiring.Component):
                             m.d.comb += res_row_next.eq(res_row + 1)
                 with m.If(~self.tx_busy):
                     with m.If((cmd == Command.SOFT_RESET) & (status == Status.OK)):
-                        m.d.comb += [self.engine_reset.eq(1), eng.counters_clear.eq(1)]
+                        m.d.comb += eng.counters_clear.eq(1)
+                        m.d.sync += self.engine_reset.eq(1)     # a register: it fans out to the whole engine
                         m.d.sync += [shift.eq(0), mode.eq(0)]
                         m.d.sync += zeroed.eq((1 << n_link) - 1)
                     m.next = "IDLE"
@@ -330,9 +334,10 @@ class CommandExecutor(wiring.Component):
 
     def _result_buffer(self, m):
         """The result buffer: one drained tile in block RAM, row r = cols values then cols saturation flags;
-        written as the engine's result rows arrive at ``res_row``; read synchronously at ``res_rd``, by default
-        the row after the next ``res_row`` (``respond`` sets it to 0 for the row register's first load). Row
-        ``rows`` is a spare that the read-ahead reaches after the last row (never sent)."""
+        written as the engine's result rows arrive at ``res_row``; read synchronously at ``res_rd``: row 0
+        outside RESPOND/SENDING (for the row register's first load, in RESPOND), the row after the next
+        ``res_row`` in them (set there). Row ``rows`` is a spare that the read-ahead reaches after the last row
+        (never sent)."""
         cfg, eng = self.config, self.engine
         rows, cols, wl = cfg.rows, cfg.cols, cfg.wl
         res_mem = memory.Memory(shape=unsigned(cols * wl + cols), depth=rows + 1, init=[],
@@ -343,7 +348,7 @@ class CommandExecutor(wiring.Component):
         res_row = Signal(range(rows + 1))
         res_row_next = Signal.like(res_row)
         res_rd = Signal(range(rows + 2))
-        m.d.comb += [res_row_next.eq(res_row), res_rd.eq(res_row_next + 1), res_r.addr.eq(res_rd)]
+        m.d.comb += [res_row_next.eq(res_row), res_rd.eq(0), res_r.addr.eq(res_rd)]
         m.d.sync += res_row.eq(res_row_next)
         m.d.comb += [res_w.addr.eq(res_row),
                      res_w.data.eq(Cat(eng.result.payload.data.as_value(), eng.result.payload.sat))]

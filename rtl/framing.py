@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import enum
 
-from amaranth.hdl import Cat, Module, Signal
+from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -163,6 +163,13 @@ class FrameEncoder(wiring.Component):
     registered (a byte appears on ``o`` the cycle after it is produced). ``busy`` is high from the cycle after
     ``start`` until the last CRC byte has left ``o``. One byte per cycle when ``o`` is ready.
 
+    A byte produced while ``o`` holds one that is not taken waits in a one-byte skid register, and no byte is
+    produced while that register is full, so ``payload.ready`` and the encoder's progress depend on flip-flops,
+    not on ``o.ready``; with ``o`` always ready the skid register stays empty (same timing as without it).
+    The CRC absorbs each byte one cycle after it was produced, from a copy of it in a register (so a payload
+    byte's source logic ends at flip-flops, not in the CRC network); the CRC bytes are taken from the CRC
+    including any byte still pending, so no cycle is added.
+
     Members
     -------
     start : In(1)
@@ -179,23 +186,37 @@ class FrameEncoder(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        crc = Signal(16, init=CRC_INIT)
+        crc = Signal(16, init=CRC_INIT)           # CRC of the bytes before crc_byte (all of them if not pend)
+        crc_byte = Signal(8)                      # the byte produced last cycle, when pend
+        pend = Signal()
+        crc_now = Signal(16)                      # CRC of every CRC-covered byte produced so far
+        m.d.comb += crc_now.eq(Mux(pend, crc16_next(crc, crc_byte), crc))
+        m.d.sync += [crc.eq(crc_now), pend.eq(0)]
         header = Signal(40)
         remaining = Signal(16)
+        more = Signal()                           # remaining != 0, as a register
         index = Signal(range(6))
-        # the next byte is computed combinationally (valid, byte) and loaded into the output register when
-        # that register is free or being emptied
+        # the next byte is computed combinationally (valid, byte) while the skid register is empty; it goes
+        # into the output register when that is free or being emptied, else into the skid register
         valid = Signal()
         byte = Signal(8)
-        load = ~self.o.valid | self.o.ready
+        skid_valid = Signal()
+        skid_byte = Signal(8)
+        load = ~skid_valid
         sent = valid & load
-        with m.If(load):
-            m.d.sync += [self.o.valid.eq(valid), self.o.payload.eq(byte)]
+        with m.If(~self.o.valid | self.o.ready):
+            with m.If(skid_valid):
+                m.d.sync += [self.o.valid.eq(1), self.o.payload.eq(skid_byte), skid_valid.eq(0)]
+            with m.Else():
+                m.d.sync += [self.o.valid.eq(valid), self.o.payload.eq(byte)]
+        with m.Elif(sent):
+            m.d.sync += [skid_valid.eq(1), skid_byte.eq(byte)]
         with m.FSM() as fsm:
             with m.State("IDLE"):
                 with m.If(self.start):
                     m.d.sync += [header.eq(Cat(self.cmd, self.seq, self.status, self.length)),
-                                 remaining.eq(self.length), index.eq(0), crc.eq(CRC_INIT)]
+                                 remaining.eq(self.length), more.eq(self.length != 0), index.eq(0),
+                                 crc.eq(CRC_INIT)]
                     m.next = "SOF"
             with m.State("SOF"):
                 m.d.comb += [valid.eq(1), byte.eq(RESPONSE_SOF)]
@@ -204,22 +225,23 @@ class FrameEncoder(wiring.Component):
             with m.State("HEADER"):
                 m.d.comb += [valid.eq(1), byte.eq(header.word_select(index, 8))]
                 with m.If(sent):
-                    m.d.sync += [crc.eq(crc16_next(crc, byte)), index.eq(index + 1)]
+                    m.d.sync += [crc_byte.eq(byte), pend.eq(1), index.eq(index + 1)]
                     with m.If(index == 4):
                         m.next = "PAYLOAD_OR_CRC"
             with m.State("PAYLOAD_OR_CRC"):
-                with m.If(remaining == 0):
-                    m.d.comb += [valid.eq(1), byte.eq(crc[:8])]
+                with m.If(~more):
+                    m.d.comb += [valid.eq(1), byte.eq(crc_now[:8])]
                     with m.If(sent):
                         m.next = "CRC1"
                 with m.Else():
                     m.d.comb += [valid.eq(self.payload.valid), byte.eq(self.payload.payload),
                                  self.payload.ready.eq(load)]
                     with m.If(sent):
-                        m.d.sync += [crc.eq(crc16_next(crc, byte)), remaining.eq(remaining - 1)]
+                        m.d.sync += [crc_byte.eq(byte), pend.eq(1), remaining.eq(remaining - 1),
+                                     more.eq(remaining != 1)]
             with m.State("CRC1"):
-                m.d.comb += [valid.eq(1), byte.eq(crc[8:])]
+                m.d.comb += [valid.eq(1), byte.eq(crc_now[8:])]
                 with m.If(sent):
                     m.next = "IDLE"
-        m.d.comb += self.busy.eq(~fsm.ongoing("IDLE") | self.o.valid)
+        m.d.comb += self.busy.eq(~fsm.ongoing("IDLE") | self.o.valid | skid_valid)
         return m

@@ -7,7 +7,7 @@ byte per cycle without bit timing.
 
 Dataflow::
 
-    rx ─ UARTReceiver ─ FIFO(rx_buffer) ─ FrameDecoder ─ events ─ CommandExecutor ─ engine ports ─ GemmEngine
+    rx ─ UARTReceiver ─ FIFO(rx_buffer) ─ [R] ─ FrameDecoder ─ events ─ CommandExecutor ─ engine ports ─ GemmEngine
     tx ─ UARTTransmitter ─────── FrameEncoder ─ header + payload ─┘
 
 Members
@@ -20,7 +20,7 @@ AcceleratorSoC
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, ResetInserter
+from amaranth.hdl import Module, ResetInserter, Signal
 from amaranth.lib import fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -62,7 +62,9 @@ class AcceleratorSoC(wiring.Component):
         §2.2), so no byte is lost while the executor runs or answers. The byte-stream variant has no FIFO (its
         input has back-pressure) and reports the same value.
 
-    Latency: see :class:`~.command.CommandExecutor`; the UART adds ``10 * divisor`` cycles per byte.
+    Latency: see :class:`~.command.CommandExecutor`; the UART adds ``10 * divisor`` cycles per byte, and the
+    register after the receive FIFO (``rx_q``, so the FIFO's block RAM output meets no decoder logic) delays
+    each received byte's way to the decoder by one cycle (throughput unchanged: one byte per cycle).
 
     Members
     -------
@@ -123,11 +125,16 @@ class AcceleratorSoC(wiring.Component):
             m.submodules.uart_rx = uart_rx = UARTReceiver(self.divisor)
             m.submodules.uart_tx = uart_tx = UARTTransmitter(self.divisor)
             m.submodules.rx_fifo = rx_fifo = fifo.SyncFIFOBuffered(width=8, depth=self.rx_buffer)
+            # rx_q: a register between the FIFO (whose data is its block RAM's read port) and the decoder
+            rx_q = Signal(8)
+            rx_q_valid = Signal()
             m.d.comb += [uart_rx.rx.eq(self.rx), self.tx.eq(uart_tx.tx),
                          rx_fifo.w_data.eq(uart_rx.o.payload), rx_fifo.w_en.eq(uart_rx.o.valid),
                          uart_rx.o.ready.eq(rx_fifo.w_rdy),
-                         decoder.i.payload.eq(rx_fifo.r_data), decoder.i.valid.eq(rx_fifo.r_rdy),
-                         rx_fifo.r_en.eq(decoder.i.ready)]
+                         rx_fifo.r_en.eq(~rx_q_valid | decoder.i.ready),
+                         decoder.i.payload.eq(rx_q), decoder.i.valid.eq(rx_q_valid)]
+            with m.If(rx_fifo.r_en):
+                m.d.sync += [rx_q.eq(rx_fifo.r_data), rx_q_valid.eq(rx_fifo.r_rdy)]
             wiring.connect(m, encoder.o, uart_tx.i)
         return m
 
