@@ -166,8 +166,9 @@ class BoardTarget:
     def with_options(self, rows=None, cols=None, clk_freq=None, baud=None, wl=None, depth=None, max_k_log2=None,
                      router=None, b_depth=None):
         """This target with the given fields replaced (``None`` keeps the default; a ``depth`` above the
-        default ``b_depth`` raises ``b_depth`` to it unless ``b_depth`` is given); the engine configuration is
-        re-validated by :class:`~fxtrain.sim.gemm.EngineConfig`, the B memory against the part."""
+        default ``b_depth`` raises ``b_depth`` to it, and on iCE40 a geometry whose B memory is wider gets the
+        largest B depth whose SPRAMs fit, unless ``b_depth`` is given); the engine configuration is re-validated
+        by :class:`~fxtrain.sim.gemm.EngineConfig`, the B memory against the part."""
         config = self.config
         if depth is not None and b_depth is None and isinstance(depth, int) and depth > config.b_depth:
             b_depth = depth
@@ -175,10 +176,26 @@ class BoardTarget:
                                      ("max_k_log2", max_k_log2), ("b_depth", b_depth)) if v is not None}
         if changes:
             config = replace(config, **changes)
+        if b_depth is None and self.family == "ice40":
+            config = replace(config, b_depth=_ice40_b_depth(config))
         return replace(self, config=config,
                        clk_freq=self.clk_freq if clk_freq is None else clk_freq,
                        baud=self.baud if baud is None else baud,
                        router=self.router if router is None else router)
+
+
+def _ice40_b_depth(config):
+    """The default B depth of an iCE40 geometry: the board's, halved until the B memory fits the UP5K's SPRAMs
+    (a wider B after ``--cols``/``--wl`` takes more SPRAMs per bank), or ``depth`` (block RAM) when even one bank
+    is too wide; never below ``depth``."""
+    from ..rtl.operand_memory import ICE40UP5K_SPRAMS, spram_count
+
+    b_depth = max(config.b_depth, config.depth)
+    while b_depth > config.depth and spram_count(config.cols * config.wl, b_depth) > ICE40UP5K_SPRAMS:
+        b_depth //= 2
+    if spram_count(config.cols * config.wl, b_depth) > ICE40UP5K_SPRAMS:
+        b_depth = config.depth
+    return b_depth
 
 
 def _ulx3s(variant, platform, rows, cols, clk_mhz):

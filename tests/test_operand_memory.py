@@ -60,7 +60,8 @@ def test_platform_selects_the_b_memory():
 
 def test_b_depth_is_validated_up_front_with_the_bad_value():
     """EngineConfig.b_depth: a power of two from depth to 65536 (None: depth); a board's B memory must fit its
-    part (iCE40UP5K: 4 SPRAMs), and raising --depth above the board's b_depth raises b_depth with it."""
+    part (iCE40UP5K: 4 SPRAMs), raising --depth above the board's b_depth raises b_depth with it, and a wider
+    iCE40 geometry without an explicit b_depth gets one that fits."""
     assert EngineConfig(depth=64).b_depth == 64
     assert EngineConfig(depth=64, b_depth=None) == EngineConfig(depth=64, b_depth=64)
     for bad in (256, 1000, 131072, 512.0, True):
@@ -73,6 +74,9 @@ def test_b_depth_is_validated_up_front_with_the_bad_value():
         ice.with_options(b_depth=65536)
     with pytest.raises(ValueError, match="needs 6 SB_SPRAM256KA"):
         ice.with_options(cols=3, b_depth=32768)
+    # without an explicit b_depth a wider geometry gets the largest B depth whose SPRAMs fit, or block RAM
+    assert ice.with_options(rows=3, cols=3).config.b_depth == 16384                # 3 SPRAMs of 48 bits
+    assert ice.with_options(rows=1, cols=8).config.b_depth == 512                  # 8 x 16 bits: no SPRAM bank fits
     ecp5 = get_target("ulx3s-12f")
     assert ecp5.config.b_depth == 8192
     assert ecp5.with_options(depth=16384).config.b_depth == 16384
