@@ -45,7 +45,9 @@ def add_arguments(parser):
     parser.add_argument("--clock", type=float, metavar="MHZ", help="sync clock in MHz (default: the board's; "
                         "made by the PLL when it differs from the oscillator)")
     parser.add_argument("--baud", type=int, help="UART baud rate (default: the board's)")
-    parser.add_argument("--depth", type=int, help="operand buffer depth (default: the board's)")
+    parser.add_argument("--depth", type=int, help="A operand buffer depth (default: the board's)")
+    parser.add_argument("--b-depth", type=int, help="B operand buffer depth, where weights stay resident "
+                        "(default: the board's; raised to --depth when that is larger)")
     parser.add_argument("--out", metavar="DIR", help="build directory (default: build/<board>)")
     parser.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default 1)")
     parser.add_argument("--router", choices=[r for r in ROUTERS if r], help="nextpnr router (default: the "
@@ -70,7 +72,7 @@ def run(args):
         raise ValueError(f"--board is required; known boards: {', '.join(TARGETS)}")
     target = get_target(args.board).with_options(
         rows=args.rows, cols=args.cols, clk_freq=None if args.clock is None else clock_hz(args.clock),
-        baud=args.baud, depth=args.depth, router=args.router)
+        baud=args.baud, depth=args.depth, router=args.router, b_depth=args.b_depth)
     check_fits(target)
     pll_params(target)                          # a clock the PLL cannot make fails here, before the banner
     out_dir = args.out or os.path.join("build", target.name)
