@@ -60,7 +60,8 @@ def main(argv=None):
         cfg = platform.config
         v = value_bytes(cfg)
         steps = args.train_size / args.batch
-        print(f"\n{board}: engine {cfg.rows}x{cfg.cols}, depth {cfg.depth}, format {args.format} ({v} bytes/word), "
+        print(f"\n{board}: engine {cfg.rows}x{cfg.cols}, depth {cfg.depth}, B depth {cfg.b_depth}, "
+              f"format {args.format} ({v} bytes/word), "
               f"batch {args.batch}; bytes per training step (both directions), steady state\n")
         print("| layer | GEMM | M x K x N | v1 one at a time | v1 pipelined | RUN_TILES | minimum | RUN_TILES / minimum "
               "| K-split |")

@@ -70,8 +70,9 @@ DEVICE_DSP_BLOCKS = {
 }
 
 CELL_NAMES = {
-    "ice40": {"logic": "ICESTORM_LC", "dsp": "ICESTORM_DSP", "bram": "ICESTORM_RAM", "ff": None},
-    "ecp5": {"logic": "TRELLIS_COMB", "dsp": "MULT18X18D", "bram": "DP16KD", "ff": "TRELLIS_FF"},
+    "ice40": {"logic": "ICESTORM_LC", "dsp": "ICESTORM_DSP", "bram": "ICESTORM_RAM", "ff": None,
+              "spram": "ICESTORM_SPRAM"},
+    "ecp5": {"logic": "TRELLIS_COMB", "dsp": "MULT18X18D", "bram": "DP16KD", "ff": "TRELLIS_FF", "spram": None},
 }
 
 DEFAULT_NAME = "fxtrain_top"
@@ -123,7 +124,7 @@ class BuildReport:
     Members
     -------
     board, device : str
-    rows, cols, wl, depth, max_k_log2 : int
+    rows, cols, wl, depth, max_k_log2, b_depth : int
         Engine configuration built.
     clk_freq, baud : int
         ``sync`` (engine) clock in Hz and UART baud rate (what the SoC's IDENTIFY reports).
@@ -132,7 +133,8 @@ class BuildReport:
     pll : dict or None
         PLL dividers (``None``: the oscillator clocks ``sync`` directly).
     resources : dict
-        ``{"logic"|"ff"|"dsp"|"bram": {"cell": str, "used": int, "available": int}}`` from nextpnr.
+        ``{"logic"|"ff"|"dsp"|"bram"|"spram": {"cell": str, "used": int, "available": int}}`` from nextpnr
+        (``spram`` on iCE40 only).
     yosys_cells : dict
         ``{"lut": int, "ff": int}`` counted by Yosys after synthesis.
     clocks : dict
@@ -175,6 +177,7 @@ class BuildReport:
     identity: dict = field(default_factory=dict)
     critical_paths: list = field(default_factory=list)
     router: str | None = None
+    b_depth: int = 0
 
     @property
     def fmax_mhz(self):
@@ -379,7 +382,8 @@ def build_bitstream(target, out_dir, *, name=DEFAULT_NAME, seed=1):
         dsp_expected=config.rows * config.cols, build_seconds=round(seconds, 1),
         bitstream=os.path.join(out_dir, f"{name}{BITSTREAM_SUFFIX[target.family]}"),
         identity=asdict(top.identity),
-        critical_paths=parse_critical_paths(os.path.join(out_dir, f"{name}.report.json")), router=target.router)
+        critical_paths=parse_critical_paths(os.path.join(out_dir, f"{name}.report.json")), router=target.router,
+        b_depth=config.b_depth)
     with open(os.path.join(out_dir, "build_report.json"), "w") as f:
         json.dump(report.to_dict(), f, indent=2)
     with open(os.path.join(out_dir, "build_report.txt"), "w") as f:
@@ -415,10 +419,10 @@ def check_report(report):
 def format_report(report):
     """A plain-text table of a :class:`BuildReport`."""
     lines = [f"board {report.board} ({report.device}): {report.rows} x {report.cols} PEs, wl {report.wl}, "
-             f"depth {report.depth}, engine clock {report.clk_freq / 1e6:g} MHz, UART clock "
-             f"{report.uart_freq / 1e6:g} MHz, {report.baud} baud",
+             f"depth {report.depth}, B depth {report.b_depth}, engine clock {report.clk_freq / 1e6:g} MHz, UART "
+             f"clock {report.uart_freq / 1e6:g} MHz, {report.baud} baud",
              f"{'resource':<10} {'cell':<14} {'used':>7} {'available':>10} {'%':>6}"]
-    for kind in ("logic", "ff", "dsp", "bram"):
+    for kind in ("logic", "ff", "dsp", "bram", "spram"):
         r = report.resources.get(kind)
         if r is None:
             continue

@@ -50,6 +50,17 @@ clock that makes the bridge's fastest rate):
 * ULX3S-85F: 12 x 12 (144 of 156) is the goal geometry; no routed bitstream exists yet (``docs/boards.md``),
   so neither it nor its 60 MHz is a measured default.
 
+B memory depth (``EngineConfig.b_depth``; the weights stay resident there across calls, ``docs/engine.md``):
+
+* iCE40UP5K: 32,768 entries of ``cols * wl = 32`` bits in all 4 SB_SPRAM256KA (2 banks of 2;
+  ``rtl/operand_memory.py``; the block RAMs stay for A, the link and the result banks). Replayed LeNet step at
+  batch 64 (``host/traffic.py``): 51.1 MB on the link with 512 entries, 35.8 MB with 16,384 (2 SPRAMs: every
+  weight resident), 30.9 MB with 32,768 (also the 4096 x 16 activation gradient that is conv2's weight-gradient
+  B, ``ceil(16/2) * 4096`` entries).
+* ECP5: block RAM (DP16KD, 18 Kbit: 1024 x 18). 8,192 entries of ``cols * 16`` bits take
+  ``ceil(16 * cols / 18) * 8`` DP16KD: 32 of the 12F/25F's 56 at 7 x 4, 64 of the 45F's 108 at 8 x 8 and 88 of the
+  85F's 208 at 12 x 12 (estimates from the DP16KD geometry, not from builds).
+
 The DSP block counts are those of the Lattice data sheets (iCE40 UltraPlus family data sheet FPGA-DS-02008,
 table 1.1; ECP5 family data sheet FPGA-DS-02012, table 1.1); nextpnr's utilisation report confirms them in
 every build (:mod:`fxtrain.boards.build`).
@@ -80,6 +91,8 @@ from ..sim.gemm import EngineConfig
 __all__ = ["Bridge", "BRIDGES", "BoardTarget", "ROUTERS", "TARGETS", "get_target"]
 
 ROUTERS = (None, "router1", "router2")
+#: B memory entries of the ECP5 boards' defaults (module docstring)
+ECP5_B_DEPTH = 8192
 
 
 @dataclass(frozen=True)
@@ -198,6 +211,7 @@ class BoardTarget:
             raise ValueError(f"Board family must be 'ice40' or 'ecp5', not {self.family!r}")
         if not isinstance(self.config, EngineConfig):
             raise TypeError(f"Board config must be an EngineConfig, not {self.config!r}")
+        self._check_b_memory()
         if self.router not in ROUTERS:
             raise ValueError(f"Router of board {self.name} must be one of {ROUTERS}, not {self.router!r}")
         if not isinstance(self.bridge, Bridge):
@@ -206,6 +220,19 @@ class BoardTarget:
                              ("UART clock frequency", self.uart_freq)):
             if not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{label} of board {self.name} must be a positive integer, not {value!r}")
+
+    def _check_b_memory(self):
+        """On iCE40 a B memory that goes to SPRAM must fit the UP5K's 4 SB_SPRAM256KA."""
+        from ..rtl.operand_memory import ICE40UP5K_SPRAMS, memory_kind, spram_count
+
+        cfg = self.config
+        if memory_kind("auto", self.family, cfg.b_depth) != "spram":
+            return
+        used = spram_count(cfg.cols * cfg.wl, cfg.b_depth)
+        if used > ICE40UP5K_SPRAMS:
+            raise ValueError(f"B memory of board {self.name} (b_depth {cfg.b_depth} x {cfg.cols * cfg.wl} bits = "
+                             f"cols {cfg.cols} x wl {cfg.wl}) needs {used} SB_SPRAM256KA; the iCE40UP5K has "
+                             f"{ICE40UP5K_SPRAMS}")
 
     @property
     def device(self):
@@ -232,14 +259,20 @@ class BoardTarget:
                              f"{self.baud} baud: {error}") from None
 
     def with_options(self, rows=None, cols=None, clk_freq=None, baud=None, wl=None, depth=None, max_k_log2=None,
-                     router=None, uart_freq=None):
-        """This target with the given fields replaced (``None`` keeps the default); the engine configuration
-        is re-validated by :class:`~fxtrain.sim.gemm.EngineConfig`."""
+                     router=None, uart_freq=None, b_depth=None):
+        """This target with the given fields replaced (``None`` keeps the default; a ``depth`` above the
+        default ``b_depth`` raises ``b_depth`` to it, and on iCE40 a geometry whose B memory is wider gets the
+        largest B depth whose SPRAMs fit, unless ``b_depth`` is given); the engine configuration is re-validated
+        by :class:`~fxtrain.sim.gemm.EngineConfig`, the B memory against the part."""
         config = self.config
+        if depth is not None and b_depth is None and isinstance(depth, int) and depth > config.b_depth:
+            b_depth = depth
         changes = {k: v for k, v in (("rows", rows), ("cols", cols), ("wl", wl), ("depth", depth),
-                                     ("max_k_log2", max_k_log2)) if v is not None}
+                                     ("max_k_log2", max_k_log2), ("b_depth", b_depth)) if v is not None}
         if changes:
             config = replace(config, **changes)
+        if b_depth is None and self.family == "ice40":
+            config = replace(config, b_depth=_ice40_b_depth(config))
         return replace(self, config=config,
                        clk_freq=self.clk_freq if clk_freq is None else clk_freq,
                        baud=self.baud if baud is None else baud,
@@ -247,21 +280,38 @@ class BoardTarget:
                        router=self.router if router is None else router)
 
 
+def _ice40_b_depth(config):
+    """The default B depth of an iCE40 geometry: the board's, halved until the B memory fits the UP5K's SPRAMs
+    (a wider B after ``--cols``/``--wl`` takes more SPRAMs per bank), or ``depth`` (block RAM) when even one bank
+    is too wide; never below ``depth``."""
+    from ..rtl.operand_memory import ICE40UP5K_SPRAMS, spram_count
+
+    b_depth = max(config.b_depth, config.depth)
+    while b_depth > config.depth and spram_count(config.cols * config.wl, b_depth) > ICE40UP5K_SPRAMS:
+        b_depth //= 2
+    if spram_count(config.cols * config.wl, b_depth) > ICE40UP5K_SPRAMS:
+        b_depth = config.depth
+    return b_depth
+
+
 def _ulx3s(variant, platform, rows, cols, clk_mhz):
-    return BoardTarget(f"ulx3s-{variant}", platform, "ecp5", EngineConfig(rows=rows, cols=cols, wl=16, depth=512),
+    return BoardTarget(f"ulx3s-{variant}", platform, "ecp5",
+                       EngineConfig(rows=rows, cols=cols, wl=16, depth=512, b_depth=ECP5_B_DEPTH),
                        clk_mhz * 1_000_000, 3_000_000, 30_000_000, BRIDGES["FT231X"],
                        description=f"Radiona ULX3S with {platform.device}, 25 MHz oscillator, FT231X UART")
 
 
 TARGETS = {t.name: t for t in (
-    BoardTarget("icebreaker", ICEBreakerPlatform, "ice40", EngineConfig(rows=4, cols=2, wl=16, depth=512),
+    BoardTarget("icebreaker", ICEBreakerPlatform, "ice40",
+                EngineConfig(rows=4, cols=2, wl=16, depth=512, b_depth=32768),
                 18_000_000, 3_000_000, 18_000_000, BRIDGES["FT2232H"],
                 description="1BitSquared iCEBreaker, iCE40UP5K, 12 MHz oscillator, FT2232H UART"),
     _ulx3s("12f", ULX3S_12F_Platform, 7, 4, 60),
     _ulx3s("25f", ULX3S_25F_Platform, 7, 4, 60),
     _ulx3s("45f", ULX3S_45F_Platform, 8, 8, 60),
     _ulx3s("85f", ULX3S_85F_Platform, 12, 12, 60),
-    BoardTarget("icesugar-pro", ICESugarProPlatform, "ecp5", EngineConfig(rows=7, cols=4, wl=16, depth=512),
+    BoardTarget("icesugar-pro", ICESugarProPlatform, "ecp5",
+                EngineConfig(rows=7, cols=4, wl=16, depth=512, b_depth=ECP5_B_DEPTH),
                 60_000_000, 1_000_000, 30_000_000, BRIDGES["DAPLink"],
                 description="Muse Lab iCESugar-Pro, LFE5U-25F, 25 MHz oscillator, DAPLink USB-UART"),
 )}

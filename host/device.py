@@ -54,7 +54,7 @@ import numpy as np
 from ..sim.engine import RESET_LANE_STATE
 from ..sim.gemm import EngineConfig, GemmResult, check_gemm
 from ..sim.lfsr import lane_advance, lane_seeds
-from ..sim.payloads import (COUNTER, PROTOCOL_VERSION, ROUNDING_ARGS, RUN_ARGS, RUN_DRAIN, SEED,
+from ..sim.payloads import (COUNTER, MAGIC, PROTOCOL_VERSION, ROUNDING_ARGS, RUN_ARGS, RUN_DRAIN, SEED,
                             WRITE_HEADER, Identity, counter_names, decode_result, decode_tiles, pack_values,
                             result_bytes, run_tiles_args, value_bytes, write_frames)
 from ..sim.planner import (CommandPlanner, ReadResult, ResidentMemory, Reused, Run, RunTiles, SetRounding,
@@ -109,7 +109,7 @@ class Device:
     transport : fxtrain.host.transport.Transport
     expect : EngineConfig or dict, optional
         Refuse (``DeviceMismatch``) a device whose geometry differs: an ``EngineConfig`` must equal the device's;
-        a dict may name any of ``rows, cols, wl, depth, max_k_log2, clk_freq, baud``.
+        a dict may name any of ``rows, cols, wl, depth, b_depth, max_k_log2, clk_freq, baud``.
     timeout : float
         Seconds to wait for a response (plus the wire time of the exchange at the device's baud rate).
     retries : int
@@ -164,7 +164,7 @@ class Device:
         # silence long enough for the device to abandon any partial frame (twice its frame timeout)
         transport.quiet_time = max(transport.quiet_time, 2 * self.identity.frame_timeout / self.identity.clk_freq)
         self._a_mem = ResidentMemory(self.config.depth)
-        self._b_mem = ResidentMemory(self.config.depth)
+        self._b_mem = ResidentMemory(self.config.b_depth)
         self.planner = CommandPlanner(self.config, residency=self.residency)
         self.pipelined = self.identity.rx_buffer > 0
 
@@ -172,7 +172,7 @@ class Device:
         if expect is None:
             return
         if isinstance(expect, EngineConfig):
-            expect = {f: getattr(expect, f) for f in ("rows", "cols", "wl", "depth", "max_k_log2")}
+            expect = {f: getattr(expect, f) for f in ("rows", "cols", "wl", "depth", "max_k_log2", "b_depth")}
         if not isinstance(expect, dict):
             raise TypeError(f"expect must be an EngineConfig or a dict, not {expect!r}")
         for field, want in expect.items():
@@ -281,8 +281,13 @@ class Device:
     # -- commands --
 
     def identify(self):
-        """Ask the device for its :class:`~fxtrain.sim.protocol.Identity`."""
-        return Identity.from_bytes(self._exchange(Command.IDENTIFY, expect_len=Identity.SIZE))
+        """Ask the device for its :class:`~fxtrain.sim.protocol.Identity` (a device of another protocol version,
+        whose payload may have another length, is refused by its version byte: ``DeviceMismatch``)."""
+        payload = self._exchange(Command.IDENTIFY)
+        if len(payload) > 4 and payload[:4] == MAGIC and payload[4] != PROTOCOL_VERSION:
+            raise DeviceMismatch(f"Device on {self.transport.name} speaks protocol version {payload[4]}, "
+                                 f"this host speaks version {PROTOCOL_VERSION}")
+        return Identity.from_bytes(payload)
 
     def seed(self, seed):
         """Load the lanes with ``sim.lfsr.lane_seeds(seed, lanes)`` (§4.3); from then on the driver keeps the

@@ -91,6 +91,7 @@ def format_breakdown(estimate):
     cfg = p.config
     total = estimate.total_s
     lines = [f"board {p.name} ({p.family}), engine {cfg.rows}x{cfg.cols} PEs, WL {cfg.wl}, depth {cfg.depth}, "
+             f"B depth {cfg.b_depth}, "
              f"{p.clk_freq / 1e6:g} MHz" + (" [what-if: two products per DSP]" if p.packed else ""),
              f"format {estimate.fmt}: {value_bytes_text(cfg)}; batch {estimate.batch}, {estimate.train_size} samples "
              f"= {estimate.steps} step(s) of {estimate.batch}" +

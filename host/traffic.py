@@ -221,7 +221,8 @@ class DriverReplay:
     Parameters
     ----------
     config : EngineConfig
-        Only ``rows``, ``cols`` and ``depth`` matter (the traffic in entries does not depend on ``wl``).
+        Only ``rows``, ``cols``, ``depth`` and ``b_depth`` matter (the traffic in entries does not depend on
+        ``wl``).
     tile_loop : bool
         RUN_TILES when K fits one chunk (the driver of protocol version 2, default); ``False`` replays the
         per-tile RUN / READ_RESULT schedule of version 1 (the "before" of ``bench/link_bytes.py``).

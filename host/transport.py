@@ -44,7 +44,7 @@ SIMULATION_BACKENDS = ("verilator", "verilator-cocotb", "icarus")
 #: Engine of a SoC behind the cocotb bridge unless told otherwise (small geometries simulate fast there). The
 #: free-running harness defaults to ``EngineConfig()``, the emulators' default, so that ``sim:verilator`` and
 #: ``emu`` train bit-identically and LeNet's weight gradients (K = batch x 576) fit its accumulator.
-SIM_CONFIG = EngineConfig(rows=2, cols=2, wl=16, depth=32, max_k_log2=12)
+SIM_CONFIG = EngineConfig(rows=2, cols=2, wl=16, depth=32, max_k_log2=12, b_depth=1024)
 
 
 class TransportError(RuntimeError):
@@ -357,7 +357,7 @@ class CocotbTransport(SimulationTransport):
         self.log_path = self._dir / "server.log"
         args = [sys.executable, "-m", "fxtrain.sim.benches.soc_server", "--simulator", simulator,
                 "--rows", str(config.rows), "--cols", str(config.cols), "--wl", str(config.wl),
-                "--depth", str(config.depth), "--max-k-log2", str(config.max_k_log2),
+                "--depth", str(config.depth), "--b-depth", str(config.b_depth), "--max-k-log2", str(config.max_k_log2),
                 "--clk-freq", str(clk_freq), "--baud", str(baud), "--frame-timeout", str(frame_timeout),
                 "--port-file", str(port_file)]
         if build_root is not None:

@@ -19,7 +19,7 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..sim.engine import COUNTER_NAMES, addr_bits, engine_layouts
+from ..sim.engine import COUNTER_NAMES, addr_bits, b_addr_bits, engine_layouts
 from ..sim.gemm import EngineConfig
 from ..sim.payloads import (COUNTER, LINK_COUNTERS, ROUNDING_ARGS, RUN_ARGS, RUN_CLEAR, RUN_DRAIN,
                             RUN_TILES_ARGS, SEED, WRITE_HEADER, Identity, entry_bytes, max_tiles,
@@ -172,7 +172,8 @@ class CommandExecutor(wiring.Component):
         sh_bytes = max(r.e_max, RUN_ARGS.size, ROUNDING_ARGS.size, SEED.size)
         r.sh = Signal(8 * sh_bytes)
         r.ecnt = Signal(range(r.e_max + 1))
-        r.widx = Signal(max(1, addr_bits(cfg)))      # entries written (only the address bits are needed)
+        # entries written (only the address bits of the deeper memory are needed)
+        r.widx = Signal(max(1, addr_bits(cfg), b_addr_bits(cfg)))
         r.scnt = Signal(range(SEED.size))
         r.lane = Signal(range(cfg.cols + 1))
         r.zero_seed = Signal()
@@ -182,8 +183,8 @@ class CommandExecutor(wiring.Component):
         # the next tile, and whether the row register holds a tile row not yet sent
         r.tiles = Signal()
         r.t_left = Signal(range(max_tiles(cfg) + 1))
-        # the engine's B base (RUN: B_BASE; RUN_TILES: B_BASE + t * B_STEP < 2 * depth, as B_STEP <= depth)
-        r.b_cur = Signal(addr_bits(cfg) + 1)
+        # the engine's B base (RUN: B_BASE; RUN_TILES: B_BASE + t * B_STEP < 2 * b_depth, as B_STEP <= b_depth)
+        r.b_cur = Signal(b_addr_bits(cfg) + 1)
         r.row_full = Signal()
         r.staged = Signal()          # a drained row was written to the result buffer at res_row, not yet loaded
         r.staged_read = Signal()     # ... and the read port has read it (staged for a cycle already)
@@ -260,7 +261,7 @@ class CommandExecutor(wiring.Component):
                 with m.Else():
                     m.next = "EXECUTE"
         with m.State("WRITE_ENTRY"):
-            w_ok = r.w_len_ok & r.w_addr_ok
+            w_ok = r.w_ok
             with m.If(w_ok):
                 m.d.comb += [eng.a_write.valid.eq(r.is_a), eng.b_write.valid.eq(~r.is_a)]
             with m.If(~w_ok | Mux(r.is_a, eng.a_write.ready, eng.b_write.ready)):
@@ -354,7 +355,7 @@ class CommandExecutor(wiring.Component):
         must fit (``sim.payloads.run_tiles_ok``); the OK answer then starts at once and the tile walker runs the
         tiles while it is sent. The walker steps ``b_cur`` and ``t_left`` with the same adders."""
         with m.State("TILES_CHECK"):
-            with m.If(~r.fits(r.b_cur, r.rt.k)):
+            with m.If(~r.fits(r.b_cur, r.rt.k, b_addr_bits(self.config))):
                 r.count("bad_arguments")
                 r.respond(Status.BAD_ARGUMENT)
             with m.Elif(r.t_left == 1):
@@ -464,13 +465,13 @@ class CommandExecutor(wiring.Component):
         write/run/seed payloads driven from them (a run's from RUN's arguments, or in tile mode from RUN_TILES'
         with the walker's B base)."""
         cfg, eng = self.config, self.engine
-        depth, rows, cols, wl = cfg.depth, cfg.rows, cfg.cols, cfg.wl
+        rows, cols, wl = cfg.rows, cfg.cols, cfg.wl
         vb = value_bytes(cfg)
-        aw = addr_bits(cfg)
+        aw, bw = addr_bits(cfg), b_addr_bits(cfg)
         sh = r.sh
         sh_bytes = len(sh) // 8
-        # depth = 2**aw, so a base below depth has no bits above aw - 1 and a count up to depth none above aw:
-        # the sums are checked in aw + 2 bits
+        # a memory of 2**n entries (A: n = aw, B: n = bw): a base below it has no bits above n - 1 and a count up
+        # to it none above n: the sums are checked in n + 2 bits
         r.is_a = is_a = r.cmd == Command.WRITE_A
         r.e_len = Mux(is_a, entry_bytes(cfg, "A"), entry_bytes(cfg, "B"))
         w_args = data.View(WRITE_HEADER.as_struct(), r.wargs)
@@ -478,11 +479,17 @@ class CommandExecutor(wiring.Component):
         r.w_len_ok = (w_count != 0) & (r.length == WRITE_HEADER.size + Mux(
             is_a, w_count * entry_bytes(cfg, "A"), w_count * entry_bytes(cfg, "B")))
 
-        def fits(base, count):                  # base + count <= depth
-            return (base[aw:] == 0) & (count[aw + 1:] == 0) & (base[:aw] + count[:aw + 1] <= depth)
+        def fits(base, count, n):               # base + count <= 2**n (the A memory: n = aw, B: n = bw)
+            return (base[n:] == 0) & (count[n + 1:] == 0) & (base[:n] + count[:n + 1] <= (1 << n))
 
         r.fits = fits
-        r.w_addr_ok = fits(w_addr, w_count)
+        r.w_addr_ok = Mux(is_a, fits(w_addr, w_count, aw), fits(w_addr, w_count, bw))
+        # w_ok: the WRITE's LEN/COUNT/ADDR checks, registered: the arguments are complete at least one cycle
+        # before the first WRITE_ENTRY (an entry is at least one byte after them), and the register keeps the
+        # length multiply and the address adders off the path into the engine's write valid (the iCE40 SPRAM's
+        # address multiplexer, rtl/operand_memory.py; it was the critical path at 17.2 MHz)
+        r.w_ok = Signal()
+        m.d.sync += r.w_ok.eq(r.w_len_ok & r.w_addr_ok)
         run_args = data.View(RUN_ARGS.as_struct(), sh[-8 * RUN_ARGS.size:])
         r_a, r.r_b, r_k, r.r_flags = run_args.a_base, run_args.b_base, run_args.k, run_args.flags
         r_b = r.r_b
@@ -490,21 +497,21 @@ class CommandExecutor(wiring.Component):
         # two cycles later (the END event is taken at least one cycle after it), so they are settled there, and
         # the argument checks' carry chains end at flip-flops
         r.run_ok = Signal()
-        m.d.sync += r.run_ok.eq((r_k != 0) & fits(r_a, r_k) & fits(r_b, r_k)
+        m.d.sync += r.run_ok.eq((r_k != 0) & fits(r_a, r_k, aw) & fits(r_b, r_k, bw)
                                 & (r.r_flags <= (RUN_CLEAR | RUN_DRAIN)))
         head = RUN_TILES_ARGS.size - RUN_ARGS.size          # B_STEP: the first payload bytes, kept in wargs
         r.rt = rt = data.View(RUN_TILES_ARGS.as_struct(), Cat(r.wargs[:8 * head], sh[-8 * RUN_ARGS.size:]))
         # RUN_TILES' last 9 bytes are RUN's fields (sim.payloads): A_BASE, B_BASE, K (RUN's K low half) and FLAGS
         # reach the engine through RUN's view; the B ranges are checked by TILES_CHECK
-        step_ok = (rt.b_step[aw + 1:] == 0) & (rt.b_step[:aw + 1] <= depth)
-        # (b_cur keeps aw + 1 bits: B_BASE's upper bits are checked here)
+        step_ok = (rt.b_step[bw + 1:] == 0) & (rt.b_step[:bw + 1] <= (1 << bw))
+        # (b_cur keeps bw + 1 bits: B_BASE's upper bits are checked here)
         r.tiles_ok = Signal()
         m.d.sync += r.tiles_ok.eq((rt.n_tiles != 0) & (rt.n_tiles <= max_tiles(cfg)) & (rt.k != 0)
-                                  & fits(rt.a_base, rt.k) & (rt.b_base[aw:] == 0) & step_ok
+                                  & fits(rt.a_base, rt.k, aw) & (rt.b_base[bw:] == 0) & step_ok
                                   & (rt.flags == (RUN_CLEAR | RUN_DRAIN)))
         r.b_next = Signal.like(r.b_cur)
         r.t_next = Signal.like(r.t_left)
-        m.d.comb += [r.b_next.eq(r.b_cur + rt.b_step[:aw + 1]), r.t_next.eq(r.t_left - 1)]
+        m.d.comb += [r.b_next.eq(r.b_cur + rt.b_step[:bw + 1]), r.t_next.eq(r.t_left - 1)]
         # LEN of the answer, n_tiles * result_bytes, by shifts and adds (no multiplier: they are all the array's)
         rb = result_bytes(cfg)
         r.tiles_len = sum(rt.n_tiles << i for i in range(rb.bit_length()) if rb >> i & 1)[:16]
@@ -517,10 +524,10 @@ class CommandExecutor(wiring.Component):
         m.d.comb += [
             eng.a_write.payload.addr.eq((w_addr + r.widx)[:aw]),
             eng.a_write.payload.data.eq(values_of(rows)),
-            eng.b_write.payload.addr.eq((w_addr + r.widx)[:aw]),
+            eng.b_write.payload.addr.eq((w_addr + r.widx)[:bw]),
             eng.b_write.payload.data.eq(values_of(cols)),
             eng.run.payload.a_base.eq(r_a[:aw]),
-            eng.run.payload.b_base.eq(r.b_cur[:aw]),
+            eng.run.payload.b_base.eq(r.b_cur[:bw]),
             eng.run.payload.k.eq(r_k[:aw + 1]),
             eng.run.payload.clear.eq((r.r_flags & RUN_CLEAR) != 0),
             eng.run.payload.drain.eq((r.r_flags & RUN_DRAIN) != 0),

@@ -10,7 +10,7 @@ Dataflow::
 
     a_write --> A memory (depth x rows*wl) --[R]--+               lanes[j] --> next_state (rand)
                                                   v                               |
-    b_write --> B memory (depth x cols*wl) --[R]--> SystolicArray --acc_out[j]--> rounder[j] --> result banks
+    b_write --> B memory (b_depth x cols*wl) -[R]-> SystolicArray --acc_out[j]--> rounder[j] --> result banks
                                                   ^  (rows x cols PEs,         (per column)   (2 x rows entries)
     run ------> controller ---- addresses --------+   output stationary)                         |
                   |  valid/clear (+[R]), shift_en                                               v
@@ -30,6 +30,10 @@ shifts act (the array copies it into one register per row and per PE, so no net 
 the rounders' and lanes' valid by as many registers; this shifts the states, not the total: ``FLUSH`` lasts
 ``rows + cols + OPERAND_LATENCY - shift_latency`` cycles and ``TAIL`` ``shift_latency + ROUNDER_LATENCY``.
 
+B memory: an :class:`~.operand_memory.OperandMemory` of ``b_depth`` entries (block RAM, or iCE40 SPRAM chosen
+by the platform); ``b_write`` is not ready in the cycles a run reads it (the run's accept cycle and ``COMPUTE``),
+so a single-ported SPRAM never sees a write and a read in one cycle. A memory: block RAM, always writable.
+
 Exact arithmetic: PE ``(r, j)`` accumulates ``sum_i A_mem[a_base+i][r] * B_mem[b_base+i][j]`` exactly in
 ``acc_width`` bits; rounder ``j`` computes ``sat_WL((acc + offset) >> shift)`` with ``offset = rand mod 2**shift``
 (stochastic) or ``2**(shift-1) - 1`` (nearest) (§3).
@@ -47,11 +51,12 @@ from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..sim.engine import (COUNTER_NAMES, COUNTER_WIDTH, OPERAND_LATENCY, ROUNDER_LATENCY, RESET_LANE_STATE, addr_bits,
-                          engine_layouts)
+                          b_addr_bits, engine_layouts)
 from ..sim.gemm import EngineConfig
 from ..sim.rounding import SHIFT_MAX
 from .array import SystolicArray
 from .lfsr import LFSRLanes
+from .operand_memory import OperandMemory, memory_kind
 from .rounder import StochasticRounder
 
 __all__ = ["GemmEngine", "ARRAY_NAME"]
@@ -70,6 +75,10 @@ class GemmEngine(wiring.Component):
         The PEs' multiplier kind (:class:`fxtrain.rtl.multiplier.RegisteredMultiplier`): ``"auto"`` (ECP5
         MULT18X18D on an ECP5 platform, generic otherwise), ``"generic"`` or ``"mult18x18d"`` (benches of
         the DSP version in Verilator/Icarus, with :mod:`fxtrain.sim.ecp5_models`).
+    b_memory : str
+        The B memory's kind (:class:`fxtrain.rtl.operand_memory.OperandMemory`): ``"auto"`` (iCE40 SPRAM on an
+        iCE40 platform when ``b_depth >= 2048``, block RAM otherwise), ``"generic"`` or ``"spram"`` (benches of
+        the SPRAM version, with :mod:`fxtrain.sim.ice40_models`).
 
     Members
     -------
@@ -89,11 +98,14 @@ class GemmEngine(wiring.Component):
         ``ROUNDER_LATENCY``.
     """
 
-    def __init__(self, config, multiplier="auto"):
+    def __init__(self, config, multiplier="auto", b_memory="auto"):
         if not isinstance(config, EngineConfig):
             raise TypeError(f"Engine configuration must be an EngineConfig, not {config!r}")
         self.config = config
         self.multiplier = multiplier
+        if b_memory != "auto":
+            memory_kind(b_memory, None, config.b_depth)      # validates
+        self.b_memory = b_memory
         self.layouts = engine_layouts(config)
         self._rounders = [StochasticRounder(config.wl, config.acc_width, shift_max=SHIFT_MAX,
                                             rand_width=config.lane_width) for _ in range(config.cols)]
@@ -121,7 +133,7 @@ class GemmEngine(wiring.Component):
     def elaborate(self, platform):
         cfg = self.config
         rows, cols, depth = cfg.rows, cfg.cols, cfg.depth
-        aw = addr_bits(cfg)
+        aw, bw = addr_bits(cfg), b_addr_bits(cfg)
         latency = self.rounder_latency
         m = Module()
         m.submodules[ARRAY_NAME] = array = SystolicArray(rows, cols, cfg.wl, cfg.acc_width, self.multiplier)
@@ -134,14 +146,16 @@ class GemmEngine(wiring.Component):
         assert flush_cycles >= 1
         tail_cycles = shift_latency + latency       # after the last DRAIN cycle: shift delay, then the rounder
 
-        # ---- operand memories: one write port (host), one synchronous read port (array) each
+        # ---- operand memories: one write port (host), one synchronous read port (array) each; B's write port
+        # waits while a run reads B (b_reading, below), so a single-ported B memory never sees both at once
         m.submodules.a_mem = a_mem = memory.Memory(shape=self.layouts["a_write"]["data"].shape, depth=depth, init=[])
-        m.submodules.b_mem = b_mem = memory.Memory(shape=self.layouts["b_write"]["data"].shape, depth=depth, init=[])
-        a_wr, b_wr = a_mem.write_port(), b_mem.write_port()
-        a_rd, b_rd = a_mem.read_port(), b_mem.read_port()
-        for port, wr in ((self.a_write, a_wr), (self.b_write, b_wr)):
-            m.d.comb += [port.ready.eq(1), wr.addr.eq(port.payload.addr), wr.data.eq(port.payload.data),
-                         wr.en.eq(port.valid)]
+        m.submodules.b_mem = b_mem = OperandMemory(cfg.cols * cfg.wl, cfg.b_depth, self.b_memory)
+        a_wr, a_rd = a_mem.write_port(), a_mem.read_port()
+        b_reading = Signal()
+        m.d.comb += [self.a_write.ready.eq(1), a_wr.addr.eq(self.a_write.payload.addr),
+                     a_wr.data.eq(self.a_write.payload.data), a_wr.en.eq(self.a_write.valid),
+                     self.b_write.ready.eq(~b_reading), b_mem.w_addr.eq(self.b_write.payload.addr),
+                     b_mem.w_data.eq(self.b_write.payload.data), b_mem.w_en.eq(self.b_write.valid & ~b_reading)]
 
         m.submodules.lanes = lanes = LFSRLanes(cols, cfg.lane_width, reset_seed=RESET_LANE_STATE)
         rounders = self._rounders
@@ -151,7 +165,7 @@ class GemmEngine(wiring.Component):
         # ---- run command latch and controller
         cmd = self.run.payload
         a_base = Signal(aw)
-        b_base = Signal(aw)
+        b_base = Signal(bw)
         k_last = Signal(aw + 1)         # k - 1
         drain = Signal()
         shift = Signal(range(SHIFT_MAX + 1))
@@ -169,7 +183,7 @@ class GemmEngine(wiring.Component):
         accept = Signal()
 
         m.d.comb += rejected.eq((cmd.k == 0) | (cmd.k > depth) | (cmd.a_base + cmd.k > depth)
-                                | (cmd.b_base + cmd.k > depth))
+                                | (cmd.b_base + cmd.k > cfg.b_depth))
 
         def to_flush_or_idle(is_drain):
             with m.If(is_drain):
@@ -225,7 +239,8 @@ class GemmEngine(wiring.Component):
             self.run.ready.eq(idle),
             accept.eq(idle & self.run.valid),
             a_rd.addr.eq(Mux(idle, cmd.a_base, a_base + ptr)),
-            b_rd.addr.eq(Mux(idle, cmd.b_base, b_base + ptr)),
+            b_mem.r_addr.eq(Mux(idle, cmd.b_base, b_base + ptr)),
+            b_reading.eq(accept | computing),   # accepted runs, rejected ones included (no adder on this path)
             issue_valid.eq(starting | computing),
             issue_clear.eq(starting & cmd.clear),
             shift_en.eq(draining),
@@ -235,12 +250,12 @@ class GemmEngine(wiring.Component):
         # ---- operands into the array: the read data arrives one cycle after the address and then passes
         # OPERAND_LATENCY registers, so every multiplier input is a flip-flop output (no block RAM read port
         # in front of a DSP block); valid/clear go through as many registers.
-        a_op, b_op = a_rd.data, b_rd.data
+        a_op, b_op = a_rd.data, b_mem.r_data
         valid_op, clear_op = Signal(name="valid_rd"), Signal(name="clear_rd")
         m.d.sync += [valid_op.eq(issue_valid), clear_op.eq(issue_clear)]
         for stage in range(OPERAND_LATENCY):
             a_reg = Signal.like(a_rd.data, name=f"a_op{stage}")
-            b_reg = Signal.like(b_rd.data, name=f"b_op{stage}")
+            b_reg = Signal(len(b_mem.r_data), name=f"b_op{stage}")
             valid_reg, clear_reg = Signal(name=f"valid_op{stage}"), Signal(name=f"clear_op{stage}")
             m.d.sync += [a_reg.eq(a_op), b_reg.eq(b_op), valid_reg.eq(valid_op), clear_reg.eq(clear_op)]
             a_op, b_op, valid_op, clear_op = a_reg, b_reg, valid_reg, clear_reg

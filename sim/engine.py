@@ -6,8 +6,8 @@ each run occupies the engine. The arithmetic is that of ``docs/numerics.md`` §5
 (:func:`.rounding.round_shift`); the random words come from :func:`.lfsr.lane_words` (§4); the tile/lane order is
 §6, so :func:`gemm_via_engine` equals :func:`.gemm.tiled_gemm` bit for bit.
 
-Engine interface (``rtl/engine.py``, ``GemmEngine(config)``; widths: ``AW = log2(depth)``)
-------------------------------------------------------------------------------------------
+Engine interface (``rtl/engine.py``, ``GemmEngine(config)``; widths: ``AW = log2(depth)``, ``BW = log2(b_depth)``)
+---------------------------------------------------------------------------------------------------------------
 All streams are ``amaranth.lib.stream`` interfaces (``payload``/``valid``/``ready``); in Verilog the members are
 flattened as ``<name>__payload``, ``<name>__valid``, ``<name>__ready`` and each payload is one packed vector laid
 out by the layouts below (:func:`engine_layouts`; first field in the least significant bits).
@@ -15,15 +15,20 @@ out by the layouts below (:func:`engine_layouts`; first field in the least signi
 ``a_write`` : In stream, payload ``{addr: unsigned(AW), data: ArrayLayout(signed(wl), rows)}``
     Writes A-memory entry ``addr`` (entry ``k`` is column ``k`` of an A tile: ``data[r] = A[r, k]``).
     Always ready (a dedicated write port).
-``b_write`` : In stream, payload ``{addr: unsigned(AW), data: ArrayLayout(signed(wl), cols)}``
-    Writes B-memory entry ``addr`` (entry ``k`` is row ``k`` of a B tile: ``data[j] = B[k, j]``). Always ready.
-``run`` : In stream, payload ``{a_base: unsigned(AW), b_base: unsigned(AW), k: unsigned(AW + 1), clear: 1,
+``b_write`` : In stream, payload ``{addr: unsigned(BW), data: ArrayLayout(signed(wl), cols)}``
+    Writes B-memory entry ``addr`` (entry ``k`` is row ``k`` of a B tile: ``data[j] = B[k, j]``). The B memory
+    has ``b_depth`` entries (``EngineConfig.b_depth``, at least ``depth``). Ready except in the cycles in which
+    a run reads the B memory (the cycle a run command is accepted and the ``COMPUTE`` cycles after it): the B
+    memory may be single-ported (iCE40 SPRAM, ``rtl/operand_memory.py``), so a write waits for the read. The
+    host link's executor never writes during a run (it answers RUN only when the engine is idle again), so it
+    never waits.
+``run`` : In stream, payload ``{a_base: unsigned(AW), b_base: unsigned(BW), k: unsigned(AW + 1), clear: 1,
 drain: 1}``
     One run: for ``i = 0 .. k-1`` every PE ``(r, j)`` accumulates ``A_mem[a_base + i][r] * B_mem[b_base + i][j]``.
     ``clear=1`` zeroes the accumulators before the first product; ``drain=1`` rounds the ``rows x cols``
     accumulators after the last product (column ``j`` through rounder/lane ``j``, rows in increasing order),
     writes them to a result bank and leaves every accumulator at 0. Accepted only while the engine is idle
-    (``ready = ~busy``). A run with ``k == 0``, ``k > depth``, ``a_base + k > depth`` or ``b_base + k > depth``
+    (``ready = ~busy``). A run with ``k == 0``, ``k > depth``, ``a_base + k > depth`` or ``b_base + k > b_depth``
     is *rejected*: accepted and dropped in one cycle, nothing computed, no lane advanced; it sets ``error``
     and counts in ``counters.rejected``.
 ``result`` : Out stream, payload ``{data: ArrayLayout(signed(wl), cols), sat: unsigned(cols), last: 1}``
@@ -48,7 +53,8 @@ drain: 1}``
     waits because both result banks hold tiles that the ``result`` stream has not taken: it waits for output).
     ``saturated`` counts saturated outputs written to the result banks, ``runs`` accepted runs (rejected ones
     included) and ``rejected`` rejected runs. There is no operand-write contention to count: the writes have
-    their own memory ports and are always accepted, so an input stall is only ever a missing run command.
+    their own memory ports (a B write waits only while a run reads B, see ``b_write``), so an input stall is
+    only ever a missing run command.
 ``counters_clear`` : In(1)
     Zeroes the counters and ``error``.
 
@@ -71,9 +77,10 @@ the rounder pipeline. (The array's registered copies of the drain-shift control 
 raises it ``shift_latency`` cycles before the accumulators are final and delays the rounders' valid alike.)
 
 Operand memories: a write lands at the end of the cycle it is transferred in. A run reads entry
-``base + i`` in cycle ``t0 + i``; writing an entry of ``[base, base + k)`` while that run is in progress gives
-that run either the old or the new value, so the host must only write entries outside the ranges of the run in
-progress (e.g. the other half of the memory: double buffering). Writes to any entry while idle are safe.
+``base + i`` in cycle ``t0 + i``; writing an A entry of ``[a_base, a_base + k)`` while that run is in progress
+gives that run either the old or the new value, so the host must only write A entries outside the range of the
+run in progress (e.g. the other half of the memory: double buffering). B writes wait while a run reads B (see
+``b_write``), so they land after that run has read its entries. Writes to any entry while idle are safe.
 
 Members
 -------
@@ -111,7 +118,8 @@ from .pe import check_operands
 from .planner import CommandPlanner, ReadResult, Run, RunTiles, WriteOperand, plan_gemm
 from .rounding import RoundingMode, check_shift, parse_mode, round_shift
 
-__all__ = ["OPERAND_LATENCY", "ROUNDER_LATENCY", "COUNTER_WIDTH", "COUNTER_NAMES", "RESET_LANE_STATE", "addr_bits", "engine_layouts",
+__all__ = ["OPERAND_LATENCY", "ROUNDER_LATENCY", "COUNTER_WIDTH", "COUNTER_NAMES", "RESET_LANE_STATE", "addr_bits",
+           "b_addr_bits", "engine_layouts",
            "run_cycles", "gemm_cycles", "run_is_valid", "EngineModel", "gemm_via_engine"]
 
 OPERAND_LATENCY = 1
@@ -129,8 +137,13 @@ def _check_config(config):
 
 
 def addr_bits(config):
-    """Bits of an operand-memory address (``log2(depth)``)."""
+    """Bits of an A-memory address and of ``k - 1`` (``log2(depth)``)."""
     return _check_config(config).depth.bit_length() - 1
+
+
+def b_addr_bits(config):
+    """Bits of a B-memory address (``log2(b_depth)``)."""
+    return _check_config(config).b_depth.bit_length() - 1
 
 
 def engine_layouts(config):
@@ -138,11 +151,11 @@ def engine_layouts(config):
     from amaranth.hdl import signed, unsigned
     from amaranth.lib import data
 
-    aw = addr_bits(config)
+    aw, bw = addr_bits(config), b_addr_bits(config)
     return {
         "a_write": data.StructLayout({"addr": unsigned(aw), "data": data.ArrayLayout(signed(config.wl), config.rows)}),
-        "b_write": data.StructLayout({"addr": unsigned(aw), "data": data.ArrayLayout(signed(config.wl), config.cols)}),
-        "run": data.StructLayout({"a_base": unsigned(aw), "b_base": unsigned(aw), "k": unsigned(aw + 1),
+        "b_write": data.StructLayout({"addr": unsigned(bw), "data": data.ArrayLayout(signed(config.wl), config.cols)}),
+        "run": data.StructLayout({"a_base": unsigned(aw), "b_base": unsigned(bw), "k": unsigned(aw + 1),
                                   "clear": unsigned(1), "drain": unsigned(1)}),
         "result": data.StructLayout({"data": data.ArrayLayout(signed(config.wl), config.cols),
                                      "sat": unsigned(config.cols), "last": unsigned(1)}),
@@ -152,8 +165,8 @@ def engine_layouts(config):
 
 def run_is_valid(config, a_base, b_base, k):
     """``True`` if the engine executes run ``(a_base, b_base, k)``, ``False`` if it rejects it (see module doc)."""
-    depth = _check_config(config).depth
-    return 1 <= k <= depth and a_base + k <= depth and b_base + k <= depth
+    config = _check_config(config)
+    return 1 <= k <= config.depth and a_base + k <= config.depth and b_base + k <= config.b_depth
 
 
 def run_cycles(config, k, drain):
@@ -198,7 +211,7 @@ class EngineModel:
     a_mem : numpy.ndarray
         ``depth x rows`` int64, the A memory (zero after reset).
     b_mem : numpy.ndarray
-        ``depth x cols`` int64, the B memory.
+        ``b_depth x cols`` int64, the B memory.
     acc : numpy.ndarray
         ``rows x cols`` int64, the accumulators (two's complement in ``acc_width`` bits, like the RTL).
     lane_state : list of int
@@ -218,7 +231,7 @@ class EngineModel:
     def __init__(self, config):
         self.config = _check_config(config)
         self.a_mem = np.zeros((config.depth, config.rows), dtype=np.int64)
-        self.b_mem = np.zeros((config.depth, config.cols), dtype=np.int64)
+        self.b_mem = np.zeros((config.b_depth, config.cols), dtype=np.int64)
         self.acc = np.zeros((config.rows, config.cols), dtype=np.int64)
         self.lane_state = [RESET_LANE_STATE] * config.lanes
         self.results = deque()
@@ -226,14 +239,15 @@ class EngineModel:
         self.error = False
 
     def _write(self, mem, name, width, addr, entries):
+        depth = len(mem)
         entries = check_operands(name, np.asarray(entries), self.config.wl)
         if entries.ndim == 1:
             entries = entries[None, :]
         if entries.ndim != 2 or entries.shape[1] != width:
             raise ValueError(f"{name} entries must be vectors of {width} raw words, not shape {entries.shape}")
-        if not isinstance(addr, (int, np.integer)) or not 0 <= addr <= self.config.depth - len(entries):
+        if not isinstance(addr, (int, np.integer)) or not 0 <= addr <= depth - len(entries):
             raise ValueError(f"{name} write of {len(entries)} entries at address {addr!r} does not fit in depth "
-                             f"{self.config.depth}")
+                             f"{depth}")
         mem[addr:addr + len(entries)] = entries
 
     def write_a(self, addr, entries):
@@ -270,9 +284,9 @@ class EngineModel:
     def run(self, a_base, b_base, k, clear, drain, shift=0, mode=RoundingMode.NEAREST):
         """Execute one run command; returns the cycles it occupies the engine (1 for a rejected run)."""
         config = self.config
-        for name, value in (("a_base", a_base), ("b_base", b_base)):
-            if not isinstance(value, (int, np.integer)) or not 0 <= value < config.depth:
-                raise ValueError(f"{name} must be an integer from 0 to {config.depth - 1}, not {value!r}")
+        for name, value, depth in (("a_base", a_base, config.depth), ("b_base", b_base, config.b_depth)):
+            if not isinstance(value, (int, np.integer)) or not 0 <= value < depth:
+                raise ValueError(f"{name} must be an integer from 0 to {depth - 1}, not {value!r}")
         if not isinstance(k, (int, np.integer)) or not 0 <= k < 2 * config.depth:
             raise ValueError(f"k must be an integer from 0 to {2 * config.depth - 1} (the field width), not {k!r}")
         shift = check_shift(shift)

@@ -52,8 +52,13 @@ class EngineConfig:
     wl : int
         Operand and result word length, 2 to ``MAX_WL``.
     depth : int
-        Entries of each operand buffer: the largest K of one run (A entries are columns of an A tile, B entries
-        rows of a B tile). A power of two from 2 to 65536.
+        Entries of the A operand buffer: the largest K of one run (A entries are columns of an A tile). A power
+        of two from 2 to 65536.
+    b_depth : int or None
+        Entries of the B operand buffer (B entries are rows of a B tile: the weights of the forward and
+        input-gradient GEMMs, kept resident across calls). A power of two from ``depth`` to 65536; ``None``
+        (default) means ``depth``. Deeper than A's on boards with a large memory next to the block RAM
+        (iCE40UP5K SPRAM, ``rtl/operand_memory.py``); a run still covers at most ``depth`` entries.
     max_k_log2 : int
         ``log2`` of the largest K one output accumulates over all runs; sets the accumulator width.
 
@@ -74,6 +79,7 @@ class EngineConfig:
     wl: int = 16
     depth: int = 512
     max_k_log2: int = MAX_K_LOG2
+    b_depth: "int | None" = None
     lane_width: int = field(default=LANE_WIDTH, init=False)
 
     def __post_init__(self):
@@ -86,6 +92,12 @@ class EngineConfig:
         if (not isinstance(self.depth, int) or not 2 <= self.depth <= 65536
                 or self.depth & (self.depth - 1)):
             raise ValueError(f"Buffer depth must be a power of two from 2 to 65536, not {self.depth!r}")
+        if self.b_depth is None:
+            object.__setattr__(self, "b_depth", self.depth)
+        if (isinstance(self.b_depth, bool) or not isinstance(self.b_depth, int)
+                or not self.depth <= self.b_depth <= 65536 or self.b_depth & (self.b_depth - 1)):
+            raise ValueError(f"B buffer depth b_depth must be a power of two from the A depth {self.depth} to "
+                             f"65536, not {self.b_depth!r}")
         if not isinstance(self.max_k_log2, int) or not 1 <= self.max_k_log2 <= 24:
             raise ValueError(f"max_k_log2 must be an integer from 1 to 24, not {self.max_k_log2!r}")
         if self.max_k < self.depth:

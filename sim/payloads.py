@@ -18,6 +18,8 @@ value_bytes, entry_bytes, result_row_bytes, result_bytes
 max_tiles, run_tiles_args, run_tiles_ok, run_tiles_cycles
     RUN_TILES: the most tiles one response can carry (16-bit LEN), its payload, the argument rule, the engine's
     busy cycles.
+operand_depth
+    Entries of the A or B memory (the WRITE and RUN address range).
 max_payload
     Largest request payload for a receive buffer.
 write_frames
@@ -51,12 +53,13 @@ from .gemm import EngineConfig
 from .wire import MAX_LENGTH, Command, request_frame_bytes
 
 __all__ = ["PROTOCOL_VERSION", "MAGIC", "RUN_CLEAR", "RUN_DRAIN", "FieldLayout", "WRITE_HEADER", "RUN_ARGS",
-           "RUN_TILES_ARGS", "ROUNDING_ARGS", "SEED", "COUNTER", "value_bytes", "entry_bytes", "result_row_bytes",
-           "result_bytes", "max_tiles", "run_tiles_args", "run_tiles_ok", "run_tiles_cycles", "max_payload", "write_frames",
-           "request_length_range", "pack_values", "unpack_values", "encode_result", "decode_result", "decode_tiles",
-           "LINK_COUNTERS", "counter_names", "default_frame_timeout", "DEFAULT_RX_BUFFER", "Identity"]
+           "RUN_TILES_ARGS", "ROUNDING_ARGS", "SEED", "COUNTER", "value_bytes", "entry_bytes", "operand_depth",
+           "result_row_bytes", "result_bytes", "max_tiles", "run_tiles_args", "run_tiles_ok", "run_tiles_cycles",
+           "max_payload", "write_frames", "request_length_range", "pack_values", "unpack_values", "encode_result",
+           "decode_result", "decode_tiles", "LINK_COUNTERS", "counter_names", "default_frame_timeout",
+           "DEFAULT_RX_BUFFER", "Identity"]
 
-PROTOCOL_VERSION = 2          # 2: RUN_TILES
+PROTOCOL_VERSION = 2          # 2: RUN_TILES, and IDENTIFY reports B_DEPTH (32 bytes; version 1 had 28, B depth = DEPTH)
 MAGIC = b"FXTR"
 
 RUN_CLEAR = 1
@@ -157,6 +160,14 @@ def entry_bytes(config, which):
     return (config.rows if which == "A" else config.cols) * value_bytes(config)
 
 
+def operand_depth(config, which):
+    """Entries of the A memory (``depth``) or the B memory (``b_depth``): the address range of WRITE_A/WRITE_B
+    and of RUN's A_BASE/B_BASE."""
+    if which not in ("A", "B"):
+        raise ValueError(f"Operand must be 'A' or 'B', not {which!r}")
+    return config.depth if which == "A" else config.b_depth
+
+
 def result_row_bytes(config):
     """Bytes of one result row: ``cols`` values, then ``ceil(cols/8)`` saturation-flag bytes."""
     return config.cols * value_bytes(config) + (config.cols + 7) // 8
@@ -169,7 +180,7 @@ def result_bytes(config):
 
 def max_tiles(config):
     """The most tiles one RUN_TILES may run: ``n_tiles * result_bytes`` must fit the 16-bit LEN, and at most
-    ``depth`` (a group of B tiles of ``K >= 1`` entries each fits the B memory; it keeps the counter narrow)."""
+    the A ``depth`` (it keeps the tile counter narrow; a row of LeNet's widest GEMM has 128 tiles)."""
     return min(MAX_LENGTH // result_bytes(config), config.depth)
 
 
@@ -180,12 +191,12 @@ def run_tiles_args(a_base, b_base, b_step, k, n_tiles):
 
 def run_tiles_ok(config, b_step, a_base, b_base, k, n_tiles, flags):
     """Whether RUN_TILES arguments are legal (else the device answers BAD_ARGUMENT and runs nothing):
-    ``1 <= n_tiles <= max_tiles``, ``1 <= k``, ``a_base + k <= depth``, ``b_step <= depth``, every tile's B range
-    ``b_base + t * b_step + k <= depth`` (``t = n_tiles - 1`` is the largest) and ``flags == RUN_CLEAR |
+    ``1 <= n_tiles <= max_tiles``, ``1 <= k``, ``a_base + k <= depth``, ``b_step <= b_depth``, every tile's B
+    range ``b_base + t * b_step + k <= b_depth`` (``t = n_tiles - 1`` is the largest) and ``flags == RUN_CLEAR |
     RUN_DRAIN``."""
-    depth = config.depth
-    return (1 <= n_tiles <= max_tiles(config) and k >= 1 and a_base + k <= depth and b_step <= depth
-            and b_base + (n_tiles - 1) * b_step + k <= depth and flags == RUN_CLEAR | RUN_DRAIN)
+    depth, b_depth = operand_depth(config, "A"), operand_depth(config, "B")
+    return (1 <= n_tiles <= max_tiles(config) and k >= 1 and a_base + k <= depth and b_step <= b_depth
+            and b_base + (n_tiles - 1) * b_step + k <= b_depth and flags == RUN_CLEAR | RUN_DRAIN)
 
 
 def run_tiles_cycles(config, k, n_tiles):
@@ -222,7 +233,8 @@ def request_length_range(config, cmd):
         return None
     if cmd in (Command.WRITE_A, Command.WRITE_B):
         e = entry_bytes(config, "A" if cmd is Command.WRITE_A else "B")
-        return WRITE_HEADER.size + e, min(MAX_LENGTH, WRITE_HEADER.size + config.depth * e)
+        depth = operand_depth(config, "A" if cmd is Command.WRITE_A else "B")
+        return WRITE_HEADER.size + e, min(MAX_LENGTH, WRITE_HEADER.size + depth * e)
     fixed = {Command.SET_ROUNDING: ROUNDING_ARGS.size, Command.SET_SEEDS: SEED.size * config.lanes,
              Command.RUN: RUN_ARGS.size, Command.RUN_TILES: RUN_TILES_ARGS.size}
     n = fixed.get(cmd, 0)
@@ -302,12 +314,13 @@ def default_frame_timeout(clk_freq):
 
 @dataclass(frozen=True)
 class Identity:
-    """The IDENTIFY payload (28 bytes; layout in ``docs/protocol.md``).
+    """The IDENTIFY payload (32 bytes since protocol version 2; layout in ``docs/protocol.md``).
 
     Members
     -------
-    version, rows, cols, wl, max_k_log2, lane_width, n_counters, depth, clk_freq, baud, frame_timeout
-        The fields; ``baud`` is 0 for the byte-stream (simulation) variant of the SoC.
+    version, rows, cols, wl, max_k_log2, lane_width, n_counters, depth, clk_freq, baud, frame_timeout, b_depth
+        The fields; ``baud`` is 0 for the byte-stream (simulation) variant of the SoC; ``b_depth`` (bytes 28-31,
+        new in version 2) the B memory's entries.
     rx_buffer_log2 : int
         ``log2`` of the request bytes the device buffers (byte 11, 0 on a device that does not promise any:
         the host then waits for each response before the next request).
@@ -329,8 +342,9 @@ class Identity:
     baud: int
     frame_timeout: int
     rx_buffer_log2: int = 0
+    b_depth: int = 0
 
-    FORMAT = "<4sBBBBBBBBIIII"
+    FORMAT = "<4sBBBBBBBBIIIII"
     SIZE = struct.calcsize(FORMAT)
 
     @classmethod
@@ -345,24 +359,25 @@ class Identity:
         return cls(PROTOCOL_VERSION, config.rows, config.cols, config.wl, config.max_k_log2, config.lane_width,
                    len(LINK_COUNTERS) + n_engine_counters, config.depth, int(clk_freq), int(baud),
                    default_frame_timeout(clk_freq) if frame_timeout is None else int(frame_timeout),
-                   rx_buffer.bit_length() - 1 if rx_buffer else 0)
+                   rx_buffer.bit_length() - 1 if rx_buffer else 0, config.b_depth)
 
     def to_bytes(self):
         return struct.pack(self.FORMAT, MAGIC, self.version, self.rows, self.cols, self.wl, self.max_k_log2,
                            self.lane_width, self.n_counters, self.rx_buffer_log2, self.depth, self.clk_freq, self.baud,
-                           self.frame_timeout)
+                           self.frame_timeout, self.b_depth)
 
     @classmethod
     def from_bytes(cls, data):
         data = bytes(data)
         if len(data) != cls.SIZE:
-            raise ValueError(f"IDENTIFY payload must be {cls.SIZE} bytes, not {len(data)}")
+            raise ValueError(f"IDENTIFY payload must be {cls.SIZE} bytes (protocol version {PROTOCOL_VERSION}), not "
+                             f"{len(data)}")
         (magic, version, rows, cols, wl, max_k_log2, lane_width, n_counters, rx_buffer_log2, depth, clk_freq, baud,
-         frame_timeout) = struct.unpack(cls.FORMAT, data)
+         frame_timeout, b_depth) = struct.unpack(cls.FORMAT, data)
         if magic != MAGIC:
             raise ValueError(f"IDENTIFY payload starts with {magic!r}, not {MAGIC!r}: not an fxtrain device")
         return cls(version, rows, cols, wl, max_k_log2, lane_width, n_counters, depth, clk_freq, baud,
-                   frame_timeout, rx_buffer_log2)
+                   frame_timeout, rx_buffer_log2, b_depth)
 
     @property
     def rx_buffer(self):
@@ -371,4 +386,4 @@ class Identity:
     @property
     def config(self):
         return EngineConfig(rows=self.rows, cols=self.cols, wl=self.wl, depth=self.depth,
-                            max_k_log2=self.max_k_log2)
+                            max_k_log2=self.max_k_log2, b_depth=self.b_depth)

@@ -10,7 +10,7 @@ between neither, so a K-split keeps accumulating at full width and only the comp
 
 Tile loop (``docs/protocol.md`` §3, RUN_TILES): when K fits one chunk (``K <= chunk``), the tiles of a tile row go
 to the device in *groups* of consecutive columns ``tn0 .. tn0 + count - 1`` (:attr:`GemmPlan.groups`; ``count`` at
-most ``depth // K`` so that the group's B chunks lie one after another in B memory, and at most
+most ``b_depth // K`` so that the group's B chunks lie one after another in B memory, and at most
 ``sim.payloads.max_tiles`` so that one response carries them): the group's B entries are written as one block
 (unless resident), then one RUN_TILES runs every tile of the group and answers with their results. A K-split
 (``K > chunk``) keeps the per-tile RUN / READ_RESULT schedule below.
@@ -18,7 +18,8 @@ most ``depth // K`` so that the group's B chunks lie one after another in B memo
 Schedule (:class:`CommandPlanner`): per run, the A chunk (columns ``k0..k1`` of tile row ``tm``) and the B chunk
 (rows ``k0..k1`` of tile column ``tn``) are written unless already resident, then the run; after a tile's last
 run its result is read. Residency is the planner's belief of the operand memories: each memory is managed as
-keyed address ranges with LRU eviction (:class:`ResidentMemory`); A chunks are keyed by ``(gemm, tm, k0)`` (sent
+keyed address ranges with LRU eviction (:class:`ResidentMemory`; A's of ``depth`` entries, B's of ``b_depth``);
+A chunks are keyed by ``(gemm, tm, k0)`` (sent
 once per tile row, reused for every ``tn``), B chunks by the caller's ``b_key`` (across calls) or by the call,
 and every key carries a content digest, so a stale key costs a re-send, never a wrong result. A consumer that
 fails to execute a command must call :meth:`CommandPlanner.forget` (the device's memories are then unknown).
@@ -119,7 +120,7 @@ class GemmPlan:
         self.tiles = [(tm, tn) for tm in range(self.mt) for tn in range(self.nt)]
         self.groups = None
         if tile_loop and len(self.chunks) == 1:
-            per = min(self.nt, config.depth // self.k, max_tiles(config))
+            per = min(self.nt, config.b_depth // self.k, max_tiles(config))
             self.groups = [TileGroup(tm, tn0, min(per, self.nt - tn0), tm * self.nt + tn0)
                            for tm in range(self.mt) for tn0 in range(0, self.nt, per)]
 
@@ -320,7 +321,7 @@ class CommandPlanner:
         self.config = config
         self.residency = bool(residency)
         self.a_mem = ResidentMemory(config.depth)
-        self.b_mem = ResidentMemory(config.depth)
+        self.b_mem = ResidentMemory(config.b_depth)
         self.rounding = None
         self._gemm_id = 0
 

@@ -22,8 +22,8 @@ import numpy as np
 from .gemm import EngineConfig
 from .payloads import *  # noqa: F401,F403  (re-exported: the protocol's payload layouts)
 from .payloads import (COUNTER, DEFAULT_RX_BUFFER, LINK_COUNTERS, ROUNDING_ARGS, RUN_ARGS, RUN_CLEAR, RUN_DRAIN,
-                       RUN_TILES_ARGS, SEED, WRITE_HEADER, Identity, encode_result, entry_bytes, request_length_range,
-                       run_tiles_ok, unpack_values, value_bytes)
+                       RUN_TILES_ARGS, SEED, WRITE_HEADER, Identity, encode_result, entry_bytes, operand_depth,
+                       request_length_range, run_tiles_ok, unpack_values, value_bytes)
 from .payloads import __all__ as _payload_names
 from .wire import *  # noqa: F401,F403  (re-exported: the protocol's wire codec)
 from .wire import CRC_INIT, REQUEST_SOF, Command, Status, crc16, crc16_update, encode_response
@@ -200,7 +200,7 @@ class ProtocolEmulator:
         e = entry_bytes(self.config, "A" if self._cmd == Command.WRITE_A else "B")
         if count == 0 or self._len != 4 + count * e:
             return Status.BAD_LENGTH
-        if addr + count > self.config.depth:
+        if addr + count > operand_depth(self.config, "A" if self._cmd == Command.WRITE_A else "B"):
             return Status.BAD_ARGUMENT
         return Status.OK
 
@@ -268,7 +268,7 @@ class ProtocolEmulator:
             return (Status.BAD_ARGUMENT if self._zero_seed else Status.OK), None
         if cmd is Command.RUN:
             a_base, b_base, k, flags = RUN_ARGS.unpack(self._args).values()
-            if not 1 <= k <= cfg.depth or a_base + k > cfg.depth or b_base + k > cfg.depth or flags > 3:
+            if not 1 <= k <= cfg.depth or a_base + k > cfg.depth or b_base + k > cfg.b_depth or flags > 3:
                 return Status.BAD_ARGUMENT, None
             self.engine.run(a_base, b_base, k, bool(flags & RUN_CLEAR), bool(flags & RUN_DRAIN), self.shift,
                             self.mode)

@@ -8,6 +8,7 @@ must equal ``sim.gemm.tiled_gemm`` with the same lane seeds, bit for bit (``docs
 import dataclasses
 import random
 import time
+import types
 
 import numpy as np
 import pytest
@@ -17,12 +18,13 @@ from fxtrain.host.device import Device, DeviceError, DeviceMismatch, DeviceTimeo
 from fxtrain.host.transport import EmulatorTransport, Transport, TransportError
 from fxtrain.sim.gemm import EngineConfig, tiled_gemm
 from fxtrain.sim.lfsr import lane_seeds
-from fxtrain.sim.payloads import RUN_ARGS, WRITE_HEADER
+from fxtrain.sim.payloads import RUN_ARGS, WRITE_HEADER, Identity
 from fxtrain.sim.protocol import Command, ProtocolEmulator, ResponseParser, Status, encode_request
 from fxtrain.sim.rounding import RoundingMode
 from fxtrain.sim.runner import simulator_available
 
-SIM_CONFIG = EngineConfig(rows=2, cols=2, wl=16, depth=32, max_k_log2=12)
+# B memory deeper than A's (and than 512), as on the iCEBreaker (the simulation transports' default)
+SIM_CONFIG = EngineConfig(rows=2, cols=2, wl=16, depth=32, max_k_log2=12, b_depth=1024)
 TRANSPORTS = ["emu", "sim:verilator", "sim:icarus"]
 
 
@@ -100,6 +102,34 @@ def test_resident_b_is_sent_once_per_key(device):
     a = _random(rng, (3, 12), device.config.wl)
     got = device.gemm(a, b2, 15, "stochastic", b_key=key)
     assert (got.c == mirror.gemm(a, b2, 15, "stochastic").c).all()
+
+
+def test_weights_above_a_depth_stay_resident_in_the_deeper_b_memory(device):
+    """B memory of 1024 entries next to A's 32: 24 keyed weight matrices (K from 16 to 33 > A's depth, so
+    K-splits, and K = 1; N = 3 and 1) take 810 B entries, addresses above 512 and far above A's range; every
+    GEMM is bit-exact, and a second pass over all keys sends no B entry at all."""
+    seed = 1212
+    rng = np.random.default_rng(seed)
+    print("seed", seed)
+    assert device.config.b_depth == 1024 and device.config.depth == 32
+    device.reset()                        # start from an empty B memory (earlier tests' keys are forgotten)
+    device.seed(seed)
+    mirror = Mirror(device.config, seed)
+    shapes = [((16 + (7 * i) % 18) if i % 6 else 1, 3 if i % 2 else 1) for i in range(24)]    # K 1, 16..33
+    weights = [_random(rng, (k, n), device.config.wl) for k, n in shapes]
+    assert 512 < sum(k * -(-n // 2) for k, n in shapes) <= 1024
+    for rnd in range(2):
+        sent = device.counters["b_entries_sent"]
+        for i, b in enumerate(weights):
+            a = _random(rng, (int(rng.integers(1, 6)), b.shape[0]), device.config.wl)
+            mode = "stochastic" if (i + rnd) % 2 else "nearest"
+            got = device.gemm(a, b, 9, mode, b_key=("w", i))
+            want = mirror.gemm(a, b, 9, mode)
+            assert (got.c == want.c).all() and (got.saturated == want.saturated).all(), (rnd, i)
+        if rnd == 1:
+            assert device.counters["b_entries_sent"] == sent
+    b_mem = device.planner.b_mem if device.pipelined else device._b_mem
+    assert b_mem.depth == 1024 and max(start + n for start, n, _ in b_mem._ranges.values()) > 512
 
 
 def _responses(transport, wait, settle=0.05):
@@ -242,7 +272,14 @@ def test_device_with_other_geometry_or_protocol_is_refused():
         Device(EmulatorTransport(emu), expect=EngineConfig(rows=4, cols=2, wl=16, depth=32, max_k_log2=12))
     with pytest.raises(DeviceMismatch, match="has clk_freq = 12000000, expected 48000000"):
         Device(EmulatorTransport(emu), expect={"clk_freq": 48_000_000})
-    emu.identity = dataclasses.replace(emu.identity, version=9)
+    with pytest.raises(DeviceMismatch, match="has b_depth = 1024, expected 32"):
+        Device(EmulatorTransport(emu), expect=dataclasses.replace(SIM_CONFIG, b_depth=32))
+    version1 = emu.identity.to_bytes()[:28]          # a version-1 device: 28 bytes, no b_depth
+    version1 = version1[:4] + bytes([1]) + version1[5:]
+    emu.identity = types.SimpleNamespace(to_bytes=lambda: version1)
+    with pytest.raises(DeviceMismatch, match="speaks protocol version 1, this host speaks version 2"):
+        Device(EmulatorTransport(emu))
+    emu.identity = dataclasses.replace(Identity.from_parameters(SIM_CONFIG, 12_000_000, 3_000_000), version=9)
     with pytest.raises(DeviceMismatch, match="speaks protocol version 9, this host speaks version 2"):
         Device(EmulatorTransport(emu))
 
@@ -418,8 +455,9 @@ def test_failed_operand_write_leaves_nothing_stale():
 
 def test_failed_gemm_leaves_the_lanes_where_they_were():
     """A stochastic GEMM that raises after some of its tiles drained does not move the lanes: the next GEMMs equal
-    the golden model continued from before the failed call."""
-    cfg = SIM_CONFIG
+    the golden model continued from before the failed call. (B memory as deep as A's, so the K = 40 GEMM re-sends
+    its B chunks for the second tile row, where the corruption starts.)"""
+    cfg = dataclasses.replace(SIM_CONFIG, b_depth=SIM_CONFIG.depth)
     transport = CorruptWriteB(ProtocolEmulator(cfg))
     dev = Device(transport, retries=1)
     dev.seed(9)

@@ -5,19 +5,19 @@ import pytest
 from fxtrain.rtl.engine import GemmEngine
 from fxtrain.sim.gemm import EngineConfig
 
-GEOMETRIES = [(2, 4, 1), (4, 4, 2)]
+GEOMETRIES = [(2, 4, 1, None), (4, 4, 2, None), (3, 2, 3, 1024)]      # the last with B deeper than A (16)
 
 
-@pytest.mark.parametrize("rows,cols,seed", GEOMETRIES)
-def test_engine_bench(simulator, run_cocotb, rows, cols, seed):
+@pytest.mark.parametrize("rows,cols,seed,b_depth", GEOMETRIES)
+def test_engine_bench(simulator, run_cocotb, rows, cols, seed, b_depth):
     """engine_bench: the scenario (K=1, K=depth, K-split, extreme operands, shift 0/32, both modes, rejected and
     random runs) once with streams never stalling and once with 30 % random valid stalls on every source and a
     result sink ready 5 % of the time (drains wait for a bank): every output bit, every run's cycle count net
     of output stalls, and the counters equal the model's."""
     print(f"seed={seed}")
     params = {"rows": rows, "cols": cols, "wl": 8, "depth": 16, "max_k_log2": 8, "seed": seed, "runs": 10,
-              "stall_probability": 0.3, "result_ready_probability": 0.05}
-    config = EngineConfig(**{k: params[k] for k in ("rows", "cols", "wl", "depth", "max_k_log2")})
+              "stall_probability": 0.3, "result_ready_probability": 0.05, "b_depth": b_depth}
+    config = EngineConfig(**{k: params[k] for k in ("rows", "cols", "wl", "depth", "max_k_log2", "b_depth")})
     assert run_cocotb(GemmEngine(config), "gemm_engine", "fxtrain.sim.benches.engine_bench", simulator, params) == 2
 
 

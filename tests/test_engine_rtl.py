@@ -117,6 +117,85 @@ def test_engine_matches_model(rows, cols):
     assert error == want_error
 
 
+@pytest.mark.parametrize("rows,cols,b_depth", [(2, 4, 32), (3, 1, 1024)])
+def test_engine_with_a_deeper_b_memory_matches_model(rows, cols, b_depth):
+    """A B memory deeper than A's (depth 8): the scenario adds K = 1 at B's last entry, full-depth runs on B
+    entries above A's range and across B's middle, b_base + k > b_depth rejected, random runs anywhere in B;
+    every output, run cycle count, counter and the error flag equal the model's."""
+    seed = 300 + b_depth + rows
+    print(f"seed={seed}")
+    config = EngineConfig(rows=rows, cols=cols, wl=8, depth=8, max_k_log2=6, b_depth=b_depth)
+    ops = engine_scenario(config, seed, runs=8)
+    assert any(op[0] == "run" and op[2] >= 8 for op in ops)
+    want_tiles, want_cycles, want_counters, want_error = expected_outputs(config, ops)
+    tiles, cycles, counters, error, _ = simulate(config, ops, seed)
+    assert tiles == want_tiles
+    assert cycles == want_cycles
+    for name in ("busy", "saturated", "runs", "rejected"):
+        assert counters[name] == want_counters[name], name
+    assert error == want_error
+
+
+def test_b_write_waits_while_a_run_reads_b():
+    """b_write is not ready in the cycles a run reads the B memory (its accept cycle and the k - 1 COMPUTE cycles:
+    the rule that lets B live in single-ported SPRAM) and ready again right after; a B write offered during the
+    run lands after it, so the run uses the old entry and the next run the new one; A stays always ready."""
+    config = EngineConfig(rows=1, cols=2, wl=8, depth=8, max_k_log2=6, b_depth=16)
+    dut = GemmEngine(config)
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    seen = {}
+    k = 5
+
+    async def bench(ctx):
+        ctx.set(dut.result.ready, 1)
+        for i in range(k):
+            for port, data in ((dut.a_write, [i + 1]), (dut.b_write, [1, -1])):
+                ctx.set(port.payload, {"addr": i if port is dut.a_write else 10 + i, "data": data})
+                ctx.set(port.valid, 1)
+                await ctx.tick().until(port.ready)
+                ctx.set(port.valid, 0)
+        ctx.set(dut.run.payload, {"a_base": 0, "b_base": 10, "k": k, "clear": 1, "drain": 1})
+        ctx.set(dut.run.valid, 1)
+        ctx.set(dut.b_write.payload, {"addr": 12, "data": [7, 7]})   # entry 12 is read in the run's cycle 2
+        ctx.set(dut.b_write.valid, 1)
+        ready = []
+        for _ in range(k + 2):
+            _, _, b_ready, a_ready = await ctx.tick().sample(dut.b_write.ready, dut.a_write.ready)
+            ctx.set(dut.run.valid, 0)
+            ready.append((b_ready, a_ready))
+            if b_ready:
+                ctx.set(dut.b_write.valid, 0)
+        seen["ready"] = ready
+        while ctx.get(dut.busy):
+            await ctx.tick()
+        ctx.set(dut.run.payload, {"a_base": 0, "b_base": 10, "k": k, "clear": 1, "drain": 1})
+        ctx.set(dut.run.valid, 1)
+        await ctx.tick().until(dut.run.ready)
+        ctx.set(dut.run.valid, 0)
+        while ctx.get(dut.busy):
+            await ctx.tick()
+        for _ in range(4):
+            await ctx.tick()
+
+    results = []
+
+    async def sink(ctx):
+        while True:
+            _, _, valid, payload = await ctx.tick().sample(dut.result.valid, dut.result.payload)
+            if valid:
+                results.append([payload.data[j] for j in range(config.cols)])
+
+    sim.add_testbench(bench)
+    sim.add_testbench(sink, background=True)
+    sim.run()
+    assert [b for b, _ in seen["ready"]] == [0] * k + [1, 1]
+    assert all(a for _, a in seen["ready"])
+    total = sum(range(1, k + 1))
+    # entry 12 is B row i = 2, which meets A entry 2 (= 3): old [1, -1], new [7, 7]
+    assert results == [[total, -total], [total - 3 + 3 * 7, -total + 3 + 3 * 7]]
+
+
 def test_output_stalls_change_nothing_but_stall_counter():
     """A result stream that is rarely ready makes drains wait (stall_out > 0) but changes no result, and
     run cycles net of the wait still equal the closed form; busy + stall_in + stall_out counts every cycle."""

@@ -20,7 +20,8 @@ from fxtrain.sim.protocol import (LINK_COUNTERS, Command, Identity, ProtocolEmul
                                   counter_names, crc16, decode_result, encode_request, encode_response,
                                   encode_result, pack_values, unpack_values)
 
-CONFIG = EngineConfig(rows=2, cols=2, wl=16, depth=32, max_k_log2=12)
+# the B memory deeper than A's (and than 512), as on the iCEBreaker: B addresses above A's range are legal
+CONFIG = EngineConfig(rows=2, cols=2, wl=16, depth=32, max_k_log2=12, b_depth=1024)
 
 
 def test_crc16_is_ccitt_false():
@@ -92,9 +93,14 @@ def test_result_payload_round_trips():
 
 
 def test_identity_round_trip_and_rejects_other_magic():
-    """The 28-byte IDENTIFY payload carries geometry, clock, baud and timeout; foreign payloads are refused."""
+    """The 32-byte IDENTIFY payload (version 2) carries geometry, both memory depths, clock, baud and timeout;
+    foreign payloads and version 1's 28 bytes are refused."""
     ident = identify_payload(CONFIG, 48_000_000, 3_000_000)
+    assert len(ident.to_bytes()) == Identity.SIZE == 32 and ident.version == 2
     assert Identity.from_bytes(ident.to_bytes()) == ident
+    assert (ident.depth, ident.b_depth) == (32, 1024) and ident.to_bytes()[28:] == (1024).to_bytes(4, "little")
+    with pytest.raises(ValueError, match="32 bytes"):
+        Identity.from_bytes(ident.to_bytes()[:28])
     assert ident.config == CONFIG and ident.frame_timeout == 480_000
     assert ident.n_counters == len(counter_names())
     with pytest.raises(ValueError, match="not an fxtrain device"):
@@ -120,7 +126,10 @@ def test_emulator_answers_every_bad_frame_with_its_error_status():
     assert _status(emu, Command.WRITE_A, WRITE_HEADER.pack(0, 2) + b"\x00" * 4) is Status.BAD_LENGTH
     assert _status(emu, Command.WRITE_A, WRITE_HEADER.pack(31, 2) + b"\x00" * 8) is Status.BAD_ARGUMENT
     assert _status(emu, Command.RUN, RUN_ARGS.pack(0, 0, 0, 3)) is Status.BAD_ARGUMENT
-    assert _status(emu, Command.RUN, RUN_ARGS.pack(0, 1, 32, 3)) is Status.BAD_ARGUMENT
+    assert _status(emu, Command.RUN, RUN_ARGS.pack(1, 0, 32, 3)) is Status.BAD_ARGUMENT       # A: 1 + 32 > 32
+    assert _status(emu, Command.RUN, RUN_ARGS.pack(0, 1000, 25, 3)) is Status.BAD_ARGUMENT    # B: 1025 > 1024
+    assert _status(emu, Command.WRITE_B, WRITE_HEADER.pack(1023, 2) + b"\x00" * 8) is Status.BAD_ARGUMENT
+    assert _status(emu, Command.WRITE_B, WRITE_HEADER.pack(1022, 2) + b"\x00" * 8) is Status.OK
     assert _status(emu, Command.SET_ROUNDING, bytes([33, 0])) is Status.BAD_ARGUMENT
     assert _status(emu, Command.SET_SEEDS, struct.pack("<2I", 5, 0)) is Status.BAD_ARGUMENT
     assert emu.feed(encode_request(Command.IDENTIFY, 9)[:4]) == b""
@@ -128,8 +137,8 @@ def test_emulator_answers_every_bad_frame_with_its_error_status():
     timeout = ResponseParser().feed(emu.idle(1))
     assert [(r.cmd, r.seq, r.status) for r in timeout] == [(Command.IDENTIFY, 9, Status.TIMEOUT)]
     assert _status(emu, Command.IDENTIFY) is Status.OK
-    assert emu.link_counters == {"frames_ok": 1, "crc_errors": 1, "unknown_commands": 1, "bad_lengths": 3,
-                                 "bad_arguments": 5, "timeouts": 1}
+    assert emu.link_counters == {"frames_ok": 2, "crc_errors": 1, "unknown_commands": 1, "bad_lengths": 3,
+                                 "bad_arguments": 7, "timeouts": 1}
 
 
 def _scripted_requests(rng):
@@ -151,6 +160,18 @@ def _scripted_requests(rng):
              encode_request(Command.RUN, 10, RUN_ARGS.pack(0, 1, 1, 3)),
              encode_request(Command.READ_RESULT, 11)]
     reqs += run_tiles_requests(CONFIG, rng, 23)
+    # B above A's depth (b_depth 1024 > depth 32): write at 1000..1004, runs from there (K = 5, K = 1 at the
+    # last A entry), then writes and runs that leave A's or B's range
+    b_high = [rng.randint(lo, hi) for _ in range(10)]
+    reqs += [encode_request(Command.WRITE_B, 30, WRITE_HEADER.pack(1000, 5) + pack_values(b_high, 2)),
+             encode_request(Command.RUN, 31, RUN_ARGS.pack(5, 1000, 5, 3)),
+             encode_request(Command.READ_RESULT, 32),
+             encode_request(Command.RUN, 33, RUN_ARGS.pack(31, 1004, 1, 3)),
+             encode_request(Command.READ_RESULT, 34),
+             encode_request(Command.WRITE_B, 35, WRITE_HEADER.pack(1023, 2) + b"\x00" * 8),
+             encode_request(Command.WRITE_A, 36, WRITE_HEADER.pack(40, 1) + b"\x00" * 4),
+             encode_request(Command.RUN, 37, RUN_ARGS.pack(0, 1020, 5, 3)),
+             encode_request(Command.RUN, 38, RUN_ARGS.pack(0, 1000, 33, 3))]
     bad_crc = bytearray(encode_request(Command.RUN, 12, RUN_ARGS.pack(0, 0, 3, 3)))
     bad_crc[7] ^= 0x20
     reqs += [bytes(bad_crc), b"\x00\x13\x37garbage", encode_request(0x33, 13, b"xy"),
@@ -368,7 +389,7 @@ def test_rtl_response_latency():
     last request byte, a header-rejected frame's 4 cycles after its LEN byte, responses at 1 byte/cycle."""
     taken, emitted = _timing(encode_request(Command.IDENTIFY, 1))
     assert taken == list(range(7))
-    assert emitted == list(range(taken[-1] + 5, taken[-1] + 5 + 6 + 28 + 2))
+    assert emitted == list(range(taken[-1] + 5, taken[-1] + 5 + 6 + Identity.SIZE + 2))
     taken, emitted = _timing(encode_request(0x33, 2, b"ab"))
     assert emitted[0] == taken[4] + 4 and len(emitted) == 8
 

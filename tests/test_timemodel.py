@@ -32,19 +32,13 @@ def test_training_gemms_equal_the_calls_of_the_fixed_layers():
     assert recorded == predicted
 
 
-@pytest.mark.parametrize("rows,cols,depth", [(1, 1, 2), (2, 3, 16), (4, 2, 8)])
-def test_replay_bytes_exchanges_and_cycles_equal_the_driver_on_the_protocol_emulator(rows, cols, depth):
-    """For random GEMM sequences (K = 1, K = depth, K-splits, keyed B reused and thrashed, rounding changes) the
-    replayed traffic gives the driver's bytes both ways and frames, and the engine's busy-cycle counter."""
-    seed = 7000 + 100 * rows + 10 * cols + depth
-    print(f"seed={seed}")
+def _check_replay_against_device(device, config, seed):
+    """Random GEMMs (K = 1, K = depth, K-splits, keyed B reused and thrashed, rounding changes) through
+    ``device``: the replayed traffic equals its bytes both ways, frames and the engine's busy-cycle counter."""
+    rows, cols, depth = config.rows, config.cols, config.depth
     rng = random.Random(seed)
     data = np.random.default_rng(seed)
-    wl = 8 if rows == 4 else 12
-    config = EngineConfig(rows=rows, cols=cols, wl=wl, depth=depth, max_k_log2=12)
-    device = open_device("emu", config=config)
     replay = timemodel.DriverReplay(config)
-    start = _device_totals(device)
     busy_start = device.device_counters()["busy"]
     start = _device_totals(device)      # READ_COUNTERS itself is not part of the GEMMs
     traffic = timemodel.Traffic()
@@ -67,6 +61,37 @@ def test_replay_bytes_exchanges_and_cycles_equal_the_driver_on_the_protocol_emul
     assert traffic.bytes(config) == (sent, received)
     assert traffic.exchanges(config) == frames
     assert traffic.engine_cycles(config) == device.device_counters()["busy"] - busy_start
+
+
+@pytest.mark.parametrize("rows,cols,depth,b_depth", [(1, 1, 2, None), (2, 3, 16, None), (4, 2, 8, None),
+                                                     (2, 3, 16, 64), (4, 2, 8, 1024)])
+def test_replay_bytes_exchanges_and_cycles_equal_the_driver_on_the_protocol_emulator(rows, cols, depth, b_depth):
+    """The replay equals the driver's counts on the protocol emulator (``_check_replay_against_device``), also
+    with a B memory deeper than A's, where more keyed B stays resident."""
+    seed = 7000 + 100 * rows + 10 * cols + depth + (b_depth or 0)
+    print(f"seed={seed}")
+    wl = 8 if rows == 4 else 12
+    config = EngineConfig(rows=rows, cols=cols, wl=wl, depth=depth, max_k_log2=12, b_depth=b_depth)
+    device = open_device("emu", config=config)
+    _check_replay_against_device(device, config, seed)
+
+
+def test_replay_equals_the_driver_on_the_verilator_soc(build_root):
+    """The same through the SoC's Verilog in Verilator (``sim:verilator``, the simulation transports' engine:
+    2 x 2, depth 32, B memory of 1024 entries): bytes, frames and the RTL's busy counter."""
+    from fxtrain.host.transport import SIM_CONFIG
+    from fxtrain.sim.runner import simulator_available
+
+    ok, why = simulator_available("verilator")
+    if not ok:
+        pytest.skip(f"verilator unavailable: {why}")
+    seed = 7123
+    print(f"seed={seed}")
+    device = open_device("sim:verilator", config=SIM_CONFIG, build_root=build_root)
+    try:
+        _check_replay_against_device(device, SIM_CONFIG, seed)
+    finally:
+        device.close()
 
 
 @pytest.mark.slow
@@ -181,15 +206,19 @@ def test_pipelined_estimate_overlaps_the_wire_and_waits_once_per_gemm():
     """With a receive buffer the driver waits once per GEMM and the device's work overlaps the down wire:
     T = max(down, up + compute + request bytes / f) + gemms * latency + host; without one (rx_buffer=0) every
     exchange waits and nothing overlaps, which with the per-tile schedule of protocol version 1 (tile_loop off)
-    reproduces the issue's 'before' figures for the iCEBreaker."""
+    and a B memory as deep as A's (512) reproduces the issue's 'before' figures for the iCEBreaker; the board's
+    32K-entry B memory (SPRAM) keeps the weights resident and sends fewer bytes and frames."""
     from dataclasses import replace
 
     layers = timemodel.lenet_layers()
     piped = timemodel.board_platform("icebreaker", "16.8")
+    assert (piped.config.depth, piped.config.b_depth) == (512, 32768)
     seq = replace(piped, rx_buffer=0, tile_loop=False)
     p = timemodel.estimate_epoch(piped, layers, "16.8", 64, 60000)
-    s = timemodel.estimate_epoch(seq, layers, "16.8", 64, 60000)
+    s = timemodel.estimate_epoch(replace(seq, config=replace(seq.config, b_depth=512)), layers, "16.8", 64, 60000)
     assert (s.bytes_down, s.bytes_up, s.exchanges) == (42_644_961_538, 5_053_671_856, 342_103_632)
+    deep = timemodel.estimate_epoch(seq, layers, "16.8", 64, 60000)
+    assert (deep.bytes_down, deep.bytes_up, deep.exchanges) == (24_431_365_716, 4_329_085_792, 251_530_374)
     assert s.waits == s.exchanges and s.total_s == pytest.approx(s.compute_s + s.link_s + s.exchange_s)
     assert p.waits == 938 * 14
     assert p.exchange_s == pytest.approx(p.waits * piped.link.exchange_s)

@@ -42,11 +42,15 @@ def engine_scenario(config, seed, runs=8):
     runs whose second operands are written (by the cocotb bench) while the first run computes."""
     rng = random.Random(seed)
     rows, cols, depth, wl = config.rows, config.cols, config.depth, config.wl
+    b_depth = config.b_depth
     lo, hi = -(1 << (wl - 1)), (1 << (wl - 1)) - 1
     ops = [("seed", j, s) for j, s in enumerate(lane_seeds(seed, cols))]
+    b_written = set()          # B entries written so far: runs read only those (SPRAM powers up undefined)
 
     def fill(which, base, k, values=None):
         width = rows if which == "write_a" else cols
+        if which == "write_b":
+            b_written.update(range(base, base + k))
         for i in range(k):
             entry = [rng.randint(lo, hi) if values is None else values for _ in range(width)]
             ops.append((which, base + i, entry))
@@ -56,11 +60,20 @@ def engine_scenario(config, seed, runs=8):
         mode = rng.randint(0, 1) if mode is None else mode
         ops.append(("run", a_base, b_base, k, clear, drain, shift, mode))
 
-    # K = 1, nearest and stochastic
+    # K = 1, nearest and stochastic, at the last entry of each memory
     fill("write_a", depth - 1, 1)
-    fill("write_b", depth // 2, 1)
-    run(depth - 1, depth // 2, 1, 1, 1, shift=2, mode=0)
-    run(depth - 1, depth // 2, 1, 1, 1, shift=2, mode=1)
+    fill("write_b", b_depth - 1, 1)
+    run(depth - 1, b_depth - 1, 1, 1, 1, shift=2, mode=0)
+    run(depth - 1, b_depth - 1, 1, 1, 1, shift=2, mode=1)
+    if b_depth > depth:
+        # B entries above A's range (a deeper B memory: the top depth entries, and across the middle)
+        top, mid = b_depth - depth, b_depth // 2 - depth // 2
+        fill("write_b", top, depth)
+        fill("write_b", mid, depth)
+        fill("write_a", 0, depth)
+        run(0, top, depth, 1, 1, shift=wl, mode=1)
+        run(0, mid, depth, 1, 0)
+        run(0, top, depth, 0, 1, shift=wl - 1, mode=0)
     # K = depth, the whole memory
     fill("write_a", 0, depth)
     fill("write_b", 0, depth)
@@ -81,11 +94,12 @@ def engine_scenario(config, seed, runs=8):
     run(half, half, half, 0, 1, shift=wl, mode=1)
     # after a drain the accumulators are 0: clear=0 starts from zero
     run(1, 2, 2, 0, 1, shift=0, mode=0)
-    # rejected runs: k = 0, k > depth, base + k > depth (nothing computed, no lane advance)
+    # rejected runs: k = 0, k > depth, a_base + k > depth, b_base + k > b_depth (nothing computed, no lane
+    # advance)
     run(0, 0, 0, 1, 1)
     run(0, 0, depth + 1, 1, 1)
     run(depth - 1, 0, 2, 1, 1)
-    run(0, depth - 1, 2, 1, 1)
+    run(0, b_depth - 1, 2, 1, 1)
     # all-extreme operands, saturating high (min*min) and low (min*max), shift 0 and 32
     fill("write_a", 0, 2, lo)
     fill("write_b", 0, 2, lo)
@@ -99,10 +113,10 @@ def engine_scenario(config, seed, runs=8):
     ops.append(("seed", cols - 1, rng.randint(1, (1 << 32) - 1)))
     for _ in range(runs):
         k = rng.randint(1, depth)
-        a_base, b_base = rng.randint(0, depth - k), rng.randint(0, depth - k)
+        a_base, b_base = rng.randint(0, depth - k), rng.randint(0, b_depth - k)
         if rng.random() < 0.7:
             fill("write_a", a_base, k)
-        if rng.random() < 0.7:
+        if rng.random() < 0.7 or not b_written.issuperset(range(b_base, b_base + k)):
             fill("write_b", b_base, k)
         run(a_base, b_base, k, rng.randint(0, 1), rng.random() < 0.7)
     run(0, 0, 1, 0, 1)
@@ -150,7 +164,8 @@ async def _play(dut, stall_probability, result_ready_probability, seed_offset):
     from .drivers import StreamSink, StreamSource, start_clock_and_reset, unpack
 
     params = bench_params()
-    config = EngineConfig(**{name: params[name] for name in ("rows", "cols", "wl", "depth", "max_k_log2")})
+    config = EngineConfig(**{name: params[name] for name in ("rows", "cols", "wl", "depth", "max_k_log2")},
+                          b_depth=params.get("b_depth"))
     seed = params["seed"] + seed_offset
     dut._log.info(f"scenario seed={seed} stall_probability={stall_probability} "
                   f"result_ready_probability={result_ready_probability}")

@@ -51,7 +51,7 @@ __all__ = ["uart_bit_level", "byte_throughput", "byte_stalls", "bench_config", "
 
 def bench_config(params):
     return EngineConfig(rows=params["rows"], cols=params["cols"], wl=params["wl"], depth=params["depth"],
-                        max_k_log2=params["max_k_log2"])
+                        max_k_log2=params["max_k_log2"], b_depth=params.get("b_depth"))
 
 
 def gemm_requests(config, rng, seq0=1):

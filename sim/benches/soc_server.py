@@ -110,6 +110,7 @@ def main(argv=None):
     parser.add_argument("--simulator", default="verilator")
     for name, default in (("rows", 2), ("cols", 2), ("wl", 16), ("depth", 32), ("max-k-log2", 12)):
         parser.add_argument(f"--{name}", type=int, default=default)
+    parser.add_argument("--b-depth", type=int, default=None, help="B memory entries (default: --depth)")
     parser.add_argument("--clk-freq", type=int, default=12_000_000)
     parser.add_argument("--baud", type=int, default=3_000_000)
     parser.add_argument("--frame-timeout", type=int, default=2000)
@@ -117,7 +118,7 @@ def main(argv=None):
     parser.add_argument("--build-root", default=None)
     args = parser.parse_args(argv)
     config = EngineConfig(rows=args.rows, cols=args.cols, wl=args.wl, depth=args.depth,
-                          max_k_log2=args.max_k_log2)
+                          max_k_log2=args.max_k_log2, b_depth=args.b_depth)
     soc = soc_for(config, args.clk_freq, args.baud, args.frame_timeout)
     verilator_pch_workaround()
     run_bench(soc, TOPLEVEL, "fxtrain.sim.benches.soc_server", simulator=args.simulator,
