@@ -31,7 +31,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from ..sim.fixedpoint import FixedFormat
-from ..sim.gemm import EngineConfig
 from ..sim.wire import request_frame_bytes, response_frame_bytes
 from .gemm_shapes import GEMM_KINDS, GemmShape, LayerGeometry, layer_geometry, lenet_layers, training_gemms
 from .host_timing import StepTiming, TimedBackend, measure_host_model, time_training_steps
@@ -185,13 +184,12 @@ def step_traffic(config, layers, batch, rounding=None, gemms=None, tile_loop=Tru
     ``layers`` and ``rounding`` are then unused. ``tile_loop``: as :class:`DriverReplay`."""
     rounding = tuple(sorted((rounding or {}).items()))
     gemms = None if gemms is None else tuple(gemms)
-    return _step_traffic(config.rows, config.cols, config.depth, tuple(layers), batch, rounding, gemms,
-                         bool(tile_loop))
+    return _step_traffic(config, tuple(layers), batch, rounding, gemms, bool(tile_loop))
 
 
 @lru_cache(maxsize=64)
-def _step_traffic(rows, cols, depth, layers, batch, rounding, gemms=None, tile_loop=True):
-    replay = DriverReplay(EngineConfig(rows=rows, cols=cols, depth=depth), tile_loop)
+def _step_traffic(config, layers, batch, rounding, gemms=None, tile_loop=True):
+    replay = DriverReplay(config, tile_loop)
     if gemms is None:
         gemms = training_gemms(list(layers), batch, dict(rounding))
     replay.step(gemms, step_id=0)

@@ -5,6 +5,17 @@ with the same residency decisions) and counts its items in a :class:`Traffic`; f
 :mod:`fxtrain.sim.wire` and payload sizes from :mod:`fxtrain.sim.payloads`, so a byte counted here is a byte the
 driver sends (``tests/test_timemodel.py`` checks the replay against the driver's byte counters).
 
+Fast path (the default): the tile walk is ``tm`` outer, and every tile row does the same thing except for the
+names of its A chunks, so once the residency state at a row boundary repeats one seen at an earlier boundary,
+the rows in between repeat for as long as the GEMM lasts. :class:`DriverReplay` runs the planner's own schedule,
+compares a signature of both operand memories at every row boundary, and when one repeats (period ``p`` rows) it
+adds the period's counts ``q`` times and lets the planner jump ``q * p`` rows ahead, replaying the last rows (and
+every later GEMM) for real. The counts are exactly the full replay's (``tests/test_timemodel.py`` compares both
+on K-splits, B that does not fit and keyed B; ``bench/replay_speed.py`` measures the speed-up). Signature: every
+resident range's ``(start, length)`` in LRU order with its key, except that an A chunk of an earlier tile row of
+the current GEMM (which the schedule never looks up again) is anonymous; every other key keeps its identity, so
+a key the rest of the GEMM may look up is only ever matched with itself.
+
 Members
 -------
 Traffic
@@ -15,8 +26,10 @@ DriverReplay
 
 from __future__ import annotations
 
+import copy
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from ..sim.engine import run_cycles
 from ..sim.gemm import EngineConfig
@@ -74,6 +87,16 @@ class Traffic:
         self.run_tiles += other.run_tiles
         return self
 
+    def minus(self, other):
+        """The counts of this traffic that ``other`` (an earlier snapshot of it) does not have."""
+        return Traffic(self.set_rounding - other.set_rounding, self.writes - other.writes,
+                       self.reused - other.reused, self.runs - other.runs, self.read_results - other.read_results,
+                       self.tiles - other.tiles, self.macs - other.macs, self.gemms - other.gemms,
+                       self.run_tiles - other.run_tiles)
+
+    def copy(self):
+        return self.scaled(1)
+
     def scaled(self, factor):
         """This traffic repeated ``factor`` times."""
         out = Traffic(self.set_rounding * factor, Counter({k: v * factor for k, v in self.writes.items()}),
@@ -123,6 +146,74 @@ class Traffic:
                 + sum(count * run_tiles_cycles(config, k, n) for (k, n), count in self.run_tiles.items()))
 
 
+def _count(traffic, item):
+    """Add one schedule item of :class:`fxtrain.sim.planner.CommandPlanner` to ``traffic``."""
+    if isinstance(item, WriteOperand):
+        cmd = Command.WRITE_A if item.which == "A" else Command.WRITE_B
+        traffic.writes[(cmd, item.entries)] += 1
+    elif isinstance(item, Reused):
+        traffic.reused[item.which] += item.entries
+    elif isinstance(item, Run):
+        traffic.runs[(item.k, item.drain)] += 1
+    elif isinstance(item, ReadResult):
+        traffic.read_results += 1
+    elif isinstance(item, RunTiles):
+        traffic.run_tiles[(item.k, item.n_tiles)] += 1
+    elif isinstance(item, SetRounding):
+        traffic.set_rounding += 1
+    else:
+        raise TypeError(f"Unknown schedule item {item!r}: the replay does not count it")
+
+
+@lru_cache(maxsize=256)
+def _plan(config, m, k, n, tile_loop):
+    """``plan_gemm``, cached: a ResNet-20 step plans the same shapes many times, and a plan lists every tile.
+    The schedule only reads a plan."""
+    return plan_gemm(config, m, k, n, tile_loop=tile_loop)
+
+
+class _RowWalk:
+    """Stand-in for :attr:`GemmPlan.tiles` or :attr:`GemmPlan.groups`: the same items in the same order (tile row
+    ``tm`` outer, ``per_row`` items per row), read lazily from the plan's own sequence, so that the replay can make
+    the schedule skip whole tile rows it has not reached yet (:meth:`jump`)."""
+
+    def __init__(self, items, mt):
+        if len(items) % mt:
+            raise _Unsupported(f"{len(items)} schedule items do not split into {mt} tile rows")
+        self.items, self.mt, self.per_row = items, mt, len(items) // mt
+        self._jump_to = None
+        self.skipped_rows = 0
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, index):
+        if not (isinstance(index, slice) and index.start in (None, 0) and index.stop is None
+                and index.step is None):
+            raise _Unsupported(f"the planner read its tiles as [{index!r}]")
+        return self._walk()
+
+    def __iter__(self):
+        return self._walk()
+
+    def jump(self, row):
+        """Continue at tile row ``row`` after the current row."""
+        self._jump_to = row
+
+    def _walk(self):
+        tm = 0
+        while tm < self.mt:
+            yield from self.items[tm * self.per_row:(tm + 1) * self.per_row]
+            tm += 1
+            if self._jump_to is not None:
+                self.skipped_rows += self._jump_to - tm
+                tm, self._jump_to = self._jump_to, None
+
+
+class _Unsupported(Exception):
+    """The planner does something the fast path does not know: replay in full."""
+
+
 class DriverReplay:
     """``fxtrain.host.device.Device.gemm`` without data: the same planner, so the same tiling, K chunks and
     residency decisions (contents are assumed to be what the keys say: a ``b_key`` names B's contents).
@@ -134,33 +225,102 @@ class DriverReplay:
     tile_loop : bool
         RUN_TILES when K fits one chunk (the driver of protocol version 2, default); ``False`` replays the
         per-tile RUN / READ_RESULT schedule of version 1 (the "before" of ``bench/link_bytes.py``).
+    fast : bool
+        Skip the periodic part of the tile walk (module docstring; default). ``False`` replays every tile.
+
+    Members
+    -------
+    replayed_rows, skipped_rows : int
+        Tile rows the fast path replayed and skipped so far (all rows are replayed when ``fast`` is off).
     """
 
-    def __init__(self, config, tile_loop=True):
+    def __init__(self, config, tile_loop=True, fast=True):
         if not isinstance(config, EngineConfig):
             raise TypeError(f"config must be an EngineConfig, not {config!r}")
         self.config = config
         self.tile_loop = bool(tile_loop)
+        self.fast = bool(fast)
         self.planner = CommandPlanner(config)
+        self.replayed_rows = 0
+        self.skipped_rows = 0
 
     def gemm(self, m, k, n, rounding=None, b_key=None):
         """The :class:`Traffic` of one ``M x K x N`` GEMM issued now (advances the residency state)."""
-        plan = plan_gemm(self.config, m, k, n, tile_loop=self.tile_loop)
+        plan = _plan(self.config, m, k, n, self.tile_loop)
+        if self.fast and plan.mt > 2:
+            snapshot = copy.deepcopy(self.planner)
+            try:
+                return self._gemm_skipping(plan, rounding, b_key)
+            except _Unsupported:
+                self.planner = snapshot
         traffic = Traffic(macs=m * k * n, tiles=len(plan.tiles), gemms=1)
         for item in self.planner.schedule(plan, rounding, b_key=b_key):
-            if isinstance(item, WriteOperand):
-                cmd = Command.WRITE_A if item.which == "A" else Command.WRITE_B
-                traffic.writes[(cmd, item.entries)] += 1
-            elif isinstance(item, Reused):
-                traffic.reused[item.which] += item.entries
-            elif isinstance(item, Run):
-                traffic.runs[(item.k, item.drain)] += 1
-            elif isinstance(item, ReadResult):
-                traffic.read_results += 1
-            elif isinstance(item, RunTiles):
-                traffic.run_tiles[(item.k, item.n_tiles)] += 1
-            elif isinstance(item, SetRounding):
-                traffic.set_rounding += 1
+            _count(traffic, item)
+        self.replayed_rows += plan.mt
+        return traffic
+
+    def _signature(self, gemm_id, row):
+        """The residency state at the start of tile row ``row``, A chunks of earlier rows anonymous."""
+        def label(key):
+            if (isinstance(key, tuple) and len(key) == 4 and key[0] == "A" and key[1] == gemm_id
+                    and isinstance(key[2], int)):
+                if key[2] >= row:
+                    raise _Unsupported(f"A chunk {key!r} resident before its tile row {key[2]} starts")
+                return None
+            return key
+        sig = []
+        for mem in (self.planner.a_mem, self.planner.b_mem):
+            ranges = getattr(mem, "_ranges", None)
+            if ranges is None:
+                raise _Unsupported("the planner's memories have no _ranges")
+            sig.append(tuple((label(key), start, length) for key, (start, length, _) in ranges.items()))
+        return tuple(sig)
+
+    def _row_end(self, item, plan):
+        """The tile row that ``item`` ends (its last output tile is the row's last), else None."""
+        if isinstance(item, ReadResult) and plan.groups is None:
+            return item.tm if item.tn == plan.nt - 1 else None
+        if isinstance(item, RunTiles) and plan.groups is not None:
+            group = item.group
+            return group.tm if group.tn0 + group.count == plan.nt else None
+        return None
+
+    def _gemm_skipping(self, plan, rounding, b_key):
+        lazy = copy.copy(plan)
+        if plan.groups is None:
+            walk = lazy.tiles = _RowWalk(plan.tiles, plan.mt)
+        else:
+            walk = lazy.groups = _RowWalk(plan.groups, plan.mt)
+            if any(g.tm != i // walk.per_row for i, g in enumerate(plan.groups)):
+                raise _Unsupported("the RUN_TILES groups are not row by row")
+        traffic = Traffic(macs=plan.m * plan.k * plan.n, gemms=1)
+        seen = {}              # signature at a row boundary -> (row, traffic before that row)
+        searching, skip = True, 0
+        for item in self.planner.schedule(lazy, rounding, b_key=b_key):
+            _count(traffic, item)
+            if not searching or (ended := self._row_end(item, plan)) is None:
+                continue
+            row = ended + 1                         # the row the schedule starts next
+            if row >= plan.mt:
+                continue
+            signature = self._signature(self.planner._gemm_id, row)
+            if signature not in seen:
+                seen[signature] = (row, traffic.copy())
+                continue
+            first, before = seen[signature]
+            period = row - first
+            repeats = (plan.mt - row) // period
+            if repeats:
+                skip = repeats * period
+                traffic += traffic.minus(before).scaled(repeats)
+                walk.jump(row + skip)
+            searching = False
+        tiles = traffic.read_results + sum(n * c for (_, n), c in traffic.run_tiles.items())
+        if walk.skipped_rows != skip or tiles != len(plan.tiles):
+            raise _Unsupported("the schedule did not walk the tiles row by row")
+        traffic.tiles = len(plan.tiles)
+        self.replayed_rows += plan.mt - walk.skipped_rows
+        self.skipped_rows += walk.skipped_rows
         return traffic
 
     def step(self, gemms, step_id=0):

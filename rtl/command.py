@@ -486,15 +486,22 @@ class CommandExecutor(wiring.Component):
         run_args = data.View(RUN_ARGS.as_struct(), sh[-8 * RUN_ARGS.size:])
         r_a, r.r_b, r_k, r.r_flags = run_args.a_base, run_args.b_base, run_args.k, run_args.flags
         r_b = r.r_b
-        r.run_ok = (r_k != 0) & fits(r_a, r_k) & fits(r_b, r_k) & (r.r_flags <= (RUN_CLEAR | RUN_DRAIN))
+        # run_ok and tiles_ok are registers: sh and wargs last change with a DATA event and EXECUTE comes at least
+        # two cycles later (the END event is taken at least one cycle after it), so they are settled there, and
+        # the argument checks' carry chains end at flip-flops
+        r.run_ok = Signal()
+        m.d.sync += r.run_ok.eq((r_k != 0) & fits(r_a, r_k) & fits(r_b, r_k)
+                                & (r.r_flags <= (RUN_CLEAR | RUN_DRAIN)))
         head = RUN_TILES_ARGS.size - RUN_ARGS.size          # B_STEP: the first payload bytes, kept in wargs
         r.rt = rt = data.View(RUN_TILES_ARGS.as_struct(), Cat(r.wargs[:8 * head], sh[-8 * RUN_ARGS.size:]))
         # RUN_TILES' last 9 bytes are RUN's fields (sim.payloads): A_BASE, B_BASE, K (RUN's K low half) and FLAGS
         # reach the engine through RUN's view; the B ranges are checked by TILES_CHECK
         step_ok = (rt.b_step[aw + 1:] == 0) & (rt.b_step[:aw + 1] <= depth)
         # (b_cur keeps aw + 1 bits: B_BASE's upper bits are checked here)
-        r.tiles_ok = ((rt.n_tiles != 0) & (rt.n_tiles <= max_tiles(cfg)) & (rt.k != 0) & fits(rt.a_base, rt.k)
-                      & (rt.b_base[aw:] == 0) & step_ok & (rt.flags == (RUN_CLEAR | RUN_DRAIN)))
+        r.tiles_ok = Signal()
+        m.d.sync += r.tiles_ok.eq((rt.n_tiles != 0) & (rt.n_tiles <= max_tiles(cfg)) & (rt.k != 0)
+                                  & fits(rt.a_base, rt.k) & (rt.b_base[aw:] == 0) & step_ok
+                                  & (rt.flags == (RUN_CLEAR | RUN_DRAIN)))
         r.b_next = Signal.like(r.b_cur)
         r.t_next = Signal.like(r.t_left)
         m.d.comb += [r.b_next.eq(r.b_cur + rt.b_step[:aw + 1]), r.t_next.eq(r.t_left - 1)]

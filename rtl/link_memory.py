@@ -45,15 +45,17 @@ def link_memory(m, identity):
     inc_sel = Signal(range(n_link))
     inc_busy = inc_step != 5
     rd_zero = Signal()     # the link byte read last cycle belongs to a zeroed counter
+    # rd_zero/lk_r.data: byte inc_step - 1 of counter inc_idx, read last cycle. The write port depends on registers
+    # only (not on inc_go, which comes from the command checks): an increment always ends before the next one
+    # starts (a response lasts at least 10 cycles, an increment 5)
+    byte_in = Mux(rd_zero, 0, lk_r.data)
+    m.d.comb += [lk_w.en.eq(inc_busy & (inc_step != 0)), lk_w.addr.eq(inc_idx * 4 + (inc_step - 1)[:2]),
+                 lk_w.data.eq(byte_in + inc_carry)]
     with m.If(inc_go):
         m.d.sync += [inc_idx.eq(inc_sel), inc_step.eq(0), inc_carry.eq(1)]
     with m.Elif(inc_busy):
         m.d.sync += inc_step.eq(inc_step + 1)
         with m.If(inc_step != 0):
-            # rd_zero/lk_r.data: byte inc_step - 1 of counter inc_idx, read last cycle
-            byte_in = Mux(rd_zero, 0, lk_r.data)
-            m.d.comb += [lk_w.en.eq(1), lk_w.addr.eq(inc_idx * 4 + (inc_step - 1)[:2]),
-                         lk_w.data.eq(byte_in + inc_carry)]
             m.d.sync += inc_carry.eq(inc_carry & (byte_in == 0xFF))
             with m.If(inc_step == 4):
                 m.d.sync += [zeroed.bit_select(inc_idx, 1).eq(0), inc_step.eq(5)]

@@ -2,6 +2,7 @@
 emulator and the RTL count: GEMM shapes of a LeNet step, bytes on the wire, exchanges and engine cycles; and
 ``fxtrain estimate`` rejects impossible inputs with messages naming the value."""
 
+import copy
 import random
 
 import numpy as np
@@ -194,3 +195,72 @@ def test_pipelined_estimate_overlaps_the_wire_and_waits_once_per_gemm():
     assert p.exchange_s == pytest.approx(p.waits * piped.link.exchange_s)
     assert p.device_s == pytest.approx(max(p.down_s, p.up_s + p.compute_s + p.process_s))
     assert p.total_s < s.total_s / 3 and p.exchange_s < 0.05 * p.total_s
+
+
+def _replay_pair(config, tile_loop=True):
+    return (timemodel.DriverReplay(config, tile_loop=tile_loop),
+            timemodel.DriverReplay(config, tile_loop=tile_loop, fast=False))
+
+
+@pytest.mark.parametrize("tile_loop", [True, False])
+@pytest.mark.parametrize("rows,cols,depth", [(1, 1, 2), (4, 2, 16), (3, 5, 32), (12, 12, 64)])
+def test_fast_replay_counts_exactly_what_the_full_replay_counts(rows, cols, depth, tile_loop):
+    """The fast path (periodic tile rows skipped) gives the same Traffic as replaying every tile, GEMM by GEMM in
+    one sequence (so the residency it leaves behind is equivalent too): K = 1, K = depth, K-splits (K > depth),
+    B that does not fit (K * Np > depth, thrashed every tile row), B that fits, keyed B reused across calls and
+    changed shape, rounding changes; with RUN_TILES groups and with per-tile RUN / READ_RESULT; and it does skip
+    rows."""
+    seed = 14000 + 100 * rows + 10 * cols + depth + tile_loop
+    print(f"seed={seed}")
+    rng = random.Random(seed)
+    config = EngineConfig(rows=rows, cols=cols, wl=16, depth=depth, max_k_log2=12)
+    fast, full = _replay_pair(config, tile_loop)
+    shapes = [(200 * rows + 3, 1, 1), (150 * rows, depth, cols), (97 * rows + 1, 3 * depth + 1, 2 * cols + 1),
+              (80 * rows, depth // 2 + 1, 4 * cols + 3), (60 * rows + 5, 2 * depth, 9 * cols), (1, 1, 1)]
+    shapes += [(rng.randint(1, 300 * rows), rng.randint(1, 4 * depth), rng.randint(1, 12 * cols)) for _ in range(14)]
+    for m, k, n in shapes:
+        key = rng.choice([None, "w1", "w2"])
+        if key is not None and rng.random() < 0.5:
+            key = (key, k, n)
+        rounding = rng.choice([None, (0, "nearest"), (3, "stochastic")])
+        assert fast.gemm(m, k, n, rounding, key) == full.gemm(m, k, n, rounding, key), (m, k, n, key, rounding)
+    assert fast.skipped_rows > fast.replayed_rows
+    assert full.skipped_rows == 0
+
+
+def test_fast_replay_falls_back_to_the_full_replay_when_the_planner_does_not_walk_its_tiles_lazily(monkeypatch):
+    """A planner that reads its tiles some other way (here: lists of every tile and group made up front) cannot be
+    made to jump: the fast path notices, restores the residency state and replays in full, with the same counts."""
+    from fxtrain.sim.planner import CommandPlanner
+
+    original = CommandPlanner.schedule
+
+    def eager(self, plan, rounding, **kwargs):
+        eager_plan = copy.copy(plan)
+        eager_plan.tiles = list(plan.tiles)
+        eager_plan.groups = None if plan.groups is None else list(plan.groups)
+        return original(self, eager_plan, rounding, **kwargs)
+
+    monkeypatch.setattr(CommandPlanner, "schedule", eager)
+    config = EngineConfig(rows=2, cols=2, wl=16, depth=16)
+    fast, full = _replay_pair(config)
+    for m, k, n, key in [(301, 40, 9, "w"), (300, 7, 3, None), (301, 40, 9, "w")]:
+        assert fast.gemm(m, k, n, (0, "nearest"), key) == full.gemm(m, k, n, (0, "nearest"), key)
+    assert fast.skipped_rows == 0
+
+
+def test_resnet20_step_traffic_is_predicted():
+    """The time model prices a ResNet-20 training step on the iCEBreaker (close to a million RUN / RUN_TILES
+    commands per step at batch 32, which the tile-by-tile replay took minutes for): every output tile is run and
+    read once, and the MACs are those of the GEMM list."""
+    from fxtrain.host.models import ResNet20
+    from fxtrain.sim.planner import plan_gemm
+
+    layers = timemodel.layer_geometry(ResNet20(), (1, 28, 28))
+    gemms = timemodel.training_gemms(layers, 8)
+    platform = timemodel.board_platform("icebreaker", "16.14")
+    step = timemodel.estimate_step(platform, layers, 8)
+    traffic = step.traffic
+    tiles = sum(len(plan_gemm(platform.config, g.m, g.k, g.n).tiles) for g in gemms)
+    assert traffic.read_results + sum(n * c for (_, n), c in traffic.run_tiles.items()) == tiles
+    assert traffic.macs == sum(g.macs for g in gemms)
