@@ -270,10 +270,13 @@ async def byte_throughput(dut):
 def run_tiles_requests(config, rng, seq):
     """RUN_TILES frames: 3 tiles of K=5 walking B by 5 (saturating operands, both rounding modes), K=1 with
     b_step 0, READ_RESULT (the last tile again), and every bad argument (n_tiles 0 or above max_tiles, K 0, A
-    range, the last tile's B range one entry beyond the memory, B_STEP above the depth, FLAGS not CLEAR|DRAIN,
-    B_BASE beyond the memory by a multiple of twice the depth, a short payload). For an engine of depth 32."""
-    if config.depth != 32:
-        raise ValueError(f"run_tiles_requests is written for depth 32, not {config.depth}")
+    range, the last tile's B range one entry beyond the B memory, B_STEP above the B depth, FLAGS not
+    CLEAR|DRAIN, B_BASE beyond the B memory by a multiple of twice its depth, a short payload). For an engine of
+    depth 32 and a B depth up to 16384 (B_BASE is a 16-bit field)."""
+    if config.depth != 32 or config.b_depth > 16384:
+        raise ValueError(f"run_tiles_requests is written for depth 32 and b_depth <= 16384, not {config.depth} "
+                         f"and {config.b_depth}")
+    bd = config.b_depth
     lo, hi = -(1 << (config.wl - 1)), (1 << (config.wl - 1)) - 1
     vb = (config.wl + 7) // 8
     a = [rng.choice([lo, hi, rng.randint(lo, hi)]) for _ in range(5 * config.rows)]
@@ -290,11 +293,11 @@ def run_tiles_requests(config, rng, seq):
             encode_request(Command.RUN_TILES, seq + 8, tiles(20, 17, 5, 5, max_tiles(config) + 1)),
             encode_request(Command.RUN_TILES, seq + 9, tiles(20, 17, 5, 0, 1)),
             encode_request(Command.RUN_TILES, seq + 10, tiles(28, 0, 5, 5, 1)),
-            encode_request(Command.RUN_TILES, seq + 11, tiles(20, 18, 5, 5, 3)),
+            encode_request(Command.RUN_TILES, seq + 11, tiles(20, bd - 14, 5, 5, 3)),
             encode_request(Command.RUN_TILES, seq + 12, tiles(0, 0, 0xFFFF, 2, 2)),
-            encode_request(Command.RUN_TILES, seq + 13, tiles(20, 17, 33, 5, 1)),
+            encode_request(Command.RUN_TILES, seq + 13, tiles(20, 17, bd + 1, 5, 1)),
             encode_request(Command.RUN_TILES, seq + 14, RUN_TILES_ARGS.pack(5, 20, 17, 5, 3, 1)),
-            encode_request(Command.RUN_TILES, seq + 15, tiles(20, 17 + 2 * config.depth, 5, 5, 1)),
+            encode_request(Command.RUN_TILES, seq + 15, tiles(20, 17 + 2 * bd, 5, 5, 1)),
             encode_request(Command.RUN_TILES, seq + 16, b"\x00" * 9)]
 
 
