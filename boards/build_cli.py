@@ -52,6 +52,8 @@ def add_arguments(parser):
     parser.add_argument("--depth", type=int, help="A operand buffer depth (default: the board's)")
     parser.add_argument("--b-depth", type=int, help="B operand buffer depth, where weights stay resident "
                         "(default: the board's; raised to --depth when that is larger)")
+    parser.add_argument("--max-k-log2", type=int, metavar="N", help="largest K the accumulators hold exactly is "
+                        "2**N (accumulator width 2*wl + N; default: the board's)")
     parser.add_argument("--out", metavar="DIR", help="build directory (default: build/<board>)")
     parser.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default 1)")
     parser.add_argument("--router", choices=[r for r in ROUTERS if r], help="nextpnr router (default: the "
@@ -76,7 +78,7 @@ def run(args):
         raise ValueError(f"--board is required; known boards: {', '.join(TARGETS)}")
     target = get_target(args.board).with_options(
         rows=args.rows, cols=args.cols, clk_freq=None if args.clock is None else clock_hz(args.clock),
-        baud=args.baud, depth=args.depth, router=args.router, b_depth=args.b_depth,
+        baud=args.baud, depth=args.depth, router=args.router, b_depth=args.b_depth, max_k_log2=args.max_k_log2,
         uart_freq=None if args.uart_clock is None else clock_hz(args.uart_clock))
     check_fits(target)
     target.check_link()                         # a baud rate the bridge or the UART clock cannot make

@@ -303,7 +303,10 @@ def _ulx3s(variant, platform, rows, cols, clk_mhz):
 
 TARGETS = {t.name: t for t in (
     BoardTarget("icebreaker", ICEBreakerPlatform, "ice40",
-                EngineConfig(rows=4, cols=2, wl=16, depth=512, b_depth=32768),
+                # K up to 2**16 (48-bit accumulators): with RUN_TILES and the SPRAM B memory the UP5K has no room for
+                # the 52-bit ones of MAX_K_LOG2 = 20 (5,353 of 5,280 logic cells; 5,260 with 16, docs/boards.md);
+                # LeNet's largest K at batch 64 is 36,864
+                EngineConfig(rows=4, cols=2, wl=16, depth=512, b_depth=32768, max_k_log2=16),
                 18_000_000, 3_000_000, 18_000_000, BRIDGES["FT2232H"],
                 description="1BitSquared iCEBreaker, iCE40UP5K, 12 MHz oscillator, FT2232H UART"),
     _ulx3s("12f", ULX3S_12F_Platform, 7, 4, 60),
