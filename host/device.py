@@ -398,16 +398,11 @@ class Device:
                 self.counters["retries"] += 1
                 if why is not None:
                     self._resync()
-            epoch = self._epoch
-            if flags & RUN_DRAIN:
-                self._sync_lanes()
-                self._sync_rounding(shift, mode)
-            a_addr = self._resident(self._a_mem, Command.WRITE_A, a_key, a_block, "a_entries_sent")
-            b_addr = self._resident(self._b_mem, Command.WRITE_B, b_key, b_block, "b_entries_sent",
-                                    "b_entries_reused")
-            if self._epoch != epoch:
+            addrs = self._confirm(shift, mode, a_key, a_block, b_key, b_block, rounding=bool(flags & RUN_DRAIN))
+            if addrs is None:
                 why = None               # a link error after something was confirmed: confirm everything again
                 continue
+            a_addr, b_addr = addrs
             try:
                 self._attempt(Command.RUN, RUN_ARGS.pack(a_addr, b_addr, len(a_block), flags), 0)
             except _NotExecuted as error:
@@ -419,6 +414,18 @@ class Device:
             return
         raise DeviceError(f"RUN failed on {self.transport.name} after {attempt + 1} attempt(s): "
                           f"{why or 'a link error while confirming its operands every time'}")
+
+    def _confirm(self, shift, mode, a_key, a_block, b_key, b_block, rounding):
+        """Confirm what a RUN or RUN_TILES needs right before it is sent: lanes and rounding registers (when
+        ``rounding``: the run drains), then the A and B blocks (resident or written). Returns ``(a_addr, b_addr)``,
+        or None when a link error happened on the way (the device's state is then unknown again)."""
+        epoch = self._epoch
+        if rounding:
+            self._sync_lanes()
+            self._sync_rounding(shift, mode)
+        a_addr = self._resident(self._a_mem, Command.WRITE_A, a_key, a_block, "a_entries_sent")
+        b_addr = self._resident(self._b_mem, Command.WRITE_B, b_key, b_block, "b_entries_sent", "b_entries_reused")
+        return None if self._epoch != epoch else (a_addr, b_addr)
 
     def _tile(self, shift, mode, runs):
         """The runs of one output tile, then its READ_RESULT; restarted from its first (CLEAR) run when a RUN
@@ -450,15 +457,11 @@ class Device:
                 self.counters["retries"] += 1
                 if why is not None:
                     self._resync()
-            epoch = self._epoch
-            self._sync_lanes()
-            self._sync_rounding(shift, mode)
-            a_addr = self._resident(self._a_mem, Command.WRITE_A, a_key, a_block, "a_entries_sent")
-            b_addr = self._resident(self._b_mem, Command.WRITE_B, b_key, b_block, "b_entries_sent",
-                                    "b_entries_reused")
-            if self._epoch != epoch:
+            addrs = self._confirm(shift, mode, a_key, a_block, b_key, b_block, rounding=True)
+            if addrs is None:
                 why = None               # a link error after something was confirmed: confirm everything again
                 continue
+            a_addr, b_addr = addrs
             try:
                 payload = self._attempt(Command.RUN_TILES, run_tiles_args(a_addr, b_addr, k, k, n_tiles),
                                         n_tiles * result_bytes(self.config))
