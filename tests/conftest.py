@@ -73,3 +73,18 @@ def torch_one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def platform_instances():
+    """``instances(elaboratable, platform)``: every ``Instance`` (vendor primitive) the design elaborates to for
+    ``platform``, depth first."""
+    from amaranth.hdl import Fragment, Instance
+
+    def walk(fragment):
+        found = [fragment] if isinstance(fragment, Instance) else []
+        for sub, _, _ in getattr(fragment, "subfragments", []):
+            found.extend(walk(sub))
+        return found
+
+    return lambda elaboratable, platform: walk(Fragment.get(elaboratable, platform))

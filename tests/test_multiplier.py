@@ -6,7 +6,6 @@ selects it."""
 
 import pytest
 from amaranth.back import verilog
-from amaranth.hdl import Fragment, Instance
 from amaranth_boards.icebreaker import ICEBreakerPlatform
 from amaranth_boards.ulx3s import ULX3S_45F_Platform
 
@@ -20,31 +19,23 @@ from fxtrain.sim.gemm import EngineConfig
 SEED = 16016
 
 
-def _instances(fragment):
-    found = []
-    if isinstance(fragment, Instance):
-        found.append(fragment)
-    for sub, _, _ in getattr(fragment, "subfragments", []):
-        found.extend(_instances(sub))
-    return found
-
 
 def _dsp_verilog(design, name):
     return with_ecp5_models(verilog.convert(design, name=name, emit_src=False))
 
 
-def test_platform_selects_the_multiplier():
+def test_platform_selects_the_multiplier(platform_instances):
     """'auto' is the MULT18X18D (output register on, input and pipeline registers off) on an ECP5 platform and
     the generic product register in simulation and on iCE40; an unknown kind is refused, naming it."""
     assert multiplier_kind("auto", ULX3S_45F_Platform()) == "mult18x18d"
     assert multiplier_kind("auto", ICEBreakerPlatform()) == "generic"
     assert multiplier_kind("auto", None) == "generic"
-    ecp5 = _instances(Fragment.get(MACProcessingElement(16, 52), ULX3S_45F_Platform()))
+    ecp5 = platform_instances(MACProcessingElement(16, 52), ULX3S_45F_Platform())
     assert [i.type for i in ecp5] == ["MULT18X18D"]
     params = ecp5[0].parameters
     assert (params["REG_OUTPUT_CLK"], params["REG_INPUTA_CLK"], params["REG_INPUTB_CLK"],
             params["REG_PIPELINE_CLK"]) == ("CLK0", "NONE", "NONE", "NONE")
-    assert _instances(Fragment.get(MACProcessingElement(16, 52), ICEBreakerPlatform())) == []
+    assert platform_instances(MACProcessingElement(16, 52), ICEBreakerPlatform()) == []
     with pytest.raises(ValueError, match="'dsp48'"):
         RegisteredMultiplier(16, "dsp48")
     with pytest.raises(ValueError, match="19"):

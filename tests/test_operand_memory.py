@@ -5,7 +5,6 @@ Verilator and Icarus with the behavioural SB_SPRAM256KA model of ``sim/ice40_mod
 it, and a B memory that needs more SPRAMs than the UP5K has is refused before any build."""
 
 import pytest
-from amaranth.hdl import Fragment, Instance
 from amaranth_boards.icebreaker import ICEBreakerPlatform
 from amaranth_boards.ulx3s import ULX3S_45F_Platform
 
@@ -16,16 +15,8 @@ from fxtrain.sim.gemm import EngineConfig
 from fxtrain.sim.ice40_models import with_ice40_models
 
 
-def _instances(fragment):
-    found = []
-    if isinstance(fragment, Instance):
-        found.append(fragment)
-    for sub, _, _ in getattr(fragment, "subfragments", []):
-        found.extend(_instances(sub))
-    return found
 
-
-def test_platform_selects_the_b_memory():
+def test_platform_selects_the_b_memory(platform_instances):
     """'auto' is SPRAM on iCE40 for a memory of 2048 entries or more, block RAM (generic) on ECP5, in simulation
     and for small iCE40 memories; the iCEBreaker's 4 x 2 engine (B 32 bits wide) instantiates all 4
     SB_SPRAM256KA for its default 32K B entries (2 banks) and 2 for 16K, with power on and every nibble written;
@@ -39,16 +30,16 @@ def test_platform_selects_the_b_memory():
     target = get_target("icebreaker")
     config = target.config
     assert (config.rows, config.cols, config.wl, config.depth, config.b_depth) == (4, 2, 16, 512, 32768)
-    ice = [i for i in _instances(Fragment.get(GemmEngine(config), ICEBreakerPlatform()))
+    ice = [i for i in platform_instances(GemmEngine(config), ICEBreakerPlatform())
            if i.type == "SB_SPRAM256KA"]
     assert len(ice) == 4
     half = EngineConfig(rows=4, cols=2, wl=16, depth=512, b_depth=16384)
-    assert [i.type for i in _instances(Fragment.get(GemmEngine(half), ICEBreakerPlatform()))] == ["SB_SPRAM256KA"] * 2
+    assert [i.type for i in platform_instances(GemmEngine(half), ICEBreakerPlatform())] == ["SB_SPRAM256KA"] * 2
     for inst in ice:
         ports = {name: value for name, (value, _) in inst.ports.items()}
         assert repr(ports["POWEROFF"]) == "(const 1'd1)" and repr(ports["MASKWREN"]) == "(const 4'd15)"
         assert repr(ports["SLEEP"]) == "(const 1'd0)" and repr(ports["STANDBY"]) == "(const 1'd0)"
-    ecp5 = _instances(Fragment.get(GemmEngine(config), ULX3S_45F_Platform()))
+    ecp5 = platform_instances(GemmEngine(config), ULX3S_45F_Platform())
     assert not [i for i in ecp5 if i.type == "SB_SPRAM256KA"]
     with pytest.raises(ValueError, match="'ebr'"):
         OperandMemory(32, 1024, "ebr")
