@@ -456,7 +456,10 @@ class CommandExecutor(wiring.Component):
         r.len_ok = Signal()
         with m.Switch(self.cmd):
             for c in Command:
-                lo, hi = request_length_range(cfg, c)
+                limits = request_length_range(cfg, c)
+                if limits is None:
+                    continue               # a command this device does not have (EXPAND without an expander)
+                lo, hi = limits
                 with m.Case(c):
                     m.d.comb += [r.known.eq(1), r.len_ok.eq((self.length >= lo) & (self.length <= hi))]
 
