@@ -82,6 +82,16 @@ gives that run either the old or the new value, so the host must only write A en
 run in progress (e.g. the other half of the memory: double buffering). B writes wait while a run reads B (see
 ``b_write``), so they land after that run has read its entries. Writes to any entry while idle are safe.
 
+Partial-sum memory (``EngineConfig.psum_slots`` > 0)
+--------------------------------------------------
+``psum_slots`` slots of ``rows x cols`` exact accumulators (``acc_width`` bits). A run with ``load`` sets the
+accumulators to slot ``slot`` before its first product (``load`` excludes ``clear``); a run with ``save`` writes
+the accumulators to slot ``slot`` after its last product and leaves them 0 (``save`` excludes ``drain``): no
+rounding, no result bank, no lane word. A run breaking these rules, or naming a slot ``>= psum_slots`` with
+``load`` or ``save``, is rejected like an out-of-range run. Cycles: :func:`run_cycles` with ``load``/``save``
+(``LOAD_CYCLES`` more before the products; a saving run ends ``SAVE_CYCLES`` after its last entry, where a
+draining run ends ``OPERAND_LATENCY + 2*rows + cols + ROUNDER_LATENCY`` after it).
+
 Members
 -------
 OPERAND_LATENCY : int
@@ -120,10 +130,22 @@ from .rounding import RoundingMode, check_shift, parse_mode, round_shift
 
 __all__ = ["OPERAND_LATENCY", "ROUNDER_LATENCY", "COUNTER_WIDTH", "COUNTER_NAMES", "RESET_LANE_STATE", "addr_bits",
            "b_addr_bits", "engine_layouts",
-           "run_cycles", "gemm_cycles", "run_is_valid", "EngineModel", "gemm_via_engine"]
+           "run_cycles", "load_cycles", "save_cycles", "gemm_cycles", "run_is_valid", "EngineModel", "gemm_via_engine"]
 
 OPERAND_LATENCY = 1
 ROUNDER_LATENCY = 2
+
+
+def load_cycles(config):
+    """Cycles a LOAD adds before a run's first product: ``rows`` drain-chain shifts and the array's shift
+    latency (2)."""
+    return config.rows + 2
+
+
+def save_cycles(config):
+    """Cycles from a saving run's last entry to its end: the systolic flush and ``rows`` shifts out, no
+    rounder (``OPERAND_LATENCY + 2*rows + cols``)."""
+    return OPERAND_LATENCY + 2 * config.rows + config.cols
 COUNTER_WIDTH = 32
 COUNTER_NAMES = ("busy", "stall_in", "stall_out", "saturated", "runs", "rejected")
 #: State of every lane after reset (the ``reset_seed`` of ``rtl.lfsr.LFSRLanes``); hosts load seeds anyway.
@@ -163,20 +185,26 @@ def engine_layouts(config):
     }
 
 
-def run_is_valid(config, a_base, b_base, k):
-    """``True`` if the engine executes run ``(a_base, b_base, k)``, ``False`` if it rejects it (see module doc)."""
+def run_is_valid(config, a_base, b_base, k, flags=0, slot=0):
+    """``True`` if the engine executes run ``(a_base, b_base, k)`` with RUN ``flags`` and ``slot``, ``False`` if
+    it rejects it (see module doc; :func:`.payloads.run_flags_ok`)."""
+    from .payloads import run_flags_ok
     config = _check_config(config)
-    return 1 <= k <= config.depth and a_base + k <= config.depth and b_base + k <= config.b_depth
+    return (1 <= k <= config.depth and a_base + k <= config.depth and b_base + k <= config.b_depth
+            and run_flags_ok(config, flags, slot))
 
 
-def run_cycles(config, k, drain):
-    """Cycles one accepted, valid run occupies the engine (module docstring, *Timing*)."""
+def run_cycles(config, k, drain, load=False, save=False):
+    """Cycles one accepted, valid run occupies the engine (module docstring, *Timing* and *Partial-sum
+    memory*)."""
     config = _check_config(config)
     if not isinstance(k, (int, np.integer)) or not 1 <= k <= config.depth:
         raise ValueError(f"Run length k must be an integer from 1 to the depth {config.depth}, not {k!r}")
     if drain not in (0, 1, False, True):
         raise ValueError(f"drain must be 0 or 1, not {drain!r}")
-    k = int(k)
+    k = int(k) + (load_cycles(config) if load else 0)
+    if save:
+        return k + save_cycles(config)
     if not drain:
         return k
     return k + OPERAND_LATENCY + 2 * config.rows + config.cols + ROUNDER_LATENCY
@@ -214,6 +242,8 @@ class EngineModel:
         ``b_depth x cols`` int64, the B memory.
     acc : numpy.ndarray
         ``rows x cols`` int64, the accumulators (two's complement in ``acc_width`` bits, like the RTL).
+    psum : numpy.ndarray
+        ``psum_slots x rows x cols`` int64, the partial-sum memory.
     lane_state : list of int
         Current state of each lane.
     results : collections.deque
@@ -233,6 +263,7 @@ class EngineModel:
         self.a_mem = np.zeros((config.depth, config.rows), dtype=np.int64)
         self.b_mem = np.zeros((config.b_depth, config.cols), dtype=np.int64)
         self.acc = np.zeros((config.rows, config.cols), dtype=np.int64)
+        self.psum = np.zeros((config.psum_slots, config.rows, config.cols), dtype=np.int64)
         self.lane_state = [RESET_LANE_STATE] * config.lanes
         self.results = deque()
         self.counters = dict.fromkeys(COUNTER_NAMES, 0)
@@ -281,8 +312,10 @@ class EngineModel:
         self.counters = dict.fromkeys(COUNTER_NAMES, 0)
         self.error = False
 
-    def run(self, a_base, b_base, k, clear, drain, shift=0, mode=RoundingMode.NEAREST):
-        """Execute one run command; returns the cycles it occupies the engine (1 for a rejected run)."""
+    def run(self, a_base, b_base, k, clear, drain, shift=0, mode=RoundingMode.NEAREST, *, load=False,
+            save=False, slot=0):
+        """Execute one run command; returns the cycles it occupies the engine (1 for a rejected run). ``load`` /
+        ``save``: the partial-sum slot ``slot`` (module docstring)."""
         config = self.config
         for name, value, depth in (("a_base", a_base, config.depth), ("b_base", b_base, config.b_depth)):
             if not isinstance(value, (int, np.integer)) or not 0 <= value < depth:
@@ -292,19 +325,29 @@ class EngineModel:
         shift = check_shift(shift)
         mode = parse_mode(mode)
         self._count("runs", 1)
-        if not run_is_valid(config, a_base, b_base, k):
+        from .payloads import RUN_CLEAR, RUN_DRAIN, RUN_LOAD, RUN_SAVE
+        flags = ((RUN_CLEAR if clear else 0) | (RUN_DRAIN if drain else 0) | (RUN_LOAD if load else 0)
+                 | (RUN_SAVE if save else 0))
+        if not isinstance(slot, (int, np.integer)) or not 0 <= slot <= 0xFFFF:
+            raise ValueError(f"slot must be an integer from 0 to 65535, not {slot!r}")
+        if not run_is_valid(config, a_base, b_base, k, flags, slot):
             self.error = True
             self._count("rejected", 1)
             self._count("busy", 1)
             return 1
         a = self.a_mem[a_base:a_base + k]          # k x rows
         b = self.b_mem[b_base:b_base + k]          # k x cols
-        if clear:
+        if load:
+            self.acc[:] = self.psum[slot]
+        elif clear:
             self.acc[:] = 0
         self.acc = self._wrap(self.acc + a.T @ b)
-        if drain:
+        if save:
+            self.psum[slot] = self.acc
+            self.acc[:] = 0
+        elif drain:
             self._drain(shift, mode)
-        cycles = run_cycles(config, int(k), bool(drain))
+        cycles = run_cycles(config, int(k), bool(drain), bool(load), bool(save))
         self._count("busy", cycles)
         return cycles
 
