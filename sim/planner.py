@@ -273,11 +273,13 @@ def conv_fits(config, plan, view):
     ``config``: the engine has the expander, the view's matrix has the plan's shape, and the feature map fits the
     B memory next to the largest B block the GEMM writes (else the map would be evicted at every tile row:
     the planner then falls back to sending A)."""
-    if view is None or not config.expander:
+    if view is None:
         return False
     if tuple(view.shape) != (plan.m, plan.k):
         raise ValueError(f"Convolution view of shape {tuple(view.shape)} does not match the GEMM's A "
                          f"{plan.m} x {plan.k}")
+    if not config.expander:
+        return False
     if plan.groups is not None:
         largest = max(g.count for g in plan.groups) * plan.k
     else:
@@ -406,13 +408,16 @@ class CommandPlanner:
         return addr, WriteOperand(which, addr, index, chunk, count)
 
     def _map(self, view):
-        """The map of ``view``: ``(f_base, item)``, the item a :class:`WriteMap` unless it is resident."""
+        """The map of ``view``: ``(f_base, item)``, the item a :class:`WriteMap` unless it is resident, then a
+        :class:`Reused` the first time in this GEMM, else None."""
         key, entries = ("map", view.key), conv.fmap_entries(self.config, view.geom)
         if not self.residency:
             self.b_mem.clear()
         addr = self.b_mem.lookup(key, view.digest)
         if addr is not None:
-            return addr, Reused("map", entries)
+            first, self._map_used = not self._map_used, True
+            return addr, Reused("map", entries) if first else None
+        self._map_used = True
         addr = self.b_mem.allocate(key, view.digest, entries)
         return addr, WriteMap(addr, entries, view)
 
@@ -430,8 +435,8 @@ class CommandPlanner:
         addr = self.a_mem.reserve(key, chunk.length * blocks)
         for b in range(blocks):
             self.a_mem.commit(("A", self._gemm_id, tm + b, chunk.k0), None, addr + b * chunk.length, chunk.length)
-        rows = self.config.rows
-        return addr, [map_item, Expand(addr, f_base, tm * rows, chunk.k0, chunk.length, blocks, view)]
+        expand = Expand(addr, f_base, tm * self.config.rows, chunk.k0, chunk.length, blocks, view)
+        return addr, [expand] if map_item is None else [map_item, expand]
 
     def schedule(self, plan, rounding, *, b_key=None, digest=None, first_tile=0, a_view=None):
         if rounding is None or rounding != self.rounding:
@@ -440,6 +445,7 @@ class CommandPlanner:
         self._gemm_id += 1
         b_scope = ("B", b_key, (plan.k, plan.n)) if b_key is not None else ("B-call", self._gemm_id)
         view = a_view if conv_fits(self.config, plan, a_view) else None
+        self._map_used = False            # a resident map is reported (Reused) once per GEMM
         if plan.groups is not None:
             yield from self._tile_loop(plan, b_scope, digest, first_tile, view)
             return

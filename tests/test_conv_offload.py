@@ -137,3 +137,145 @@ def test_a_map_evicted_between_expands_is_written_again_and_results_stay_exact(t
     items = list(_EvictingPlanner(cfg, EngineModel(cfg), "L").schedule(
         plan_gemm(cfg, *a.shape, 5), None, a_view=view_of(x, geom, transposed)))
     assert sum(isinstance(i, WriteMap) for i in items) == sum(isinstance(i, Expand) for i in items) > 1
+
+
+# -- the driver over the protocol emulator --
+
+from fxtrain.host.device import Device  # noqa: E402
+from fxtrain.host.emulator import ExactEmulator  # noqa: E402
+from fxtrain.host.transport import EmulatorTransport  # noqa: E402
+from fxtrain.sim.protocol import ProtocolEmulator  # noqa: E402
+from fxtrain.sim.wire import Command  # noqa: E402
+
+DEV_CONFIG = EngineConfig(rows=3, cols=2, wl=12, depth=32, b_depth=1024, max_k_log2=12, expander=True)
+
+
+def _device(config, transport_cls=EmulatorTransport, seed=5, **kwargs):
+    dev = Device(transport_cls(ProtocolEmulator(config, rx_buffer=512), **kwargs))
+    dev.seed(seed)
+    return dev
+
+
+def _conv_gemms(rng, geom, cols):
+    """The forward and weight-gradient GEMMs of one random convolution (A, B, view) in step order."""
+    x = rng.integers(-2000, 2000, (geom.n, geom.c, geom.h, geom.w))
+    w = rng.integers(-2000, 2000, (geom.patch, int(rng.integers(1, 2 * cols + 2))))
+    dy = rng.integers(-2000, 2000, (geom.positions, w.shape[1]))
+    key = ("conv", int(rng.integers(1 << 30)))
+    return [(conv_matrix(x, geom, False), w, ConvView(x, geom, False, key)),
+            (conv_matrix(x, geom, True), dy, ConvView(x, geom, True, key))]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_device_in_conv_mode_equals_the_plain_path_and_the_exact_emulator_with_far_fewer_bytes(seed):
+    """Device over the ProtocolEmulator with the expander, the same without it (falls back: no EXPAND) and the
+    exact emulator give identical results for random convolutions (stride 1/2, padding, 1x1/3x3 kernels, C not
+    a multiple of the array) in both GEMMs; conv mode sends fewer bytes (the map once, EXPANDs instead of A)."""
+    rng = np.random.default_rng(seed)
+    print("seed", seed)
+    conv_dev, plain_dev = _device(DEV_CONFIG), _device(replace(DEV_CONFIG, expander=False))
+    exact = ExactEmulator(replace(DEV_CONFIG, expander=False), seed=5)
+    for _ in range(2):
+        geom = random_geometry(rng, DEV_CONFIG.cols)
+        for a, b, view in _conv_gemms(rng, geom, DEV_CONFIG.cols):
+            want = exact.gemm(a, b, 9, "stochastic")
+            for dev in (conv_dev, plain_dev):
+                got = dev.gemm(a, b, 9, "stochastic", a_view=view)
+                assert np.array_equal(got.c, want.c) and np.array_equal(got.saturated, want.saturated)
+    assert plain_dev.counters["expands"] == 0 and plain_dev.counters["map_entries_sent"] == 0
+    assert conv_dev.counters["expands"] > 0 and conv_dev.counters["a_entries_sent"] == 0
+    assert conv_dev.counters["map_entries_reused"] > 0          # the weight gradient reused the forward's map
+    print("bytes sent: conv", conv_dev.counters["bytes_sent"], "plain", plain_dev.counters["bytes_sent"])
+    assert conv_dev.counters["bytes_sent"] < plain_dev.counters["bytes_sent"]
+
+
+def test_device_falls_back_when_the_map_does_not_fit_next_to_the_b_blocks():
+    """A feature map larger than the B memory minus the GEMM's B blocks: no EXPAND, A written, exact result."""
+    rng = np.random.default_rng(7)
+    cfg = replace(DEV_CONFIG, b_depth=64)
+    geom = ConvGeometry(2, 3, 6, 6, 3, 3, 1, 1, 1, 1)               # 216 words: 108 entries > 64
+    dev, exact = _device(cfg), ExactEmulator(replace(cfg, expander=False), seed=5)
+    for a, b, view in _conv_gemms(rng, geom, cfg.cols):
+        assert np.array_equal(dev.gemm(a, b, 9, "nearest", a_view=view).c, exact.gemm(a, b, 9, "nearest").c)
+    assert dev.counters["expands"] == 0 and dev.counters["a_entries_sent"] > 0
+
+
+class _CorruptOne(EmulatorTransport):
+    """Flips a CRC bit of the ``nth`` request frame of command ``cmd`` (the device answers CRC_ERROR)."""
+
+    def __init__(self, emulator, cmd, nth):
+        super().__init__(emulator)
+        self.cmd, self.left, self.hit = int(cmd), nth, False
+
+    def write(self, data):
+        data = bytearray(data)
+        if len(data) > 2 and data[0] == 0xA5 and data[1] == self.cmd and not self.hit:
+            self.left -= 1
+            if self.left < 0:
+                data[-1] ^= 0x10
+                self.hit = True
+        super().write(bytes(data))
+
+
+@pytest.mark.parametrize("cmd,nth", [(Command.EXPAND, 0), (Command.EXPAND, 3), (Command.WRITE_B, 0)])
+def test_a_corrupted_expand_or_map_frame_is_recovered_exactly(cmd, nth):
+    """A corrupted EXPAND or map WRITE_B frame: the driver rewinds, forgets residency and finishes the GEMM (plain
+    path); both GEMMs and a later one that needs the map again equal the exact emulator."""
+    rng = np.random.default_rng(3)
+    geom = ConvGeometry(2, 3, 7, 7, 3, 3, 2, 2, 1, 1)
+    dev = _device(DEV_CONFIG, _CorruptOne, cmd=cmd, nth=nth)
+    exact = ExactEmulator(replace(DEV_CONFIG, expander=False), seed=5)
+    gemms = _conv_gemms(rng, geom, DEV_CONFIG.cols)
+    for a, b, view in gemms + gemms:
+        got = dev.gemm(a, b, 9, "stochastic", a_view=view)
+        want = exact.gemm(a, b, 9, "stochastic")
+        assert np.array_equal(got.c, want.c) and np.array_equal(got.saturated, want.saturated)
+    assert dev.transport.hit and dev.counters["rewinds"] == 1 and dev.counters["expands"] > 0
+
+
+def test_a_5x5_convolution_sends_a_fraction_of_the_bytes():
+    """LeNet-like 5x5 kernel, stride 1: the two GEMMs send under a quarter of the plain path's bytes (the im2col
+    matrices repeat each input word up to 25 times), results exact."""
+    rng = np.random.default_rng(2)
+    geom = ConvGeometry(2, 2, 12, 12, 5, 5)
+    cfg = replace(DEV_CONFIG, depth=128)
+    conv_dev, plain_dev = _device(cfg), _device(replace(cfg, expander=False))
+    for a, b, view in _conv_gemms(rng, geom, cfg.cols):
+        assert np.array_equal(conv_dev.gemm(a, b, 9, "nearest", a_view=view).c,
+                              plain_dev.gemm(a, b, 9, "nearest", a_view=view).c)
+    conv_sent, plain_sent = conv_dev.counters["bytes_sent"], plain_dev.counters["bytes_sent"]
+    print(f"bytes sent: conv {conv_sent}, plain {plain_sent}; A entries {plain_dev.counters['a_entries_sent']}, "
+          f"map entries {conv_dev.counters['map_entries_sent']}, {conv_dev.counters['expands']} EXPANDs")
+    assert conv_sent < 0.25 * plain_sent
+
+
+def test_lenet_training_steps_on_a_device_with_the_expander_equal_the_exact_emulator():
+    """Three SGD steps of LeNet (batch 4) with every GEMM on a Device over the ProtocolEmulator with the expander
+    give the same weights, bit for bit, as on the exact emulator; the convolutions went through conv mode (maps
+    and EXPANDs instead of A; only the linear layers write A)."""
+    import torch
+
+    from fxtrain.host.convert import convert
+    from fxtrain.host.models import LeNet
+
+    cfg = EngineConfig(rows=4, cols=2, wl=16, depth=512, b_depth=16384, expander=True)
+    device = Device(EmulatorTransport(ProtocolEmulator(cfg)))
+    device.seed(11)
+    models = []
+    for backend in (device, ExactEmulator(replace(cfg, expander=False), seed=11)):
+        torch.manual_seed(0)
+        model = convert(LeNet(), backend, seed=2)
+        opt = torch.optim.SGD(model.parameters(), lr=0.05)
+        data = torch.Generator().manual_seed(1)
+        for _ in range(3):
+            x = torch.rand(4, 1, 28, 28, generator=data)
+            y = torch.randint(0, 10, (4,), generator=data)
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+        models.append(model)
+    for (name, got), want in zip(models[0].state_dict().items(), models[1].state_dict().values()):
+        assert torch.equal(got, want), name
+    c = device.counters
+    print({k: c[k] for k in ("bytes_sent", "map_entries_sent", "map_entries_reused", "expands", "a_entries_sent")})
+    assert c["expands"] > 0 and c["map_entries_sent"] > 0 and c["a_entries_sent"] < c["map_entries_sent"]
