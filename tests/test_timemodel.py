@@ -261,6 +261,28 @@ def test_estimate_cli_prints_breakdown_table_and_writes_plot(tmp_path, capsys):
     assert plot.stat().st_size > 1000
 
 
+def test_estimate_expander_what_if_is_named_and_cuts_the_bytes(capsys):
+    """``--expander`` on a board built without it is a what-if named in the output (convolution mode, the
+    EXPAND term); it cuts the bytes to the device, and ``--no-expander`` is the board's plain figure. Board
+    defaults come from the board target's EngineConfig.expander."""
+    from fxtrain.boards.targets import get_target
+
+    args = ["estimate", "--board", "icebreaker", "--batch", "16", "--train-size", "64", "--no-host", "--plot", ""]
+    assert main(args + ["--expander"]) == 0
+    on = capsys.readouterr().out
+    assert main(args + ["--no-expander"]) == 0
+    off = capsys.readouterr().out
+    assert "convolution mode (expander)" in on and "EXPAND (A from the maps)" in on and "no expander" in off
+    builds_it = get_target("icebreaker").config.expander
+    assert ("what-if: expander on" in on) != builds_it and ("what-if: expander off" in off) == builds_it
+    bytes_down = [int(out.split(" bytes to the device")[0].rsplit(" ", 1)[1].replace(",", "")) for out in (on, off)]
+    assert bytes_down[0] < 0.6 * bytes_down[1]
+    platform = timemodel.board_platform("icebreaker", "16.8", expander=True)
+    estimate = timemodel.estimate_epoch(platform, timemodel.lenet_layers(), "16.8", 64, 640)
+    assert estimate.expand_cycles > 0 and estimate.full.device_s >= estimate.full.up_s + estimate.full.compute_s \
+        + estimate.full.expand_s
+
+
 def test_pipelined_estimate_overlaps_the_wire_and_waits_once_per_gemm():
     """With a receive buffer the driver waits once per GEMM and the device's work overlaps the down wire:
     T = max(down, up + compute + request bytes / f) + gemms * latency + host; without one (rx_buffer=0) every
