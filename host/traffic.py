@@ -374,10 +374,11 @@ class DriverReplay:
         return total
 
 
-def shape_keys(g, step_id):
-    """``(b_key, a_view)`` a :class:`GemmShape` is replayed with at step ``step_id`` (:meth:`DriverReplay.step`)."""
+def shape_keys(g, step_id, conv=True):
+    """``(b_key, a_view)`` a :class:`GemmShape` is replayed with at step ``step_id`` (:meth:`DriverReplay.step`);
+    ``conv=False`` leaves the view out (the plain schedule, whatever the engine)."""
     key = (g.layer, g.kind, step_id) if g.b_weights else None
     view = None
-    if g.conv is not None:
+    if g.conv is not None and conv:
         view = ConvView(None, g.conv, g.kind == "weight_grad", (g.layer, "x", step_id), b"")
     return key, view
