@@ -52,7 +52,7 @@ FixedLinear, FixedConv2d
     The layers (subclasses of ``nn.Linear`` / ``nn.Conv2d``, same parameters and state dict), each with a
     ``from_float(module, fixed, offload, name)`` constructor (torch.ao style).
 im2col
-    Patches of an image batch as a GEMM operand (a strided view, differentiable).
+    Patches of an image batch as a GEMM operand (re-exported from :mod:`.im2col`).
 """
 
 from __future__ import annotations
@@ -61,13 +61,13 @@ from dataclasses import dataclass, replace
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from ..sim.fixedpoint import FixedFormat
 from ..sim.gemm import EngineConfig
 from ..sim.rounding import SHIFT_MAX, RoundingMode
 from .backend import Backend
 from .conv_offload import layer_view
+from .im2col import im2col
 from .quantize import check_mode, quantize_raw
 
 __all__ = ["DEFAULT_FORMATS", "FixedConfig", "Offload", "FixedLinear", "FixedConv2d", "im2col"]
@@ -356,35 +356,6 @@ class FixedLinear(_FixedMixin, nn.Linear):
         a = self._quantized_input(x).reshape(-1, self.in_features)
         y = self._matmul(a, self.weight, self._weight_raw()).reshape(*lead, self.out_features)
         return y if self.bias is None else y + self.bias
-
-
-def im2col(x: torch.Tensor, kernel_size, stride, padding) -> torch.Tensor:
-    """Patches of ``x`` (B x C x H x W) as a (B*OH*OW) x (C*KH*KW) matrix, rows in (b, oh, ow) order and
-    columns in (c, kh, kw) order, i.e. equal to ``F.unfold(x, ...).transpose(1, 2)`` flattened and matching
-    ``weight.reshape(out_channels, -1)``. Differentiable; its backward is col2im (``F.fold``)."""
-    return _Im2col.apply(x, tuple(kernel_size), tuple(stride), tuple(padding))
-
-
-class _Im2col(torch.autograd.Function):
-    """Forward: a strided view of the padded input, copied once (far faster than ``F.unfold`` on CPU); backward:
-    ``F.fold`` (col2im, adds overlapping patches), far faster than autograd's generic ``unfold_backward``."""
-
-    @staticmethod
-    def forward(ctx, x, kernel_size, stride, padding):
-        (kh, kw), (sh, sw), (ph, pw) = kernel_size, stride, padding
-        ctx.geometry = (x.shape, kernel_size, stride, padding)
-        if ph or pw:
-            x = F.pad(x, (pw, pw, ph, ph))
-        patches = x.unfold(2, kh, sh).unfold(3, kw, sw)  # B, C, OH, OW, KH, KW (a view)
-        batch, channels, out_h, out_w = patches.shape[:4]
-        return patches.permute(0, 2, 3, 1, 4, 5).reshape(batch * out_h * out_w, channels * kh * kw)
-
-    @staticmethod
-    def backward(ctx, grad):
-        shape, kernel_size, stride, padding = ctx.geometry
-        batch, _, height, width = shape
-        cols = grad.reshape(batch, -1, grad.shape[1]).transpose(1, 2)  # B x (C*KH*KW) x (OH*OW)
-        return F.fold(cols, (height, width), kernel_size, stride=stride, padding=padding), None, None, None
 
 
 class FixedConv2d(_FixedMixin, nn.Conv2d):
