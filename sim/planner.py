@@ -389,6 +389,7 @@ class CommandPlanner:
         self.b_mem = ResidentMemory(config.b_depth)
         self.rounding = None
         self._gemm_id = 0
+        self._map_used = False
 
     def forget(self):
         self.a_mem.clear()

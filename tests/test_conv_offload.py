@@ -279,3 +279,45 @@ def test_lenet_training_steps_on_a_device_with_the_expander_equal_the_exact_emul
     c = device.counters
     print({k: c[k] for k in ("bytes_sent", "map_entries_sent", "map_entries_reused", "expands", "a_entries_sent")})
     assert c["expands"] > 0 and c["map_entries_sent"] > 0 and c["a_entries_sent"] < c["map_entries_sent"]
+
+
+class _RecordingEmulator(ExactEmulator):
+    """Records (A, B, a_view) of every call."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.calls = []
+
+    def gemm(self, a, b, shift, mode, *, b_key=None, a_view=None):
+        self.calls.append((np.asarray(a, dtype=np.int64), a_view))
+        return super().gemm(a, b, shift, mode, b_key=b_key, a_view=a_view)
+
+
+def test_fixed_conv2d_passes_views_of_exactly_its_a_operands_and_approximate_methods_pass_none():
+    """FixedConv2d (stride 2, padding 1) hands the forward and weight-gradient GEMMs a ConvView whose matrix is
+    the A operand it sends, with one key and digest for both and a new key per forward pass; the input gradient
+    and linear layers get none, and with an approximate method attached no GEMM gets one."""
+    import torch
+
+    from fxtrain.host.layers import FixedConfig, FixedConv2d, Offload
+    from fxtrain.host.methods import MethodConfig, Methods
+    from fxtrain.host.methods.approx import LayerApprox
+
+    backend = _RecordingEmulator(EngineConfig(rows=2, cols=3, depth=64))
+    layer = FixedConv2d(3, 4, 3, stride=2, padding=1, fixed=FixedConfig(wl=16), offload=Offload(backend, seed=1))
+    x = torch.rand(2, 3, 7, 7, generator=torch.Generator().manual_seed(4), requires_grad=True)
+    keys = []
+    for _ in range(2):
+        backend.calls.clear()
+        layer(x).sum().backward()
+        (a_fwd, fwd), (_, grad_in), (a_wg, wg) = backend.calls
+        assert grad_in is None and fwd is not None and wg is not None
+        assert not fwd.transposed and wg.transposed and fwd.key == wg.key and fwd.digest == wg.digest
+        assert np.array_equal(fwd.matrix(), a_fwd) and np.array_equal(wg.matrix(), a_wg)
+        assert fwd.geom == ConvGeometry(2, 3, 7, 7, 3, 3, 2, 2, 1, 1)
+        keys.append(fwd.key)
+    assert keys[0] != keys[1]
+    layer.approx = LayerApprox(Methods(MethodConfig(sampling="topk", sample_ratio=0.5), seed=2), 0, True)
+    backend.calls.clear()
+    layer(x).sum().backward()
+    assert backend.calls and all(view is None for _, view in backend.calls)
