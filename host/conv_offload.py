@@ -10,7 +10,8 @@ and the A chunks are generated on the device (EXPAND frames). The result is bit 
 
 Recovery: EXPAND is idempotent (it writes A entries from the B memory); the driver forgets residency on any
 failure as for every other command and finishes a failed GEMM on the plain one-request-at-a-time path, which
-sends the materialized A (exact, just more bytes).
+sends the materialized A (exact, just more bytes). That path is also the only one of a device without a receive
+buffer (IDENTIFY rx_buffer 0), which therefore never uses convolution mode.
 
 Members
 -------
