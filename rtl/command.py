@@ -96,7 +96,10 @@ class CommandExecutor(wiring.Component):
     Structure (``elaborate``): the registers in one namespace (``_registers``), the argument views and checks
     (``_arguments``), the storage (``_result_buffer``, ``link_memory.link_memory``, ``_response_payload``), the frame FSM
     in parts (``_receive_states``, ``_execute_state``, ``_run_states``, ``_tiles_check_state``,
-    ``_respond_states``) and the ``_tile_walker`` that runs beside it during a RUN_TILES answer.
+    ``_respond_states``) and the ``_tile_walker`` that runs beside it during a RUN_TILES answer. With
+    ``config.expander`` the EXPAND part (``rtl/expand_command.py``: argument check, the ``EXPAND`` state of
+    ``sim.conv.expand_cycles`` cycles, the walker ``rtl/expander.py``) is added; the payload shift register then
+    holds EXPAND's 63 argument bytes. Without it EXPAND is an unknown command and none of it exists.
 
     Parameters
     ----------
