@@ -209,3 +209,14 @@ def test_soc_without_expander_answers_unknown_command():
     got, _, _ = _run_soc(cfg, stream)
     assert got == expected
     assert {Status(r.status).name for r in ResponseParser().feed(got)} >= {"UNKNOWN_COMMAND"}
+
+
+def test_board_targets_expander_choice():
+    """The ULX3S (ECP5) targets build the expander, the iCEBreaker (UP5K, no logic cells left) does not;
+    ``with_options(expander=...)`` (``fxtrain build --expander on|off``) switches it."""
+    from fxtrain.boards.targets import TARGETS
+
+    assert all(TARGETS[f"ulx3s-{v}"].config.expander for v in ("12f", "25f", "45f", "85f"))
+    assert not TARGETS["icebreaker"].config.expander
+    assert TARGETS["icebreaker"].with_options(expander=True).config.expander
+    assert not TARGETS["ulx3s-12f"].with_options(expander=False).config.expander
