@@ -37,8 +37,10 @@ Expander
     The component.
 """
 
-from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import data, stream, wiring
+from types import SimpleNamespace
+
+from amaranth.hdl import Cat, Module, Mux, Signal, signed
+from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..sim.conv import EXPAND_ARGS, EXPAND_LATENCY, EXPAND_TRANSPOSED, fmap_words_per_entry
@@ -46,9 +48,6 @@ from ..sim.engine import b_addr_bits, engine_layouts
 from ..sim.gemm import EngineConfig
 
 __all__ = ["Expander"]
-
-_M_FIELDS = ("n", "oy", "ox", "yb", "xb", "mw")
-_P_FIELDS = ("c", "ky", "kx", "pw")
 
 
 class Expander(wiring.Component):
@@ -91,61 +90,71 @@ class Expander(wiring.Component):
         })
 
     def elaborate(self, platform):
-        cfg, a = self.config, self.args
-        rows, wl = cfg.rows, cfg.wl
-        s = fmap_words_per_entry(cfg).bit_length() - 1          # log2 P
-        bw = b_addr_bits(cfg)
-        ww = s + bw                                              # word bits that reach the B address
         m = Module()
+        it = self._iterators(m)
+        w = self._walk(m, it)
+        self._datapath(m, it, w)
+        return m
+
+    def _iterators(self, m):
+        """The M and P registers, their saved copies, start values and stepped states (the spec's ``step_m`` /
+        ``step_p``, as expressions of the registers)."""
+        a = self.args
+        it = SimpleNamespace()
+        it.s = s = fmap_words_per_entry(self.config).bit_length() - 1          # log2 P
+        it.bw = b_addr_bits(self.config)
+        it.ww = ww = s + it.bw                                    # word bits that reach the B address
 
         def regs(prefix, shapes):
             return {f: Signal(shape, name=f"{prefix}_{f}") for f, shape in shapes.items()}
 
         m_shapes = {"n": 17, "oy": 16, "ox": 16, "yb": signed(18), "xb": signed(18), "mw": ww}
         p_shapes = {"c": 17, "ky": 8, "kx": 8, "pw": ww}
-        ms, ms_save = regs("m", m_shapes), regs("m_save", m_shapes)
-        ps, ps_save = regs("p", p_shapes), regs("p_save", p_shapes)
-        m_start = {"n": a.m_n, "oy": a.m_oy, "ox": a.m_ox, "yb": a.m_yb.as_signed(), "xb": a.m_xb.as_signed(),
-                   "mw": a.m_word[:ww]}
-        p_start = {"c": a.p_c, "ky": a.p_ky, "kx": a.p_kx, "pw": a.p_word[:ww]}
+        it.ms, it.ms_save, it.m_step = regs("m", m_shapes), regs("m_save", m_shapes), regs("m_step", m_shapes)
+        it.ps, it.ps_save, it.p_step = regs("p", p_shapes), regs("p_save", p_shapes), regs("p_step", p_shapes)
+        it.m_start = {"n": a.m_n, "oy": a.m_oy, "ox": a.m_ox, "yb": a.m_yb.as_signed(), "xb": a.m_xb.as_signed(),
+                      "mw": a.m_word[:ww]}
+        it.p_start = {"c": a.p_c, "ky": a.p_ky, "kx": a.p_kx, "pw": a.p_word[:ww]}
+        ms, ps, m_step, p_step = it.ms, it.ps, it.m_step, it.p_step
 
         def sat_add(x, step, top_bit):       # x + step, or x once x >= 2**top_bit (x non-negative there)
             stop = x[top_bit] & ~x[len(x) - 1] if x.shape().signed else x[top_bit]
             return Mux(stop, x, x + step)
 
-        # the stepped states (the spec's step_m / step_p), as expressions of the registers
-        m_step = {f: Signal(m_shapes[f], name=f"m_step_{f}") for f in _M_FIELDS}
-        p_step = {f: Signal(p_shapes[f], name=f"p_step_{f}") for f in _P_FIELDS}
+        def same(step, state, fields):
+            return [step[f].eq(state[f]) for f in fields]
+
         with m.If(ms["ox"] + 1 < a.ow):
-            m.d.comb += [m_step["n"].eq(ms["n"]), m_step["oy"].eq(ms["oy"]), m_step["ox"].eq(ms["ox"] + 1),
-                         m_step["yb"].eq(ms["yb"]), m_step["xb"].eq(sat_add(ms["xb"], a.sw, 16)),
-                         m_step["mw"].eq(ms["mw"] + a.sw)]
+            m.d.comb += same(m_step, ms, ("n", "oy", "yb")) + [
+                m_step["ox"].eq(ms["ox"] + 1), m_step["xb"].eq(sat_add(ms["xb"], a.sw, 16)),
+                m_step["mw"].eq(ms["mw"] + a.sw)]
         with m.Elif(ms["oy"] + 1 < a.oh):
-            m.d.comb += [m_step["n"].eq(ms["n"]), m_step["oy"].eq(ms["oy"] + 1), m_step["ox"].eq(0),
-                         m_step["yb"].eq(sat_add(ms["yb"], a.sh, 16)), m_step["xb"].eq(-a.pw),
-                         m_step["mw"].eq(ms["mw"] + a.m_row_step[:ww])]
+            m.d.comb += same(m_step, ms, ("n",)) + [
+                m_step["oy"].eq(ms["oy"] + 1), m_step["ox"].eq(0), m_step["yb"].eq(sat_add(ms["yb"], a.sh, 16)),
+                m_step["xb"].eq(-a.pw), m_step["mw"].eq(ms["mw"] + a.m_row_step[:ww])]
         with m.Else():
             m.d.comb += [m_step["n"].eq(sat_add(ms["n"], 1, 16)), m_step["oy"].eq(0), m_step["ox"].eq(0),
                          m_step["yb"].eq(-a.ph), m_step["xb"].eq(-a.pw),
                          m_step["mw"].eq(ms["mw"] + a.m_img_step[:ww])]
         with m.If(ps["kx"] + 1 < a.kw):
-            m.d.comb += [p_step["c"].eq(ps["c"]), p_step["ky"].eq(ps["ky"]), p_step["kx"].eq(ps["kx"] + 1),
-                         p_step["pw"].eq(ps["pw"] + 1)]
+            m.d.comb += same(p_step, ps, ("c", "ky")) + [p_step["kx"].eq(ps["kx"] + 1),
+                                                         p_step["pw"].eq(ps["pw"] + 1)]
         with m.Elif(ps["ky"] + 1 < a.kh):
-            m.d.comb += [p_step["c"].eq(ps["c"]), p_step["ky"].eq(ps["ky"] + 1), p_step["kx"].eq(0),
-                         p_step["pw"].eq(ps["pw"] + a.p_row_step[:ww])]
+            m.d.comb += same(p_step, ps, ("c",)) + [p_step["ky"].eq(ps["ky"] + 1), p_step["kx"].eq(0),
+                                                    p_step["pw"].eq(ps["pw"] + a.p_row_step[:ww])]
         with m.Else():
             m.d.comb += [p_step["c"].eq(sat_add(ps["c"], 1, 16)), p_step["ky"].eq(0), p_step["kx"].eq(0),
                          p_step["pw"].eq(ps["pw"] + a.p_chan_step[:ww])]
+        return it
 
-        # ---- walk counters: row of the entry, entries left in the block, blocks left
-        active = Signal()
-        rcnt = Signal(range(rows))
-        i_left = Signal(16)
-        b_left = Signal(16)
-        end_entry = rcnt == rows - 1
+    def _walk(self, m, it):
+        """The walk counters (row of the entry, entries and blocks left) and the iterators' updates."""
+        a, rows = self.args, self.config.rows
+        w = SimpleNamespace(active=Signal(), rcnt=Signal(range(rows)), i_left=Signal(16), b_left=Signal(16))
+        active, rcnt, i_left, b_left = w.active, w.rcnt, w.i_left, w.b_left
+        w.end_entry = end_entry = rcnt == rows - 1
         last_entry = i_left == 0
-        last_block = b_left == 0
+        w.last = end_entry & last_entry & (b_left == 0)
         transposed = (a.flags & EXPAND_TRANSPOSED) != 0
         # the row iterator: step (or, at an entry's end: back to saved, or step and save after the block's last
         # entry); the column iterator: hold (or, at an entry's end: step, or back to saved after the last entry)
@@ -170,8 +179,8 @@ class Expander(wiring.Component):
                     with m.If(go_save):
                         m.d.sync += save[f].eq(step[f])
 
-        drive(ms, ms_save, m_step, m_start, ~transposed)
-        drive(ps, ps_save, p_step, p_start, transposed)
+        drive(it.ms, it.ms_save, it.m_step, it.m_start, ~transposed)
+        drive(it.ps, it.ps_save, it.p_step, it.p_start, transposed)
 
         with m.If(self.start):
             m.d.sync += [active.eq(1), rcnt.eq(0), i_left.eq(a.count - 1), b_left.eq(a.blocks - 1)]
@@ -181,21 +190,26 @@ class Expander(wiring.Component):
                 m.d.sync += [rcnt.eq(0), i_left.eq(i_left - 1)]
                 with m.If(last_entry):
                     m.d.sync += [i_left.eq(a.count - 1), b_left.eq(b_left - 1)]
-                    with m.If(last_block):
+                    with m.If(b_left == 0):
                         m.d.sync += active.eq(0)
+        return w
 
+    def _datapath(self, m, it, w):
+        """Stage 0: B address and validity; stage 1: the lane into the entry register; stage 2: the A write."""
+        a, rows, wl = self.args, self.config.rows, self.config.wl
+        ms, ps, s = it.ms, it.ps, it.s
         # ---- stage 0 (cycle v): the B address and the value's validity, from the iterator registers
-        word = Signal(ww)
+        word = Signal(it.ww)
         y = ms["yb"] + ps["ky"]
         x = ms["xb"] + ps["kx"]
         valid = ((ms["n"] < a.n) & (ps["c"] < a.c) & (y >= 0) & (y < a.h) & (x >= 0) & (x < a.w))
-        m.d.comb += [word.eq(ms["mw"] + ps["pw"]), self.b_read.eq(active),
-                     self.b_addr.eq(a.f_base[:bw] + word[s:])]
+        m.d.comb += [word.eq(ms["mw"] + ps["pw"]), self.b_read.eq(w.active),
+                     self.b_addr.eq(a.f_base[:it.bw] + word[s:])]
         # ---- stage 1 (cycle v + 1): the lane of the B entry (0 if invalid) into the entry register
         valid_q, lane_q, got_q = Signal(), Signal(max(s, 1)), Signal()
         end_q, fin_q = Signal(), Signal()
-        m.d.sync += [valid_q.eq(valid), got_q.eq(active), end_q.eq(active & end_entry),
-                     fin_q.eq(active & end_entry & last_entry & last_block)]
+        m.d.sync += [valid_q.eq(valid), got_q.eq(w.active), end_q.eq(w.active & w.end_entry),
+                     fin_q.eq(w.active & w.last)]
         if s:
             m.d.sync += lane_q.eq(word[:s])
         value = Mux(valid_q, self.b_data[lane_q] if s else self.b_data[0], 0)
@@ -212,4 +226,3 @@ class Expander(wiring.Component):
             m.d.sync += a_addr.eq(a_addr + 1)
         m.d.comb += [self.a_write.valid.eq(wr_q), self.a_write.payload.addr.eq(a_addr),
                      self.a_write.payload.data.eq(entry), self.done.eq(done_q)]
-        return m
