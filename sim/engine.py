@@ -57,6 +57,10 @@ drain: 1}``
     only ever a missing run command.
 ``counters_clear`` : In(1)
     Zeroes the counters and ``error``.
+``b_read_en`` : In(1); ``b_read_addr`` : In(BW); ``b_read_data`` : Out ``ArrayLayout(signed(wl), cols)``
+    Only when ``config.expander`` (EXPAND, ``rtl/expander.py``): while the engine is idle, no run is offered and
+    ``b_read_en`` is high, the B memory's read port reads entry ``b_read_addr``; ``b_read_data`` shows it in
+    the next cycle. ``b_write`` is not ready while ``b_read_en`` is high (one port in SPRAM).
 
 Timing (cycle ``t0`` = the cycle in which the run command is transferred)
 -------------------------------------------------------------------------
