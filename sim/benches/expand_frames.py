@@ -88,7 +88,7 @@ def expand_requests(config, rng, seq, f_base=None):
     frames = _write_b(config, seq, b_base, weights)
     frames += _write_b(config, seq + len(frames), a["f_base"], packed)
     shift = int(rng.integers(0, config.wl))
-    run = encode_request(Command.RUN, 5, RUN_ARGS.pack(a["a_base"], b_base, k, RUN_CLEAR | RUN_DRAIN))
+    run = encode_request(Command.RUN, 5, RUN_ARGS.pack(0, a["a_base"], b_base, k, RUN_CLEAR | RUN_DRAIN))
     too_long = dict(a, a_base=config.depth - k + 1)
     zero_kernel = dict(a, kw=0)
     frames += [encode_request(Command.SET_ROUNDING, 1, bytes([shift, int(rng.integers(0, 2))])),
