@@ -56,7 +56,8 @@ SetRounding, WriteOperand, Reused, Run, ReadResult, RunTiles
 ResidentMemory
     Address-range allocator with LRU eviction for one operand memory.
 CommandPlanner
-    The schedule of successive GEMMs, with residency and the rounding registers.
+    The schedule of successive GEMMs, with residency and the rounding registers (``uses_psum``, ``psum_groups``:
+    the chunk-outer K-split on an engine with a partial-sum memory).
 WriteMap, Expand, conv_fits
     Convolution mode: a feature map written to the B memory, an EXPAND, and whether a GEMM can use it.
 """
