@@ -218,7 +218,9 @@ def gemm_cycles(config, m, k, n, chunk=None):
     """Engine cycles of :func:`gemm_via_engine` for an ``M x K x N`` GEMM, runs back to back."""
     config = _check_config(config)
     plan = plan_gemm(config, m, k, n, _check_chunk(config, chunk))
-    per_tile = sum(run_cycles(config, c.length, c.k1 == k) for c in plan.chunks)
+    psum = CommandPlanner(config).uses_psum(plan)            # chunk-outer: middle runs LOAD and/or SAVE
+    per_tile = sum(run_cycles(config, c.length, c.k1 == k, load=psum and c.k0 > 0, save=psum and c.k1 < k)
+                   for c in plan.chunks)
     return len(plan.tiles) * per_tile
 
 

@@ -279,3 +279,47 @@ def test_estimate_psum_what_if_is_named_and_cuts_the_bytes(capsys):
     def down(text):
         return int(text.split(" bytes to the device")[0].rsplit(" ", 1)[1].replace(",", ""))
     assert down(with_) < down(without)
+
+
+def test_lenet_training_steps_with_partial_sums_equal_the_exact_emulator():
+    """An SGD step of LeNet (batch 4: the weight gradients are K-splits, K = 2304 and 256 > depth 128) on a
+    Device over the ProtocolEmulator with the expander and 6 partial-sum slots give the same weights, bit for bit,
+    as on the exact emulator; the device's slots were used."""
+    import torch
+
+    from fxtrain.host.convert import convert
+    from fxtrain.host.emulator import ExactEmulator
+    from fxtrain.host.models import LeNet
+
+    cfg = EngineConfig(rows=4, cols=2, wl=16, depth=128, b_depth=16384, expander=True, psum_slots=6)
+    device = Device(EmulatorTransport(ProtocolEmulator(cfg)))
+    device.seed(11)
+    models = []
+    for backend in (device, ExactEmulator(replace(cfg, expander=False, psum_slots=0), seed=11)):
+        torch.manual_seed(0)
+        model = convert(LeNet(), backend, seed=2)
+        opt = torch.optim.SGD(model.parameters(), lr=0.05)
+        data = torch.Generator().manual_seed(1)
+        for _ in range(1):
+            x = torch.rand(4, 1, 28, 28, generator=data)
+            y = torch.randint(0, 10, (4,), generator=data)
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+        models.append(model)
+    for (name, got), want in zip(models[0].state_dict().items(), models[1].state_dict().values()):
+        assert torch.equal(got, want), name
+    assert np.any(device.transport.emulator.engine.psum != 0) and device.counters["expands"] > 0
+
+
+@pytest.mark.parametrize("slots", [0, 2])
+def test_gemm_cycles_equal_the_engine_models_busy_counter(slots):
+    """sim.engine.gemm_cycles counts the LOAD/SAVE terms of the chunk-outer schedule: it equals the busy counter
+    of the engine model after gemm_via_engine, with and without slots."""
+    from fxtrain.sim.engine import gemm_cycles
+
+    cfg = replace(CFG, psum_slots=slots)
+    rng = np.random.default_rng(slots)
+    model = _model(cfg)
+    gemm_via_engine(model, rng.integers(-50, 50, (7, 37)), rng.integers(-50, 50, (37, 5)), 3, "nearest")
+    assert model.counters["busy"] == gemm_cycles(cfg, 7, 37, 5)
