@@ -244,6 +244,7 @@ def test_host_model_fit_recovers_a_line_and_needs_two_batch_sizes():
     (["--train-size", "-5"], "Training set size must be a positive integer, not -5"),
     (["--model", "resnet"], "Unknown model 'resnet'"),
     (["--exchange-ms", "-1"], "must be non-negative, not -1"),
+    (["--psum-slots", "-1"], "psum_slots must be an integer from 0 to 65535, not -1"),
 ])
 def test_estimate_cli_rejects_bad_inputs_naming_the_value(args, message, capsys):
     assert main(["estimate", "--no-host", "--plot", ""] + args) == 2
