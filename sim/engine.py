@@ -424,8 +424,9 @@ def gemm_via_engine(model, a, b, shift, mode, chunk=None, planner=None, a_view=N
             else:
                 model.write_b(item.addr, plan.b_block(bp, item.index, item.chunk, item.count))
         elif isinstance(item, Run):
+            psum = {"load": item.load, "save": item.save, "slot": item.slot} if item.load or item.save else {}
             model.run(item.a_base, item.b_base, item.k, clear=item.clear, drain=item.drain, shift=shift,
-                      mode=mode, load=item.load, save=item.save, slot=item.slot)
+                      mode=mode, **psum)
         elif isinstance(item, ReadResult):
             rs, cs = plan.tile_slices(item.tm, item.tn)
             c[rs, cs], sat[rs, cs] = model.read_result()
