@@ -169,6 +169,7 @@ def psum_scenario(config, seed, gemms=2):
                 fill("write_a", a_base, k, extreme[0] if t == 0 else None)
                 fill("write_b", b_base, k, extreme[1] if t == 0 else None)
                 run(a_base, b_base, k, int(first), int(last), int(not first), int(not last), order[t], shift, mode)
+    ops.append(("clear_counters",))
     fill("write_a", 0, depth)
     fill("write_b", 0, depth)
     top = slots - 1
@@ -233,12 +234,12 @@ async def _play(dut, stall_probability, result_ready_probability, seed_offset):
 
     params = bench_params()
     config = EngineConfig(**{name: params[name] for name in ("rows", "cols", "wl", "depth", "max_k_log2")},
-                          b_depth=params.get("b_depth"))
+                          b_depth=params.get("b_depth"), psum_slots=params.get("psum_slots", 0))
     seed = params["seed"] + seed_offset
     dut._log.info(f"scenario seed={seed} stall_probability={stall_probability} "
                   f"result_ready_probability={result_ready_probability}")
     layouts = engine_layouts(config)
-    ops = engine_scenario(config, seed, params["runs"])
+    ops = (psum_scenario(config, seed) if config.psum_slots else engine_scenario(config, seed, params["runs"]))
     want_tiles, want_cycles, want_counters, want_error = expected_outputs(config, ops)
 
     for name in ("seed_load", "counters_clear", "shift", "mode", "seed", "seed_lane"):
@@ -309,7 +310,10 @@ async def _play(dut, stall_probability, result_ready_probability, seed_offset):
             await sources["run"].wait_idle()      # shift/mode belong to the previous run until it is accepted
             dut.shift.value = op[6]
             dut.mode.value = op[7]
-            sources["run"].send({"a_base": op[1], "b_base": op[2], "k": op[3], "clear": op[4], "drain": int(op[5])})
+            payload = {"a_base": op[1], "b_base": op[2], "k": op[3], "clear": op[4], "drain": int(op[5])}
+            if config.psum_slots:
+                payload.update(zip(("load", "save", "slot"), op[8:] if len(op) > 8 else (0, 0, 0)))
+            sources["run"].send(payload)
             recent = recent[-1:] + [op]
     await engine_idle()
     await sink.wait_for(len(want_tiles) * config.rows)
