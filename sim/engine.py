@@ -18,7 +18,8 @@ out by the layouts below (:func:`engine_layouts`; first field in the least signi
 ``b_write`` : In stream, payload ``{addr: unsigned(BW), data: ArrayLayout(signed(wl), cols)}``
     Writes B-memory entry ``addr`` (entry ``k`` is row ``k`` of a B tile: ``data[j] = B[k, j]``). The B memory
     has ``b_depth`` entries (``EngineConfig.b_depth``, at least ``depth``). Ready except in the cycles in which
-    a run reads the B memory (the cycle a run command is accepted and the ``COMPUTE`` cycles after it): the B
+    a run reads the B memory (the cycle a run command is accepted, a LOAD run's ``LOAD`` cycles and the ``COMPUTE``
+    cycles after them): the B
     memory may be single-ported (iCE40 SPRAM, ``rtl/operand_memory.py``), so a write waits for the read. The
     host link's executor never writes during a run (it answers RUN only when the engine is idle again), so it
     never waits.
