@@ -18,12 +18,13 @@ out by the layouts below (:func:`engine_layouts`; first field in the least signi
 ``b_write`` : In stream, payload ``{addr: unsigned(BW), data: ArrayLayout(signed(wl), cols)}``
     Writes B-memory entry ``addr`` (entry ``k`` is row ``k`` of a B tile: ``data[j] = B[k, j]``). The B memory
     has ``b_depth`` entries (``EngineConfig.b_depth``, at least ``depth``). Ready except in the cycles in which
-    a run reads the B memory (the cycle a run command is accepted and the ``COMPUTE`` cycles after it): the B
+    a run reads the B memory (the cycle a run command is accepted, a LOAD run's ``LOAD`` cycles and the ``COMPUTE``
+    cycles after them): the B
     memory may be single-ported (iCE40 SPRAM, ``rtl/operand_memory.py``), so a write waits for the read. The
     host link's executor never writes during a run (it answers RUN only when the engine is idle again), so it
     never waits.
 ``run`` : In stream, payload ``{a_base: unsigned(AW), b_base: unsigned(BW), k: unsigned(AW + 1), clear: 1,
-drain: 1}``
+drain: 1}`` and, only when ``config.psum_slots > 0``, ``{load: 1, save: 1, slot: unsigned(16)}`` after them
     One run: for ``i = 0 .. k-1`` every PE ``(r, j)`` accumulates ``A_mem[a_base + i][r] * B_mem[b_base + i][j]``.
     ``clear=1`` zeroes the accumulators before the first product; ``drain=1`` rounds the ``rows x cols``
     accumulators after the last product (column ``j`` through rounder/lane ``j``, rows in increasing order),
@@ -88,13 +89,22 @@ run in progress (e.g. the other half of the memory: double buffering). B writes 
 
 Partial-sum memory (``EngineConfig.psum_slots`` > 0)
 --------------------------------------------------
-``psum_slots`` slots of ``rows x cols`` exact accumulators (``acc_width`` bits). A run with ``load`` sets the
+``psum_slots`` slots of ``rows x cols`` exact accumulators (``acc_width`` bits; in the RTL one block RAM of
+``psum_slots * rows`` entries of ``cols * acc_width`` bits, slot ``s`` row ``r`` at entry ``s * rows + r``). A run with ``load`` sets the
 accumulators to slot ``slot`` before its first product (``load`` excludes ``clear``); a run with ``save`` writes
 the accumulators to slot ``slot`` after its last product and leaves them 0 (``save`` excludes ``drain``): no
 rounding, no result bank, no lane word. A run breaking these rules, or naming a slot ``>= psum_slots`` with
 ``load`` or ``save``, is rejected like an out-of-range run. Cycles: :func:`run_cycles` with ``load``/``save``
-(``LOAD_CYCLES`` more before the products; a saving run ends ``SAVE_CYCLES`` after its last entry, where a
-draining run ends ``OPERAND_LATENCY + 2*rows + cols + ROUNDER_LATENCY`` after it).
+(:func:`load_cycles` ``= rows + max(0, cols - 2) + 1`` more before the products; a saving run ends :func:`save_cycles`
+``= OPERAND_LATENCY + 2*rows + cols - 2`` after its last entry read, where a draining run ends
+``OPERAND_LATENCY + 2*rows + cols + ROUNDER_LATENCY`` after it)::
+
+    run_cycles(k, drain, load, save) = k + (rows + max(0, cols - 2) + 1 if load) + (2*rows + cols - 1 if save
+                                       else 2*rows + cols + 3 if drain else 0)
+
+LOAD moves the slot in through the drain chains (the bottom row takes slot row ``i`` in the ``i``-th shift, so
+row 0, shifted first, ends at the top); SAVE moves the accumulators out through them (``acc_out`` shows rows
+``0 .. rows-1``, written raw to the slot) and shifts zeros in.
 
 Members
 -------
@@ -141,15 +151,23 @@ ROUNDER_LATENCY = 2
 
 
 def load_cycles(config):
-    """Cycles a LOAD adds before a run's first product: ``rows`` drain-chain shifts and the array's shift
-    latency (2)."""
-    return config.rows + 2
+    """Cycles a LOAD adds before a run's first product (``rows + max(0, cols - 2) + 1``): the RTL accepts the
+    run (its operand read of that cycle is unused), then spends ``max(0, cols - 2)`` cycles waiting for the
+    products of a run accepted just before to be added (the systolic flush: a shift must not act before them)
+    and ``rows`` cycles asking the drain chains for one shift each (slot row ``i`` read in the ``i``-th,
+    entering the bottom row 2 cycles later); the first operand entry is read in the cycle after, so its product
+    meets accumulators that hold the slot (the last shift acts 2 cycles before the first addition)."""
+    return config.rows + max(0, config.cols - 2) + 1
 
 
 def save_cycles(config):
-    """Cycles from a saving run's last entry to its end: the systolic flush and ``rows`` shifts out, no
-    rounder (``OPERAND_LATENCY + 2*rows + cols``)."""
-    return OPERAND_LATENCY + 2 * config.rows + config.cols
+    """Cycles from a saving run's last entry read to its end (``OPERAND_LATENCY + 2*rows + cols - 2``): the
+    ``FLUSH`` of a drain (``rows + cols + OPERAND_LATENCY - 2``, the array's shift latency 2 subtracted) and
+    ``rows`` shift requests; no rounder, no result bank, no tail: the last two slot writes land in the first
+    two idle cycles (a following LOAD reads them later)."""
+    return OPERAND_LATENCY + 2 * config.rows + config.cols - 2
+
+
 COUNTER_WIDTH = 32
 COUNTER_NAMES = ("busy", "stall_in", "stall_out", "saturated", "runs", "rejected")
 #: State of every lane after reset (the ``reset_seed`` of ``rtl.lfsr.LFSRLanes``); hosts load seeds anyway.
@@ -182,7 +200,9 @@ def engine_layouts(config):
         "a_write": data.StructLayout({"addr": unsigned(aw), "data": data.ArrayLayout(signed(config.wl), config.rows)}),
         "b_write": data.StructLayout({"addr": unsigned(bw), "data": data.ArrayLayout(signed(config.wl), config.cols)}),
         "run": data.StructLayout({"a_base": unsigned(aw), "b_base": unsigned(bw), "k": unsigned(aw + 1),
-                                  "clear": unsigned(1), "drain": unsigned(1)}),
+                                  "clear": unsigned(1), "drain": unsigned(1),
+                                  **({"load": unsigned(1), "save": unsigned(1), "slot": unsigned(16)}
+                                     if config.psum_slots else {})}),
         "result": data.StructLayout({"data": data.ArrayLayout(signed(config.wl), config.cols),
                                      "sat": unsigned(config.cols), "last": unsigned(1)}),
         "counters": data.StructLayout({name: unsigned(COUNTER_WIDTH) for name in COUNTER_NAMES}),

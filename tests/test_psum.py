@@ -54,8 +54,8 @@ def test_flag_rules_and_cycles():
     e = EngineModel(CFG)
     e.acc[:] = 7
     assert e.run(0, 0, 4, False, False, load=True, slot=5) == 1 and e.error and (e.acc == 7).all()
-    assert run_cycles(CFG, 4, False, load=True) == 4 + load_cycles(CFG) == 4 + CFG.rows + 2
-    assert run_cycles(CFG, 4, False, save=True) == 4 + save_cycles(CFG) == 4 + 1 + 2 * CFG.rows + CFG.cols
+    assert run_cycles(CFG, 4, False, load=True) == 4 + load_cycles(CFG) == 4 + CFG.rows + max(0, CFG.cols - 2) + 1
+    assert run_cycles(CFG, 4, False, save=True) == 4 + save_cycles(CFG) == 4 + 1 + 2 * CFG.rows + CFG.cols - 2
     assert run_cycles(CFG, 4, True, load=True) == run_cycles(CFG, 4, True) + load_cycles(CFG)
     with pytest.raises(ValueError, match="psum_slots must be an integer from 0 to 65535, not -1"):
         EngineConfig(psum_slots=-1)
