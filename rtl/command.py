@@ -372,9 +372,9 @@ class CommandExecutor(wiring.Component):
         cfg, eng = self.config, self.engine
         rrb = result_row_bytes(cfg)
         n_link = len(LINK_COUNTERS)
-        # in RESPOND/SENDING the link memory reads the next payload byte and the result buffer the row after the
-        # next res_row (in tile mode: res_row, the row the walker staged); elsewhere both read address 0
-        read_ahead = [r.pidx_next.eq(r.pidx), r.res_rd.eq(Mux(r.tiles, r.res_row, r.res_row_next + 1))]
+        # in RESPOND/SENDING the link memory reads the next payload byte and the result buffer, from registers only,
+        # row res_row + 1 (tile mode: res_row, the row the walker staged); elsewhere both read address 0
+        read_ahead = [r.pidx_next.eq(r.pidx), r.res_rd.eq(Mux(r.tiles, r.res_row, r.res_row + 1))]
         with m.State("RESPOND"):
             m.d.comb += [self.tx_start.eq(1)] + read_ahead
             m.d.sync += r.row_reg.eq(r.row_of(r.res_r.data))      # row 0, read in the cycle of respond()
@@ -431,9 +431,9 @@ class CommandExecutor(wiring.Component):
     def _result_buffer(self, m, r):
         """The result buffer: one drained tile in block RAM, row r = cols values then cols saturation flags;
         written as the engine's result rows arrive at ``res_row``; read synchronously at ``res_rd``: row 0
-        outside RESPOND/SENDING (for the row register's first load, in RESPOND), the row after the next
-        ``res_row`` in them (set there; in tile mode ``res_row`` itself, the row the walker staged). Row ``rows``
-        is a spare that the read-ahead reaches after the last row (never sent)."""
+        outside RESPOND/SENDING (the row register's first load, in RESPOND), ``res_row + 1`` in them (tile mode:
+        ``res_row``, the row the walker staged), from registers only (no decision of the cycle reaches the port).
+        Row ``rows`` is a spare that the read-ahead reaches after the last row (never sent)."""
         cfg, eng = self.config, self.engine
         rows, cols, wl = cfg.rows, cfg.cols, cfg.wl
         res_mem = memory.Memory(shape=unsigned(cols * wl + cols), depth=rows + 1, init=[],
