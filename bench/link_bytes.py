@@ -1,11 +1,16 @@
 """Bytes on the link per LeNet training step and per epoch: the driver of protocol version 1 (per-tile RUN /
 READ_RESULT, one request at a time with frames up to 65 535 bytes, then pipelined within the device's receive
-buffer), the driver of version 2 (RUN_TILES: the device walks the column tiles when K fits its memory) and the
-minimum (each operand and each result word crosses once, no framing).
+buffer), the driver of version 2 (RUN_TILES: the device walks the column tiles when K fits its memory), convolution
+mode (protocol version 3 with the expander: each convolution's input feature map is sent as a keyed map and its
+im2col operands are generated on the device by EXPAND; a what-if on a board built without the expander), the
+minimum (each operand and each result word crosses once, no framing) and the convolution-mode minimum (each input
+feature map, weight, output gradient and result once: a convolution's A operands are its input map, counted at
+its forward GEMM only).
 
 Usage: ``python bench/link_bytes.py [--board icebreaker] [--batch 64] [--train-size 60000]`` prints a Markdown
 table (quoted in ``docs/time-model.md`` §2.1). The counts are the time model's replay of the driver's planner
-(``host/traffic.py``), which ``tests/test_timemodel.py`` checks against the driver's counters.
+(``host/traffic.py``), which ``tests/test_timemodel.py`` checks against the driver's counters (convolution mode
+included).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import argparse
 from dataclasses import replace
 
 from fxtrain.host import timemodel
+from fxtrain.host.traffic import shape_keys
 from fxtrain.sim.payloads import value_bytes
 
 
@@ -46,6 +52,35 @@ def _breakdown(cfg, rx_buffer, gemms, v):
             f"{split_bytes:,} ({100 * split_bytes / total:.0f} %).")
 
 
+def _conv_breakdown(cfg, rx_buffer, gemms):
+    """Where the convolution-mode step's bytes go, per GEMM and term, largest first."""
+    from fxtrain.sim.conv import EXPAND_ARGS
+    from fxtrain.sim.payloads import entry_bytes, result_bytes
+    from fxtrain.sim.wire import Command, request_frame_bytes
+
+    replay = timemodel.DriverReplay(cfg)
+    replay.step(gemms, step_id=0)
+    terms, total = [], 0
+    convs = {g.layer for g in gemms if g.conv is not None}
+    for g in gemms:
+        t = replay.gemm(g.m, g.k, g.n, g.rounding, *shape_keys(g, 1))
+        total += sum(t.bytes(cfg, rx_buffer))
+        name = f"{g.layer} {g.kind}"
+        terms += [(sum(e * c for (cmd, e), c in t.writes.items() if cmd == Command.WRITE_B) * entry_bytes(cfg, "B"),
+                   f"{name} B" + (" (dY re-sent per tile row, K-split)" if g.kind == "weight_grad" and g.k > cfg.depth
+                                  else "")),
+                  (sum(e * c for (cmd, e), c in t.writes.items() if cmd == Command.WRITE_A) * entry_bytes(cfg, "A"),
+                   f"{name} A"),
+                  (sum(e * c for e, c in t.map_writes.items()) * entry_bytes(cfg, "B"), f"{name} feature map"),
+                  (sum(t.expands.values()) * (request_frame_bytes(EXPAND_ARGS.size) + 8), f"{name} EXPAND frames"),
+                  ((t.read_results + sum(n * c for (_, n), c in t.run_tiles.items())) * result_bytes(cfg),
+                   f"{name} results" + (" (patches, col2im on the host)" if g.kind == "input_grad" and g.layer in convs
+                                        else ""))]
+    terms.sort(reverse=True)
+    top = ", ".join(f"{label} {x:,} ({100 * x / total:.0f} %)" for x, label in terms[:5])
+    return f"Where the convolution-mode step's {total:,} bytes go (largest terms): {top}."
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--board", action="append")
@@ -56,47 +91,57 @@ def main(argv=None):
     layers = timemodel.lenet_layers()
     gemms = timemodel.training_gemms(layers, args.batch)
     for board in args.board or ["icebreaker", "ulx3s-85f"]:
-        platform = timemodel.board_platform(board, args.format)
+        platform = timemodel.board_platform(board, args.format, expander=False)     # the plain columns
+        conv_platform = timemodel.board_platform(board, args.format, expander=True)
         cfg = platform.config
         v = value_bytes(cfg)
         steps = args.train_size / args.batch
         print(f"\n{board}: engine {cfg.rows}x{cfg.cols}, depth {cfg.depth}, B depth {cfg.b_depth}, "
               f"format {args.format} ({v} bytes/word), "
               f"batch {args.batch}; bytes per training step (both directions), steady state\n")
-        print("| layer | GEMM | M x K x N | v1 one at a time | v1 pipelined | RUN_TILES | minimum | RUN_TILES / minimum "
-              "| K-split |")
-        print("|---|---|---|---:|---:|---:|---:|---:|:---:|")
-        cases = [(0, False), (platform.rx_buffer, False), (platform.rx_buffer, True)]
-        replays = [timemodel.DriverReplay(cfg, tile_loop) for _, tile_loop in cases]
+        conv_name = "conv mode" + ("" if cfg.expander else " (what-if)")
+        print(f"| layer | GEMM | M x K x N | v1 one at a time | v1 pipelined | RUN_TILES | {conv_name} | minimum "
+              "| conv-mode minimum | RUN_TILES / minimum | conv mode / conv-mode minimum | K-split |")
+        print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|:---:|")
+        cases = [(0, False, cfg), (platform.rx_buffer, False, cfg), (platform.rx_buffer, True, cfg),
+                 (conv_platform.rx_buffer, True, conv_platform.config)]
+        replays = [timemodel.DriverReplay(c, tile_loop) for _, tile_loop, c in cases]
         for replay in replays:
             replay.step(gemms, step_id=0)
-        totals = [0, 0, 0, 0]
+        totals = [0] * 6
         down_min = up_min = 0
         for g in gemms:
-            key = (g.layer, g.kind, 1) if g.b_weights else None
-            counts = [sum(replay.gemm(g.m, g.k, g.n, g.rounding, key).bytes(cfg, rx))
-                      for replay, (rx, _) in zip(replays, cases)]
+            counts = [sum(replay.gemm(g.m, g.k, g.n, g.rounding, *shape_keys(g, 1, conv=c.expander)).bytes(c, rx))
+                      for replay, (rx, _, c) in zip(replays, cases)]
             minimum = v * (g.m * g.k + g.k * g.n + g.m * g.n)
+            conv_min = minimum if g.conv is None else v * (g.k * g.n + g.m * g.n + (
+                g.conv.words if g.kind == "forward" else 0))
             down_min += v * (g.m * g.k + g.k * g.n)
             up_min += v * g.m * g.n
-            for i, x in enumerate(counts + [minimum]):
+            for i, x in enumerate(counts + [minimum, conv_min]):
                 totals[i] += x
             print(f"| {g.layer} | {g.kind} | {g.m} x {g.k} x {g.n} | " + " | ".join(f"{x:,}" for x in counts)
-                  + f" | {minimum:,} | {counts[-1] / minimum:.2f} | {'yes' if g.k > cfg.depth else ''} |")
+                  + f" | {minimum:,} | {conv_min:,} | {counts[2] / minimum:.2f} | {counts[3] / conv_min:.2f} "
+                  f"| {'yes' if g.k > cfg.depth else ''} |")
         print("| **step** | | | " + " | ".join(f"**{x:,}**" for x in totals)
-              + f" | **{totals[2] / totals[3]:.2f}** | |")
+              + f" | **{totals[2] / totals[4]:.2f}** | **{totals[3] / totals[5]:.2f}** | |")
         print(f"| **epoch** (x {steps:.2f} steps) | | | "
-              + " | ".join(f"{x * steps / 1e9:.2f} GB" for x in totals) + " | | |")
+              + " | ".join(f"{x * steps / 1e9:.2f} GB" for x in totals) + " | | | |")
+        print(f"\nConvolution mode sends {totals[3] / totals[2]:.2f} x the RUN_TILES step's bytes "
+              f"({totals[3]:,} vs {totals[2]:,}).")
         print("\n" + _breakdown(cfg, platform.rx_buffer, gemms, v))
+        print("\n" + _conv_breakdown(conv_platform.config, conv_platform.rx_buffer, gemms))
         seq = timemodel.estimate_epoch(replace(platform, rx_buffer=0, tile_loop=False), layers, args.format,
                                        args.batch, args.train_size)
         v1 = timemodel.estimate_epoch(replace(platform, tile_loop=False), layers, args.format, args.batch,
                                       args.train_size)
         piped = timemodel.estimate_epoch(platform, layers, args.format, args.batch, args.train_size)
+        conv = timemodel.estimate_epoch(conv_platform, layers, args.format, args.batch, args.train_size)
         print(f"\nEpoch without host time: v1 one request at a time {seq.total_s / 3600:.2f} h "
               f"(latency {100 * seq.exchange_s / seq.total_s:.1f} %), v1 pipelined {v1.total_s / 3600:.2f} h, "
               f"RUN_TILES {piped.total_s / 3600:.2f} h "
-              f"(latency {100 * piped.exchange_s / piped.total_s:.2f} %); the minimum bytes, each direction at "
+              f"(latency {100 * piped.exchange_s / piped.total_s:.2f} %), {conv_name} {conv.total_s / 3600:.2f} h "
+              f"(engine busy {100 * conv.busy_share:.1f} %); the minimum bytes, each direction at "
               f"{platform.link.down_byte_s * 1e9:.0f} ns per byte, would take "
               f"{max(down_min, up_min) * steps * platform.link.down_byte_s / 3600:.2f} h (down "
               f"{down_min * steps / 1e9:.2f} GB, up {up_min * steps / 1e9:.2f} GB).")

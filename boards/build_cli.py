@@ -54,6 +54,8 @@ def add_arguments(parser):
                         "(default: the board's; raised to --depth when that is larger)")
     parser.add_argument("--max-k-log2", type=int, metavar="N", help="largest K the accumulators hold exactly is "
                         "2**N (accumulator width 2*wl + N; default: the board's)")
+    parser.add_argument("--expander", choices=["on", "off"], help="the EXPAND walker (convolution mode, "
+                        "rtl/expander.py; default: the board's)")
     parser.add_argument("--out", metavar="DIR", help="build directory (default: build/<board>)")
     parser.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default 1)")
     parser.add_argument("--router", choices=[r for r in ROUTERS if r], help="nextpnr router (default: the "
@@ -79,7 +81,8 @@ def run(args):
     target = get_target(args.board).with_options(
         rows=args.rows, cols=args.cols, clk_freq=None if args.clock is None else clock_hz(args.clock),
         baud=args.baud, depth=args.depth, router=args.router, b_depth=args.b_depth, max_k_log2=args.max_k_log2,
-        uart_freq=None if args.uart_clock is None else clock_hz(args.uart_clock))
+        uart_freq=None if args.uart_clock is None else clock_hz(args.uart_clock),
+        expander=None if args.expander is None else args.expander == "on")
     check_fits(target)
     target.check_link()                         # a baud rate the bridge or the UART clock cannot make
     clock_plan(target)                          # a clock the PLL cannot make fails here, before the banner

@@ -259,8 +259,9 @@ class BoardTarget:
                              f"{self.baud} baud: {error}") from None
 
     def with_options(self, rows=None, cols=None, clk_freq=None, baud=None, wl=None, depth=None, max_k_log2=None,
-                     router=None, uart_freq=None, b_depth=None):
-        """This target with the given fields replaced (``None`` keeps the default; a ``depth`` above the
+                     router=None, uart_freq=None, b_depth=None, expander=None):
+        """This target with the given fields replaced (``None`` keeps the default; ``expander``: the EXPAND
+        walker on or off; a ``depth`` above the
         default ``b_depth`` raises ``b_depth`` to it, and on iCE40 a geometry whose B memory is wider gets the
         largest B depth whose SPRAMs fit, unless ``b_depth`` is given); the engine configuration is re-validated
         by :class:`~fxtrain.sim.gemm.EngineConfig`, the B memory against the part."""
@@ -268,7 +269,8 @@ class BoardTarget:
         if depth is not None and b_depth is None and isinstance(depth, int) and depth > config.b_depth:
             b_depth = depth
         changes = {k: v for k, v in (("rows", rows), ("cols", cols), ("wl", wl), ("depth", depth),
-                                     ("max_k_log2", max_k_log2), ("b_depth", b_depth)) if v is not None}
+                                     ("max_k_log2", max_k_log2), ("b_depth", b_depth), ("expander", expander))
+                   if v is not None}
         if changes:
             config = replace(config, **changes)
         if b_depth is None and self.family == "ice40":
@@ -296,7 +298,7 @@ def _ice40_b_depth(config):
 
 def _ulx3s(variant, platform, rows, cols, clk_mhz):
     return BoardTarget(f"ulx3s-{variant}", platform, "ecp5",
-                       EngineConfig(rows=rows, cols=cols, wl=16, depth=512, b_depth=ECP5_B_DEPTH),
+                       EngineConfig(rows=rows, cols=cols, wl=16, depth=512, b_depth=ECP5_B_DEPTH, expander=True),
                        clk_mhz * 1_000_000, 3_000_000, 30_000_000, BRIDGES["FT231X"],
                        description=f"Radiona ULX3S with {platform.device}, 25 MHz oscillator, FT231X UART")
 

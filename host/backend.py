@@ -68,9 +68,12 @@ class Backend(Protocol):
     def seed(self, seed: int) -> None:
         """Load the LFSR lanes with ``sim.lfsr.lane_seeds(seed, lanes)`` (or seed the backend's generator)."""
 
-    def gemm(self, a, b, shift: int, mode: "RoundingMode | str", *, b_key=None) -> GemmResult:
+    def gemm(self, a, b, shift: int, mode: "RoundingMode | str", *, b_key=None, a_view=None) -> GemmResult:
         """``round(A @ B)``: ``a`` M x K and ``b`` K x N raw integers; ``b_key`` names B's contents (a backend
-        may keep B resident under it). Raises ValueError for arguments the engine cannot take."""
+        may keep B resident under it); ``a_view`` (a :class:`fxtrain.sim.conv.ConvView` whose matrix is ``a``,
+        also passed materialized) lets a device with the expander send the feature map instead of ``a``
+        (:mod:`fxtrain.host.conv_offload`); the result equals the plain GEMM's bit for bit, emulators ignore it.
+        Raises ValueError for arguments the engine cannot take."""
 
     def state_dict(self) -> dict:
         """The backend's random state and counters, for a checkpoint."""

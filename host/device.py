@@ -60,6 +60,7 @@ from ..sim.payloads import (COUNTER, MAGIC, PROTOCOL_VERSION, ROUNDING_ARGS, RUN
 from ..sim.planner import (CommandPlanner, ReadResult, ResidentMemory, Reused, Run, RunTiles, SetRounding,
                            WriteOperand, plan_gemm)
 from ..sim.wire import Command, ResponseParser, Status, encode_request
+from .conv_offload import CONV_COUNTERS, send_conv_item, with_digest
 from .pipeline import LinkFault, Pipeline
 
 __all__ = ["DeviceError", "DeviceTimeout", "DeviceMismatch", "ResidentMemory", "Device", "open_device", "IDEMPOTENT",
@@ -89,7 +90,7 @@ class _Unanswered(DeviceError):
 #: Commands the driver may re-send after a lost or corrupted response. Any command (RUN included) is re-sent
 #: when the device answered a status of :data:`NOT_EXECUTED`; SOFT_RESET is never re-sent.
 IDEMPOTENT = frozenset({Command.IDENTIFY, Command.WRITE_A, Command.WRITE_B, Command.SET_ROUNDING,
-                        Command.SET_SEEDS, Command.READ_RESULT, Command.READ_COUNTERS})
+                        Command.SET_SEEDS, Command.READ_RESULT, Command.READ_COUNTERS, Command.EXPAND})
 
 
 #: Statuses that mean the request frame was mangled on the way and not executed (the host only sends well-formed
@@ -125,7 +126,8 @@ class Device:
     counters : dict
         Host-side totals: ``gemms, macs, outputs, saturated`` (the backend duck type), ``runs``,
         ``bytes_sent, bytes_received``, ``payload_sent, payload_received`` (payload bytes of those), ``frames``,
-        ``retries``, ``b_entries_sent, b_entries_reused, a_entries_sent``.
+        ``retries``, ``b_entries_sent, b_entries_reused, a_entries_sent``; convolution mode
+        (:mod:`.conv_offload`): ``map_entries_sent, map_entries_reused, expands, a_entries_expanded``.
     accepts_torch : bool
         False (numpy operands and results).
     restores_state : bool
@@ -145,7 +147,8 @@ class Device:
         self._parser = ResponseParser()
         self.counters = dict.fromkeys(("gemms", "macs", "outputs", "saturated", "runs", "bytes_sent",
                                        "bytes_received", "payload_sent", "payload_received", "frames", "retries",
-                                       "rewinds", "a_entries_sent", "b_entries_sent", "b_entries_reused"), 0)
+                                       "rewinds", "a_entries_sent", "b_entries_sent", "b_entries_reused")
+                                      + CONV_COUNTERS, 0)
         self._gemm_id = 0
         # Beliefs about the device's state (module docstring, "Recovery"): recorded only after the device
         # acknowledged, all dropped by _forget() on any failed attempt or resynchronisation.
@@ -494,10 +497,12 @@ class Device:
                     for chunk in plan.chunks]
             out.place_tile(*self._tile(shift, mode, runs))
 
-    def gemm(self, a, b, shift, mode, *, b_key=None):
+    def gemm(self, a, b, shift, mode, *, b_key=None, a_view=None):
         """``round(A @ B)`` on the device: ``.c`` (M x N raw int64) and ``.saturated`` (M x N bool).
 
         ``b_key``: optional hashable naming B's contents; B chunks sent under it stay resident for later calls.
+        ``a_view``: a :class:`fxtrain.sim.conv.ConvView` whose matrix is ``a`` (convolution mode,
+        :mod:`.conv_offload`: used on a device with the expander when the map fits, else ignored).
         Pipelined when possible (module docstring); either the result equals the golden model bit for bit or a
         :class:`DeviceError` is raised; a call that raises leaves the lanes where they were before it (module
         docstring, "Recovery").
@@ -513,7 +518,8 @@ class Device:
             if self.pipelined and self._lane_origin is not None:
                 try:
                     self._sync_lanes()
-                    self._pipelined(plan, out, (shift, int(mode)), b_key)
+                    self._pipelined(plan, out, (shift, int(mode)), b_key,
+                                    None if a_view is None else with_digest(a_view))
                 except LinkFault:
                     self.counters["rewinds"] += 1
                     self._lane_advances = advances + out.received * cfg.rows
@@ -531,7 +537,7 @@ class Device:
         self.counters["saturated"] += int(sat.sum())
         return GemmResult(c, sat)
 
-    def _pipelined(self, plan, out, rounding, b_key):
+    def _pipelined(self, plan, out, rounding, b_key, a_view=None):
         """Send the planner's whole schedule pipelined (:mod:`.pipeline`); :class:`LinkFault` at the first bad
         answer. On success the driver's beliefs are those of the schedule: lanes advanced by every drained tile,
         the rounding registers set."""
@@ -540,7 +546,9 @@ class Device:
                         self._next_seq)
         vb = value_bytes(cfg)
         self.planner.rounding = self._rounding
-        for item in self.planner.schedule(plan, rounding, b_key=b_key, digest=out.digest):
+        for item in self.planner.schedule(plan, rounding, b_key=b_key, digest=out.digest, a_view=a_view):
+            if send_conv_item(pipe, cfg, self.identity.rx_buffer, item, self.counters):
+                continue
             if isinstance(item, WriteOperand):
                 entries = out.block(item.which, item.index, item.chunk, item.count)
                 cmd = Command.WRITE_A if item.which == "A" else Command.WRITE_B

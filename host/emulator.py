@@ -133,8 +133,8 @@ class ExactEmulator:
         """Load the lanes with ``lane_seeds(seed, lanes)``, like the device's seed command."""
         self.lane_state = lane_seeds(_check_seed(seed), self.config.lanes, self.config.lane_width)
 
-    def gemm(self, a, b, shift, mode, *, b_key=None):
-        """``round(A @ B)`` exactly as the engine computes it; ``b_key`` is accepted and ignored.
+    def gemm(self, a, b, shift, mode, *, b_key=None, a_view=None):
+        """``round(A @ B)`` exactly as the engine computes it; ``b_key`` and ``a_view`` are accepted and ignored.
 
         ``a`` (M x K) and ``b`` (K x N) are raw integer arrays (numpy, or torch integer tensors) fitting
         ``config.wl`` signed bits, or floating torch tensors that the caller guarantees hold such integers (the
@@ -239,8 +239,9 @@ class FastEmulator:
     def seed(self, seed: int) -> None:
         self.generator.manual_seed(_check_seed(seed))
 
-    def gemm(self, a, b, shift, mode, *, b_key=None) -> GemmResult:
-        """``sat_WL(floor((A @ B + offset) / 2**shift))`` with exact accumulation; ``b_key`` is ignored.
+    def gemm(self, a, b, shift, mode, *, b_key=None, a_view=None) -> GemmResult:
+        """``sat_WL(floor((A @ B + offset) / 2**shift))`` with exact accumulation; ``b_key`` and ``a_view`` are
+        ignored.
 
         Raises ValueError for non-matrix or mismatched operands, K above ``config.max_k``, operands that do not
         fit ``config.wl`` signed bits, or a shift outside 0..32.

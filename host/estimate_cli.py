@@ -14,6 +14,7 @@ format_breakdown, format_table, format_seconds, plot_boards
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 from ..sim.fixedpoint import MAX_WL, FixedFormat
@@ -40,6 +41,9 @@ def add_arguments(parser):
     parser.add_argument("--no-host", action="store_true", help="leave host time out (board time only)")
     parser.add_argument("--packed", action="store_true", help="what-if NOT implemented by the RTL: two "
                         "products per DSP block where WL allows it (iCE40 WL<=8, ECP5 WL<=9)")
+    parser.add_argument("--expander", action=argparse.BooleanOptionalAction, default=None,
+                        help="convolution mode (EXPAND, feature maps sent once): default the board's; "
+                        "--expander / --no-expander is a what-if where it differs (named so in the output)")
     parser.add_argument("--plot", default="time-per-epoch.png", help="PNG of time per epoch vs word length for "
                         "every board (default ./time-per-epoch.png; '' for none)")
     parser.add_argument("--plot-boards", default=None, help="comma-separated boards of the plot (default all)")
@@ -92,7 +96,10 @@ def format_breakdown(estimate):
     total = estimate.total_s
     lines = [f"board {p.name} ({p.family}), engine {cfg.rows}x{cfg.cols} PEs, WL {cfg.wl}, depth {cfg.depth}, "
              f"B depth {cfg.b_depth}, "
-             f"{p.clk_freq / 1e6:g} MHz" + (" [what-if: two products per DSP]" if p.packed else ""),
+             f"{p.clk_freq / 1e6:g} MHz" + (" [what-if: two products per DSP]" if p.packed else "")
+             + (", convolution mode (expander)" if cfg.expander else ", no expander")
+             + (" [what-if: expander " + ("on" if cfg.expander else "off") + ", the board's build differs]"
+                if p.expander_whatif else ""),
              f"format {estimate.fmt}: {value_bytes_text(cfg)}; batch {estimate.batch}, {estimate.train_size} samples "
              f"= {estimate.steps} step(s) of {estimate.batch}" +
              (f" + 1 of {estimate.remainder}" if estimate.remainder else ""),
@@ -107,14 +114,17 @@ def format_breakdown(estimate):
     if estimate.pipelined:
         lines += [line("link down (bytes to the device)", estimate.down_s),
                   line("  overlapped with: link up", estimate.up_s, False),
-                  line("  + compute (engine busy)", estimate.compute_s, False),
-                  line("  + reading requests (1 B/cycle)", estimate.process_s, False),
+                  line("  + compute (engine busy)", estimate.compute_s, False)]
+        if estimate.expand_cycles:
+            lines += [line("  + EXPAND (A from the maps)", estimate.expand_s, False)]
+        lines += [line("  + reading requests (1 B/cycle)", estimate.process_s, False),
                   line("device and link (the larger)", estimate.device_s),
                   line("per-GEMM latency (waits)", estimate.exchange_s)]
     else:
         lines += [line("compute (engine busy)", estimate.compute_s), line("link (bytes on the wire)", estimate.link_s),
                   line("link (per-exchange latency)", estimate.exchange_s)]
-    lines += [line("host", estimate.host_s), f"  {'total per epoch':34s} {format_seconds(total):>12s}"]
+    lines += [line("host", estimate.host_s), f"  {'total per epoch':34s} {format_seconds(total):>12s}",
+              f"  engine busy {100 * estimate.busy_share:.1f} % of the time"]
     return "\n".join(lines)
 
 
@@ -124,18 +134,19 @@ def value_bytes_text(config):
     return f"{n} byte{'s' if n > 1 else ''} per word on the wire"
 
 
-def table_rows(board, layers, batch, train_size, fl, host, exchange_s, packed=False, wls=TABLE_WLS):
-    """``[(wl, EpochEstimate or error text)]`` over word lengths for one board (FL clipped to WL)."""
+def table_rows(board, layers, batch, train_size, fl, host, exchange_s, packed=False, wls=TABLE_WLS, expander=None):
+    """``[(wl, EpochEstimate or error text)]`` over word lengths for one board (FL clipped to WL); ``expander``
+    as :func:`fxtrain.host.platforms.board_platform`."""
     rows = []
     for wl in wls:
         fmt = FixedFormat(wl, min(fl, wl))
         try:
-            platform = timemodel.board_platform(board, fmt, exchange_s=exchange_s, packed=packed)
+            platform = timemodel.board_platform(board, fmt, exchange_s=exchange_s, packed=packed, expander=expander)
         except ValueError as error:
             if not packed:
                 rows.append((wl, str(error)))
                 continue
-            platform = timemodel.board_platform(board, fmt, exchange_s=exchange_s)   # too wide to pack
+            platform = timemodel.board_platform(board, fmt, exchange_s=exchange_s, expander=expander)
         rows.append((wl, timemodel.estimate_epoch(platform, layers, fmt, batch, train_size, host)))
     return rows
 
@@ -155,7 +166,7 @@ def format_table(rows):
     return "\n".join(out)
 
 
-def plot_boards(path, boards, layers, batch, train_size, fl, host, exchange_s, packed=False):
+def plot_boards(path, boards, layers, batch, train_size, fl, host, exchange_s, packed=False, expander=None):
     """PNG of predicted time per epoch vs word length, one line per board (log scale)."""
     import matplotlib
 
@@ -164,14 +175,15 @@ def plot_boards(path, boards, layers, batch, train_size, fl, host, exchange_s, p
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for board in boards:
-        rows = [(wl, e) for wl, e in table_rows(board, layers, batch, train_size, fl, host, exchange_s, packed)
-                if not isinstance(e, str)]
+        rows = [(wl, e) for wl, e in table_rows(board, layers, batch, train_size, fl, host, exchange_s, packed,
+                                                expander=expander) if not isinstance(e, str)]
         ax.plot([wl for wl, _ in rows], [e.total_s / 3600 for _, e in rows], marker="o", label=board)
     ax.set_yscale("log")
     ax.set_xlabel("word length WL (bits)")
     ax.set_ylabel("predicted time per epoch (h)")
     ax.set_title(f"LeNet, batch {batch}, {train_size} samples per epoch" + (" (what-if: packed DSPs)"
-                                                                            if packed else ""))
+                                                                            if packed else "")
+                 + ("" if expander is None else f" (expander {'on' if expander else 'off'})"))
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -189,7 +201,8 @@ def run(args):
     _check_nonnegative("Exchange latency (ms)", args.exchange_ms)
     fmt = FixedFormat.parse(args.format)
     exchange_s = args.exchange_ms * 1e-3
-    platform = timemodel.board_platform(args.board, fmt, exchange_s=exchange_s, packed=args.packed)
+    platform = timemodel.board_platform(args.board, fmt, exchange_s=exchange_s, packed=args.packed,
+                                        expander=args.expander)
     layers = model_layers(args.model)
     host = host_model(args)
     estimate = timemodel.estimate_epoch(platform, layers, fmt, args.batch, args.train_size, host)
@@ -199,13 +212,13 @@ def run(args):
     print(f"\ntime per epoch on {args.board} by word length (FL = {fmt.fl}, clipped to WL; FL does not change "
           f"time):")
     print(format_table(table_rows(args.board, layers, args.batch, args.train_size, fmt.fl, host, exchange_s,
-                                  args.packed)))
+                                  args.packed, expander=args.expander)))
     if args.plot:
         boards = list(TARGETS) if args.plot_boards is None else args.plot_boards.split(",")
         for board in boards:
             if board not in TARGETS:
                 raise ValueError(f"Unknown board {board!r} in --plot-boards; known boards: {', '.join(TARGETS)}")
         path = plot_boards(args.plot, boards, layers, args.batch, args.train_size, fmt.fl, host,
-                           exchange_s, args.packed)
+                           exchange_s, args.packed, args.expander)
         print(f"\nplot: {path}")
     return 0

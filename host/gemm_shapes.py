@@ -42,6 +42,9 @@ class LayerGeometry:
         Output positions per sample, ``H_out * W_out`` (1 for a linear layer).
     first : bool
         Whether the layer sees the network input (its input gradient is not needed).
+    conv : tuple or None
+        A convolution's ``(C, H, W, KH, KW, SH, SW, PH, PW)`` (input of one sample, kernel, stride, padding), for
+        convolution mode (:mod:`fxtrain.sim.conv`); None for a linear layer.
 
     Members
     -------
@@ -54,6 +57,7 @@ class LayerGeometry:
     out_features: int
     positions: int
     first: bool
+    conv: tuple = None
 
     @property
     def macs_per_sample(self):
@@ -67,6 +71,8 @@ class GemmShape:
     ``b_weights`` says whether ``B`` is (an orientation of) the layer's weight matrix, which the layers send with
     a ``b_key`` so a device keeps it resident until the weights change. ``rounding`` is the ``(shift, mode)`` of
     the GEMM when known (``None``: assume it differs from the previous GEMM's, costing one SET_ROUNDING).
+    ``conv``: the :class:`fxtrain.sim.conv.ConvGeometry` of a convolution's forward or weight-gradient GEMM,
+    whose A the layers also pass as a feature map (convolution mode); None otherwise.
 
     Members
     -------
@@ -80,6 +86,7 @@ class GemmShape:
     n: int
     b_weights: bool
     rounding: tuple = None
+    conv: object = None
 
     @property
     def macs(self):
@@ -97,22 +104,26 @@ def layer_geometry(model, input_shape):
     records = []
     hooks = []
 
-    def hook(module, output, name):
+    def hook(module, inputs, output, name):
+        conv = None
         if hasattr(module, "kernel_size"):
             kh, kw = module.kernel_size
             in_features = module.in_channels * kh * kw
             out_features = module.out_channels
             positions = int(output.shape[-2] * output.shape[-1])
             kind = "conv"
+            _, c, h, w = inputs[0].shape
+            conv = (int(c), int(h), int(w), kh, kw, *_pair(module.stride), *_pair(module.padding))
         else:
             in_features, out_features, positions, kind = module.in_features, module.out_features, 1, "linear"
-        records.append(LayerGeometry(name, kind, in_features, out_features, positions, first=not records))
+        records.append(LayerGeometry(name, kind, in_features, out_features, positions, first=not records,
+                                     conv=conv))
 
     for name, module in model.named_modules():
         is_conv = all(hasattr(module, a) for a in ("in_channels", "out_channels", "kernel_size"))
         is_linear = all(hasattr(module, a) for a in ("in_features", "out_features"))
         if is_conv or is_linear:
-            hooks.append(module.register_forward_hook(lambda m, i, o, name=name: hook(m, o, name)))
+            hooks.append(module.register_forward_hook(lambda m, i, o, name=name: hook(m, i, o, name)))
     try:
         with torch.no_grad():
             model(torch.zeros((1,) + tuple(input_shape)))
@@ -141,16 +152,25 @@ def training_gemms(layers, batch, rounding=None):
     forward, backward = [], []
     for layer in layers:
         rows = batch * layer.positions
+        geom = None
+        if layer.conv is not None:
+            from ..sim.conv import ConvGeometry
+            c, h, w, *kernel = layer.conv
+            geom = ConvGeometry(batch, c, h, w, *kernel)
         forward.append(GemmShape(layer.name, "forward", rows, layer.in_features, layer.out_features, True,
-                                 rounding.get("forward", "forward")))
+                                 rounding.get("forward", "forward"), geom))
         step = []
         if not layer.first:
             step.append(GemmShape(layer.name, "input_grad", rows, layer.out_features, layer.in_features, True,
                                   rounding.get("input_grad", "input_grad")))
         step.append(GemmShape(layer.name, "weight_grad", layer.in_features, rows, layer.out_features, False,
-                              rounding.get("weight_grad", "weight_grad")))
+                              rounding.get("weight_grad", "weight_grad"), geom))
         backward = step + backward
     return forward + backward
+
+
+def _pair(value):
+    return tuple(value) if isinstance(value, (tuple, list)) else (value, value)
 
 
 def lenet_layers():

@@ -59,11 +59,11 @@ class TimedBackend:
     def close(self):
         self.inner.close()
 
-    def gemm(self, a, b, shift, mode, *, b_key=None):
+    def gemm(self, a, b, shift, mode, *, b_key=None, a_view=None):
         import time
 
         start, cpu = time.perf_counter(), time.process_time()
-        result = self.inner.gemm(a, b, shift, mode, b_key=b_key)
+        result = self.inner.gemm(a, b, shift, mode, b_key=b_key, a_view=a_view)
         self.gemm_s += time.perf_counter() - start
         self.gemm_cpu_s += time.process_time() - cpu
         self.calls.append((a.shape[0], a.shape[1], b.shape[1], shift, str(mode), b_key))

@@ -11,6 +11,10 @@ input gradient            dY_q, gradients             W_q, weights        ``grad
 weight gradient           im2col(x_q)ᵀ, activations   dY_q, gradients     ``grad_weight_out``: fl_a + fl_g − fl_o
 ========================  ==========================  ==================  ====================================
 
+A convolution's forward and weight-gradient GEMMs also get a ConvView of A (raw ``x_q``, the geometry, a key
+per forward pass, a digest; :mod:`fxtrain.host.conv_offload`) on the exact path, so a device with the expander
+receives ``x_q`` once instead of the im2col matrices; the results are the same bits.
+
 Operands are quantized on the host (:mod:`fxtrain.host.quantize`) to their formats with the configured rounding
 mode; results are rounded **by the backend** (``docs/numerics.md`` §3, §5, §6) to their output formats, whose
 word length is the engine's. The input gradient of a convolution is ``dY·W`` followed by col2im, done by
@@ -48,21 +52,22 @@ FixedLinear, FixedConv2d
     The layers (subclasses of ``nn.Linear`` / ``nn.Conv2d``, same parameters and state dict), each with a
     ``from_float(module, fixed, offload, name)`` constructor (torch.ao style).
 im2col
-    Patches of an image batch as a GEMM operand (a strided view, differentiable).
+    Patches of an image batch as a GEMM operand (re-exported from :mod:`.im2col`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from ..sim.fixedpoint import FixedFormat
 from ..sim.gemm import EngineConfig
 from ..sim.rounding import SHIFT_MAX, RoundingMode
 from .backend import Backend
+from .conv_offload import layer_view
+from .im2col import im2col
 from .quantize import check_mode, quantize_raw
 
 __all__ = ["DEFAULT_FORMATS", "FixedConfig", "Offload", "FixedLinear", "FixedConv2d", "im2col"]
@@ -182,17 +187,19 @@ class Offload:
         return fixed
 
 
-def _offload_gemm(backend, a_raw, b_raw, shift, mode, b_key=None):
+def _offload_gemm(backend, a_raw, b_raw, shift, mode, b_key=None, a_view=None):
     """``round(a_raw @ b_raw)`` on the backend; operands and result are float tensors holding raw integers.
 
-    The one call site of ``backend.gemm`` (module docstring). Returns ``(c_raw, saturated_count)``.
+    The one call site of ``backend.gemm`` (module docstring). ``a_view``: the ConvView of ``a_raw`` (convolution
+    mode, :mod:`.conv_offload`), passed only when given. Returns ``(c_raw, saturated_count)``.
     """
+    extra = {} if a_view is None else {"a_view": a_view}
     if backend.accepts_torch:
-        result = backend.gemm(a_raw, b_raw, shift, mode, b_key=b_key)
+        result = backend.gemm(a_raw, b_raw, shift, mode, b_key=b_key, **extra)
         c = result.c
     else:
         result = backend.gemm(a_raw.to(torch.int64).numpy(), b_raw.to(torch.int64).numpy(), shift, mode,
-                              b_key=b_key)
+                              b_key=b_key, **extra)
         c = torch.from_numpy(result.c)
     count = getattr(result, "saturated_count", None)
     return c.to(torch.float32), int(result.saturated.sum()) if count is None else count
@@ -201,16 +208,24 @@ def _offload_gemm(backend, a_raw, b_raw, shift, mode, b_key=None):
 class _OffloadedMatmul(torch.autograd.Function):
     """``y = A @ Wᵀ`` with A (M x K) already on the activation grid, W (N x K) the float weight (for its
     gradient and version) and ``w_raw`` its raw quantized value; the three GEMMs of the module table go to the
-    backend. ``layer`` supplies the config, the key and the counters."""
+    backend. ``layer`` supplies the config, the key and the counters. ``conv``: ``(x_q, (kernel_size, stride,
+    padding))`` of a convolution, whose ConvView goes with A to the forward and weight-gradient GEMMs (one key per
+    forward pass, so the map sent for the forward GEMM serves the weight gradient)."""
 
     @staticmethod
-    def forward(ctx, a, weight, w_raw, layer):
+    def forward(ctx, a, weight, w_raw, layer, conv=None):
         cfg = layer.fixed
         # exact: ``a`` is on the activation grid; float64 is what the emulators' exact GEMM takes, and the weight
         # gradient GEMM reuses it
         a_raw = a.to(torch.float64).mul_(2.0 ** cfg.activations.fl)
         version = weight._version
-        c_raw = layer._gemm("forward", a_raw, w_raw.t(), cfg.forward_out, b_key=(layer.key, version, "Wt"))
+        view = None
+        if conv is not None:
+            layer._forwards += 1
+            view = layer_view(conv[0], cfg.activations.fl, conv[1], (layer.key, "x", layer._forwards), False)
+        c_raw = layer._gemm("forward", a_raw, w_raw.t(), cfg.forward_out, b_key=(layer.key, version, "Wt"),
+                            a_view=view)
+        ctx.view = view
         ctx.layer = layer
         ctx.version = version
         ctx.save_for_backward(a_raw, w_raw)
@@ -227,8 +242,9 @@ class _OffloadedMatmul(torch.autograd.Function):
             grad_a = layer._gemm("grad_input", g_raw, w_raw, cfg.grad_input_out,
                                  b_key=(layer.key, ctx.version, "W"))
         if ctx.needs_input_grad[1]:
-            grad_w = layer._gemm("grad_weight", a_raw.t(), g_raw, cfg.grad_weight_out).t()
-        return grad_a, grad_w, None, None
+            view = None if ctx.view is None else replace(ctx.view, transposed=True)
+            grad_w = layer._gemm("grad_weight", a_raw.t(), g_raw, cfg.grad_weight_out, a_view=view).t()
+        return grad_a, grad_w, None, None, None
 
 
 class _QuantizeActivation(torch.autograd.Function):
@@ -261,12 +277,13 @@ class _FixedMixin:
         self.stats = dict.fromkeys(("gemms", "macs", "outputs", "saturated", "activations",
                                     "activation_saturated", "gradients", "gradient_saturated"), 0)
         self.approx = None  # an approximate-training method's per-layer hook (fxtrain.host.methods)
+        self._forwards = 0  # exact forward passes (the per-forward part of a convolution map's key)
 
-    def _gemm(self, role, a_raw, b_raw, out_fmt, b_key=None):
+    def _gemm(self, role, a_raw, b_raw, out_fmt, b_key=None, a_view=None):
         m, k = a_raw.shape
         n = b_raw.shape[1]
         c_raw, sat = _offload_gemm(self.offload.backend, a_raw, b_raw, self.fixed.shifts[role], self.fixed.rounding,
-                                   b_key)
+                                   b_key, a_view)
         self.stats["gemms"] += 1
         self.stats["macs"] += m * k * n
         self.stats["outputs"] += m * n
@@ -281,12 +298,13 @@ class _FixedMixin:
         self.stats["gradients"] += g_raw.numel()
         return g_raw
 
-    def _matmul(self, a, weight, w_raw):
+    def _matmul(self, a, weight, w_raw, conv=None):
         """The three GEMMs of ``a @ weightᵀ``: exact, or through the layer's ``approx`` (an approximate-training
-        method of :mod:`fxtrain.host.methods`, set by ``Methods.attach``) while training."""
+        method of :mod:`fxtrain.host.methods`, set by ``Methods.attach``) while training. ``conv``: as
+        :class:`_OffloadedMatmul` (exact path only; the approximate methods send plain GEMMs)."""
         if self.approx is not None and self.training and torch.is_grad_enabled():
             return self.approx.apply(a, weight, w_raw, self)
-        return _OffloadedMatmul.apply(a, weight, w_raw, self)
+        return _OffloadedMatmul.apply(a, weight, w_raw, self, conv)
 
     def extra_repr(self):
         return f"{super().extra_repr()}, key={self.key!r}, {self.fixed.describe()}"
@@ -340,35 +358,6 @@ class FixedLinear(_FixedMixin, nn.Linear):
         return y if self.bias is None else y + self.bias
 
 
-def im2col(x: torch.Tensor, kernel_size, stride, padding) -> torch.Tensor:
-    """Patches of ``x`` (B x C x H x W) as a (B*OH*OW) x (C*KH*KW) matrix, rows in (b, oh, ow) order and
-    columns in (c, kh, kw) order, i.e. equal to ``F.unfold(x, ...).transpose(1, 2)`` flattened and matching
-    ``weight.reshape(out_channels, -1)``. Differentiable; its backward is col2im (``F.fold``)."""
-    return _Im2col.apply(x, tuple(kernel_size), tuple(stride), tuple(padding))
-
-
-class _Im2col(torch.autograd.Function):
-    """Forward: a strided view of the padded input, copied once (far faster than ``F.unfold`` on CPU); backward:
-    ``F.fold`` (col2im, adds overlapping patches), far faster than autograd's generic ``unfold_backward``."""
-
-    @staticmethod
-    def forward(ctx, x, kernel_size, stride, padding):
-        (kh, kw), (sh, sw), (ph, pw) = kernel_size, stride, padding
-        ctx.geometry = (x.shape, kernel_size, stride, padding)
-        if ph or pw:
-            x = F.pad(x, (pw, pw, ph, ph))
-        patches = x.unfold(2, kh, sh).unfold(3, kw, sw)  # B, C, OH, OW, KH, KW (a view)
-        batch, channels, out_h, out_w = patches.shape[:4]
-        return patches.permute(0, 2, 3, 1, 4, 5).reshape(batch * out_h * out_w, channels * kh * kw)
-
-    @staticmethod
-    def backward(ctx, grad):
-        shape, kernel_size, stride, padding = ctx.geometry
-        batch, _, height, width = shape
-        cols = grad.reshape(batch, -1, grad.shape[1]).transpose(1, 2)  # B x (C*KH*KW) x (OH*OW)
-        return F.fold(cols, (height, width), kernel_size, stride=stride, padding=padding), None, None, None
-
-
 class FixedConv2d(_FixedMixin, nn.Conv2d):
     """``nn.Conv2d`` (any stride and padding, ``groups=1``, ``dilation=1``, zero padding) whose three GEMMs run on
     ``offload.backend`` via im2col (module docstring); the bias stays float.
@@ -420,10 +409,12 @@ class FixedConv2d(_FixedMixin, nn.Conv2d):
         if out_h < 1 or out_w < 1:
             raise ValueError(f"FixedConv2d input {height}x{width} with padding {self.padding} is smaller than the "
                              f"kernel {self.kernel_size}")
-        a = im2col(self._quantized_input(x), self.kernel_size, self.stride, self.padding)
+        x_q = self._quantized_input(x)
+        a = im2col(x_q, self.kernel_size, self.stride, self.padding)
         w_raw = self._weight_raw().reshape(self.out_channels, -1)
         self.sample_positions = out_h * out_w
-        y = self._matmul(a, self.weight.reshape(self.out_channels, -1), w_raw)
+        y = self._matmul(a, self.weight.reshape(self.out_channels, -1), w_raw,
+                         conv=(x_q, (self.kernel_size, self.stride, self.padding)))
         y = y.reshape(batch, out_h * out_w, self.out_channels).transpose(1, 2)
         y = y.reshape(batch, self.out_channels, out_h, out_w)
         return y if self.bias is None else y + self.bias.view(1, -1, 1, 1)

@@ -81,6 +81,8 @@ class Platform:
     tile_loop : bool
         The device walks the column tiles itself (RUN_TILES, protocol version 2; default). ``False``: the
         per-tile RUN / READ_RESULT schedule of version 1 (for before/after comparisons).
+    expander_whatif : bool
+        ``config.expander`` was set against the board target's (a what-if: ``board_platform(expander=...)``).
 
     Members
     -------
@@ -96,6 +98,7 @@ class Platform:
     packed: bool = False
     rx_buffer: int = DEFAULT_RX_BUFFER
     tile_loop: bool = True
+    expander_whatif: bool = False
 
     @property
     def pipelined(self):
@@ -107,10 +110,12 @@ class Platform:
 DEFAULT_EXCHANGE_S = 1e-3
 
 
-def board_platform(name, fmt, *, exchange_s=DEFAULT_EXCHANGE_S, packed=False):
+def board_platform(name, fmt, *, exchange_s=DEFAULT_EXCHANGE_S, packed=False, expander=None):
     """The :class:`Platform` of board ``name`` (``fxtrain.boards.targets``) running format ``fmt``.
 
-    The engine configuration is the board's with ``wl`` set to the format's word length. Raises ``ValueError``
+    The engine configuration is the board's with ``wl`` set to the format's word length. ``expander``: None
+    keeps the board's (``EngineConfig.expander``: convolution mode); True/False overrides it, a what-if when it
+    differs from the board's (``Platform.expander_whatif``). Raises ``ValueError``
     naming the value for an unknown board, a malformed format, a word length above ``MAX_WL`` or above the
     board's multiplier width, or ``packed`` at a word length the DSP blocks cannot split.
     """
@@ -122,6 +127,9 @@ def board_platform(name, fmt, *, exchange_s=DEFAULT_EXCHANGE_S, packed=False):
     if fmt.wl > width:
         raise ValueError(f"Format {fmt} has WL {fmt.wl}, above the {width}-bit multipliers of board {name}")
     config = replace(target.config, wl=fmt.wl)
+    whatif = expander is not None and bool(expander) != config.expander
+    if expander is not None:
+        config = replace(config, expander=bool(expander))
     if packed:
         if fmt.wl > PACKED_WL[target.family]:
             raise ValueError(f"Format {fmt}: two products per DSP block need WL <= {PACKED_WL[target.family]} "
@@ -129,4 +137,4 @@ def board_platform(name, fmt, *, exchange_s=DEFAULT_EXCHANGE_S, packed=False):
         config = replace(config, cols=2 * config.cols)
     link = LinkTiming(BITS_PER_UART_BYTE / target.baud, BITS_PER_UART_BYTE * target.uart_divisor / target.uart_freq,
                       float(exchange_s))
-    return Platform(name, target.family, config, target.clk_freq, link, bool(packed))
+    return Platform(name, target.family, config, target.clk_freq, link, bool(packed), expander_whatif=whatif)

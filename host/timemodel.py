@@ -90,12 +90,16 @@ class StepEstimate:
     pipelined : bool
         Whether the driver pipelines (``docs/protocol.md`` §2.2): then the device's work overlaps the wire.
     device_s : float
-        The link and device part: ``max(down_s, up_s + compute_s + process_s)`` pipelined (the down wire runs
-        while the executor computes and answers, which it does one after the other), else
-        ``compute_s + link_s``.
+        The link and device part: ``max(down_s, up_s + compute_s + expand_s + process_s)`` pipelined (the down
+        wire runs while the executor computes and answers, which it does one after the other), else
+        ``compute_s + expand_s + link_s``.
     traffic : Traffic
     engine_cycles, bytes_down, bytes_up, exchanges, waits : int
         ``waits``: round trips the driver waits for (one per GEMM pipelined, one per exchange otherwise).
+    expand_s : float
+        Convolution mode: executor time of the EXPANDs (``Traffic.expand_cycles / clk_freq``; the engine is idle
+        meanwhile).
+    expand_cycles : int
     """
 
     compute_s: float
@@ -111,6 +115,8 @@ class StepEstimate:
     bytes_up: int
     exchanges: int
     waits: int
+    expand_s: float = 0.0
+    expand_cycles: int = 0
 
     @property
     def link_s(self):
@@ -119,8 +125,8 @@ class StepEstimate:
     @property
     def device_s(self):
         if self.pipelined:
-            return max(self.down_s, self.up_s + self.compute_s + self.process_s)
-        return self.compute_s + self.link_s
+            return max(self.down_s, self.up_s + self.compute_s + self.expand_s + self.process_s)
+        return self.compute_s + self.expand_s + self.link_s
 
     @property
     def total_s(self):
@@ -157,6 +163,8 @@ class EpochEstimate:
     down_s = property(lambda self: self._sum("down_s"))
     up_s = property(lambda self: self._sum("up_s"))
     process_s = property(lambda self: self._sum("process_s"))
+    expand_s = property(lambda self: self._sum("expand_s"))
+    expand_cycles = property(lambda self: self._sum("expand_cycles"))
     device_s = property(lambda self: self._sum("device_s"))
     link_s = property(lambda self: self._sum("link_s"))
     exchange_s = property(lambda self: self._sum("exchange_s"))
@@ -175,6 +183,11 @@ class EpochEstimate:
     @property
     def link_share(self):
         return (self.device_s + self.exchange_s - self.compute_s) / self.total_s if self.total_s else 0.0
+
+    @property
+    def busy_share(self):
+        """Engine busy time over the total: ``compute_s / total_s``."""
+        return self.compute_s / self.total_s if self.total_s else 0.0
 
 
 def step_traffic(config, layers, batch, rounding=None, gemms=None, tile_loop=True):
@@ -201,24 +214,26 @@ def estimate_step(platform, layers, batch, host=HostModel(), gemms=None):
 
     Pipelined (the device reports a receive buffer, ``docs/protocol.md`` §2.2)::
 
-        T = max(bytes_down * t_down, bytes_up * t_up + cycles / f_clk + bytes_down / f_clk)
+        T = max(bytes_down * t_down, bytes_up * t_up + (cycles + expand_cycles) / f_clk + bytes_down / f_clk)
             + gemms * t_exchange + T_host(batch)
 
-    the down wire streams while the executor computes and answers (one after the other) and the driver waits
-    for the device once per GEMM; otherwise every request waits for its response and nothing overlaps:
-    ``T = cycles / f_clk + bytes_down * t_down + bytes_up * t_up + exchanges * t_exchange + T_host``
+    the down wire streams while the executor computes, expands (convolution mode) and answers (one after the
+    other) and the driver waits for the device once per GEMM; otherwise every request waits for its response and
+    nothing overlaps: ``T = (cycles + expand_cycles) / f_clk + bytes_down * t_down + bytes_up * t_up + exchanges *
+    t_exchange + T_host``
     (``docs/time-model.md``). ``gemms``: as :func:`step_traffic` (an approximate-training method's step).
     """
     config = platform.config
     traffic = step_traffic(config, layers, batch, gemms=gemms, tile_loop=platform.tile_loop)
     cycles = traffic.engine_cycles(config)
+    expand = traffic.expand_cycles(config)
     down, up = traffic.bytes(config, platform.rx_buffer)
     exchanges = traffic.exchanges(config, platform.rx_buffer)
     waits = traffic.gemms if platform.pipelined else exchanges
     link = platform.link
     return StepEstimate(cycles / platform.clk_freq, down * link.down_byte_s, up * link.up_byte_s,
                         down / platform.clk_freq, waits * link.exchange_s, host.step_s(batch), platform.pipelined,
-                        traffic, cycles, down, up, exchanges, waits)
+                        traffic, cycles, down, up, exchanges, waits, expand / platform.clk_freq, expand)
 
 
 def estimate_epoch(platform, layers, fmt, batch, train_size, host=HostModel()):

@@ -31,14 +31,16 @@ from collections import Counter
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+from ..sim.conv import EXPAND_ARGS, ConvView, expand_cycles
 from ..sim.engine import run_cycles
 from ..sim.gemm import EngineConfig
 from ..sim.payloads import (DEFAULT_RX_BUFFER, ROUNDING_ARGS, RUN_ARGS, RUN_TILES_ARGS, WRITE_HEADER, entry_bytes,
                             result_bytes, run_tiles_cycles, write_frames)
-from ..sim.planner import CommandPlanner, ReadResult, Reused, Run, RunTiles, SetRounding, WriteOperand, plan_gemm
+from ..sim.planner import (CommandPlanner, Expand, ReadResult, Reused, Run, RunTiles, SetRounding, WriteMap,
+                           WriteOperand, plan_gemm)
 from ..sim.wire import Command, request_frame_bytes, response_frame_bytes
 
-__all__ = ["Traffic", "DriverReplay"]
+__all__ = ["Traffic", "DriverReplay", "shape_keys"]
 
 
 @dataclass
@@ -63,6 +65,10 @@ class Traffic:
     macs : int
     gemms : int
         GEMM calls (a pipelined driver waits for the device once per call).
+    map_writes : collections.Counter
+        Convolution mode: ``entries -> number of feature maps of that many B entries written`` (WRITE_B frames).
+    expands : collections.Counter
+        Convolution mode: ``(count, blocks) -> number of EXPAND exchanges``.
     """
 
     set_rounding: int = 0
@@ -74,6 +80,8 @@ class Traffic:
     macs: int = 0
     gemms: int = 0
     run_tiles: Counter = field(default_factory=Counter)
+    map_writes: Counter = field(default_factory=Counter)
+    expands: Counter = field(default_factory=Counter)
 
     def __iadd__(self, other):
         self.set_rounding += other.set_rounding
@@ -85,6 +93,8 @@ class Traffic:
         self.macs += other.macs
         self.gemms += other.gemms
         self.run_tiles += other.run_tiles
+        self.map_writes += other.map_writes
+        self.expands += other.expands
         return self
 
     def minus(self, other):
@@ -92,7 +102,8 @@ class Traffic:
         return Traffic(self.set_rounding - other.set_rounding, self.writes - other.writes,
                        self.reused - other.reused, self.runs - other.runs, self.read_results - other.read_results,
                        self.tiles - other.tiles, self.macs - other.macs, self.gemms - other.gemms,
-                       self.run_tiles - other.run_tiles)
+                       self.run_tiles - other.run_tiles, self.map_writes - other.map_writes,
+                       self.expands - other.expands)
 
     def copy(self):
         return self.scaled(1)
@@ -103,14 +114,17 @@ class Traffic:
                       Counter({k: v * factor for k, v in self.reused.items()}),
                       Counter({k: v * factor for k, v in self.runs.items()}), self.read_results * factor,
                       self.tiles * factor, self.macs * factor, self.gemms * factor,
-                      Counter({k: v * factor for k, v in self.run_tiles.items()}))
+                      Counter({k: v * factor for k, v in self.run_tiles.items()}),
+                      Counter({k: v * factor for k, v in self.map_writes.items()}),
+                      Counter({k: v * factor for k, v in self.expands.items()}))
         return out
 
     def write_frames(self, config, rx_buffer=DEFAULT_RX_BUFFER):
         """``[(command, payload_bytes, count)]`` of the WRITE frames (blocks cut by ``sim.payloads.write_frames``
-        to fit a device's ``rx_buffer``, as the driver cuts them)."""
+        to fit a device's ``rx_buffer``, as the driver cuts them; feature maps are WRITE_B frames)."""
         frames = Counter()
-        for (cmd, entries), count in self.writes.items():
+        writes = self.writes + Counter({(Command.WRITE_B, e): c for e, c in self.map_writes.items()})
+        for (cmd, entries), count in writes.items():
             which = "A" if cmd == Command.WRITE_A else "B"
             eb = entry_bytes(config, which)
             for _, part in write_frames(config, which, entries, rx_buffer):
@@ -120,7 +134,8 @@ class Traffic:
     def exchanges(self, config, rx_buffer=DEFAULT_RX_BUFFER):
         """Number of request/response exchanges (frames each way)."""
         return (self.set_rounding + sum(c for _, _, c in self.write_frames(config, rx_buffer))
-                + sum(self.runs.values()) + self.read_results + sum(self.run_tiles.values()))
+                + sum(self.runs.values()) + self.read_results + sum(self.run_tiles.values())
+                + sum(self.expands.values()))
 
     def bytes(self, config, rx_buffer=DEFAULT_RX_BUFFER):
         """``(bytes to the device, bytes from the device)`` on the wire for an engine of ``config``."""
@@ -131,7 +146,8 @@ class Traffic:
         for _, payload, count in self.write_frames(config, rx_buffer):
             down += count * request_frame_bytes(payload)
             writes += count
-        acks = self.set_rounding + writes + sum(self.runs.values())
+        down += sum(self.expands.values()) * request_frame_bytes(EXPAND_ARGS.size)
+        acks = self.set_rounding + writes + sum(self.runs.values()) + sum(self.expands.values())
         up = acks * response_frame_bytes(0)
         up += self.read_results * response_frame_bytes(result_bytes(config))
         for (_, n), count in self.run_tiles.items():
@@ -144,6 +160,11 @@ class Traffic:
         the RUN_TILES)."""
         return (sum(count * run_cycles(config, k, drain) for (k, drain), count in self.runs.items())
                 + sum(count * run_tiles_cycles(config, k, n) for (k, n), count in self.run_tiles.items()))
+
+    def expand_cycles(self, config):
+        """Executor cycles of the EXPANDs (``sim.conv.expand_cycles`` summed): the executor generates A entries
+        while the engine is idle, so they add to the device's work, not to the engine's busy cycles."""
+        return sum(count * expand_cycles(config, n, blocks) for (n, blocks), count in self.expands.items())
 
 
 def _count(traffic, item):
@@ -161,6 +182,10 @@ def _count(traffic, item):
         traffic.run_tiles[(item.k, item.n_tiles)] += 1
     elif isinstance(item, SetRounding):
         traffic.set_rounding += 1
+    elif isinstance(item, WriteMap):
+        traffic.map_writes[item.entries] += 1
+    elif isinstance(item, Expand):
+        traffic.expands[(item.count, item.blocks)] += 1
     else:
         raise TypeError(f"Unknown schedule item {item!r}: the replay does not count it")
 
@@ -245,29 +270,30 @@ class DriverReplay:
         self.replayed_rows = 0
         self.skipped_rows = 0
 
-    def gemm(self, m, k, n, rounding=None, b_key=None):
-        """The :class:`Traffic` of one ``M x K x N`` GEMM issued now (advances the residency state)."""
+    def gemm(self, m, k, n, rounding=None, b_key=None, a_view=None):
+        """The :class:`Traffic` of one ``M x K x N`` GEMM issued now (advances the residency state). ``a_view``:
+        a :class:`fxtrain.sim.conv.ConvView` (its ``x_raw`` unused, its ``key`` naming the map's contents) for
+        convolution mode, used as the driver uses it (``config.expander`` and the map fits)."""
         plan = _plan(self.config, m, k, n, self.tile_loop)
         if self.fast and plan.mt > 2:
             snapshot = copy.deepcopy(self.planner)
             try:
-                return self._gemm_skipping(plan, rounding, b_key)
+                return self._gemm_skipping(plan, rounding, b_key, a_view)
             except _Unsupported:
                 self.planner = snapshot
         traffic = Traffic(macs=m * k * n, tiles=len(plan.tiles), gemms=1)
-        for item in self.planner.schedule(plan, rounding, b_key=b_key):
+        for item in self.planner.schedule(plan, rounding, b_key=b_key, a_view=a_view):
             _count(traffic, item)
         self.replayed_rows += plan.mt
         return traffic
 
     def _signature(self, gemm_id, row):
-        """The residency state at the start of tile row ``row``, A chunks of earlier rows anonymous."""
+        """The residency state at the start of tile row ``row``, A chunks of earlier rows anonymous, those of later
+        rows (one EXPAND fills several) named relative to ``row``."""
         def label(key):
             if (isinstance(key, tuple) and len(key) == 4 and key[0] == "A" and key[1] == gemm_id
                     and isinstance(key[2], int)):
-                if key[2] >= row:
-                    raise _Unsupported(f"A chunk {key!r} resident before its tile row {key[2]} starts")
-                return None
+                return ("ahead", key[2] - row, key[3]) if key[2] >= row else None
             return key
         sig = []
         for mem in (self.planner.a_mem, self.planner.b_mem):
@@ -276,6 +302,17 @@ class DriverReplay:
                 raise _Unsupported("the planner's memories have no _ranges")
             sig.append(tuple((label(key), start, length) for key, (start, length, _) in ranges.items()))
         return tuple(sig)
+
+    def _shift_ahead(self, gemm_id, row, skip):
+        """Rename the A chunks resident for tile rows ``>= row`` (one EXPAND filled them ahead) to the rows
+        ``skip`` later, where the schedule continues: the state the signature says repeats there."""
+        ranges = self.planner.a_mem._ranges
+        for key in list(ranges):
+            value = ranges.pop(key)
+            if (isinstance(key, tuple) and len(key) == 4 and key[0] == "A" and key[1] == gemm_id
+                    and isinstance(key[2], int) and key[2] >= row):
+                key = (key[0], key[1], key[2] + skip, key[3])
+            ranges[key] = value
 
     def _row_end(self, item, plan):
         """The tile row that ``item`` ends (its last output tile is the row's last), else None."""
@@ -286,7 +323,7 @@ class DriverReplay:
             return group.tm if group.tn0 + group.count == plan.nt else None
         return None
 
-    def _gemm_skipping(self, plan, rounding, b_key):
+    def _gemm_skipping(self, plan, rounding, b_key, a_view=None):
         lazy = copy.copy(plan)
         if plan.groups is None:
             walk = lazy.tiles = _RowWalk(plan.tiles, plan.mt)
@@ -297,7 +334,7 @@ class DriverReplay:
         traffic = Traffic(macs=plan.m * plan.k * plan.n, gemms=1)
         seen = {}              # signature at a row boundary -> (row, traffic before that row)
         searching, skip = True, 0
-        for item in self.planner.schedule(lazy, rounding, b_key=b_key):
+        for item in self.planner.schedule(lazy, rounding, b_key=b_key, a_view=a_view):
             _count(traffic, item)
             if not searching or (ended := self._row_end(item, plan)) is None:
                 continue
@@ -310,11 +347,14 @@ class DriverReplay:
                 continue
             first, before = seen[signature]
             period = row - first
-            repeats = (plan.mt - row) // period
+            # an EXPAND of b tile rows near the end fills fewer (the rows left): those rows are replayed for real
+            ahead = max((blocks for _, blocks in traffic.expands), default=0)
+            repeats = max(0, (plan.mt - row - ahead) // period)
             if repeats:
                 skip = repeats * period
                 traffic += traffic.minus(before).scaled(repeats)
                 walk.jump(row + skip)
+                self._shift_ahead(self.planner._gemm_id, row, skip)
             searching = False
         tiles = traffic.read_results + sum(n * c for (_, n), c in traffic.run_tiles.items())
         if walk.skipped_rows != skip or tiles != len(plan.tiles):
@@ -325,9 +365,20 @@ class DriverReplay:
         return traffic
 
     def step(self, gemms, step_id=0):
-        """The :class:`Traffic` of a list of :class:`GemmShape`; weights keyed by ``(layer, kind, step_id)``."""
+        """The :class:`Traffic` of a list of :class:`GemmShape`; weights keyed by ``(layer, kind, step_id)``, a
+        convolution's feature map (``GemmShape.conv``) by ``(layer, step_id)`` (its forward and weight-gradient
+        GEMMs share it, as the layers' views do)."""
         total = Traffic()
         for g in gemms:
-            key = (g.layer, g.kind, step_id) if g.b_weights else None
-            total += self.gemm(g.m, g.k, g.n, g.rounding, key)
+            total += self.gemm(g.m, g.k, g.n, g.rounding, *shape_keys(g, step_id))
         return total
+
+
+def shape_keys(g, step_id, conv=True):
+    """``(b_key, a_view)`` a :class:`GemmShape` is replayed with at step ``step_id`` (:meth:`DriverReplay.step`);
+    ``conv=False`` leaves the view out (the plain schedule, whatever the engine)."""
+    key = (g.layer, g.kind, step_id) if g.b_weights else None
+    view = None
+    if g.conv is not None and conv:
+        view = ConvView(None, g.conv, g.kind == "weight_grad", (g.layer, "x", step_id), b"")
+    return key, view

@@ -25,6 +25,8 @@ from ..sim.payloads import (COUNTER, LINK_COUNTERS, ROUNDING_ARGS, RUN_ARGS, RUN
                             RUN_TILES_ARGS, SEED, WRITE_HEADER, Identity, entry_bytes, max_tiles,
                             request_length_range, result_bytes, result_row_bytes, value_bytes)
 from ..sim.wire import Command, Status
+from ..sim.conv import EXPAND_ARGS
+from .expand_command import expand_execute, expand_setup, expand_state, expand_wiring
 from .framing import EventKind, event_layout
 from .link_memory import link_memory
 
@@ -48,6 +50,8 @@ def engine_signature(config):
         "error": Out(1),
         "counters": Out(lay["counters"]),
         "counters_clear": In(1),
+        **({"b_read_en": In(1), "b_read_addr": In(b_addr_bits(config)),
+            "b_read_data": Out(lay["b_write"]["data"].shape)} if config.expander else {}),
     })
 
 
@@ -92,7 +96,10 @@ class CommandExecutor(wiring.Component):
     Structure (``elaborate``): the registers in one namespace (``_registers``), the argument views and checks
     (``_arguments``), the storage (``_result_buffer``, ``link_memory.link_memory``, ``_response_payload``), the frame FSM
     in parts (``_receive_states``, ``_execute_state``, ``_run_states``, ``_tiles_check_state``,
-    ``_respond_states``) and the ``_tile_walker`` that runs beside it during a RUN_TILES answer.
+    ``_respond_states``) and the ``_tile_walker`` that runs beside it during a RUN_TILES answer. With
+    ``config.expander`` the EXPAND part (``rtl/expand_command.py``: argument check, the ``EXPAND`` state of
+    ``sim.conv.expand_cycles`` cycles, the walker ``rtl/expander.py``) is added; the payload shift register then
+    holds EXPAND's 63 argument bytes. Without it EXPAND is an unknown command and none of it exists.
 
     Parameters
     ----------
@@ -139,6 +146,8 @@ class CommandExecutor(wiring.Component):
         self._header_checks(m, r)
         self._arguments(m, r)
         r.lk = link_memory(m, self.identity)
+        if self.config.expander:
+            r.x = expand_setup(self, m, r)
         self._response_payload(m, r)
         m.d.comb += [self.tx_cmd.eq(r.cmd), self.tx_seq.eq(r.seq), self.tx_status.eq(r.status),
                      self.tx_length.eq(r.resp_len)]
@@ -148,7 +157,11 @@ class CommandExecutor(wiring.Component):
             self._run_states(m, r)
             self._tiles_check_state(m, r)
             self._respond_states(m, r)
+            if self.config.expander:
+                expand_state(self, m, r)
         self._tile_walker(m, r)
+        if self.config.expander:
+            expand_wiring(self, m, r)
         return m
 
     # -- the parts of elaborate: every register in one namespace, then the states --
@@ -169,7 +182,8 @@ class CommandExecutor(wiring.Component):
         if head > WRITE_HEADER.size or any(RUN_TILES_ARGS.offset(f) != head + RUN_ARGS.offset(f)
                                            for f in ("a_base", "b_base", "k", "flags")):
             raise ValueError("RUN_TILES_ARGS must end with RUN_ARGS' fields after at most 4 bytes (sim.payloads)")
-        sh_bytes = max(r.e_max, RUN_ARGS.size, ROUNDING_ARGS.size, SEED.size)
+        sh_bytes = max(r.e_max, RUN_ARGS.size, ROUNDING_ARGS.size, SEED.size,
+                       EXPAND_ARGS.size if cfg.expander else 0)     # (EXPAND's: rtl/expand_command.py)
         r.sh = Signal(8 * sh_bytes)
         r.ecnt = Signal(range(r.e_max + 1))
         # entries written (only the address bits of the deeper memory are needed)
@@ -325,6 +339,9 @@ class CommandExecutor(wiring.Component):
                         m.d.sync += [r.b_cur.eq(r.rt.b_base), r.t_left.eq(r.rt.n_tiles), r.resp_len.eq(r.tiles_len),
                                      r.b_fits.eq(r.b_base_fits)]
                         m.next = "TILES_CHECK"
+                if cfg.expander:
+                    with m.Case(Command.EXPAND):
+                        expand_execute(m, r)
                 with m.Case(Command.READ_RESULT):
                     checked(None, 3, result_bytes(cfg))
                 with m.Case(Command.READ_COUNTERS):
@@ -456,7 +473,10 @@ class CommandExecutor(wiring.Component):
         r.len_ok = Signal()
         with m.Switch(self.cmd):
             for c in Command:
-                lo, hi = request_length_range(cfg, c)
+                limits = request_length_range(cfg, c)
+                if limits is None:
+                    continue               # a command this device does not have (EXPAND without an expander)
+                lo, hi = limits
                 with m.Case(c):
                     m.d.comb += [r.known.eq(1), r.len_ok.eq((self.length >= lo) & (self.length <= hi))]
 

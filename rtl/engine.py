@@ -32,7 +32,9 @@ the rounders' and lanes' valid by as many registers; this shifts the states, not
 
 B memory: an :class:`~.operand_memory.OperandMemory` of ``b_depth`` entries (block RAM, or iCE40 SPRAM chosen
 by the platform); ``b_write`` is not ready in the cycles a run reads it (the run's accept cycle and ``COMPUTE``),
-so a single-ported SPRAM never sees a write and a read in one cycle. A memory: block RAM, always writable.
+so a single-ported SPRAM never sees a write and a read in one cycle. With ``config.expander`` the idle engine
+lends the same read port to the EXPAND walker (``b_read_en``/``b_read_addr``/``b_read_data``; ``b_write`` is not
+ready while ``b_read_en`` is high). A memory: block RAM, always writable.
 
 Exact arithmetic: PE ``(r, j)`` accumulates ``sum_i A_mem[a_base+i][r] * B_mem[b_base+i][j]`` exactly in
 ``acc_width`` bits; rounder ``j`` computes ``sat_WL((acc + offset) >> shift)`` with ``offset = rand mod 2**shift``
@@ -93,6 +95,9 @@ class GemmEngine(wiring.Component):
     busy, error : Out(1)
     counters : Out(StructLayout of 32-bit counters)
     counters_clear : In(1)
+    b_read_en : In(1); b_read_addr : In(log2 b_depth); b_read_data : Out(ArrayLayout(signed(wl), cols))
+        Only with ``config.expander``: the B memory's read port for ``rtl/expander.py`` (see
+        :mod:`fxtrain.sim.engine`).
     config : EngineConfig
     rounder_latency : int
         ``ROUNDER_LATENCY``.
@@ -128,6 +133,8 @@ class GemmEngine(wiring.Component):
             "error": Out(1),
             "counters": Out(self.layouts["counters"]),
             "counters_clear": In(1),
+            **({"b_read_en": In(1), "b_read_addr": In(b_addr_bits(config)),
+                "b_read_data": Out(self.layouts["b_write"]["data"].shape)} if config.expander else {}),
         })
 
     def elaborate(self, platform):
@@ -235,12 +242,20 @@ class GemmEngine(wiring.Component):
         computing = fsm.ongoing("COMPUTE")
         draining = fsm.ongoing("DRAIN")
         last_count = count == 0
+        # the expander's B reads (config.expander): the idle engine's B read port serves b_read_addr while
+        # b_read_en is high (the executor raises it only while the engine is idle and no run is offered)
+        if cfg.expander:
+            peeking = self.b_read_en
+            idle_b_addr = Mux(peeking, self.b_read_addr, cmd.b_base)
+            m.d.comb += self.b_read_data.eq(b_mem.r_data)
+        else:
+            peeking, idle_b_addr = 0, cmd.b_base
         m.d.comb += [
             self.run.ready.eq(idle),
             accept.eq(idle & self.run.valid),
             a_rd.addr.eq(Mux(idle, cmd.a_base, a_base + ptr)),
-            b_mem.r_addr.eq(Mux(idle, cmd.b_base, b_base + ptr)),
-            b_reading.eq(accept | computing),   # accepted runs, rejected ones included (no adder on this path)
+            b_mem.r_addr.eq(Mux(idle, idle_b_addr, b_base + ptr)),
+            b_reading.eq(accept | computing | peeking),   # accepted runs, rejected ones included (no adder here)
             issue_valid.eq(starting | computing),
             issue_clear.eq(starting & cmd.clear),
             shift_en.eq(draining),

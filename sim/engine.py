@@ -57,6 +57,10 @@ drain: 1}``
     only ever a missing run command.
 ``counters_clear`` : In(1)
     Zeroes the counters and ``error``.
+``b_read_en`` : In(1); ``b_read_addr`` : In(BW); ``b_read_data`` : Out ``ArrayLayout(signed(wl), cols)``
+    Only when ``config.expander`` (EXPAND, ``rtl/expander.py``): while the engine is idle, no run is offered and
+    ``b_read_en`` is high, the B memory's read port reads entry ``b_read_addr``; ``b_read_data`` shows it in
+    the next cycle. ``b_write`` is not ready while ``b_read_en`` is high (one port in SPRAM).
 
 Timing (cycle ``t0`` = the cycle in which the run command is transferred)
 -------------------------------------------------------------------------
@@ -115,7 +119,7 @@ import numpy as np
 from .gemm import EngineConfig, GemmResult, check_gemm
 from .lfsr import check_lfsr, lane_advance, lane_words
 from .pe import check_operands
-from .planner import CommandPlanner, ReadResult, Run, RunTiles, WriteOperand, plan_gemm
+from .planner import CommandPlanner, Expand, ReadResult, Run, RunTiles, WriteMap, WriteOperand, plan_gemm
 from .rounding import RoundingMode, check_shift, parse_mode, round_shift
 
 __all__ = ["OPERAND_LATENCY", "ROUNDER_LATENCY", "COUNTER_WIDTH", "COUNTER_NAMES", "RESET_LANE_STATE", "addr_bits",
@@ -336,7 +340,7 @@ class EngineModel:
         return self.results.popleft()
 
 
-def gemm_via_engine(model, a, b, shift, mode, chunk=None, planner=None):
+def gemm_via_engine(model, a, b, shift, mode, chunk=None, planner=None, a_view=None):
     """``round(A @ B)`` computed by the engine ``model`` playing the planner's command schedule.
 
     The schedule is :class:`.planner.CommandPlanner`'s (what the host driver sends): pad ``A`` to ``Mp`` rows
@@ -346,7 +350,8 @@ def gemm_via_engine(model, a, b, shift, mode, chunk=None, planner=None):
     K-split: RUN_TILES groups, each tile a clear+drain run then its read).
     ``planner`` (default: a fresh one) carries residency across calls. Uses the model's current lane states
     and leaves them advanced. Equals ``tiled_gemm(config, a, b, shift, mode, lane_state)`` bit for bit
-    (``tests/test_engine_model.py``).
+    (``tests/test_engine_model.py``). ``a_view`` (a :class:`.conv.ConvView` of ``a``): convolution mode where
+    the planner uses it (the map written to the B memory, A chunks generated as the device's EXPAND does).
 
     Returns
     -------
@@ -361,8 +366,14 @@ def gemm_via_engine(model, a, b, shift, mode, chunk=None, planner=None):
     ap, bp = plan.pad(a, b)
     c = np.zeros((plan.mp, plan.np_), dtype=np.int64)
     sat = np.zeros((plan.mp, plan.np_), dtype=bool)
-    for item in planner.schedule(plan, (shift, mode)):
-        if isinstance(item, WriteOperand):
+    for item in planner.schedule(plan, (shift, mode), a_view=a_view):
+        if isinstance(item, WriteMap):
+            from .conv import fmap_pack
+            model.write_b(item.addr, fmap_pack(config, item.view.x_raw))
+        elif isinstance(item, Expand):              # as the device's EXPAND (sim.protocol)
+            from .conv import expand_entries
+            model.write_a(item.a_base, expand_entries(config, model.b_mem, item.args(config)))
+        elif isinstance(item, WriteOperand):
             if item.which == "A":
                 model.write_a(item.addr, plan.a_block(ap, item.index, item.chunk))
             else:

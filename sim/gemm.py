@@ -61,6 +61,9 @@ class EngineConfig:
         (iCE40UP5K SPRAM, ``rtl/operand_memory.py``); a run still covers at most ``depth`` entries.
     max_k_log2 : int
         ``log2`` of the largest K one output accumulates over all runs; sets the accumulator width.
+    expander : bool
+        The device has convolution mode: the EXPAND command generates A entries from a feature map in the B
+        memory (:mod:`.conv`, ``rtl/expander.py``). Default ``False``.
 
     Members
     -------
@@ -80,6 +83,7 @@ class EngineConfig:
     depth: int = 512
     max_k_log2: int = MAX_K_LOG2
     b_depth: "int | None" = None
+    expander: bool = False
     lane_width: int = field(default=LANE_WIDTH, init=False)
 
     def __post_init__(self):
@@ -98,6 +102,8 @@ class EngineConfig:
                 or not self.depth <= self.b_depth <= 65536 or self.b_depth & (self.b_depth - 1)):
             raise ValueError(f"B buffer depth b_depth must be a power of two from the A depth {self.depth} to "
                              f"65536, not {self.b_depth!r}")
+        if not isinstance(self.expander, bool):
+            raise ValueError(f"expander must be True or False, not {self.expander!r}")
         if not isinstance(self.max_k_log2, int) or not 1 <= self.max_k_log2 <= 24:
             raise ValueError(f"max_k_log2 must be an integer from 1 to 24, not {self.max_k_log2!r}")
         if self.max_k < self.depth:

@@ -57,9 +57,9 @@ __all__ = ["PROTOCOL_VERSION", "MAGIC", "RUN_CLEAR", "RUN_DRAIN", "FieldLayout",
            "result_row_bytes", "result_bytes", "max_tiles", "run_tiles_args", "run_tiles_ok", "run_tiles_cycles",
            "max_payload", "write_frames", "request_length_range", "pack_values", "unpack_values", "encode_result",
            "decode_result", "decode_tiles", "LINK_COUNTERS", "counter_names", "default_frame_timeout",
-           "DEFAULT_RX_BUFFER", "Identity"]
+           "DEFAULT_RX_BUFFER", "FEATURE_EXPAND", "Identity"]
 
-PROTOCOL_VERSION = 2          # 2: RUN_TILES, and IDENTIFY reports B_DEPTH (32 bytes; version 1 had 28, B depth = DEPTH)
+PROTOCOL_VERSION = 3          # 3: EXPAND, IDENTIFY reports FEATURES (36 bytes); 2: RUN_TILES and B_DEPTH (32); 1: 28
 MAGIC = b"FXTR"
 
 RUN_CLEAR = 1
@@ -226,7 +226,8 @@ def write_frames(config, which, entries, rx_buffer=0):
 
 
 def request_length_range(config, cmd):
-    """``(min, max)`` legal LEN of a request, or ``None`` for an unknown command."""
+    """``(min, max)`` legal LEN of a request, or ``None`` for an unknown command (EXPAND on a device without
+    an expander is unknown)."""
     try:
         cmd = Command(cmd)
     except ValueError:
@@ -235,8 +236,11 @@ def request_length_range(config, cmd):
         e = entry_bytes(config, "A" if cmd is Command.WRITE_A else "B")
         depth = operand_depth(config, "A" if cmd is Command.WRITE_A else "B")
         return WRITE_HEADER.size + e, min(MAX_LENGTH, WRITE_HEADER.size + depth * e)
+    if cmd is Command.EXPAND and not config.expander:
+        return None
+    from .conv import EXPAND_ARGS
     fixed = {Command.SET_ROUNDING: ROUNDING_ARGS.size, Command.SET_SEEDS: SEED.size * config.lanes,
-             Command.RUN: RUN_ARGS.size, Command.RUN_TILES: RUN_TILES_ARGS.size}
+             Command.RUN: RUN_ARGS.size, Command.RUN_TILES: RUN_TILES_ARGS.size, Command.EXPAND: EXPAND_ARGS.size}
     n = fixed.get(cmd, 0)
     return n, n
 
@@ -303,6 +307,9 @@ def counter_names():
     return LINK_COUNTERS + tuple(COUNTER_NAMES)
 
 
+#: IDENTIFY FEATURES bit: the device executes EXPAND (convolution mode, :mod:`.conv`).
+FEATURE_EXPAND = 1
+
 #: Request bytes a device buffers (``AcceleratorSoC``'s receive FIFO; reported by IDENTIFY as a power of two).
 DEFAULT_RX_BUFFER = 2048
 
@@ -314,13 +321,14 @@ def default_frame_timeout(clk_freq):
 
 @dataclass(frozen=True)
 class Identity:
-    """The IDENTIFY payload (32 bytes since protocol version 2; layout in ``docs/protocol.md``).
+    """The IDENTIFY payload (36 bytes since protocol version 3; layout in ``docs/protocol.md``).
 
     Members
     -------
     version, rows, cols, wl, max_k_log2, lane_width, n_counters, depth, clk_freq, baud, frame_timeout, b_depth
         The fields; ``baud`` is 0 for the byte-stream (simulation) variant of the SoC; ``b_depth`` (bytes 28-31,
-        new in version 2) the B memory's entries.
+        new in version 2) the B memory's entries; ``features`` (bytes 32-35, new in version 3) bit 0
+        (:data:`FEATURE_EXPAND`): the EXPAND command (convolution mode).
     rx_buffer_log2 : int
         ``log2`` of the request bytes the device buffers (byte 11, 0 on a device that does not promise any:
         the host then waits for each response before the next request).
@@ -343,8 +351,9 @@ class Identity:
     frame_timeout: int
     rx_buffer_log2: int = 0
     b_depth: int = 0
+    features: int = 0
 
-    FORMAT = "<4sBBBBBBBBIIIII"
+    FORMAT = "<4sBBBBBBBBIIIIII"
     SIZE = struct.calcsize(FORMAT)
 
     @classmethod
@@ -359,12 +368,13 @@ class Identity:
         return cls(PROTOCOL_VERSION, config.rows, config.cols, config.wl, config.max_k_log2, config.lane_width,
                    len(LINK_COUNTERS) + n_engine_counters, config.depth, int(clk_freq), int(baud),
                    default_frame_timeout(clk_freq) if frame_timeout is None else int(frame_timeout),
-                   rx_buffer.bit_length() - 1 if rx_buffer else 0, config.b_depth)
+                   rx_buffer.bit_length() - 1 if rx_buffer else 0, config.b_depth,
+                   FEATURE_EXPAND if config.expander else 0)
 
     def to_bytes(self):
         return struct.pack(self.FORMAT, MAGIC, self.version, self.rows, self.cols, self.wl, self.max_k_log2,
                            self.lane_width, self.n_counters, self.rx_buffer_log2, self.depth, self.clk_freq, self.baud,
-                           self.frame_timeout, self.b_depth)
+                           self.frame_timeout, self.b_depth, self.features)
 
     @classmethod
     def from_bytes(cls, data):
@@ -373,11 +383,11 @@ class Identity:
             raise ValueError(f"IDENTIFY payload must be {cls.SIZE} bytes (protocol version {PROTOCOL_VERSION}), not "
                              f"{len(data)}")
         (magic, version, rows, cols, wl, max_k_log2, lane_width, n_counters, rx_buffer_log2, depth, clk_freq, baud,
-         frame_timeout, b_depth) = struct.unpack(cls.FORMAT, data)
+         frame_timeout, b_depth, features) = struct.unpack(cls.FORMAT, data)
         if magic != MAGIC:
             raise ValueError(f"IDENTIFY payload starts with {magic!r}, not {MAGIC!r}: not an fxtrain device")
         return cls(version, rows, cols, wl, max_k_log2, lane_width, n_counters, depth, clk_freq, baud,
-                   frame_timeout, rx_buffer_log2, b_depth)
+                   frame_timeout, rx_buffer_log2, b_depth, features)
 
     @property
     def rx_buffer(self):
@@ -386,4 +396,5 @@ class Identity:
     @property
     def config(self):
         return EngineConfig(rows=self.rows, cols=self.cols, wl=self.wl, depth=self.depth,
-                            max_k_log2=self.max_k_log2, b_depth=self.b_depth)
+                            max_k_log2=self.max_k_log2, b_depth=self.b_depth,
+                            expander=bool(self.features & FEATURE_EXPAND))

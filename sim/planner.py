@@ -24,6 +24,15 @@ once per tile row, reused for every ``tn``), B chunks by the caller's ``b_key`` 
 and every key carries a content digest, so a stale key costs a re-send, never a wrong result. A consumer that
 fails to execute a command must call :meth:`CommandPlanner.forget` (the device's memories are then unknown).
 
+Convolution mode (``a_view``, :mod:`.conv`; only on a device with the expander and when :func:`conv_fits`): A is
+given as a feature map and a geometry. The map is a keyed B-memory range (``("map", view.key)``, the view's
+content digest) written with WRITE_B (:func:`.conv.fmap_pack`) unless resident, so a map written for a layer's
+forward GEMM serves its weight-gradient GEMM too. A chunks become :class:`Expand` items instead of A writes: in
+the tile loop one EXPAND fills ``blocks`` consecutive tile rows' chunks (as many as the A depth holds, each then
+keyed as its tile row), in the K-split one EXPAND per (tile row, chunk). The map is looked up again before every
+EXPAND (LRU may have evicted it since), so the schedule is correct whatever the residency. Result bits are those of
+the plain path: the device builds the very A the host would have sent.
+
 Members
 -------
 Chunk, GemmPlan, plan_gemm
@@ -36,6 +45,8 @@ ResidentMemory
     Address-range allocator with LRU eviction for one operand memory.
 CommandPlanner
     The schedule of successive GEMMs, with residency and the rounding registers.
+WriteMap, Expand, conv_fits
+    Convolution mode: a feature map written to the B memory, an EXPAND, and whether a GEMM can use it.
 """
 
 from __future__ import annotations
@@ -45,11 +56,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import conv
 from .gemm import EngineConfig
 from .payloads import RUN_CLEAR, RUN_DRAIN, max_tiles
 
 __all__ = ["Chunk", "TileGroup", "GemmPlan", "plan_gemm", "SetRounding", "WriteOperand", "Reused", "Run",
-           "ReadResult", "RunTiles", "ResidentMemory", "CommandPlanner"]
+           "ReadResult", "RunTiles", "ResidentMemory", "CommandPlanner", "WriteMap", "Expand", "conv_fits"]
 
 
 @dataclass(frozen=True)
@@ -223,6 +235,58 @@ class RunTiles:
         return self.group.count
 
 
+@dataclass(frozen=True)
+class WriteMap:
+    """Write the feature map of ``view`` (``conv.fmap_pack``: ``entries`` B entries) at B address ``addr``."""
+
+    addr: int
+    entries: int
+    view: object
+
+
+@dataclass(frozen=True)
+class Expand:
+    """EXPAND: ``blocks`` A chunks of ``count`` entries at ``a_base`` for virtual rows from ``row0`` and columns
+    from ``k0`` of ``view``'s matrix, the map at B entry ``f_base`` (``conv.expand_args``)."""
+
+    a_base: int
+    f_base: int
+    row0: int
+    k0: int
+    count: int
+    blocks: int
+    view: object
+
+    @property
+    def entries(self):
+        return self.count * self.blocks
+
+    def args(self, config):
+        """The EXPAND payload."""
+        return conv.expand_args(config, self.view.geom, transposed=self.view.transposed, row0=self.row0,
+                                k0=self.k0, count=self.count, blocks=self.blocks, a_base=self.a_base,
+                                f_base=self.f_base)
+
+
+def conv_fits(config, plan, view):
+    """Whether ``plan``'s GEMM can take its A from ``view`` (a :class:`.conv.ConvView`) on an engine of
+    ``config``: the engine has the expander, the view's matrix has the plan's shape, and the feature map fits the
+    B memory next to the largest B block the GEMM writes (else the map would be evicted at every tile row:
+    the planner then falls back to sending A)."""
+    if view is None:
+        return False
+    if tuple(view.shape) != (plan.m, plan.k):
+        raise ValueError(f"Convolution view of shape {tuple(view.shape)} does not match the GEMM's A "
+                         f"{plan.m} x {plan.k}")
+    if not config.expander:
+        return False
+    if plan.groups is not None:
+        largest = max(g.count for g in plan.groups) * plan.k
+    else:
+        largest = max(c.length for c in plan.chunks)
+    return conv.fmap_entries(config, view.geom) + largest <= config.b_depth
+
+
 class ResidentMemory:
     """Which keyed address ranges of a ``depth``-entry operand memory hold valid data (LRU eviction).
 
@@ -307,12 +371,13 @@ class CommandPlanner:
     Members
     -------
     a_mem, b_mem : ResidentMemory
-    schedule(plan, rounding, *, b_key=None, digest=None)
+    schedule(plan, rounding, *, b_key=None, digest=None, a_view=None)
         Generator of the schedule items of one GEMM. ``rounding`` is ``(shift, mode)`` (a ``SetRounding`` is
         issued when it differs from the last one, or always when ``None``); ``digest(which, index, chunk)``
         returns a content digest of an operand chunk (``None``: contents are what the keys say). Residency is
         recorded when a write is yielded: a consumer that fails to execute it must call :meth:`forget`.
-        ``first_tile`` skips the tiles before it (a host resuming a GEMM after a failure).
+        ``first_tile`` skips the tiles before it (a host resuming a GEMM after a failure). ``a_view``: A as a
+        :class:`.conv.ConvView` (convolution mode, module docstring; used iff :func:`conv_fits`).
     forget()
         Forget residency and the rounding registers (after a reset or any failed command).
     """
@@ -324,6 +389,7 @@ class CommandPlanner:
         self.b_mem = ResidentMemory(config.b_depth)
         self.rounding = None
         self._gemm_id = 0
+        self._map_used = False
 
     def forget(self):
         self.a_mem.clear()
@@ -342,33 +408,78 @@ class CommandPlanner:
         addr = mem.allocate(key, value, chunk.length * count)
         return addr, WriteOperand(which, addr, index, chunk, count)
 
-    def schedule(self, plan, rounding, *, b_key=None, digest=None, first_tile=0):
+    def _map(self, view):
+        """The map of ``view``: ``(f_base, item)``, the item a :class:`WriteMap` unless it is resident, then a
+        :class:`Reused` the first time in this GEMM, else None."""
+        key, entries = ("map", view.key), conv.fmap_entries(self.config, view.geom)
+        if not self.residency:
+            self.b_mem.clear()
+        addr = self.b_mem.lookup(key, view.digest)
+        if addr is not None:
+            first, self._map_used = not self._map_used, True
+            return addr, Reused("map", entries) if first else None
+        self._map_used = True
+        addr = self.b_mem.allocate(key, view.digest, entries)
+        return addr, WriteMap(addr, entries, view)
+
+    def _expanded(self, plan, view, tm, chunk, blocks=1):
+        """The A chunk of tile row ``tm``: ``(a_addr, items)``, the items the map (unless resident) and an
+        :class:`Expand` of ``blocks`` tile rows from ``tm`` (each recorded under its row's key), or a
+        :class:`Reused` when the chunk is resident."""
+        key = ("A", self._gemm_id, tm, chunk.k0)
+        if not self.residency:
+            self.a_mem.clear()
+        addr = self.a_mem.lookup(key, None)
+        if addr is not None:
+            return addr, [Reused("A", chunk.length)]
+        f_base, map_item = self._map(view)
+        addr = self.a_mem.reserve(key, chunk.length * blocks)
+        for b in range(blocks):
+            self.a_mem.commit(("A", self._gemm_id, tm + b, chunk.k0), None, addr + b * chunk.length, chunk.length)
+        expand = Expand(addr, f_base, tm * self.config.rows, chunk.k0, chunk.length, blocks, view)
+        return addr, [expand] if map_item is None else [map_item, expand]
+
+    def schedule(self, plan, rounding, *, b_key=None, digest=None, first_tile=0, a_view=None):
         if rounding is None or rounding != self.rounding:
             yield SetRounding(rounding)
             self.rounding = rounding
         self._gemm_id += 1
         b_scope = ("B", b_key, (plan.k, plan.n)) if b_key is not None else ("B-call", self._gemm_id)
+        view = a_view if conv_fits(self.config, plan, a_view) else None
+        self._map_used = False            # a resident map is reported (Reused) once per GEMM
         if plan.groups is not None:
-            yield from self._tile_loop(plan, b_scope, digest, first_tile)
+            yield from self._tile_loop(plan, b_scope, digest, first_tile, view)
             return
         for tm, tn in plan.tiles[first_tile:]:
             for chunk in plan.chunks:
-                a_addr, item = self._operand(self.a_mem, "A", ("A", self._gemm_id, tm, chunk.k0), tm, chunk, digest)
-                yield item
+                if view is not None:
+                    a_addr, items = self._expanded(plan, view, tm, chunk)
+                    yield from items
+                else:
+                    a_addr, item = self._operand(self.a_mem, "A", ("A", self._gemm_id, tm, chunk.k0), tm, chunk,
+                                                 digest)
+                    yield item
                 b_addr, item = self._operand(self.b_mem, "B", b_scope + (tn, chunk.k0), tn, chunk, digest)
                 yield item
                 yield Run(a_addr, b_addr, chunk.length, plan.flags(chunk))
             yield ReadResult(tm, tn)
 
-    def _tile_loop(self, plan, b_scope, digest, first_tile):
+    def _tile_loop(self, plan, b_scope, digest, first_tile, view=None):
         """The RUN_TILES schedule of a GEMM without K-split (module docstring); a group is keyed by its first
-        column and size, so a group resident from an earlier call with the same ``b_key`` is reused."""
+        column and size, so a group resident from an earlier call with the same ``b_key`` is reused. In
+        convolution mode one EXPAND fills as many tile rows' A chunks as the A memory holds."""
         (chunk,) = plan.chunks
         for group in plan.groups:
             if group.first < first_tile:
                 continue
-            a_addr, item = self._operand(self.a_mem, "A", ("A", self._gemm_id, group.tm, 0), group.tm, chunk, digest)
-            yield item
+            if view is not None:
+                blocks = min(plan.mt - group.tm, self.config.depth // chunk.length, 0xFFFF)
+                a_addr, items = self._expanded(plan, view, group.tm, chunk, blocks)
+                yield from items
+            else:
+                a_addr, item = self._operand(self.a_mem, "A", ("A", self._gemm_id, group.tm, 0), group.tm, chunk,
+                                             digest)
+                yield item
             b_addr, item = self._operand(self.b_mem, "B", b_scope + ("tiles", group.tn0, group.count), group.tn0,
                                          chunk, digest, group.count)
             yield item

@@ -278,6 +278,8 @@ class ProtocolEmulator:
             return Status.OK, None
         if cmd is Command.RUN_TILES:
             return self._run_tiles(**RUN_TILES_ARGS.unpack(self._args))
+        if cmd is Command.EXPAND:
+            return self._expand(bytes(self._args))
         if cmd is Command.READ_RESULT:
             result = self._result
             return Status.OK, lambda: encode_result(cfg, *result)
@@ -299,6 +301,15 @@ class ProtocolEmulator:
             self._result = (np.array(c, dtype=np.int64), np.array(sat, dtype=bool))
             payload += encode_result(self.config, *self._result)
         return Status.OK, lambda: bytes(payload)
+
+    def _expand(self, args):
+        """EXPAND (``sim/conv.py``): A entries generated from the feature map in the B memory."""
+        from .conv import EXPAND_ARGS, expand_entries, expand_ok
+        if not expand_ok(self.config, args):
+            return Status.BAD_ARGUMENT, None
+        entries = expand_entries(self.config, self.engine.b_mem, args)
+        self.engine.write_a(EXPAND_ARGS.unpack(args)["a_base"], entries)
+        return Status.OK, None
 
     def _counter_payload(self):
         values = [self.link_counters[n] for n in LINK_COUNTERS]

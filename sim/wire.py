@@ -62,6 +62,7 @@ class Command(enum.IntEnum):
     READ_COUNTERS = 0x08
     SOFT_RESET = 0x09
     RUN_TILES = 0x0A
+    EXPAND = 0x0B
 
 
 class Status(enum.IntEnum):

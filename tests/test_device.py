@@ -277,10 +277,10 @@ def test_device_with_other_geometry_or_protocol_is_refused():
     version1 = emu.identity.to_bytes()[:28]          # a version-1 device: 28 bytes, no b_depth
     version1 = version1[:4] + bytes([1]) + version1[5:]
     emu.identity = types.SimpleNamespace(to_bytes=lambda: version1)
-    with pytest.raises(DeviceMismatch, match="speaks protocol version 1, this host speaks version 2"):
+    with pytest.raises(DeviceMismatch, match="speaks protocol version 1, this host speaks version 3"):
         Device(EmulatorTransport(emu))
     emu.identity = dataclasses.replace(Identity.from_parameters(SIM_CONFIG, 12_000_000, 3_000_000), version=9)
-    with pytest.raises(DeviceMismatch, match="speaks protocol version 9, this host speaks version 2"):
+    with pytest.raises(DeviceMismatch, match="speaks protocol version 9, this host speaks version 3"):
         Device(EmulatorTransport(emu))
 
 

@@ -163,3 +163,30 @@ def test_run_tiles_with_random_stalls(simulator, run_cocotb, tmp_path):
     assert run_cocotb(soc, "fxtrain_soc", "fxtrain.sim.benches.link_bench", simulator,
                       dict(PARAMS, frames_file=str(frames_file), valid_probability=0.6, ready_probability=0.15,
                            testcase="byte_stalls")) >= 1
+
+
+def test_expand_with_random_stalls(simulator, run_cocotb, tmp_path):
+    """EXPAND (3x5 array, map wrapping past the last B entry, then a random map; RUN, RUN_TILES, READ_RESULT,
+    rejected EXPANDs, READ_COUNTERS) through the byte-stream SoC with an expander, random valid/ready stalls on
+    the byte streams: responses equal the golden emulator's byte for byte."""
+    import numpy as np
+
+    from fxtrain.sim.benches.expand_frames import expand_requests
+    from fxtrain.sim.protocol import Command, ProtocolEmulator
+
+    seed = PARAMS["seed"] + 13
+    print("seed", seed)
+    config = EngineConfig(rows=3, cols=5, wl=8, depth=32, max_k_log2=12, b_depth=128, expander=True)
+    rng = np.random.default_rng(seed)
+    frames = expand_requests(config, rng, 10, f_base=125) + expand_requests(config, rng, 40)
+    # no READ_COUNTERS: the engine's stall counters count host timing, which the emulator lacks
+    frames = [f for f in frames if f[1] != Command.READ_COUNTERS]
+    golden = ProtocolEmulator(config, PARAMS["clk_freq"], PARAMS["baud"], PARAMS["frame_timeout"])
+    case = dict(frames=[f.hex() for f in frames], expected=b"".join(golden.feed(f) for f in frames).hex())
+    frames_file = tmp_path / "frames.json"
+    frames_file.write_text(json.dumps(case))
+    soc = AcceleratorSoC(config, PARAMS["clk_freq"], PARAMS["baud"], frame_timeout=PARAMS["frame_timeout"],
+                         byte_stream=True)
+    params = dict(PARAMS, rows=3, cols=5, wl=8, b_depth=128, frames_file=str(frames_file), seed=seed,
+                  valid_probability=0.6, ready_probability=0.3, testcase="byte_stalls")
+    assert run_cocotb(soc, "fxtrain_soc_expand", "fxtrain.sim.benches.link_bench", simulator, params) >= 1

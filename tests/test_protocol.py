@@ -6,6 +6,7 @@ scripted byte sequence with good and bad frames and compare every response byte 
 
 import random
 import struct
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ from fxtrain.rtl.crc import CRC16
 from fxtrain.rtl.soc import AcceleratorSoC, identify_payload
 from fxtrain.sim.benches.link_bench import run_tiles_requests
 from fxtrain.sim.gemm import EngineConfig
-from fxtrain.sim.payloads import RUN_ARGS, WRITE_HEADER, decode_tiles, result_bytes, run_tiles_args
+from fxtrain.sim.payloads import FEATURE_EXPAND, RUN_ARGS, WRITE_HEADER, decode_tiles, result_bytes, run_tiles_args
 from fxtrain.sim.protocol import (LINK_COUNTERS, Command, Identity, ProtocolEmulator, ResponseParser, Status,
                                   counter_names, crc16, decode_result, encode_request, encode_response,
                                   encode_result, pack_values, unpack_values)
@@ -93,14 +94,17 @@ def test_result_payload_round_trips():
 
 
 def test_identity_round_trip_and_rejects_other_magic():
-    """The 32-byte IDENTIFY payload (version 2) carries geometry, both memory depths, clock, baud and timeout;
-    foreign payloads and version 1's 28 bytes are refused."""
+    """The 36-byte IDENTIFY payload (version 3) carries geometry, both memory depths, clock, baud, timeout and the
+    feature bits; foreign payloads and version 2's 32 bytes are refused."""
     ident = identify_payload(CONFIG, 48_000_000, 3_000_000)
-    assert len(ident.to_bytes()) == Identity.SIZE == 32 and ident.version == 2
+    assert len(ident.to_bytes()) == Identity.SIZE == 36 and ident.version == 3
     assert Identity.from_bytes(ident.to_bytes()) == ident
-    assert (ident.depth, ident.b_depth) == (32, 1024) and ident.to_bytes()[28:] == (1024).to_bytes(4, "little")
-    with pytest.raises(ValueError, match="32 bytes"):
-        Identity.from_bytes(ident.to_bytes()[:28])
+    assert (ident.depth, ident.b_depth) == (32, 1024) and ident.to_bytes()[28:32] == (1024).to_bytes(4, "little")
+    assert ident.features == 0 and ident.to_bytes()[32:] == bytes(4)
+    with_expander = identify_payload(replace(CONFIG, expander=True), 48_000_000, 3_000_000)
+    assert with_expander.features == FEATURE_EXPAND and with_expander.config.expander
+    with pytest.raises(ValueError, match="36 bytes"):
+        Identity.from_bytes(ident.to_bytes()[:32])
     assert ident.config == CONFIG and ident.frame_timeout == 480_000
     assert ident.n_counters == len(counter_names())
     with pytest.raises(ValueError, match="not an fxtrain device"):

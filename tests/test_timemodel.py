@@ -76,6 +76,65 @@ def test_replay_bytes_exchanges_and_cycles_equal_the_driver_on_the_protocol_emul
     _check_replay_against_device(device, config, seed)
 
 
+@pytest.mark.parametrize("rows,cols,depth,b_depth", [(2, 3, 16, 1024), (4, 2, 8, 256), (3, 4, 32, 512)])
+def test_replay_equals_the_driver_in_convolution_mode(rows, cols, depth, b_depth):
+    """Convolution mode (device with the expander): for convolutions' forward and weight-gradient GEMMs (maps
+    written, reused by key, evicted and re-sent; EXPANDs in the tile loop and the K-split; a map too big: the
+    plain fallback) interleaved with plain keyed GEMMs, the replay with data-less views equals the driver's bytes
+    both ways, frames and the engine's busy cycles, and counts the driver's EXPANDs and map entries."""
+    from fxtrain.sim.conv import ConvGeometry, ConvView, conv_matrix, fmap_entries
+
+    seed = 9000 + rows + depth + b_depth
+    print(f"seed={seed}")
+    config = EngineConfig(rows=rows, cols=cols, wl=12, depth=depth, max_k_log2=14, b_depth=b_depth, expander=True)
+    device = open_device("emu", config=config)
+    device.seed(1)
+    replay = timemodel.DriverReplay(config)
+    rng = np.random.default_rng(seed)
+    busy_start = device.device_counters()["busy"]
+    start = _device_totals(device)
+    traffic = timemodel.Traffic()
+    geoms = [ConvGeometry(2, 3, 9, 9, 3, 3, 1, 1, 1, 1), ConvGeometry(3, 5, 8, 7, 1, 1, 2, 2, 0, 0),
+             ConvGeometry(1, 2, 12, 12, 5, 5), ConvGeometry(4, 6, 12, 12, 3, 3, 2, 2, 1, 1)]
+    assert fmap_entries(config, geoms[-1]) > b_depth // 2           # falls back on the smaller B memories
+    for step in range(2):
+        for i, geom in enumerate(geoms + geoms[:2]):
+            x = rng.integers(-50, 50, (geom.n, geom.c, geom.h, geom.w))
+            n = int(rng.integers(1, 9))
+            for transposed in (False, True):
+                a = conv_matrix(x, geom, transposed)
+                b = rng.integers(-50, 50, (a.shape[1], n))
+                key = ("L", i % len(geoms), step)
+                device.gemm(a, b, 3, "stochastic", a_view=ConvView(x, geom, transposed, key))
+                traffic += replay.gemm(*a.shape, n, (3, "stochastic"), None,
+                                       ConvView(None, geom, transposed, key, b""))
+            w = np.random.default_rng(i).integers(-50, 50, (20, 7))
+            device.gemm(rng.integers(-50, 50, (5, 20)), w, 0, "nearest", b_key=("w", i))
+            traffic += replay.gemm(5, 20, 7, (0, "nearest"), ("w", i))
+    sent, received, frames = (x - y for x, y in zip(_device_totals(device), start))
+    assert traffic.bytes(config) == (sent, received)
+    assert traffic.exchanges(config) == frames
+    assert traffic.engine_cycles(config) == device.device_counters()["busy"] - busy_start
+    assert sum(traffic.expands.values()) == device.counters["expands"] > 0
+    assert sum(e * c for e, c in traffic.map_writes.items()) == device.counters["map_entries_sent"] > 0
+    if depth >= 16:                                                  # one EXPAND fills several tile rows
+        assert sum(c * bl for (_, bl), c in traffic.expands.items()) > sum(traffic.expands.values())
+    assert replay.skipped_rows > 0
+
+
+@pytest.mark.parametrize("board,batch", [("icebreaker", 16), ("icebreaker", 7), ("ulx3s-85f", 16)])
+def test_fast_replay_equals_the_full_replay_in_convolution_mode(board, batch):
+    """A LeNet step with the expander (EXPANDs filling several tile rows ahead): the fast replay skips rows and
+    counts exactly what the full replay counts, including the last EXPAND, which fills only the rows left."""
+    config = timemodel.board_platform(board, "16.8", expander=True).config
+    gemms = timemodel.training_gemms(timemodel.lenet_layers(), batch)
+    fast, full = timemodel.DriverReplay(config), timemodel.DriverReplay(config, fast=False)
+    for replay in (fast, full):
+        replay.step(gemms, step_id=0)
+    got, want = fast.step(gemms, step_id=1), full.step(gemms, step_id=1)
+    assert got == want and sum(got.expands.values()) > 0 and fast.skipped_rows > 0
+
+
 def test_replay_equals_the_driver_on_the_verilator_soc(build_root):
     """The same through the SoC's Verilog in Verilator (``sim:verilator``, the simulation transports' engine:
     2 x 2, depth 32, B memory of 1024 entries): bytes, frames and the RTL's busy counter."""
@@ -200,6 +259,28 @@ def test_estimate_cli_prints_breakdown_table_and_writes_plot(tmp_path, capsys):
                      "| 8 | 1 |", "| 16 | 2 |"):
         assert text in out
     assert plot.stat().st_size > 1000
+
+
+def test_estimate_expander_what_if_is_named_and_cuts_the_bytes(capsys):
+    """``--expander`` on a board built without it is a what-if named in the output (convolution mode, the
+    EXPAND term); it cuts the bytes to the device, and ``--no-expander`` is the board's plain figure. Board
+    defaults come from the board target's EngineConfig.expander."""
+    from fxtrain.boards.targets import get_target
+
+    args = ["estimate", "--board", "icebreaker", "--batch", "16", "--train-size", "64", "--no-host", "--plot", ""]
+    assert main(args + ["--expander"]) == 0
+    on = capsys.readouterr().out
+    assert main(args + ["--no-expander"]) == 0
+    off = capsys.readouterr().out
+    assert "convolution mode (expander)" in on and "EXPAND (A from the maps)" in on and "no expander" in off
+    builds_it = get_target("icebreaker").config.expander
+    assert ("what-if: expander on" in on) != builds_it and ("what-if: expander off" in off) == builds_it
+    bytes_down = [int(out.split(" bytes to the device")[0].rsplit(" ", 1)[1].replace(",", "")) for out in (on, off)]
+    assert bytes_down[0] < 0.6 * bytes_down[1]
+    platform = timemodel.board_platform("icebreaker", "16.8", expander=True)
+    estimate = timemodel.estimate_epoch(platform, timemodel.lenet_layers(), "16.8", 64, 640)
+    assert estimate.expand_cycles > 0 and estimate.full.device_s >= estimate.full.up_s + estimate.full.compute_s \
+        + estimate.full.expand_s
 
 
 def test_pipelined_estimate_overlaps_the_wire_and_waits_once_per_gemm():

@@ -75,7 +75,9 @@ def method_gemms(model, input_shape, batch: int, cfg: MethodConfig, *, epoch: in
             if cfg.gradapprox in ("zero", "random"):
                 continue
             shape = replace(shape, k=batch * min(geo.positions, geo.out_features))
-        out.append(shape)
+        # layers with an approximate method (every layer once one is on: Methods.attach) send plain GEMMs,
+        # never a convolution-mode view
+        out.append(replace(shape, conv=None) if cfg.sampling or cfg.gradapprox else shape)
     return out
 
 
