@@ -61,6 +61,13 @@ B memory depth (``EngineConfig.b_depth``; the weights stay resident there across
   ``ceil(16 * cols / 18) * 8`` DP16KD: 32 of the 12F/25F's 56 at 7 x 4, 64 of the 45F's 108 at 8 x 8 and 88 of the
   85F's 208 at 12 x 12 (estimates from the DP16KD geometry, not from builds).
 
+Partial-sum memory (``EngineConfig.psum_slots``, ``docs/engine.md``): every ECP5 target holds LeNet's
+weight-gradient tiles, ``ceil(150 / rows) * ceil(16 / cols)``, rounded up to fill the DP16KD depth
+(:func:`ecp5_psum_slots`): 146 slots at 7 x 4 (88 needed), 64 at 8 x 8 (38), 42 at 12 x 12 (26); entries of
+``cols * acc_width`` bits (52-bit accumulators) take ``ceil(cols * 52 / 36) * ceil(slots * rows / 512)``
+DP16KD (:func:`ecp5_psum_dp16kd`): 12 at 7 x 4 (39 + 12 of the 12F's 56), 12 at 8 x 8, 18 at 12 x 12. The
+iCEBreaker has none (``psum_slots = 0``): the UP5K has no logic cells left (5,260 of 5,280).
+
 The DSP block counts are those of the Lattice data sheets (iCE40 UltraPlus family data sheet FPGA-DS-02008,
 table 1.1; ECP5 family data sheet FPGA-DS-02012, table 1.1); nextpnr's utilisation report confirms them in
 every build (:mod:`fxtrain.boards.build`).
@@ -296,9 +303,35 @@ def _ice40_b_depth(config):
     return b_depth
 
 
+#: Tiles of LeNet's largest weight-gradient GEMM (M = 150 = 6 * 5 * 5, N = 16 output channels): the partial-sum
+#: memory of an ECP5 target holds at least ``ceil(150 / rows) * ceil(16 / cols)`` tiles, so the planner plays it
+#: in one group (every operand chunk crosses the link once).
+LENET_WGRAD_MN = (150, 16)
+#: Entries of one DP16KD in its widest (36-bit, pseudo-dual-port) mode.
+DP16KD_DEPTH_36 = 512
+
+
+def ecp5_psum_slots(rows, cols):
+    """``psum_slots`` of an ECP5 target: LeNet's weight-gradient tiles, rounded up to fill the DP16KD depth they
+    take anyway (``psum_slots * rows`` entries in blocks of 512), so more slots would cost more blocks."""
+    m, n = LENET_WGRAD_MN
+    tiles = -(-m // rows) * -(-n // cols)
+    blocks_deep = -(-tiles * rows // DP16KD_DEPTH_36)
+    return blocks_deep * DP16KD_DEPTH_36 // rows
+
+
+def ecp5_psum_dp16kd(config):
+    """DP16KD blocks of the partial-sum memory, from the block geometry (an estimate; builds report the total):
+    ``ceil(cols * acc_width / 36) * ceil(psum_slots * rows / 512)`` (0 without slots)."""
+    if not config.psum_slots:
+        return 0
+    return -(-config.cols * config.acc_width // 36) * -(-config.psum_slots * config.rows // DP16KD_DEPTH_36)
+
+
 def _ulx3s(variant, platform, rows, cols, clk_mhz):
     return BoardTarget(f"ulx3s-{variant}", platform, "ecp5",
-                       EngineConfig(rows=rows, cols=cols, wl=16, depth=512, b_depth=ECP5_B_DEPTH, expander=True),
+                       EngineConfig(rows=rows, cols=cols, wl=16, depth=512, b_depth=ECP5_B_DEPTH, expander=True,
+                                    psum_slots=ecp5_psum_slots(rows, cols)),
                        clk_mhz * 1_000_000, 3_000_000, 30_000_000, BRIDGES["FT231X"],
                        description=f"Radiona ULX3S with {platform.device}, 25 MHz oscillator, FT231X UART")
 
@@ -316,7 +349,7 @@ TARGETS = {t.name: t for t in (
     _ulx3s("45f", ULX3S_45F_Platform, 8, 8, 60),
     _ulx3s("85f", ULX3S_85F_Platform, 12, 12, 60),
     BoardTarget("icesugar-pro", ICESugarProPlatform, "ecp5",
-                EngineConfig(rows=7, cols=4, wl=16, depth=512, b_depth=ECP5_B_DEPTH),
+                EngineConfig(rows=7, cols=4, wl=16, depth=512, b_depth=ECP5_B_DEPTH, psum_slots=ecp5_psum_slots(7, 4)),
                 60_000_000, 1_000_000, 30_000_000, BRIDGES["DAPLink"],
                 description="Muse Lab iCESugar-Pro, LFE5U-25F, 25 MHz oscillator, DAPLink USB-UART"),
 )}

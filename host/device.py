@@ -407,7 +407,7 @@ class Device:
                 continue
             a_addr, b_addr = addrs
             try:
-                self._attempt(Command.RUN, RUN_ARGS.pack(a_addr, b_addr, len(a_block), flags), 0)
+                self._attempt(Command.RUN, RUN_ARGS.pack(0, a_addr, b_addr, len(a_block), flags), 0)
             except _NotExecuted as error:
                 why = error
                 continue
@@ -559,7 +559,7 @@ class Device:
             elif isinstance(item, Reused):
                 self.counters["b_entries_reused"] += item.entries if item.which == "B" else 0
             elif isinstance(item, Run):
-                pipe.send(Command.RUN, RUN_ARGS.pack(item.a_base, item.b_base, item.k, item.flags))
+                pipe.send(Command.RUN, RUN_ARGS.pack(0, item.a_base, item.b_base, item.k, item.flags))
                 self.counters["runs"] += 1
             elif isinstance(item, SetRounding):
                 self._rounding = None

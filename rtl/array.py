@@ -17,7 +17,8 @@ Drain: ``shift_en`` acts ``shift_latency = 2`` cycles late: it goes through one 
 one register per PE (submodule ``fanout_shift_<r>`` of row ``r``), so no net drives the shift multiplexers of
 more than one PE (``acc_width`` bits) and ``shift_en`` itself drives only ``rows`` registers. In a
 cycle in which the PE's copy is high (``shift_en`` was high ``shift_latency`` cycles earlier), every accumulator
-takes the value of the PE below it (``(r+1, j)``; the bottom row takes 0), so ``acc_out[j]`` (the accumulator of
+takes the value of the PE below it (``(r+1, j)``; the bottom row takes 0, or ``shift_in[j]`` when built with
+``load_port=True``: the engine's partial-sum LOAD shifts a saved tile in so, row 0 first), so ``acc_out[j]`` (the accumulator of
 PE ``(0, j)``) shows rows ``0, 1, ..., rows-1`` of column ``j`` in consecutive cycles. After ``rows`` shifts
 every accumulator is 0. The copies are identical registers that synthesis would merge back into one: the board
 flow marks every register of a ``fanout_*`` submodule ``keep`` (``boards/build.py``, ``KEEP_FANOUT_SCRIPT``).
@@ -121,11 +122,14 @@ class SystolicArray(wiring.Component):
         Cycles from the last pair presented to all accumulators final (``rows + cols``).
     shift_latency : int
         Cycles from ``shift_en`` to the shift it asks for (2: the per-row and per-PE copy registers).
+    shift_in : In(ArrayLayout(signed(acc_width), cols))
+        Only with ``load_port=True``: what the bottom row's accumulators take in a shift (0 without the port).
+        The engine's partial-sum LOAD drives it; it must hold the value in the cycle the shift acts.
     """
 
     shift_latency = 2
 
-    def __init__(self, rows, cols, wl, acc_width, multiplier="auto"):
+    def __init__(self, rows, cols, wl, acc_width, multiplier="auto", load_port=False):
         for name, value in (("rows", rows), ("cols", cols)):
             if not isinstance(value, int) or not 1 <= value <= 32:
                 raise ValueError(f"Array {name} must be an integer from 1 to 32, not {value!r}")
@@ -135,6 +139,7 @@ class SystolicArray(wiring.Component):
             raise ValueError(f"Accumulator width must be an integer of at least 2*wl = {2 * wl}, not {acc_width!r}")
         self.rows, self.cols, self.wl, self.acc_width = rows, cols, wl, acc_width
         self.multiplier = multiplier
+        self.load_port = bool(load_port)
         self.settle = rows + cols
         super().__init__({
             "a_in": In(data.ArrayLayout(signed(wl), rows)),
@@ -143,6 +148,7 @@ class SystolicArray(wiring.Component):
             "in_clear": In(1),
             "shift_en": In(1),
             "acc_out": Out(data.ArrayLayout(signed(acc_width), cols)),
+            **({"shift_in": In(data.ArrayLayout(signed(acc_width), cols))} if self.load_port else {}),
         })
 
     @staticmethod
@@ -182,7 +188,7 @@ class SystolicArray(wiring.Component):
             for r in range(1, rows):
                 m.d.comb += pes[r][j].b_in.eq(pes[r - 1][j].b_out)
             for r in range(rows):
-                below = pes[r + 1][j].acc if r + 1 < rows else 0
+                below = pes[r + 1][j].acc if r + 1 < rows else (self.shift_in[j] if self.load_port else 0)
                 m.d.comb += [pes[r][j].shift_in.eq(below), pes[r][j].shift_en.eq(shift_pe[r][j])]
             m.d.comb += self.acc_out[j].eq(pes[0][j].acc)
         return m

@@ -21,7 +21,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..sim.engine import COUNTER_NAMES, addr_bits, b_addr_bits, engine_layouts
 from ..sim.gemm import EngineConfig
-from ..sim.payloads import (COUNTER, LINK_COUNTERS, ROUNDING_ARGS, RUN_ARGS, RUN_CLEAR, RUN_DRAIN,
+from ..sim.payloads import (COUNTER, LINK_COUNTERS, ROUNDING_ARGS, RUN_ARGS, RUN_CLEAR, RUN_DRAIN, RUN_LOAD, RUN_SAVE,
                             RUN_TILES_ARGS, SEED, WRITE_HEADER, Identity, entry_bytes, max_tiles,
                             request_length_range, result_bytes, result_row_bytes, value_bytes)
 from ..sim.wire import Command, Status
@@ -518,7 +518,7 @@ class CommandExecutor(wiring.Component):
         # the argument checks' carry chains end at flip-flops
         r.run_ok = Signal()
         m.d.sync += r.run_ok.eq((r_k != 0) & fits(r_a, r_k, aw) & fits(r_b, r_k, bw)
-                                & (r.r_flags <= (RUN_CLEAR | RUN_DRAIN)))
+                                & self._flags_ok(r.r_flags, run_args.slot))
         head = RUN_TILES_ARGS.size - RUN_ARGS.size          # B_STEP: the first payload bytes, kept in wargs
         r.rt = rt = data.View(RUN_TILES_ARGS.as_struct(), Cat(r.wargs[:8 * head], sh[-8 * RUN_ARGS.size:]))
         # RUN_TILES' last 9 bytes are RUN's fields (sim.payloads): A_BASE, B_BASE, K (RUN's K low half) and FLAGS
@@ -551,9 +551,20 @@ class CommandExecutor(wiring.Component):
             eng.run.payload.k.eq(r_k[:aw + 1]),
             eng.run.payload.clear.eq((r.r_flags & RUN_CLEAR) != 0),
             eng.run.payload.drain.eq((r.r_flags & RUN_DRAIN) != 0),
+            *([eng.run.payload.load.eq((r.r_flags & RUN_LOAD) != 0), eng.run.payload.save.eq((r.r_flags & RUN_SAVE) != 0),
+               eng.run.payload.slot.eq(run_args.slot)] if cfg.psum_slots else []),
             eng.seed_lane.eq(r.lane),
             eng.seed.eq(sh[-8 * SEED.size:]),
         ]
+
+    def _flags_ok(self, flags, slot):
+        """:func:`fxtrain.sim.payloads.run_flags_ok` in gates: the four flag bits only, LOAD not with CLEAR, SAVE
+        not with DRAIN, a LOAD or SAVE run's slot below ``psum_slots`` (without slots: CLEAR and DRAIN only)."""
+        if not self.config.psum_slots:
+            return flags <= (RUN_CLEAR | RUN_DRAIN)
+        load, save = (flags & RUN_LOAD) != 0, (flags & RUN_SAVE) != 0
+        return ((flags <= (RUN_CLEAR | RUN_DRAIN | RUN_LOAD | RUN_SAVE)) & ~(load & ((flags & RUN_CLEAR) != 0))
+                & ~(save & ((flags & RUN_DRAIN) != 0)) & (~(load | save) | (slot < self.config.psum_slots)))
 
     def _response_payload(self, m, r):
         """The response payload byte: IDENTIFY ROM, counters (link memory, then the engine's) or result rows (the

@@ -36,6 +36,18 @@ so a single-ported SPRAM never sees a write and a read in one cycle. With ``conf
 lends the same read port to the EXPAND walker (``b_read_en``/``b_read_addr``/``b_read_data``; ``b_write`` is not
 ready while ``b_read_en`` is high). A memory: block RAM, always writable.
 
+Partial-sum memory (``config.psum_slots > 0``; nothing of it is built otherwise): one block RAM of
+``psum_slots * rows`` entries of ``cols * acc_width`` bits, slot ``s`` row ``r`` at entry ``s * rows + r``, moved
+through the same drain chains (:meth:`GemmEngine._psum_memory`). A LOAD run (cycle ``t0`` = accept) waits
+``max(0, cols - 2)`` cycles in ``LOAD`` for the products of a run accepted just before to be added, then
+asks for ``rows`` shifts while reading slot rows ``0 .. rows-1`` (registered into the bottom row's ``shift_in``:
+row 0, shifted in first, ends at the top), and starts ``COMPUTE`` the cycle after (``load_cycles = rows +
+max(0, cols - 2) + 1``). A SAVE run replaces ``DRAIN``/``TAIL`` by ``SAVE``: ``rows`` shifts after the same
+``FLUSH``, ``acc_out`` written raw to slot rows ``0 .. rows-1`` ``shift_latency`` cycles after each request, zeros
+shifted in; no rounder, lane or result bank (``save_cycles = OPERAND_LATENCY + 2*rows + cols - 2``). The
+constants live in :mod:`fxtrain.sim.engine` (the engine checks them at elaboration). A LOAD/SAVE run breaking
+:func:`fxtrain.sim.payloads.run_flags_ok` is rejected like an out-of-range run.
+
 Exact arithmetic: PE ``(r, j)`` accumulates ``sum_i A_mem[a_base+i][r] * B_mem[b_base+i][j]`` exactly in
 ``acc_width`` bits; rounder ``j`` computes ``sat_WL((acc + offset) >> shift)`` with ``offset = rand mod 2**shift``
 (stochastic) or ``2**(shift-1) - 1`` (nearest) (§3).
@@ -53,7 +65,7 @@ from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..sim.engine import (COUNTER_NAMES, COUNTER_WIDTH, OPERAND_LATENCY, ROUNDER_LATENCY, RESET_LANE_STATE, addr_bits,
-                          b_addr_bits, engine_layouts)
+                          b_addr_bits, engine_layouts, load_cycles, save_cycles)
 from ..sim.gemm import EngineConfig
 from ..sim.rounding import SHIFT_MAX
 from .array import SystolicArray
@@ -143,7 +155,9 @@ class GemmEngine(wiring.Component):
         aw, bw = addr_bits(cfg), b_addr_bits(cfg)
         latency = self.rounder_latency
         m = Module()
-        m.submodules[ARRAY_NAME] = array = SystolicArray(rows, cols, cfg.wl, cfg.acc_width, self.multiplier)
+        psum = cfg.psum_slots > 0
+        m.submodules[ARRAY_NAME] = array = SystolicArray(rows, cols, cfg.wl, cfg.acc_width, self.multiplier,
+                                                         load_port=psum)
         shift_latency = array.shift_latency
         # FLUSH: cycles between the last operand read and the first DRAIN cycle. The last pair reaches the array
         # 1 + OPERAND_LATENCY cycles after its read (memory read port, then the operand registers) and the
@@ -152,6 +166,14 @@ class GemmEngine(wiring.Component):
         flush_cycles = array.settle + OPERAND_LATENCY - shift_latency
         assert flush_cycles >= 1
         tail_cycles = shift_latency + latency       # after the last DRAIN cycle: shift delay, then the rounder
+        # LOAD: load_wait idle cycles, then rows shift requests. The shifts must not act before the products of
+        # a run accepted just before are all added (pair presented in t0 + 1, last added in t0 + rows + cols),
+        # else one would be added to the loaded sum: the last shift acts in t0 + load_len + 2 >= t0 + rows + cols
+        load_wait = max(0, cols - 2)
+        load_len = load_wait + rows
+        if (load_cycles(cfg), save_cycles(cfg)) != (load_len + 1, flush_cycles + rows):
+            raise ValueError(f"sim.engine load_cycles/save_cycles {load_cycles(cfg)}/{save_cycles(cfg)} differ from "
+                             f"the RTL's {load_len + 1}/{flush_cycles + rows}; update fxtrain.sim.engine")
 
         # ---- operand memories: one write port (host), one synchronous read port (array) each; B's write port
         # waits while a run reads B (b_reading, below), so a single-ported B memory never sees both at once
@@ -178,7 +200,7 @@ class GemmEngine(wiring.Component):
         shift = Signal(range(SHIFT_MAX + 1))
         mode = Signal()
         ptr = Signal(aw + 1)
-        count = Signal(range(max(flush_cycles, rows, tail_cycles) + 1))
+        count = Signal(range(max(flush_cycles, rows, tail_cycles, load_len) + 1))
         rejected = Signal()
         issue_valid = Signal()
         issue_clear = Signal()
@@ -189,11 +211,24 @@ class GemmEngine(wiring.Component):
         bank_full = Signal(2)
         accept = Signal()
 
-        m.d.comb += rejected.eq((cmd.k == 0) | (cmd.k > depth) | (cmd.a_base + cmd.k > depth)
-                                | (cmd.b_base + cmd.k > cfg.b_depth))
+        out_of_range = (cmd.k == 0) | (cmd.k > depth) | (cmd.a_base + cmd.k > depth) | (cmd.b_base + cmd.k > cfg.b_depth)
+        if psum:
+            # run_flags_ok (sim.payloads): LOAD excludes CLEAR, SAVE excludes DRAIN, LOAD/SAVE need slot < psum_slots
+            flags_bad = ((cmd.load & cmd.clear) | (cmd.save & cmd.drain)
+                         | ((cmd.load | cmd.save) & (cmd.slot >= cfg.psum_slots)))
+            m.d.comb += rejected.eq(out_of_range | flags_bad)
+            cmd_load, cmd_save = cmd.load, cmd.save
+        else:
+            m.d.comb += rejected.eq(out_of_range)
+            cmd_load = cmd_save = 0
+        save = Signal()                 # the run saves (latched)
+        load_shift, save_shift = Signal(), Signal()     # LOAD / SAVE states: the array shifts in / out
+        p_span = max(cfg.psum_slots, 1) * rows
+        p_base = Signal(range(p_span))  # slot * rows
+        p_addr = Signal(range(p_span))  # the row of the slot being read (LOAD) or shifted out (SAVE)
 
         def to_flush_or_idle(is_drain):
-            with m.If(is_drain):
+            with m.If(is_drain):            # a drain or a save
                 m.d.sync += count.eq(flush_cycles - 1)
                 m.next = "FLUSH"
             with m.Else():
@@ -205,14 +240,35 @@ class GemmEngine(wiring.Component):
                     m.d.sync += [a_base.eq(cmd.a_base), b_base.eq(cmd.b_base), k_last.eq(cmd.k - 1),
                                  drain.eq(cmd.drain), mode.eq(self.mode), ptr.eq(1),
                                  shift.eq(Mux(self.shift > SHIFT_MAX, SHIFT_MAX, self.shift))]
+                    if psum:
+                        # slot * rows by shifts and adds (no multiplier: they are all the array's)
+                        slot = cmd.slot[:max(1, (cfg.psum_slots - 1).bit_length())]
+                        base = sum(slot << i for i in range(rows.bit_length()) if rows >> i & 1)
+                        m.d.sync += [save.eq(cmd.save), p_base.eq(base), p_addr.eq(base)]
                     with m.If(cmd.k == 1):
-                        to_flush_or_idle(cmd.drain)
+                        to_flush_or_idle(cmd.drain | cmd_save)
                     with m.Else():
                         m.next = "COMPUTE"
+                    if psum:                # a LOAD run overrides the above (the last assignment wins)
+                        with m.If(cmd.load):
+                            m.d.sync += [ptr.eq(0), count.eq(load_len - 1)]
+                            m.next = "LOAD"
+            if psum:
+                with m.State("LOAD"):       # load_wait cycles, then rows shifts: slot row p_addr - p_base enters
+                    m.d.sync += count.eq(count - 1)     # the bottom row
+                    with m.If(load_shift):
+                        m.d.sync += p_addr.eq(p_addr + 1)
+                    with m.If(count == 0):
+                        m.d.sync += p_addr.eq(p_base)
+                        m.next = "COMPUTE"
+                with m.State("SAVE"):       # rows shifts: acc_out shows rows 0 .. rows-1, written to the slot
+                    m.d.sync += [count.eq(count - 1), p_addr.eq(p_addr + 1)]
+                    with m.If(count == 0):
+                        m.next = "IDLE"
             with m.State("COMPUTE"):
                 m.d.sync += ptr.eq(ptr + 1)
                 with m.If(ptr == k_last):
-                    to_flush_or_idle(drain)
+                    to_flush_or_idle(drain | save)
             with m.State("FLUSH"):
                 m.d.sync += count.eq(count - 1)
                 with m.If(count == 0):
@@ -221,6 +277,9 @@ class GemmEngine(wiring.Component):
                         m.next = "WAIT_BANK"
                     with m.Else():
                         m.next = "DRAIN"
+                    if psum:                # a saving run needs no result bank (the last assignment wins)
+                        with m.If(save):
+                            m.next = "SAVE"
             with m.State("WAIT_BANK"):
                 with m.If(~bank_full.bit_select(wr_bank, 1)):
                     m.next = "DRAIN"
@@ -239,6 +298,9 @@ class GemmEngine(wiring.Component):
         in_wait = fsm.ongoing("WAIT_BANK")
         idle = fsm.ongoing("IDLE")
         starting = idle & self.run.valid & ~rejected
+        loading = fsm.ongoing("LOAD") if psum else 0
+        if psum:
+            m.d.comb += [load_shift.eq(fsm.ongoing("LOAD") & (count < rows)), save_shift.eq(fsm.ongoing("SAVE"))]
         computing = fsm.ongoing("COMPUTE")
         draining = fsm.ongoing("DRAIN")
         last_count = count == 0
@@ -255,8 +317,10 @@ class GemmEngine(wiring.Component):
             accept.eq(idle & self.run.valid),
             a_rd.addr.eq(Mux(idle, cmd.a_base, a_base + ptr)),
             b_mem.r_addr.eq(Mux(idle, idle_b_addr, b_base + ptr)),
-            b_reading.eq(accept | computing | peeking),   # accepted runs, rejected ones included (no adder here)
-            issue_valid.eq(starting | computing),
+            # accepted runs, rejected ones included (no adder here); LOAD too, so a B write never lands between
+            # a run's accept and its reads
+            b_reading.eq(accept | computing | peeking | loading),
+            issue_valid.eq((starting & ~cmd_load) | computing),
             issue_clear.eq(starting & cmd.clear),
             shift_en.eq(draining),
             bank_done.eq(fsm.ongoing("TAIL") & last_count),
@@ -275,7 +339,9 @@ class GemmEngine(wiring.Component):
             m.d.sync += [a_reg.eq(a_op), b_reg.eq(b_op), valid_reg.eq(valid_op), clear_reg.eq(clear_op)]
             a_op, b_op, valid_op, clear_op = a_reg, b_reg, valid_reg, clear_reg
         m.d.comb += [array.a_in.eq(a_op), array.b_in.eq(b_op), array.in_valid.eq(valid_op),
-                     array.in_clear.eq(clear_op), array.shift_en.eq(shift_en)]
+                     array.in_clear.eq(clear_op), array.shift_en.eq(shift_en | load_shift | save_shift)]
+        if psum:
+            self._psum_memory(m, array, load_shift, save_shift, p_addr, p_span)
 
         # round_valid: the drain cycles delayed like the shift itself, so rounder j sees row 0, 1, ... of
         # column j on acc_out[j] in the cycles the array shifts them out
@@ -353,3 +419,27 @@ class GemmEngine(wiring.Component):
         with m.If(accept & rejected):
             m.d.sync += error.eq(1)
         return m
+
+    def _psum_memory(self, m, array, load_shift, save_shift, p_addr, p_span):
+        """The partial-sum memory: ``psum_slots * rows`` entries of ``cols`` accumulators, slot ``s`` row ``r``
+        at entry ``s * rows + r``. A shift asked for in cycle ``t`` acts at the end of ``t + shift_latency``
+        (2): LOAD reads entry ``p_addr`` in ``t`` and registers the data into the array's ``shift_in`` for
+        ``t + 2`` (0 in every other cycle, so drains and saves still shift zeros in); SAVE writes ``acc_out``
+        (row ``p_addr - p_base``) to entry ``p_addr`` in ``t + 2`` (address and enable delayed alike)."""
+        cfg, rows = self.config, self.config.rows
+        layout = data.ArrayLayout(array.acc_out.shape().elem_shape, cfg.cols)
+        m.submodules.psum_mem = psum_mem = memory.Memory(shape=layout, depth=p_span, init=[])
+        wr = psum_mem.write_port()
+        # with rows == 1 a LOAD can read the row the previous run's SAVE writes in the same cycle (module doc)
+        rd = psum_mem.read_port(transparent_for=(wr,) if rows == 1 else ())
+        loading_rd = Signal()
+        shift_data = Signal(layout)
+        m.d.comb += rd.addr.eq(p_addr)
+        m.d.sync += [loading_rd.eq(load_shift), shift_data.eq(Mux(loading_rd, rd.data, 0))]
+        m.d.comb += array.shift_in.eq(shift_data)
+        w_en, w_addr = save_shift, p_addr
+        for stage in range(array.shift_latency):
+            en_q, addr_q = Signal(name=f"psum_w_en_d{stage + 1}"), Signal.like(p_addr, name=f"psum_w_addr_d{stage + 1}")
+            m.d.sync += [en_q.eq(w_en), addr_q.eq(w_addr)]
+            w_en, w_addr = en_q, addr_q
+        m.d.comb += [wr.en.eq(w_en), wr.addr.eq(w_addr), wr.data.eq(array.acc_out)]

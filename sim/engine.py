@@ -18,12 +18,13 @@ out by the layouts below (:func:`engine_layouts`; first field in the least signi
 ``b_write`` : In stream, payload ``{addr: unsigned(BW), data: ArrayLayout(signed(wl), cols)}``
     Writes B-memory entry ``addr`` (entry ``k`` is row ``k`` of a B tile: ``data[j] = B[k, j]``). The B memory
     has ``b_depth`` entries (``EngineConfig.b_depth``, at least ``depth``). Ready except in the cycles in which
-    a run reads the B memory (the cycle a run command is accepted and the ``COMPUTE`` cycles after it): the B
+    a run reads the B memory (the cycle a run command is accepted, a LOAD run's ``LOAD`` cycles and the ``COMPUTE``
+    cycles after them): the B
     memory may be single-ported (iCE40 SPRAM, ``rtl/operand_memory.py``), so a write waits for the read. The
     host link's executor never writes during a run (it answers RUN only when the engine is idle again), so it
     never waits.
 ``run`` : In stream, payload ``{a_base: unsigned(AW), b_base: unsigned(BW), k: unsigned(AW + 1), clear: 1,
-drain: 1}``
+drain: 1}`` and, only when ``config.psum_slots > 0``, ``{load: 1, save: 1, slot: unsigned(16)}`` after them
     One run: for ``i = 0 .. k-1`` every PE ``(r, j)`` accumulates ``A_mem[a_base + i][r] * B_mem[b_base + i][j]``.
     ``clear=1`` zeroes the accumulators before the first product; ``drain=1`` rounds the ``rows x cols``
     accumulators after the last product (column ``j`` through rounder/lane ``j``, rows in increasing order),
@@ -86,6 +87,25 @@ gives that run either the old or the new value, so the host must only write A en
 run in progress (e.g. the other half of the memory: double buffering). B writes wait while a run reads B (see
 ``b_write``), so they land after that run has read its entries. Writes to any entry while idle are safe.
 
+Partial-sum memory (``EngineConfig.psum_slots`` > 0)
+--------------------------------------------------
+``psum_slots`` slots of ``rows x cols`` exact accumulators (``acc_width`` bits; in the RTL one block RAM of
+``psum_slots * rows`` entries of ``cols * acc_width`` bits, slot ``s`` row ``r`` at entry ``s * rows + r``). A run with ``load`` sets the
+accumulators to slot ``slot`` before its first product (``load`` excludes ``clear``); a run with ``save`` writes
+the accumulators to slot ``slot`` after its last product and leaves them 0 (``save`` excludes ``drain``): no
+rounding, no result bank, no lane word. A run breaking these rules, or naming a slot ``>= psum_slots`` with
+``load`` or ``save``, is rejected like an out-of-range run. Cycles: :func:`run_cycles` with ``load``/``save``
+(:func:`load_cycles` ``= rows + max(0, cols - 2) + 1`` more before the products; a saving run ends :func:`save_cycles`
+``= OPERAND_LATENCY + 2*rows + cols - 2`` after its last entry read, where a draining run ends
+``OPERAND_LATENCY + 2*rows + cols + ROUNDER_LATENCY`` after it)::
+
+    run_cycles(k, drain, load, save) = k + (rows + max(0, cols - 2) + 1 if load) + (2*rows + cols - 1 if save
+                                       else 2*rows + cols + 3 if drain else 0)
+
+LOAD moves the slot in through the drain chains (the bottom row takes slot row ``i`` in the ``i``-th shift, so
+row 0, shifted first, ends at the top); SAVE moves the accumulators out through them (``acc_out`` shows rows
+``0 .. rows-1``, written raw to the slot) and shifts zeros in.
+
 Members
 -------
 OPERAND_LATENCY : int
@@ -124,10 +144,30 @@ from .rounding import RoundingMode, check_shift, parse_mode, round_shift
 
 __all__ = ["OPERAND_LATENCY", "ROUNDER_LATENCY", "COUNTER_WIDTH", "COUNTER_NAMES", "RESET_LANE_STATE", "addr_bits",
            "b_addr_bits", "engine_layouts",
-           "run_cycles", "gemm_cycles", "run_is_valid", "EngineModel", "gemm_via_engine"]
+           "run_cycles", "load_cycles", "save_cycles", "gemm_cycles", "run_is_valid", "EngineModel", "gemm_via_engine"]
 
 OPERAND_LATENCY = 1
 ROUNDER_LATENCY = 2
+
+
+def load_cycles(config):
+    """Cycles a LOAD adds before a run's first product (``rows + max(0, cols - 2) + 1``): the RTL accepts the
+    run (its operand read of that cycle is unused), then spends ``max(0, cols - 2)`` cycles waiting for the
+    products of a run accepted just before to be added (the systolic flush: a shift must not act before them)
+    and ``rows`` cycles asking the drain chains for one shift each (slot row ``i`` read in the ``i``-th,
+    entering the bottom row 2 cycles later); the first operand entry is read in the cycle after, so its product
+    meets accumulators that hold the slot (the last shift acts 2 cycles before the first addition)."""
+    return config.rows + max(0, config.cols - 2) + 1
+
+
+def save_cycles(config):
+    """Cycles from a saving run's last entry read to its end (``OPERAND_LATENCY + 2*rows + cols - 2``): the
+    ``FLUSH`` of a drain (``rows + cols + OPERAND_LATENCY - 2``, the array's shift latency 2 subtracted) and
+    ``rows`` shift requests; no rounder, no result bank, no tail: the last two slot writes land in the first
+    two idle cycles (a following LOAD reads them later)."""
+    return OPERAND_LATENCY + 2 * config.rows + config.cols - 2
+
+
 COUNTER_WIDTH = 32
 COUNTER_NAMES = ("busy", "stall_in", "stall_out", "saturated", "runs", "rejected")
 #: State of every lane after reset (the ``reset_seed`` of ``rtl.lfsr.LFSRLanes``); hosts load seeds anyway.
@@ -160,27 +200,35 @@ def engine_layouts(config):
         "a_write": data.StructLayout({"addr": unsigned(aw), "data": data.ArrayLayout(signed(config.wl), config.rows)}),
         "b_write": data.StructLayout({"addr": unsigned(bw), "data": data.ArrayLayout(signed(config.wl), config.cols)}),
         "run": data.StructLayout({"a_base": unsigned(aw), "b_base": unsigned(bw), "k": unsigned(aw + 1),
-                                  "clear": unsigned(1), "drain": unsigned(1)}),
+                                  "clear": unsigned(1), "drain": unsigned(1),
+                                  **({"load": unsigned(1), "save": unsigned(1), "slot": unsigned(16)}
+                                     if config.psum_slots else {})}),
         "result": data.StructLayout({"data": data.ArrayLayout(signed(config.wl), config.cols),
                                      "sat": unsigned(config.cols), "last": unsigned(1)}),
         "counters": data.StructLayout({name: unsigned(COUNTER_WIDTH) for name in COUNTER_NAMES}),
     }
 
 
-def run_is_valid(config, a_base, b_base, k):
-    """``True`` if the engine executes run ``(a_base, b_base, k)``, ``False`` if it rejects it (see module doc)."""
+def run_is_valid(config, a_base, b_base, k, flags=0, slot=0):
+    """``True`` if the engine executes run ``(a_base, b_base, k)`` with RUN ``flags`` and ``slot``, ``False`` if
+    it rejects it (see module doc; :func:`.payloads.run_flags_ok`)."""
+    from .payloads import run_flags_ok
     config = _check_config(config)
-    return 1 <= k <= config.depth and a_base + k <= config.depth and b_base + k <= config.b_depth
+    return (1 <= k <= config.depth and a_base + k <= config.depth and b_base + k <= config.b_depth
+            and run_flags_ok(config, flags, slot))
 
 
-def run_cycles(config, k, drain):
-    """Cycles one accepted, valid run occupies the engine (module docstring, *Timing*)."""
+def run_cycles(config, k, drain, load=False, save=False):
+    """Cycles one accepted, valid run occupies the engine (module docstring, *Timing* and *Partial-sum
+    memory*)."""
     config = _check_config(config)
     if not isinstance(k, (int, np.integer)) or not 1 <= k <= config.depth:
         raise ValueError(f"Run length k must be an integer from 1 to the depth {config.depth}, not {k!r}")
     if drain not in (0, 1, False, True):
         raise ValueError(f"drain must be 0 or 1, not {drain!r}")
-    k = int(k)
+    k = int(k) + (load_cycles(config) if load else 0)
+    if save:
+        return k + save_cycles(config)
     if not drain:
         return k
     return k + OPERAND_LATENCY + 2 * config.rows + config.cols + ROUNDER_LATENCY
@@ -218,6 +266,8 @@ class EngineModel:
         ``b_depth x cols`` int64, the B memory.
     acc : numpy.ndarray
         ``rows x cols`` int64, the accumulators (two's complement in ``acc_width`` bits, like the RTL).
+    psum : numpy.ndarray
+        ``psum_slots x rows x cols`` int64, the partial-sum memory.
     lane_state : list of int
         Current state of each lane.
     results : collections.deque
@@ -237,6 +287,7 @@ class EngineModel:
         self.a_mem = np.zeros((config.depth, config.rows), dtype=np.int64)
         self.b_mem = np.zeros((config.b_depth, config.cols), dtype=np.int64)
         self.acc = np.zeros((config.rows, config.cols), dtype=np.int64)
+        self.psum = np.zeros((config.psum_slots, config.rows, config.cols), dtype=np.int64)
         self.lane_state = [RESET_LANE_STATE] * config.lanes
         self.results = deque()
         self.counters = dict.fromkeys(COUNTER_NAMES, 0)
@@ -285,8 +336,10 @@ class EngineModel:
         self.counters = dict.fromkeys(COUNTER_NAMES, 0)
         self.error = False
 
-    def run(self, a_base, b_base, k, clear, drain, shift=0, mode=RoundingMode.NEAREST):
-        """Execute one run command; returns the cycles it occupies the engine (1 for a rejected run)."""
+    def run(self, a_base, b_base, k, clear, drain, shift=0, mode=RoundingMode.NEAREST, *, load=False,
+            save=False, slot=0):
+        """Execute one run command; returns the cycles it occupies the engine (1 for a rejected run). ``load`` /
+        ``save``: the partial-sum slot ``slot`` (module docstring)."""
         config = self.config
         for name, value, depth in (("a_base", a_base, config.depth), ("b_base", b_base, config.b_depth)):
             if not isinstance(value, (int, np.integer)) or not 0 <= value < depth:
@@ -296,19 +349,29 @@ class EngineModel:
         shift = check_shift(shift)
         mode = parse_mode(mode)
         self._count("runs", 1)
-        if not run_is_valid(config, a_base, b_base, k):
+        from .payloads import RUN_CLEAR, RUN_DRAIN, RUN_LOAD, RUN_SAVE
+        flags = ((RUN_CLEAR if clear else 0) | (RUN_DRAIN if drain else 0) | (RUN_LOAD if load else 0)
+                 | (RUN_SAVE if save else 0))
+        if not isinstance(slot, (int, np.integer)) or not 0 <= slot <= 0xFFFF:
+            raise ValueError(f"slot must be an integer from 0 to 65535, not {slot!r}")
+        if not run_is_valid(config, a_base, b_base, k, flags, slot):
             self.error = True
             self._count("rejected", 1)
             self._count("busy", 1)
             return 1
         a = self.a_mem[a_base:a_base + k]          # k x rows
         b = self.b_mem[b_base:b_base + k]          # k x cols
-        if clear:
+        if load:
+            self.acc[:] = self.psum[slot]
+        elif clear:
             self.acc[:] = 0
         self.acc = self._wrap(self.acc + a.T @ b)
-        if drain:
+        if save:
+            self.psum[slot] = self.acc
+            self.acc[:] = 0
+        elif drain:
             self._drain(shift, mode)
-        cycles = run_cycles(config, int(k), bool(drain))
+        cycles = run_cycles(config, int(k), bool(drain), bool(load), bool(save))
         self._count("busy", cycles)
         return cycles
 

@@ -61,6 +61,10 @@ class EngineConfig:
         (iCE40UP5K SPRAM, ``rtl/operand_memory.py``); a run still covers at most ``depth`` entries.
     max_k_log2 : int
         ``log2`` of the largest K one output accumulates over all runs; sets the accumulator width.
+    psum_slots : int
+        Tiles the partial-sum memory holds (0 to 65535, default 0 = none): ``psum_slots`` sets of ``rows x cols``
+        exact accumulators that a run can LOAD before its first product and SAVE after its last
+        (``sim.engine``), so a K-split GEMM can go chunk by chunk over many tiles and send each operand once.
     expander : bool
         The device has convolution mode: the EXPAND command generates A entries from a feature map in the B
         memory (:mod:`.conv`, ``rtl/expander.py``). Default ``False``.
@@ -84,6 +88,7 @@ class EngineConfig:
     max_k_log2: int = MAX_K_LOG2
     b_depth: "int | None" = None
     expander: bool = False
+    psum_slots: int = 0
     lane_width: int = field(default=LANE_WIDTH, init=False)
 
     def __post_init__(self):
@@ -102,6 +107,9 @@ class EngineConfig:
                 or not self.depth <= self.b_depth <= 65536 or self.b_depth & (self.b_depth - 1)):
             raise ValueError(f"B buffer depth b_depth must be a power of two from the A depth {self.depth} to "
                              f"65536, not {self.b_depth!r}")
+        if isinstance(self.psum_slots, bool) or not isinstance(self.psum_slots, int) \
+                or not 0 <= self.psum_slots <= 0xFFFF:
+            raise ValueError(f"psum_slots must be an integer from 0 to 65535, not {self.psum_slots!r}")
         if not isinstance(self.expander, bool):
             raise ValueError(f"expander must be True or False, not {self.expander!r}")
         if not isinstance(self.max_k_log2, int) or not 1 <= self.max_k_log2 <= 24:

@@ -5,8 +5,10 @@ Members
 -------
 PROTOCOL_VERSION, MAGIC
     Reported by IDENTIFY; a host refuses a device with another version.
-RUN_CLEAR, RUN_DRAIN : int
+RUN_CLEAR, RUN_DRAIN, RUN_LOAD, RUN_SAVE : int
     Bits of RUN's FLAGS.
+run_args, run_flags_ok
+    The RUN payload; whether a RUN's FLAGS and SLOT are legal on an engine.
 FieldLayout
     A fixed little-endian record of unsigned fields: ``pack``, ``unpack``, ``size``, and the same layout as an
     ``amaranth.lib.data.StructLayout`` for the RTL (``as_struct``).
@@ -52,18 +54,20 @@ import numpy as np
 from .gemm import EngineConfig
 from .wire import MAX_LENGTH, Command, request_frame_bytes
 
-__all__ = ["PROTOCOL_VERSION", "MAGIC", "RUN_CLEAR", "RUN_DRAIN", "FieldLayout", "WRITE_HEADER", "RUN_ARGS",
+__all__ = ["PROTOCOL_VERSION", "MAGIC", "RUN_CLEAR", "RUN_DRAIN", "RUN_LOAD", "RUN_SAVE", "run_args", "run_flags_ok", "FieldLayout", "WRITE_HEADER", "RUN_ARGS",
            "RUN_TILES_ARGS", "ROUNDING_ARGS", "SEED", "COUNTER", "value_bytes", "entry_bytes", "operand_depth",
            "result_row_bytes", "result_bytes", "max_tiles", "run_tiles_args", "run_tiles_ok", "run_tiles_cycles",
            "max_payload", "write_frames", "request_length_range", "pack_values", "unpack_values", "encode_result",
            "decode_result", "decode_tiles", "LINK_COUNTERS", "counter_names", "default_frame_timeout",
            "DEFAULT_RX_BUFFER", "FEATURE_EXPAND", "Identity"]
 
-PROTOCOL_VERSION = 3          # 3: EXPAND, IDENTIFY reports FEATURES (36 bytes); 2: RUN_TILES and B_DEPTH (32); 1: 28
+PROTOCOL_VERSION = 3          # 3: EXPAND, RUN's SLOT/LOAD/SAVE, IDENTIFY with FEATURES and PSUM_SLOTS (40 bytes); 2: 32; 1: 28
 MAGIC = b"FXTR"
 
 RUN_CLEAR = 1
 RUN_DRAIN = 2
+RUN_LOAD = 4
+RUN_SAVE = 8
 
 LINK_COUNTERS = ("frames_ok", "crc_errors", "unknown_commands", "bad_lengths", "bad_arguments", "timeouts")
 
@@ -136,11 +140,13 @@ class FieldLayout:
 
 
 WRITE_HEADER = FieldLayout("WRITE header", [("addr", 2), ("count", 2)])
-RUN_ARGS = FieldLayout("RUN arguments", [("a_base", 2), ("b_base", 2), ("k", 4), ("flags", 1)])
+#: RUN (``docs/protocol.md`` §4.4): ``slot`` is the partial-sum slot of a LOAD or SAVE run (ignored otherwise).
+RUN_ARGS = FieldLayout("RUN arguments", [("slot", 2), ("a_base", 2), ("b_base", 2), ("k", 4), ("flags", 1)])
 #: RUN_TILES (``docs/protocol.md`` §4.9): ``n_tiles`` clear+drain runs of ``k`` entries, A at ``a_base``, B of tile
 #: ``t`` at ``b_base + t * b_step``; the response carries the ``n_tiles`` drained tiles in order. ``flags`` must be
-#: ``RUN_CLEAR | RUN_DRAIN``. The last 9 bytes lie where RUN_ARGS' fields do (``a_base``, ``b_base``, ``k`` in
-#: RUN's ``k``, ``flags``), so the RTL reads both commands' common fields from the same bits.
+#: ``RUN_CLEAR | RUN_DRAIN``. Its 11 bytes lie where RUN_ARGS' fields do (``b_step`` in RUN's ``slot``, ``a_base``,
+#: ``b_base``, ``k`` and ``n_tiles`` in RUN's ``k``, ``flags``), so the RTL reads both commands' common fields from
+#: the same bits.
 RUN_TILES_ARGS = FieldLayout("RUN_TILES arguments", [("b_step", 2), ("a_base", 2), ("b_base", 2), ("k", 2),
                                                      ("n_tiles", 2), ("flags", 1)])
 ROUNDING_ARGS = FieldLayout("SET_ROUNDING arguments", [("shift", 1), ("mode", 1)])
@@ -182,6 +188,22 @@ def max_tiles(config):
     """The most tiles one RUN_TILES may run: ``n_tiles * result_bytes`` must fit the 16-bit LEN, and at most
     the A ``depth`` (it keeps the tile counter narrow; a row of LeNet's widest GEMM has 128 tiles)."""
     return min(MAX_LENGTH // result_bytes(config), config.depth)
+
+
+def run_args(a_base, b_base, k, flags, slot=0):
+    """The RUN payload (:data:`RUN_ARGS`)."""
+    return RUN_ARGS.pack(slot, a_base, b_base, k, flags)
+
+
+def run_flags_ok(config, flags, slot):
+    """Whether a RUN's ``flags`` and ``slot`` are legal (else BAD_ARGUMENT, or a rejected run in the engine):
+    only the four flag bits, LOAD not with CLEAR, SAVE not with DRAIN, and a LOAD or SAVE run's ``slot`` below
+    ``config.psum_slots`` (so an engine without a partial-sum memory refuses both)."""
+    if flags > (RUN_CLEAR | RUN_DRAIN | RUN_LOAD | RUN_SAVE):
+        return False
+    if (flags & RUN_LOAD and flags & RUN_CLEAR) or (flags & RUN_SAVE and flags & RUN_DRAIN):
+        return False
+    return not flags & (RUN_LOAD | RUN_SAVE) or slot < config.psum_slots
 
 
 def run_tiles_args(a_base, b_base, b_step, k, n_tiles):
@@ -321,14 +343,15 @@ def default_frame_timeout(clk_freq):
 
 @dataclass(frozen=True)
 class Identity:
-    """The IDENTIFY payload (36 bytes since protocol version 3; layout in ``docs/protocol.md``).
+    """The IDENTIFY payload (40 bytes since protocol version 3; layout in ``docs/protocol.md``).
 
     Members
     -------
     version, rows, cols, wl, max_k_log2, lane_width, n_counters, depth, clk_freq, baud, frame_timeout, b_depth
         The fields; ``baud`` is 0 for the byte-stream (simulation) variant of the SoC; ``b_depth`` (bytes 28-31,
         new in version 2) the B memory's entries; ``features`` (bytes 32-35, new in version 3) bit 0
-        (:data:`FEATURE_EXPAND`): the EXPAND command (convolution mode).
+        (:data:`FEATURE_EXPAND`): the EXPAND command (convolution mode); ``psum_slots`` (bytes 36-39, new in
+        version 3) the partial-sum memory's tiles (0: none).
     rx_buffer_log2 : int
         ``log2`` of the request bytes the device buffers (byte 11, 0 on a device that does not promise any:
         the host then waits for each response before the next request).
@@ -352,8 +375,9 @@ class Identity:
     rx_buffer_log2: int = 0
     b_depth: int = 0
     features: int = 0
+    psum_slots: int = 0
 
-    FORMAT = "<4sBBBBBBBBIIIIII"
+    FORMAT = "<4sBBBBBBBBIIIIIII"
     SIZE = struct.calcsize(FORMAT)
 
     @classmethod
@@ -369,12 +393,12 @@ class Identity:
                    len(LINK_COUNTERS) + n_engine_counters, config.depth, int(clk_freq), int(baud),
                    default_frame_timeout(clk_freq) if frame_timeout is None else int(frame_timeout),
                    rx_buffer.bit_length() - 1 if rx_buffer else 0, config.b_depth,
-                   FEATURE_EXPAND if config.expander else 0)
+                   FEATURE_EXPAND if config.expander else 0, config.psum_slots)
 
     def to_bytes(self):
         return struct.pack(self.FORMAT, MAGIC, self.version, self.rows, self.cols, self.wl, self.max_k_log2,
                            self.lane_width, self.n_counters, self.rx_buffer_log2, self.depth, self.clk_freq, self.baud,
-                           self.frame_timeout, self.b_depth, self.features)
+                           self.frame_timeout, self.b_depth, self.features, self.psum_slots)
 
     @classmethod
     def from_bytes(cls, data):
@@ -383,11 +407,11 @@ class Identity:
             raise ValueError(f"IDENTIFY payload must be {cls.SIZE} bytes (protocol version {PROTOCOL_VERSION}), not "
                              f"{len(data)}")
         (magic, version, rows, cols, wl, max_k_log2, lane_width, n_counters, rx_buffer_log2, depth, clk_freq, baud,
-         frame_timeout, b_depth, features) = struct.unpack(cls.FORMAT, data)
+         frame_timeout, b_depth, features, psum_slots) = struct.unpack(cls.FORMAT, data)
         if magic != MAGIC:
             raise ValueError(f"IDENTIFY payload starts with {magic!r}, not {MAGIC!r}: not an fxtrain device")
         return cls(version, rows, cols, wl, max_k_log2, lane_width, n_counters, depth, clk_freq, baud,
-                   frame_timeout, rx_buffer_log2, b_depth, features)
+                   frame_timeout, rx_buffer_log2, b_depth, features, psum_slots)
 
     @property
     def rx_buffer(self):
@@ -397,4 +421,4 @@ class Identity:
     def config(self):
         return EngineConfig(rows=self.rows, cols=self.cols, wl=self.wl, depth=self.depth,
                             max_k_log2=self.max_k_log2, b_depth=self.b_depth,
-                            expander=bool(self.features & FEATURE_EXPAND))
+                            expander=bool(self.features & FEATURE_EXPAND), psum_slots=self.psum_slots)

@@ -22,7 +22,7 @@ import numpy as np
 from .gemm import EngineConfig
 from .payloads import *  # noqa: F401,F403  (re-exported: the protocol's payload layouts)
 from .payloads import (COUNTER, DEFAULT_RX_BUFFER, LINK_COUNTERS, ROUNDING_ARGS, RUN_ARGS, RUN_CLEAR, RUN_DRAIN,
-                       RUN_TILES_ARGS, SEED, WRITE_HEADER, Identity, encode_result, entry_bytes, operand_depth,
+                       RUN_LOAD, RUN_SAVE, RUN_TILES_ARGS, SEED, WRITE_HEADER, Identity, encode_result, entry_bytes, operand_depth,
                        request_length_range, run_tiles_ok, unpack_values, value_bytes)
 from .payloads import __all__ as _payload_names
 from .wire import *  # noqa: F401,F403  (re-exported: the protocol's wire codec)
@@ -267,11 +267,12 @@ class ProtocolEmulator:
         if cmd is Command.SET_SEEDS:
             return (Status.BAD_ARGUMENT if self._zero_seed else Status.OK), None
         if cmd is Command.RUN:
-            a_base, b_base, k, flags = RUN_ARGS.unpack(self._args).values()
-            if not 1 <= k <= cfg.depth or a_base + k > cfg.depth or b_base + k > cfg.b_depth or flags > 3:
+            from .engine import run_is_valid
+            slot, a_base, b_base, k, flags = RUN_ARGS.unpack(self._args).values()
+            if not run_is_valid(cfg, a_base, b_base, k, flags, slot):
                 return Status.BAD_ARGUMENT, None
             self.engine.run(a_base, b_base, k, bool(flags & RUN_CLEAR), bool(flags & RUN_DRAIN), self.shift,
-                            self.mode)
+                            self.mode, load=bool(flags & RUN_LOAD), save=bool(flags & RUN_SAVE), slot=slot)
             if flags & RUN_DRAIN:
                 c, sat = self.engine.read_result()
                 self._result = (np.array(c, dtype=np.int64), np.array(sat, dtype=bool))

@@ -288,7 +288,7 @@ def test_device_errors_name_the_command():
     """An error status the driver cannot fix by retrying is raised naming the command and the status."""
     dev = open_device("emu", config=SIM_CONFIG)
     with pytest.raises(DeviceError, match="RUN failed on emu: the device answered BAD_ARGUMENT"):
-        dev._exchange(Command.RUN, RUN_ARGS.pack(0, 0, 0, 3), expect_len=0)
+        dev._exchange(Command.RUN, RUN_ARGS.pack(0, 0, 0, 0, 3), expect_len=0)
     with pytest.raises(ValueError, match="K = 8192 exceeds the device's maximum K 4096"):
         dev.gemm(np.zeros((1, 8192), dtype=np.int64), np.zeros((8192, 1), dtype=np.int64), 0, "nearest")
 

@@ -53,9 +53,11 @@ def simulate(config, ops, seed, ready_probability=1.0, write_gap=0.0):
                 await ctx.tick()
                 ctx.set(dut.counters_clear, 0)
             else:
-                _, a_base, b_base, k, clear, drain, shift, mode = op
-                ctx.set(dut.run.payload, {"a_base": a_base, "b_base": b_base, "k": k, "clear": clear,
-                                          "drain": int(drain)})
+                _, a_base, b_base, k, clear, drain, shift, mode = op[:8]
+                payload = {"a_base": a_base, "b_base": b_base, "k": k, "clear": clear, "drain": int(drain)}
+                if len(op) > 8:
+                    payload.update(zip(("load", "save", "slot"), op[8:]))
+                ctx.set(dut.run.payload, payload)
                 ctx.set(dut.shift, shift)
                 ctx.set(dut.mode, mode)
                 ctx.set(dut.run.valid, 1)

@@ -16,7 +16,7 @@ from amaranth.sim import Simulator
 from fxtrain.rtl.expander import Expander
 from fxtrain.rtl.soc import AcceleratorSoC
 from fxtrain.sim.benches.expand_frames import expand_requests, random_expand_case
-from fxtrain.sim.conv import EXPAND_ARGS, expand_cycles, expand_entries, fmap_pack
+from fxtrain.sim.conv import EXPAND_ARGS, ConvGeometry, expand_cycles, expand_entries, fmap_pack
 from fxtrain.sim.gemm import EngineConfig
 from fxtrain.sim.protocol import Command, ProtocolEmulator, ResponseParser, Status, counter_names
 
@@ -220,3 +220,27 @@ def test_board_targets_expander_choice():
     assert not TARGETS["icebreaker"].config.expander
     assert TARGETS["icebreaker"].with_options(expander=True).config.expander
     assert not TARGETS["ulx3s-12f"].with_options(expander=False).config.expander
+
+
+@pytest.mark.parametrize("geom", [pytest.param(ConvGeometry(1, 6, 12, 12, 5, 5), marks=pytest.mark.slow),
+                                  ConvGeometry(2, 3, 9, 9, 3, 3, 2, 2, 1, 1)],
+                         ids=["lenet-conv2", "3x3-stride2-pad1"])
+def test_soc_expand_layer_shapes_on_the_12f_geometry(geom):
+    """LeNet's conv2 shape (batch 1) and a padded stride-2 3x3 layer on the ULX3S-12F's 7 x 4 array
+    (depth 512): long walks (up to depth entries of 7 rows, many blocks) answer like the emulator, in
+    5 + expand_cycles cycles."""
+    seed = SEED + geom.c * 100 + geom.h
+    rng = np.random.default_rng(seed)
+    print("seed", seed)
+    cfg = EngineConfig(rows=7, cols=4, wl=16, depth=512, max_k_log2=16, b_depth=1024, expander=True)
+    frames = expand_requests(cfg, rng, 10, f_base=1000, geom=geom)
+    stream = b"".join(frames)
+    expected = ProtocolEmulator(cfg, 12_000_000, 3_000_000, frame_timeout=5000).feed(stream)
+    got, taken, emitted = _run_soc(cfg, stream)
+    assert _engine_timing_blank(ResponseParser().feed(got)) == _engine_timing_blank(ResponseParser().feed(expected))
+    k = [i for i, f in enumerate(frames) if f[1] == Command.EXPAND][0]
+    fields = EXPAND_ARGS.unpack(frames[k][5:-2])
+    print("blocks", fields["blocks"], "count", fields["count"], "transposed", fields["flags"])
+    last_in = taken[sum(len(f) for f in frames[:k + 1]) - 1]
+    first_out = emitted[sum(len(r) for r in _split(expected)[:k])]
+    assert first_out - last_in == 5 + expand_cycles(cfg, fields["count"], fields["blocks"])

@@ -110,21 +110,23 @@ def test_payload_layouts_mean_the_same_bits_to_host_and_rtl():
     from amaranth.hdl import Const
     from amaranth.lib import data
 
-    assert RUN_ARGS.size == 9 and WRITE_HEADER.size == 4
-    values = (0x1234, 0x0BCD, 0xDEADBEEF, 3)
+    assert RUN_ARGS.size == 11 and WRITE_HEADER.size == 4
+    values = (0x77, 0x1234, 0x0BCD, 0xDEADBEEF, 3)
     raw = int.from_bytes(RUN_ARGS.pack(*values), "little")
     view = data.Const(RUN_ARGS.as_struct(), raw)
     assert tuple(int(view[f]) for f, _ in RUN_ARGS.fields) == values
-    assert RUN_ARGS.unpack(RUN_ARGS.pack(*values)) == dict(zip(["a_base", "b_base", "k", "flags"], values))
-    assert RUN_ARGS.offset("k") == 4
+    assert RUN_ARGS.unpack(RUN_ARGS.pack(*values)) == dict(zip(["slot", "a_base", "b_base", "k", "flags"], values))
+    assert RUN_ARGS.offset("k") == 6
     with pytest.raises(ValueError, match="field flags"):
-        RUN_ARGS.pack(0, 0, 1, 256)
+        RUN_ARGS.pack(0, 0, 0, 1, 256)
     with pytest.raises(ValueError, match="1, 2 or 4 bytes"):
         FieldLayout("bad", [("x", 3)])
     assert Const  # imported for the StructLayout check above
-    # RUN_TILES' last 9 bytes are RUN's fields (the RTL reads both through one view): K | N_TILES << 16 in K
+    # RUN_TILES' bytes are RUN's fields (the RTL reads both through one view): B_STEP in SLOT, K | N_TILES << 16
+    # in K
     tiles = RUN_TILES_ARGS.pack(7, 0x0123, 0x0456, 33, 5, 3)
-    assert RUN_ARGS.unpack(tiles[-RUN_ARGS.size:]) == dict(a_base=0x0123, b_base=0x0456, k=33 | 5 << 16, flags=3)
+    assert RUN_ARGS.unpack(tiles[-RUN_ARGS.size:]) == dict(slot=7, a_base=0x0123, b_base=0x0456, k=33 | 5 << 16,
+                                                           flags=3)
     assert run_tiles_args(0x0123, 0x0456, 7, 33, 5) == tiles
 
 

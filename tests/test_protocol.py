@@ -94,16 +94,17 @@ def test_result_payload_round_trips():
 
 
 def test_identity_round_trip_and_rejects_other_magic():
-    """The 36-byte IDENTIFY payload (version 3) carries geometry, both memory depths, clock, baud, timeout and the
-    feature bits; foreign payloads and version 2's 32 bytes are refused."""
+    """The 40-byte IDENTIFY payload (version 3) carries geometry, both memory depths, clock, baud, timeout, the
+    feature bits and the partial-sum slots; foreign payloads and version 2's 32 bytes are refused."""
     ident = identify_payload(CONFIG, 48_000_000, 3_000_000)
-    assert len(ident.to_bytes()) == Identity.SIZE == 36 and ident.version == 3
+    assert len(ident.to_bytes()) == Identity.SIZE == 40 and ident.version == 3
     assert Identity.from_bytes(ident.to_bytes()) == ident
     assert (ident.depth, ident.b_depth) == (32, 1024) and ident.to_bytes()[28:32] == (1024).to_bytes(4, "little")
-    assert ident.features == 0 and ident.to_bytes()[32:] == bytes(4)
-    with_expander = identify_payload(replace(CONFIG, expander=True), 48_000_000, 3_000_000)
+    assert ident.features == ident.psum_slots == 0 and ident.to_bytes()[32:] == bytes(8)
+    with_expander = identify_payload(replace(CONFIG, expander=True, psum_slots=40), 48_000_000, 3_000_000)
     assert with_expander.features == FEATURE_EXPAND and with_expander.config.expander
-    with pytest.raises(ValueError, match="36 bytes"):
+    assert with_expander.config.psum_slots == 40 and with_expander.to_bytes()[36:] == (40).to_bytes(4, "little")
+    with pytest.raises(ValueError, match="40 bytes"):
         Identity.from_bytes(ident.to_bytes()[:32])
     assert ident.config == CONFIG and ident.frame_timeout == 480_000
     assert ident.n_counters == len(counter_names())
@@ -129,9 +130,9 @@ def test_emulator_answers_every_bad_frame_with_its_error_status():
     assert _status(emu, Command.IDENTIFY, b"\x00") is Status.BAD_LENGTH
     assert _status(emu, Command.WRITE_A, WRITE_HEADER.pack(0, 2) + b"\x00" * 4) is Status.BAD_LENGTH
     assert _status(emu, Command.WRITE_A, WRITE_HEADER.pack(31, 2) + b"\x00" * 8) is Status.BAD_ARGUMENT
-    assert _status(emu, Command.RUN, RUN_ARGS.pack(0, 0, 0, 3)) is Status.BAD_ARGUMENT
-    assert _status(emu, Command.RUN, RUN_ARGS.pack(1, 0, 32, 3)) is Status.BAD_ARGUMENT       # A: 1 + 32 > 32
-    assert _status(emu, Command.RUN, RUN_ARGS.pack(0, 1000, 25, 3)) is Status.BAD_ARGUMENT    # B: 1025 > 1024
+    assert _status(emu, Command.RUN, RUN_ARGS.pack(0, 0, 0, 0, 3)) is Status.BAD_ARGUMENT
+    assert _status(emu, Command.RUN, RUN_ARGS.pack(0, 1, 0, 32, 3)) is Status.BAD_ARGUMENT       # A: 1 + 32 > 32
+    assert _status(emu, Command.RUN, RUN_ARGS.pack(0, 0, 1000, 25, 3)) is Status.BAD_ARGUMENT    # B: 1025 > 1024
     assert _status(emu, Command.WRITE_B, WRITE_HEADER.pack(1023, 2) + b"\x00" * 8) is Status.BAD_ARGUMENT
     assert _status(emu, Command.WRITE_B, WRITE_HEADER.pack(1022, 2) + b"\x00" * 8) is Status.OK
     assert _status(emu, Command.SET_ROUNDING, bytes([33, 0])) is Status.BAD_ARGUMENT
@@ -157,31 +158,31 @@ def _scripted_requests(rng):
         b = [rng.choice([lo, hi, rng.randint(lo, hi)]) for _ in range(10)]
         reqs += [encode_request(Command.WRITE_A, 4, WRITE_HEADER.pack(base, 5) + pack_values(a, 2)),
                  encode_request(Command.WRITE_B, 5, WRITE_HEADER.pack(base + 1, 5) + pack_values(b, 2))]
-    reqs += [encode_request(Command.RUN, 6, RUN_ARGS.pack(0, 1, 5, 1)),
-             encode_request(Command.RUN, 7, RUN_ARGS.pack(5, 6, 5, 2)),
+    reqs += [encode_request(Command.RUN, 6, RUN_ARGS.pack(0, 0, 1, 5, 1)),
+             encode_request(Command.RUN, 7, RUN_ARGS.pack(0, 5, 6, 5, 2)),
              encode_request(Command.READ_RESULT, 8),
              encode_request(Command.SET_ROUNDING, 9, bytes([0, 0])),
-             encode_request(Command.RUN, 10, RUN_ARGS.pack(0, 1, 1, 3)),
+             encode_request(Command.RUN, 10, RUN_ARGS.pack(0, 0, 1, 1, 3)),
              encode_request(Command.READ_RESULT, 11)]
     reqs += run_tiles_requests(CONFIG, rng, 23)
     # B above A's depth (b_depth 1024 > depth 32): write at 1000..1004, runs from there (K = 5, K = 1 at the
     # last A entry), then writes and runs that leave A's or B's range
     b_high = [rng.randint(lo, hi) for _ in range(10)]
     reqs += [encode_request(Command.WRITE_B, 30, WRITE_HEADER.pack(1000, 5) + pack_values(b_high, 2)),
-             encode_request(Command.RUN, 31, RUN_ARGS.pack(5, 1000, 5, 3)),
+             encode_request(Command.RUN, 31, RUN_ARGS.pack(0, 5, 1000, 5, 3)),
              encode_request(Command.READ_RESULT, 32),
-             encode_request(Command.RUN, 33, RUN_ARGS.pack(31, 1004, 1, 3)),
+             encode_request(Command.RUN, 33, RUN_ARGS.pack(0, 31, 1004, 1, 3)),
              encode_request(Command.READ_RESULT, 34),
              encode_request(Command.WRITE_B, 35, WRITE_HEADER.pack(1023, 2) + b"\x00" * 8),
              encode_request(Command.WRITE_A, 36, WRITE_HEADER.pack(40, 1) + b"\x00" * 4),
-             encode_request(Command.RUN, 37, RUN_ARGS.pack(0, 1020, 5, 3)),
-             encode_request(Command.RUN, 38, RUN_ARGS.pack(0, 1000, 33, 3))]
-    bad_crc = bytearray(encode_request(Command.RUN, 12, RUN_ARGS.pack(0, 0, 3, 3)))
+             encode_request(Command.RUN, 37, RUN_ARGS.pack(0, 0, 1020, 5, 3)),
+             encode_request(Command.RUN, 38, RUN_ARGS.pack(0, 0, 1000, 33, 3))]
+    bad_crc = bytearray(encode_request(Command.RUN, 12, RUN_ARGS.pack(0, 0, 0, 3, 3)))
     bad_crc[7] ^= 0x20
     reqs += [bytes(bad_crc), b"\x00\x13\x37garbage", encode_request(0x33, 13, b"xy"),
              encode_request(Command.RUN, 14, b"abc"), encode_request(Command.WRITE_A, 15, WRITE_HEADER.pack(0, 3)
                                                                     + b"\x00" * 8),
-             encode_request(Command.RUN, 16, RUN_ARGS.pack(30, 0, 3, 3)),
+             encode_request(Command.RUN, 16, RUN_ARGS.pack(0, 30, 0, 3, 3)),
              encode_request(Command.SET_SEEDS, 17, struct.pack("<2I", 0, 3)),
              encode_request(Command.READ_RESULT, 18), encode_request(Command.READ_COUNTERS, 19),
              encode_request(Command.SOFT_RESET, 20), encode_request(Command.READ_COUNTERS, 21)]
@@ -203,7 +204,7 @@ def test_emulator_run_tiles_equals_runs_and_reads():
     ResponseParser().feed(b"".join(single.feed(f) for f in frames[:-1]))
     expected = b""
     for t in range(3):
-        single.feed(encode_request(Command.RUN, 9, RUN_ARGS.pack(20, 17 + 5 * t, 5, 3)))
+        single.feed(encode_request(Command.RUN, 9, RUN_ARGS.pack(0, 20, 17 + 5 * t, 5, 3)))
         expected += ResponseParser().feed(single.feed(encode_request(Command.READ_RESULT, 10)))[0].payload
     assert payload == expected and len(decode_tiles(CONFIG, payload)) == 3
     assert any(sat.any() for _, sat in decode_tiles(CONFIG, payload))
@@ -323,7 +324,7 @@ def test_rtl_result_rows_on_odd_geometries_with_output_stalls(rows, cols, wl):
         encode_request(Command.SET_ROUNDING, 2, bytes([wl // 2, 1])),
         encode_request(Command.WRITE_A, 3, WRITE_HEADER.pack(0, k) + pack_values(a, vb)),
         encode_request(Command.WRITE_B, 4, WRITE_HEADER.pack(4, 2 * k) + pack_values(b, vb)),
-        encode_request(Command.RUN, 5, RUN_ARGS.pack(0, 4, k, 3)),
+        encode_request(Command.RUN, 5, RUN_ARGS.pack(0, 0, 4, k, 3)),
         encode_request(Command.READ_RESULT, 6), encode_request(Command.READ_RESULT, 7),
         encode_request(Command.RUN_TILES, 8, run_tiles_args(0, 4, k, k, 2)),
         encode_request(Command.READ_RESULT, 9)])

@@ -8,17 +8,23 @@ The same scenario drives the Amaranth-simulator test (``tests/test_engine_rtl.py
 
 Scenario commands (tuples):
 ``("seed", lane, value)``, ``("write_a", addr, entry)``, ``("write_b", addr, entry)`` (one entry: a list of raw
-words), ``("run", a_base, b_base, k, clear, drain, shift, mode)``, ``("clear_counters",)``.
+words), ``("run", a_base, b_base, k, clear, drain, shift, mode)`` or, on an engine with a partial-sum memory,
+``("run", a_base, b_base, k, clear, drain, shift, mode, load, save, slot)``, ``("clear_counters",)``.
+:func:`psum_scenario` (``psum_slots > 0``) plays K-split GEMMs chunk-outer over interleaved slots, as the
+partial-sum planner does, plus the LOAD/SAVE edge cases.
 
 Bench parameters (:func:`fxtrain.sim.runner.bench_params`): ``rows, cols, wl, depth, max_k_log2`` (the
 ``EngineConfig``), ``seed`` (scenario and stall seed), ``runs`` (random runs in the scenario),
 ``stall_probability`` (chance that a source holds back a payload in a cycle) and
-``result_ready_probability`` (chance that the result sink is ready in a cycle) for the stalled test.
+``result_ready_probability`` (chance that the result sink is ready in a cycle) for the stalled test;
+``psum_slots`` (default 0) selects :func:`psum_scenario`.
 
 Members
 -------
 engine_scenario
     The command list.
+psum_scenario
+    The command list of an engine with a partial-sum memory.
 expected_outputs
     Model results, run cycles and final counters of a command list.
 busy_cycles_in_amaranth_sim
@@ -34,7 +40,7 @@ from ..gemm import EngineConfig
 from ..lfsr import lane_seeds
 from ..runner import bench_params
 
-__all__ = ["engine_scenario", "expected_outputs", "busy_cycles_in_amaranth_sim"]
+__all__ = ["engine_scenario", "psum_scenario", "expected_outputs", "busy_cycles_in_amaranth_sim"]
 
 
 def engine_scenario(config, seed, runs=8):
@@ -123,6 +129,68 @@ def engine_scenario(config, seed, runs=8):
     return ops
 
 
+def psum_scenario(config, seed, gemms=2):
+    """A seeded command list for an engine with ``psum_slots > 0``: ``gemms`` random K-split GEMMs (each
+    ``tiles`` tiles, random chunk lengths incl. K = 1, operands random or all-extreme so that both saturations
+    occur) played chunk-outer: for each chunk, for each tile ``t`` of the group, write its A and B chunk and run
+    with CLEAR (first chunk) or LOAD (later chunks), DRAIN (last chunk) or SAVE (earlier chunks), slot ``t`` (a
+    group uses the slots in a random order); plus a SAVE then LOAD of the same slot back to back, LOAD+SAVE
+    in one run, a LOAD that replaces non-zero accumulators, a LOAD of a slot never saved, and the rejected
+    LOAD+CLEAR, SAVE+DRAIN and slot = psum_slots runs."""
+    if config.psum_slots < 1:
+        raise ValueError(f"psum_scenario needs an engine with psum_slots >= 1, not {config.psum_slots}")
+    rng = random.Random(seed)
+    rows, cols, depth, wl, slots = config.rows, config.cols, config.depth, config.wl, config.psum_slots
+    lo, hi = -(1 << (wl - 1)), (1 << (wl - 1)) - 1
+    ops = [("seed", j, s) for j, s in enumerate(lane_seeds(seed, cols))]
+
+    def fill(which, base, k, extreme=None):
+        width = rows if which == "write_a" else cols
+        for i in range(k):
+            ops.append((which, base + i, [extreme if extreme is not None else rng.randint(lo, hi)
+                                          for _ in range(width)]))
+
+    def run(a_base, b_base, k, clear, drain, load, save, slot, shift=None, mode=None):
+        shift = rng.randint(0, 32) if shift is None else shift
+        mode = rng.randint(0, 1) if mode is None else mode
+        ops.append(("run", a_base, b_base, k, clear, drain, shift, mode, load, save, slot))
+
+    for g in range(gemms):
+        tiles = rng.randint(1, slots)
+        chunks = [rng.randint(1, depth) for _ in range(rng.randint(2, 4))]
+        chunks[rng.randrange(len(chunks))] = 1                      # a K = 1 chunk
+        order = rng.sample(range(slots), tiles)                     # tile t uses slot order[t]
+        extreme = [(lo, lo), (lo, hi), (None, None)][g % 3]         # saturate high, low, or random
+        shift, mode = rng.randint(0, wl), rng.randint(0, 1)
+        for c, k in enumerate(chunks):
+            first, last = c == 0, c == len(chunks) - 1
+            for t in range(tiles):
+                a_base, b_base = rng.randint(0, depth - k), rng.randint(0, config.b_depth - k)
+                fill("write_a", a_base, k, extreme[0] if t == 0 else None)
+                fill("write_b", b_base, k, extreme[1] if t == 0 else None)
+                run(a_base, b_base, k, int(first), int(last), int(not first), int(not last), order[t], shift, mode)
+    ops.append(("clear_counters",))
+    fill("write_a", 0, depth)
+    fill("write_b", 0, depth)
+    top = slots - 1
+    run(0, 0, depth, 1, 0, 0, 1, top)                   # save a full-depth sum ...
+    run(1, 1, 1, 0, 1, 1, 0, top, shift=3, mode=1)      # ... and load it in the next cycle (back to back)
+    run(0, 0, 2, 1, 0, 0, 1, 0)
+    run(2, 2, 3, 0, 0, 1, 1, 0)                         # LOAD and SAVE in one run
+    run(0, 0, depth, 1, 0, 0, 0, 0)                     # accumulators non-zero ...
+    run(3, 3, 1, 0, 1, 1, 0, 0, shift=0, mode=0)        # ... LOAD replaces them
+    run(0, 0, 1, 1, 0, 0, 0, 0)
+    run(0, 0, 1, 0, 0, 1, 0, top)                       # LOAD again: a LOAD leaves the slot as it was
+    run(1, 1, 1, 0, 1, 0, 0, 0, shift=1, mode=0)
+    # rejected: LOAD+CLEAR, SAVE+DRAIN, slot = psum_slots with LOAD and with SAVE; slot ignored without them
+    run(0, 0, 1, 1, 0, 1, 0, 0)
+    run(0, 0, 1, 0, 1, 0, 1, 0)
+    run(0, 0, 1, 0, 0, 1, 0, slots)
+    run(0, 0, 1, 1, 0, 0, 1, 0xFFFF)
+    run(0, 0, 2, 1, 1, 0, 0, 0xFFFF, shift=2, mode=1)
+    return ops
+
+
 def expected_outputs(config, ops):
     """Play ``ops`` on the model: ``(tiles, cycles, counters, error)``.
 
@@ -141,7 +209,8 @@ def expected_outputs(config, ops):
         elif op[0] == "write_b":
             model.write_b(op[1], [op[2]])
         elif op[0] == "run":
-            cycles.append(model.run(*op[1:]))
+            load, save, slot = op[8:] if len(op) > 8 else (0, 0, 0)
+            cycles.append(model.run(*op[1:8], load=bool(load), save=bool(save), slot=slot))
         elif op[0] == "clear_counters":
             model.clear_counters()
         else:
@@ -165,12 +234,12 @@ async def _play(dut, stall_probability, result_ready_probability, seed_offset):
 
     params = bench_params()
     config = EngineConfig(**{name: params[name] for name in ("rows", "cols", "wl", "depth", "max_k_log2")},
-                          b_depth=params.get("b_depth"))
+                          b_depth=params.get("b_depth"), psum_slots=params.get("psum_slots", 0))
     seed = params["seed"] + seed_offset
     dut._log.info(f"scenario seed={seed} stall_probability={stall_probability} "
                   f"result_ready_probability={result_ready_probability}")
     layouts = engine_layouts(config)
-    ops = engine_scenario(config, seed, params["runs"])
+    ops = (psum_scenario(config, seed) if config.psum_slots else engine_scenario(config, seed, params["runs"]))
     want_tiles, want_cycles, want_counters, want_error = expected_outputs(config, ops)
 
     for name in ("seed_load", "counters_clear", "shift", "mode", "seed", "seed_lane"):
@@ -241,7 +310,10 @@ async def _play(dut, stall_probability, result_ready_probability, seed_offset):
             await sources["run"].wait_idle()      # shift/mode belong to the previous run until it is accepted
             dut.shift.value = op[6]
             dut.mode.value = op[7]
-            sources["run"].send({"a_base": op[1], "b_base": op[2], "k": op[3], "clear": op[4], "drain": int(op[5])})
+            payload = {"a_base": op[1], "b_base": op[2], "k": op[3], "clear": op[4], "drain": int(op[5])}
+            if config.psum_slots:
+                payload.update(zip(("load", "save", "slot"), op[8:] if len(op) > 8 else (0, 0, 0)))
+            sources["run"].send(payload)
             recent = recent[-1:] + [op]
     await engine_idle()
     await sink.wait_for(len(want_tiles) * config.rows)

@@ -4,11 +4,11 @@ compare every response byte with :class:`fxtrain.sim.protocol.ProtocolEmulator`.
 
 Members
 -------
-random_expand_case(config, rng, f_base=None) -> (geom, x, transposed, args)
+random_expand_case(config, rng, f_base=None, geom=None) -> (geom, x, transposed, args)
     A random geometry (strides 1-2, padding 0-2, mostly 1x1 and 3x3 kernels, C = 1-3), map, orientation and
     EXPAND payload (random tile rows, blocks, columns, ``a_base``; ``f_base`` random or given) whose chunks hold
     at least one nonzero map value.
-expand_requests(config, rng, seq) -> list of frames
+expand_requests(config, rng, seq, f_base=None, geom=None) -> list of frames
     WRITE_B of a map (split where it wraps past the last B entry) and of weights, SET_ROUNDING, EXPAND, RUN over
     all written entries, READ_RESULT, RUN_TILES over the first block, rejected EXPANDs (A range one entry too
     long, a zero kernel size), the RUN again (nothing was written), READ_COUNTERS.
@@ -23,19 +23,19 @@ from ..protocol import Command, encode_request, pack_values
 __all__ = ["random_expand_case", "expand_requests"]
 
 
-def random_expand_case(config, rng, f_base=None):
+def random_expand_case(config, rng, f_base=None, geom=None):
     while True:                  # a case whose chunks hold at least one map value (not only padding)
-        case = _random_case(config, rng, f_base)
+        case = _random_case(config, rng, f_base, geom)
         if case[-1]:
             return case[:-1]
 
 
-def _random_case(config, rng, f_base):
+def _random_case(config, rng, f_base, geom):
     kh, kw = ((int(rng.choice([1, 3])), int(rng.choice([1, 3]))) if rng.random() < 0.7
               else (int(rng.integers(1, 5)), int(rng.integers(1, 5))))
     sh, sw = int(rng.integers(1, 3)), int(rng.integers(1, 3))
     ph, pw = int(rng.integers(0, 3)), int(rng.integers(0, 2))
-    geom = ConvGeometry(int(rng.integers(1, 3)), int(rng.integers(1, 4)), int(rng.integers(kh, 7)),
+    geom = geom or ConvGeometry(int(rng.integers(1, 3)), int(rng.integers(1, 4)), int(rng.integers(kh, 7)),
                         int(rng.integers(kw, 7)), kh, kw, sh, sw, ph, pw)
     lim = 1 << (config.wl - 1)
     x = rng.integers(-lim, lim, (geom.n, geom.c, geom.h, geom.w))
@@ -73,9 +73,10 @@ def _write_b(config, seq, first, entries):
     return frames
 
 
-def expand_requests(config, rng, seq, f_base=None):
-    """The request script of one random case (module docstring); ``rng`` a ``numpy.random.Generator``."""
-    geom, x, transposed, args = random_expand_case(config, rng, f_base)
+def expand_requests(config, rng, seq, f_base=None, geom=None):
+    """The request script of one random case (module docstring; ``geom`` a given geometry instead of a random
+    one); ``rng`` a ``numpy.random.Generator``."""
+    geom, x, transposed, args = random_expand_case(config, rng, f_base, geom)
     a = EXPAND_ARGS.unpack(args)
     k = a["blocks"] * a["count"]
     lim = 1 << (config.wl - 1)
@@ -88,7 +89,7 @@ def expand_requests(config, rng, seq, f_base=None):
     frames = _write_b(config, seq, b_base, weights)
     frames += _write_b(config, seq + len(frames), a["f_base"], packed)
     shift = int(rng.integers(0, config.wl))
-    run = encode_request(Command.RUN, 5, RUN_ARGS.pack(a["a_base"], b_base, k, RUN_CLEAR | RUN_DRAIN))
+    run = encode_request(Command.RUN, 5, RUN_ARGS.pack(0, a["a_base"], b_base, k, RUN_CLEAR | RUN_DRAIN))
     too_long = dict(a, a_base=config.depth - k + 1)
     zero_kernel = dict(a, kw=0)
     frames += [encode_request(Command.SET_ROUNDING, 1, bytes([shift, int(rng.integers(0, 2))])),

@@ -68,7 +68,7 @@ def gemm_requests(config, rng, seq0=1):
         encode_request(Command.SET_ROUNDING, seq0 + 2, bytes([config.wl - 2, 1])),
         encode_request(Command.WRITE_A, seq0 + 3, WRITE_HEADER.pack(0, k) + pack_values(a, vb)),
         encode_request(Command.WRITE_B, seq0 + 4, WRITE_HEADER.pack(1, k) + pack_values(b, vb)),
-        encode_request(Command.RUN, seq0 + 5, RUN_ARGS.pack(0, 1, k, 3)),
+        encode_request(Command.RUN, seq0 + 5, RUN_ARGS.pack(0, 0, 1, k, 3)),
         encode_request(Command.READ_RESULT, seq0 + 6),
     ]
     bad = bytearray(encode_request(Command.IDENTIFY, seq0 + 7))
