@@ -194,8 +194,8 @@ class CommandExecutor(wiring.Component):
         r.shift, r.mode = Signal(range(33)), Signal()
         r.got_last, r.drain = Signal(), Signal()
         # RUN_TILES: tile mode, tiles left to issue (and, while checking, B ranges left to check), the B base of
-        # the next tile, and whether the row register holds a tile row not yet sent
-        r.tiles = Signal()
+        # the next tile (b_fits: its B range fits, computed a cycle ahead), whether the row register is full
+        r.tiles, r.b_fits = Signal(), Signal()
         r.t_left = Signal(range(max_tiles(cfg) + 1))
         # the engine's B base (RUN: B_BASE; RUN_TILES: B_BASE + t * B_STEP < 2 * b_depth, as B_STEP <= b_depth)
         r.b_cur = Signal(b_addr_bits(cfg) + 1)
@@ -336,8 +336,8 @@ class CommandExecutor(wiring.Component):
                         respond(Status.BAD_ARGUMENT)
                     with m.Else():
                         # TILES_CHECK walks the n_tiles B ranges (t_left counts down the ones left to check)
-                        m.d.sync += [r.b_cur.eq(r.rt.b_base), r.t_left.eq(r.rt.n_tiles),
-                                     r.resp_len.eq(r.tiles_len)]
+                        m.d.sync += [r.b_cur.eq(r.rt.b_base), r.t_left.eq(r.rt.n_tiles), r.resp_len.eq(r.tiles_len),
+                                     r.b_fits.eq(r.b_base_fits)]
                         m.next = "TILES_CHECK"
                 if cfg.expander:
                     with m.Case(Command.EXPAND):
@@ -369,10 +369,10 @@ class CommandExecutor(wiring.Component):
 
     def _tiles_check_state(self, m, r):
         """``TILES_CHECK`` (RUN_TILES, one cycle per tile): tile ``t``'s B range ``b_cur = b_base + t * b_step``
-        must fit (``sim.payloads.run_tiles_ok``); the OK answer then starts at once and the tile walker runs the
-        tiles while it is sent. The walker steps ``b_cur`` and ``t_left`` with the same adders."""
+        must fit (``sim.payloads.run_tiles_ok``; the register ``b_fits``, set with ``b_cur``); the OK answer then
+        starts at once and the tile walker runs the tiles while it is sent, stepping ``b_cur`` and ``t_left``."""
         with m.State("TILES_CHECK"):
-            with m.If(~r.fits(r.b_cur, r.rt.k, b_addr_bits(self.config))):
+            with m.If(~r.b_fits):
                 r.count("bad_arguments")
                 r.respond(Status.BAD_ARGUMENT)
             with m.Elif(r.t_left == 1):
@@ -381,7 +381,7 @@ class CommandExecutor(wiring.Component):
                 m.d.sync += [r.tiles.eq(1), r.b_cur.eq(r.rt.b_base), r.t_left.eq(r.rt.n_tiles),
                              r.row_full.eq(0), r.staged.eq(0)]
             with m.Else():
-                m.d.sync += [r.b_cur.eq(r.b_next), r.t_left.eq(r.t_next)]
+                m.d.sync += [r.b_cur.eq(r.b_next), r.t_left.eq(r.t_next), r.b_fits.eq(r.b_next_fits)]
 
     def _respond_states(self, m, r):
         """``RESPOND`` starts the encoder; ``SENDING`` feeds it the payload (result rows: the result buffer, or in
@@ -389,9 +389,9 @@ class CommandExecutor(wiring.Component):
         cfg, eng = self.config, self.engine
         rrb = result_row_bytes(cfg)
         n_link = len(LINK_COUNTERS)
-        # in RESPOND/SENDING the link memory reads the next payload byte and the result buffer the row after the
-        # next res_row (in tile mode: res_row, the row the walker staged); elsewhere both read address 0
-        read_ahead = [r.pidx_next.eq(r.pidx), r.res_rd.eq(Mux(r.tiles, r.res_row, r.res_row_next + 1))]
+        # in RESPOND/SENDING the link memory reads the next payload byte and the result buffer, from registers only,
+        # row res_row + 1 (tile mode: res_row, the row the walker staged); elsewhere both read address 0
+        read_ahead = [r.pidx_next.eq(r.pidx), r.res_rd.eq(Mux(r.tiles, r.res_row, r.res_row + 1))]
         with m.State("RESPOND"):
             m.d.comb += [self.tx_start.eq(1)] + read_ahead
             m.d.sync += r.row_reg.eq(r.row_of(r.res_r.data))      # row 0, read in the cycle of respond()
@@ -448,9 +448,9 @@ class CommandExecutor(wiring.Component):
     def _result_buffer(self, m, r):
         """The result buffer: one drained tile in block RAM, row r = cols values then cols saturation flags;
         written as the engine's result rows arrive at ``res_row``; read synchronously at ``res_rd``: row 0
-        outside RESPOND/SENDING (for the row register's first load, in RESPOND), the row after the next
-        ``res_row`` in them (set there; in tile mode ``res_row`` itself, the row the walker staged). Row ``rows``
-        is a spare that the read-ahead reaches after the last row (never sent)."""
+        outside RESPOND/SENDING (the row register's first load, in RESPOND), ``res_row + 1`` in them (tile mode:
+        ``res_row``, the row the walker staged), from registers only (no decision of the cycle reaches the port).
+        Row ``rows`` is a spare that the read-ahead reaches after the last row (never sent)."""
         cfg, eng = self.config, self.engine
         rows, cols, wl = cfg.rows, cfg.cols, cfg.wl
         res_mem = memory.Memory(shape=unsigned(cols * wl + cols), depth=rows + 1, init=[],
@@ -529,9 +529,9 @@ class CommandExecutor(wiring.Component):
         m.d.sync += r.tiles_ok.eq((rt.n_tiles != 0) & (rt.n_tiles <= max_tiles(cfg)) & (rt.k != 0)
                                   & fits(rt.a_base, rt.k, aw) & (rt.b_base[bw:] == 0) & step_ok
                                   & (rt.flags == (RUN_CLEAR | RUN_DRAIN)))
-        r.b_next = Signal.like(r.b_cur)
-        r.t_next = Signal.like(r.t_left)
+        r.b_next, r.t_next = Signal.like(r.b_cur), Signal.like(r.t_left)
         m.d.comb += [r.b_next.eq(r.b_cur + rt.b_step[:bw + 1]), r.t_next.eq(r.t_left - 1)]
+        r.b_base_fits, r.b_next_fits = fits(rt.b_base, rt.k, bw), fits(r.b_next, rt.k, bw)  # TILES_CHECK's b_fits
         # LEN of the answer, n_tiles * result_bytes, by shifts and adds (no multiplier: they are all the array's)
         rb = result_bytes(cfg)
         r.tiles_len = sum(rt.n_tiles << i for i in range(rb.bit_length()) if rb >> i & 1)[:16]

@@ -271,8 +271,9 @@ def run_tiles_requests(config, rng, seq):
     """RUN_TILES frames: 3 tiles of K=5 walking B by 5 (saturating operands, both rounding modes), K=1 with
     b_step 0, READ_RESULT (the last tile again), and every bad argument (n_tiles 0 or above max_tiles, K 0, A
     range, the last tile's B range one entry beyond the B memory, B_STEP above the B depth, FLAGS not
-    CLEAR|DRAIN, B_BASE beyond the B memory by a multiple of twice its depth, a short payload). For an engine of
-    depth 32 and a B depth up to 16384 (B_BASE is a 16-bit field)."""
+    CLEAR|DRAIN, B_BASE beyond the B memory by a multiple of twice its depth, a short payload, and last the first
+    tile's B range one entry beyond the B memory). For an engine of depth 32 and a B depth up to 16384 (B_BASE
+    is a 16-bit field)."""
     if config.depth != 32 or config.b_depth > 16384:
         raise ValueError(f"run_tiles_requests is written for depth 32 and b_depth <= 16384, not {config.depth} "
                          f"and {config.b_depth}")
@@ -298,7 +299,8 @@ def run_tiles_requests(config, rng, seq):
             encode_request(Command.RUN_TILES, seq + 13, tiles(20, 17, bd + 1, 5, 1)),
             encode_request(Command.RUN_TILES, seq + 14, RUN_TILES_ARGS.pack(5, 20, 17, 5, 3, 1)),
             encode_request(Command.RUN_TILES, seq + 15, tiles(20, 17 + 2 * bd, 5, 5, 1)),
-            encode_request(Command.RUN_TILES, seq + 16, b"\x00" * 9)]
+            encode_request(Command.RUN_TILES, seq + 16, b"\x00" * 9),
+            encode_request(Command.RUN_TILES, seq + 17, tiles(20, bd - 4, 5, 5, 1))]
 
 
 @cocotb.test(skip=not _selected("byte_stalls"))
