@@ -88,3 +88,36 @@ def platform_instances():
         return found
 
     return lambda elaboratable, platform: walk(Fragment.get(elaboratable, platform))
+
+
+def lenet_sgd_states(backends, steps):
+    """The state dicts of LeNet after ``steps`` SGD steps (batch 4, lr 0.05, random images and labels from a fixed
+    generator) with every GEMM on each of ``backends`` in turn, from the same initial weights; for tests that
+    compare backends bit for bit."""
+    import torch
+
+    from fxtrain.host.convert import convert
+    from fxtrain.host.models import LeNet
+
+    states = []
+    for backend in backends:
+        torch.manual_seed(0)
+        model = convert(LeNet(), backend, seed=2)
+        opt = torch.optim.SGD(model.parameters(), lr=0.05)
+        data = torch.Generator().manual_seed(1)
+        for _ in range(steps):
+            x = torch.rand(4, 1, 28, 28, generator=data)
+            y = torch.randint(0, 10, (4,), generator=data)
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+        states.append(model.state_dict())
+    return states
+
+
+def assert_equal_states(got, want):
+    """Every tensor of two state dicts equal bit for bit (named on failure)."""
+    import torch
+
+    for (name, a), b in zip(got.items(), want.values()):
+        assert torch.equal(a, b), name

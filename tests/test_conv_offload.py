@@ -11,6 +11,8 @@ import pytest
 from fxtrain.sim.conv import ConvGeometry, ConvView, conv_matrix, fmap_entries
 from fxtrain.sim.engine import EngineModel, gemm_via_engine
 from fxtrain.sim.gemm import EngineConfig, tiled_gemm
+
+from conftest import assert_equal_states, lenet_sgd_states
 from fxtrain.sim.lfsr import lane_seeds
 from fxtrain.sim.planner import CommandPlanner, Expand, Reused, WriteMap, WriteOperand, conv_fits, plan_gemm
 
@@ -253,29 +255,12 @@ def test_lenet_training_steps_on_a_device_with_the_expander_equal_the_exact_emul
     """Three SGD steps of LeNet (batch 4) with every GEMM on a Device over the ProtocolEmulator with the expander
     give the same weights, bit for bit, as on the exact emulator; the convolutions went through conv mode (maps
     and EXPANDs instead of A; only the linear layers write A)."""
-    import torch
-
-    from fxtrain.host.convert import convert
-    from fxtrain.host.models import LeNet
 
     cfg = EngineConfig(rows=4, cols=2, wl=16, depth=512, b_depth=16384, expander=True)
     device = Device(EmulatorTransport(ProtocolEmulator(cfg)))
     device.seed(11)
-    models = []
-    for backend in (device, ExactEmulator(replace(cfg, expander=False), seed=11)):
-        torch.manual_seed(0)
-        model = convert(LeNet(), backend, seed=2)
-        opt = torch.optim.SGD(model.parameters(), lr=0.05)
-        data = torch.Generator().manual_seed(1)
-        for _ in range(3):
-            x = torch.rand(4, 1, 28, 28, generator=data)
-            y = torch.randint(0, 10, (4,), generator=data)
-            opt.zero_grad()
-            torch.nn.functional.cross_entropy(model(x), y).backward()
-            opt.step()
-        models.append(model)
-    for (name, got), want in zip(models[0].state_dict().items(), models[1].state_dict().values()):
-        assert torch.equal(got, want), name
+    got, want = lenet_sgd_states((device, ExactEmulator(replace(cfg, expander=False), seed=11)), steps=3)
+    assert_equal_states(got, want)
     c = device.counters
     print({k: c[k] for k in ("bytes_sent", "map_entries_sent", "map_entries_reused", "expands", "a_entries_sent")})
     assert c["expands"] > 0 and c["map_entries_sent"] > 0 and c["a_entries_sent"] < c["map_entries_sent"]

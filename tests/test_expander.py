@@ -4,7 +4,6 @@ map among garbage, for random geometries (strides, padding, 1x1/3x3 kernels), bo
 an ``f_base`` near ``b_depth`` (B addresses wrap) and odd array shapes."""
 
 import random
-import struct
 from dataclasses import replace
 
 import numpy as np
@@ -15,10 +14,11 @@ from amaranth.sim import Simulator
 
 from fxtrain.rtl.expander import Expander
 from fxtrain.rtl.soc import AcceleratorSoC
+from fxtrain.sim.benches.link_bench import without_timing_counters
 from fxtrain.sim.benches.expand_frames import expand_requests, random_expand_case
 from fxtrain.sim.conv import EXPAND_ARGS, ConvGeometry, expand_cycles, expand_entries, fmap_pack
 from fxtrain.sim.gemm import EngineConfig
-from fxtrain.sim.protocol import Command, ProtocolEmulator, ResponseParser, Status, counter_names
+from fxtrain.sim.protocol import Command, ProtocolEmulator, ResponseParser, Status
 
 SEED = 1301
 
@@ -130,21 +130,6 @@ def _run_soc(config, stream, rng=None, p_valid=1.0, p_ready=1.0, idle_after=60):
     return bytes(out), taken, emitted
 
 
-def _engine_timing_blank(responses):
-    """Blank the engine's stall_in/stall_out counters (host timing, which the emulator lacks)."""
-    names = counter_names()
-    out = []
-    for r in responses:
-        payload = r.payload
-        if r.cmd == Command.READ_COUNTERS and r.status == Status.OK:
-            values = list(struct.unpack(f"<{len(names)}I", payload))
-            for n in ("stall_in", "stall_out"):
-                values[names.index(n)] = 0
-            payload = struct.pack(f"<{len(names)}I", *values)
-        out.append((r.cmd, r.seq, r.status, payload, r.crc_ok))
-    return out
-
-
 SOC_CASES = [(4, 2, 64, 256, 3), (3, 5, 32, 128, 2), (1, 1, 32, 64, 2)]
 
 
@@ -168,7 +153,7 @@ def test_soc_answers_expand_like_the_emulator_in_expand_cycles(rows, cols, depth
         exp_r, got_r = ResponseParser().feed(expected), ResponseParser().feed(got)
         statuses = [Status(r.status).name for r in exp_r]
         assert statuses.count("BAD_ARGUMENT") == 2 and "UNKNOWN_COMMAND" not in statuses, statuses
-        assert _engine_timing_blank(got_r) == _engine_timing_blank(exp_r)
+        assert without_timing_counters(got_r) == without_timing_counters(exp_r)
         # the accepted EXPAND (seq 2): last request byte -> first response byte
         k = [i for i, f in enumerate(frames) if f[1] == Command.EXPAND][0]
         last_in = taken[sum(len(f) for f in frames[:k + 1]) - 1]
@@ -197,7 +182,7 @@ def test_soc_expand_with_random_stalls():
     stream = b"".join(expand_requests(cfg, rng, 10, f_base=126))
     expected = ProtocolEmulator(cfg, 12_000_000, 3_000_000, frame_timeout=5000).feed(stream)
     got, _, _ = _run_soc(cfg, stream, srng, 0.6, 0.3)
-    assert _engine_timing_blank(ResponseParser().feed(got)) == _engine_timing_blank(ResponseParser().feed(expected))
+    assert without_timing_counters(ResponseParser().feed(got)) == without_timing_counters(ResponseParser().feed(expected))
 
 
 def test_soc_without_expander_answers_unknown_command():
@@ -237,7 +222,7 @@ def test_soc_expand_layer_shapes_on_the_12f_geometry(geom):
     stream = b"".join(frames)
     expected = ProtocolEmulator(cfg, 12_000_000, 3_000_000, frame_timeout=5000).feed(stream)
     got, taken, emitted = _run_soc(cfg, stream)
-    assert _engine_timing_blank(ResponseParser().feed(got)) == _engine_timing_blank(ResponseParser().feed(expected))
+    assert without_timing_counters(ResponseParser().feed(got)) == without_timing_counters(ResponseParser().feed(expected))
     k = [i for i, f in enumerate(frames) if f[1] == Command.EXPAND][0]
     fields = EXPAND_ARGS.unpack(frames[k][5:-2])
     print("blocks", fields["blocks"], "count", fields["count"], "transposed", fields["flags"])

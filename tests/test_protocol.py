@@ -14,7 +14,7 @@ from amaranth.sim import Simulator
 
 from fxtrain.rtl.crc import CRC16
 from fxtrain.rtl.soc import AcceleratorSoC, identify_payload
-from fxtrain.sim.benches.link_bench import run_tiles_requests
+from fxtrain.sim.benches.link_bench import run_tiles_requests, without_timing_counters
 from fxtrain.sim.gemm import EngineConfig
 from fxtrain.sim.payloads import FEATURE_EXPAND, RUN_ARGS, WRITE_HEADER, decode_tiles, result_bytes, run_tiles_args
 from fxtrain.sim.protocol import (LINK_COUNTERS, Command, Identity, ProtocolEmulator, ResponseParser, Status,
@@ -249,21 +249,6 @@ def _run_soc(stream, frame_timeout, idle_after, config=CONFIG, stalls=None):
     return bytes(out)
 
 
-def _without_timing_counters(responses):
-    """Blank the engine's stall_in/stall_out counters (they count host timing, which the emulator lacks)."""
-    names = counter_names()
-    out = []
-    for r in responses:
-        payload = r.payload
-        if r.cmd == Command.READ_COUNTERS and r.status == Status.OK:
-            values = list(struct.unpack(f"<{len(names)}I", payload))
-            for name in ("stall_in", "stall_out"):
-                values[names.index(name)] = 0
-            payload = struct.pack(f"<{len(names)}I", *values)
-        out.append((r.cmd, r.seq, r.status, payload, r.crc_ok))
-    return out
-
-
 def test_rtl_soc_answers_like_the_golden_emulator():
     """Every response byte of the RTL SoC equals ProtocolEmulator's for a GEMM with a K-split, both rounding
     modes, saturating operands and every kind of bad frame, then a truncated frame that must time out."""
@@ -281,7 +266,7 @@ def test_rtl_soc_answers_like_the_golden_emulator():
     statuses = [Status(r.status).name for r in exp_r]
     print("statuses", statuses)
     assert {"OK", "CRC_ERROR", "UNKNOWN_COMMAND", "BAD_LENGTH", "BAD_ARGUMENT", "TIMEOUT"} <= set(statuses)
-    assert _without_timing_counters(got_r) == _without_timing_counters(exp_r)
+    assert without_timing_counters(got_r) == without_timing_counters(exp_r)
     assert len(got) == len(expected)
     assert LINK_COUNTERS[0] == "frames_ok"
 
@@ -299,7 +284,7 @@ def test_rtl_run_tiles_with_random_stalls_answers_like_the_golden_emulator():
     expected = ResponseParser().feed(emu.feed(stream))
     got = ResponseParser().feed(_run_soc(stream, 400, idle_after=60, stalls=(random.Random(seed), 0.6, 0.15)))
     assert [Status(r.status).name for r in got].count("OK") >= 8
-    assert _without_timing_counters(got) == _without_timing_counters(expected)
+    assert without_timing_counters(got) == without_timing_counters(expected)
 
 
 @pytest.mark.parametrize("rows, cols, wl", [(1, 1, 8), (3, 9, 12)])
@@ -335,7 +320,7 @@ def test_rtl_result_rows_on_odd_geometries_with_output_stalls(rows, cols, wl):
     assert len(exp_r[-2].payload) == 2 * len(exp_r[-1].payload)
     values, flags = decode_result(config, exp_r[-3].payload)
     assert (np.asarray(flags) != 0).any() and (np.asarray(flags) == 0).any() or rows * cols == 1
-    assert _without_timing_counters(got_r) == _without_timing_counters(exp_r)
+    assert without_timing_counters(got_r) == without_timing_counters(exp_r)
 
 
 def test_fast_crc_equals_bytewise_definition():
@@ -416,4 +401,4 @@ def test_rtl_link_counters_carry_across_bytes():
     counters = dict(zip(counter_names(), struct.unpack("<12I", exp_r[-3].payload)))
     assert counters["unknown_commands"] >= 256 and counters["bad_lengths"] >= 256   # (a rejected frame's CRC
     assert counters["frames_ok"] == 1                                                 # bytes may start a frame)
-    assert _without_timing_counters(got_r) == _without_timing_counters(exp_r)
+    assert without_timing_counters(got_r) == without_timing_counters(exp_r)

@@ -16,6 +16,8 @@ from fxtrain.host.transport import EmulatorTransport
 from fxtrain.sim.conv import ConvGeometry, ConvView, conv_matrix
 from fxtrain.sim.engine import EngineModel, gemm_via_engine
 from fxtrain.sim.gemm import EngineConfig, tiled_gemm
+
+from conftest import assert_equal_states, lenet_sgd_states
 from fxtrain.sim.lfsr import lane_advance, lane_seeds
 from fxtrain.sim.payloads import RUN_CLEAR, RUN_DRAIN, RUN_LOAD, RUN_SAVE
 from fxtrain.sim.planner import CommandPlanner, Expand, ReadResult, Run, WriteOperand, plan_gemm
@@ -285,30 +287,13 @@ def test_lenet_training_steps_with_partial_sums_equal_the_exact_emulator():
     """An SGD step of LeNet (batch 4: the weight gradients are K-splits, K = 2304 and 256 > depth 128) on a
     Device over the ProtocolEmulator with the expander and 6 partial-sum slots give the same weights, bit for bit,
     as on the exact emulator; the device's slots were used."""
-    import torch
-
-    from fxtrain.host.convert import convert
     from fxtrain.host.emulator import ExactEmulator
-    from fxtrain.host.models import LeNet
 
     cfg = EngineConfig(rows=4, cols=2, wl=16, depth=128, b_depth=16384, expander=True, psum_slots=6)
     device = Device(EmulatorTransport(ProtocolEmulator(cfg)))
     device.seed(11)
-    models = []
-    for backend in (device, ExactEmulator(replace(cfg, expander=False, psum_slots=0), seed=11)):
-        torch.manual_seed(0)
-        model = convert(LeNet(), backend, seed=2)
-        opt = torch.optim.SGD(model.parameters(), lr=0.05)
-        data = torch.Generator().manual_seed(1)
-        for _ in range(1):
-            x = torch.rand(4, 1, 28, 28, generator=data)
-            y = torch.randint(0, 10, (4,), generator=data)
-            opt.zero_grad()
-            torch.nn.functional.cross_entropy(model(x), y).backward()
-            opt.step()
-        models.append(model)
-    for (name, got), want in zip(models[0].state_dict().items(), models[1].state_dict().values()):
-        assert torch.equal(got, want), name
+    got, want = lenet_sgd_states((device, ExactEmulator(replace(cfg, expander=False, psum_slots=0), seed=11)), steps=1)
+    assert_equal_states(got, want)
     assert np.any(device.transport.emulator.engine.psum != 0) and device.counters["expands"] > 0
 
 

@@ -46,7 +46,8 @@ from fxtrain.sim.protocol import Command, ProtocolEmulator, encode_request, entr
 from fxtrain.sim.wire import ResponseParser
 from fxtrain.sim.runner import bench_params
 
-__all__ = ["uart_bit_level", "byte_throughput", "byte_stalls", "bench_config", "gemm_requests", "run_tiles_requests"]
+__all__ = ["uart_bit_level", "byte_throughput", "byte_stalls", "bench_config", "gemm_requests", "run_tiles_requests",
+           "without_timing_counters"]
 
 
 def bench_config(params):
@@ -325,3 +326,21 @@ async def byte_stalls(dut):
     got = bytes(sink.received)
     assert got == expected, f"responses differ from the golden model: got {got.hex()}, expected {expected.hex()}"
     dut._log.info(f"{len(case['frames'])} frames, {len(expected)} response bytes equal the golden model")
+
+
+def without_timing_counters(responses):
+    """Responses as comparable tuples with the engine's stall_in/stall_out counters blanked in READ_COUNTERS
+    payloads (they count the host's timing, which the protocol emulator lacks)."""
+    from fxtrain.sim.protocol import Status, counter_names
+
+    names = counter_names()
+    out = []
+    for r in responses:
+        payload = r.payload
+        if r.cmd == Command.READ_COUNTERS and r.status == Status.OK:
+            values = list(struct.unpack(f"<{len(names)}I", payload))
+            for name in ("stall_in", "stall_out"):
+                values[names.index(name)] = 0
+            payload = struct.pack(f"<{len(names)}I", *values)
+        out.append((r.cmd, r.seq, r.status, payload, r.crc_ok))
+    return out
