@@ -44,7 +44,7 @@ def main(argv=None):
             fast, fast_s, replay = steady_step(config, gemms, True)
             full, full_s, _ = steady_step(config, gemms, False)
             same = fast == full
-            print(f"| {model_name} | {board} | {sum(full.runs.values()) + sum(full.run_tiles.values()):,} | {full_s:.2f} | {fast_s:.2f} | "
+            print(f"| {model_name} | {board} | {full.n_runs + sum(full.run_tiles.values()):,} | {full_s:.2f} | {fast_s:.2f} | "
                   f"{full_s / fast_s:.1f}x | {replay.replayed_rows:,} / {replay.skipped_rows:,} | "
                   f"{'yes' if same else 'NO'} |", flush=True)
             if not same:

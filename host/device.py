@@ -54,7 +54,7 @@ import numpy as np
 from ..sim.engine import RESET_LANE_STATE
 from ..sim.gemm import EngineConfig, GemmResult, check_gemm
 from ..sim.lfsr import lane_advance, lane_seeds
-from ..sim.payloads import (COUNTER, MAGIC, PROTOCOL_VERSION, ROUNDING_ARGS, RUN_ARGS, RUN_DRAIN, SEED,
+from ..sim.payloads import (COUNTER, MAGIC, PROTOCOL_VERSION, ROUNDING_ARGS, RUN_DRAIN, SEED, run_args,
                             WRITE_HEADER, Identity, counter_names, decode_result, decode_tiles, pack_values,
                             result_bytes, run_tiles_args, value_bytes, write_frames)
 from ..sim.planner import (CommandPlanner, ReadResult, ResidentMemory, Reused, Run, RunTiles, SetRounding,
@@ -62,6 +62,7 @@ from ..sim.planner import (CommandPlanner, ReadResult, ResidentMemory, Reused, R
 from ..sim.wire import Command, ResponseParser, Status, encode_request
 from .conv_offload import CONV_COUNTERS, send_conv_item, with_digest
 from .pipeline import LinkFault, Pipeline
+from .psum_driver import chunk_outer
 
 __all__ = ["DeviceError", "DeviceTimeout", "DeviceMismatch", "ResidentMemory", "Device", "open_device", "IDEMPOTENT",
            "NOT_EXECUTED"]
@@ -390,8 +391,9 @@ class Device:
         raise DeviceError(f"{cmd.name} of {len(block)} entries on {self.transport.name}: a link error hit every "
                           f"one of {1 + self.retries} attempts")
 
-    def _run(self, shift, mode, a_key, a_block, b_key, b_block, flags):
-        """One RUN whose operands, rounding registers and lanes are confirmed right before it is sent.
+    def _run(self, shift, mode, a_key, a_block, b_key, b_block, flags, slot=0):
+        """One RUN (partial-sum ``slot``) whose operands, rounding registers and lanes are confirmed right before
+        it is sent.
 
         Re-sent (after confirming everything again) while the device reports it did not execute it; raises
         :class:`_Unanswered` when it may have executed (the caller restarts the tile)."""
@@ -407,7 +409,7 @@ class Device:
                 continue
             a_addr, b_addr = addrs
             try:
-                self._attempt(Command.RUN, RUN_ARGS.pack(0, a_addr, b_addr, len(a_block), flags), 0)
+                self._attempt(Command.RUN, run_args(a_addr, b_addr, len(a_block), flags, slot), 0)
             except _NotExecuted as error:
                 why = error
                 continue
@@ -491,6 +493,9 @@ class Device:
                 for tile in tiles:
                     out.place_tile(*tile)
             return
+        if self.planner.uses_psum(plan):
+            chunk_outer(self, plan, out, shift, mode, b_scope)
+            return
         for tm, tn in plan.tiles[out.received:]:
             runs = [(("A", self._gemm_id, tm, chunk.k0), plan.a_block(out.ap, tm, chunk),
                      b_scope + (tn, chunk.k0), plan.b_block(out.bp, tn, chunk), plan.flags(chunk))
@@ -559,7 +564,7 @@ class Device:
             elif isinstance(item, Reused):
                 self.counters["b_entries_reused"] += item.entries if item.which == "B" else 0
             elif isinstance(item, Run):
-                pipe.send(Command.RUN, RUN_ARGS.pack(0, item.a_base, item.b_base, item.k, item.flags))
+                pipe.send(Command.RUN, run_args(item.a_base, item.b_base, item.k, item.flags, item.slot))
                 self.counters["runs"] += 1
             elif isinstance(item, SetRounding):
                 self._rounding = None

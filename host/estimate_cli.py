@@ -44,6 +44,10 @@ def add_arguments(parser):
     parser.add_argument("--expander", action=argparse.BooleanOptionalAction, default=None,
                         help="convolution mode (EXPAND, feature maps sent once): default the board's; "
                         "--expander / --no-expander is a what-if where it differs (named so in the output)")
+    parser.add_argument("--psum-slots", type=int, default=None, metavar="N",
+                        help="partial-sum memory slots (K-split GEMMs chunk-outer, every operand chunk sent once "
+                        "per group of N tiles): default the board's; a what-if where it differs (named so in the "
+                        "output)")
     parser.add_argument("--plot", default="time-per-epoch.png", help="PNG of time per epoch vs word length for "
                         "every board (default ./time-per-epoch.png; '' for none)")
     parser.add_argument("--plot-boards", default=None, help="comma-separated boards of the plot (default all)")
@@ -99,7 +103,9 @@ def format_breakdown(estimate):
              f"{p.clk_freq / 1e6:g} MHz" + (" [what-if: two products per DSP]" if p.packed else "")
              + (", convolution mode (expander)" if cfg.expander else ", no expander")
              + (" [what-if: expander " + ("on" if cfg.expander else "off") + ", the board's build differs]"
-                if p.expander_whatif else ""),
+                if p.expander_whatif else "")
+             + (f", {cfg.psum_slots} partial-sum slots" if cfg.psum_slots else ", no partial-sum memory")
+             + (" [what-if: partial-sum slots, the board's build differs]" if p.psum_whatif else ""),
              f"format {estimate.fmt}: {value_bytes_text(cfg)}; batch {estimate.batch}, {estimate.train_size} samples "
              f"= {estimate.steps} step(s) of {estimate.batch}" +
              (f" + 1 of {estimate.remainder}" if estimate.remainder else ""),
@@ -134,19 +140,22 @@ def value_bytes_text(config):
     return f"{n} byte{'s' if n > 1 else ''} per word on the wire"
 
 
-def table_rows(board, layers, batch, train_size, fl, host, exchange_s, packed=False, wls=TABLE_WLS, expander=None):
+def table_rows(board, layers, batch, train_size, fl, host, exchange_s, packed=False, wls=TABLE_WLS, expander=None,
+               psum_slots=None):
     """``[(wl, EpochEstimate or error text)]`` over word lengths for one board (FL clipped to WL); ``expander``
-    as :func:`fxtrain.host.platforms.board_platform`."""
+    and ``psum_slots`` as :func:`fxtrain.host.platforms.board_platform`."""
     rows = []
     for wl in wls:
         fmt = FixedFormat(wl, min(fl, wl))
         try:
-            platform = timemodel.board_platform(board, fmt, exchange_s=exchange_s, packed=packed, expander=expander)
+            platform = timemodel.board_platform(board, fmt, exchange_s=exchange_s, packed=packed, expander=expander,
+                                                psum_slots=psum_slots)
         except ValueError as error:
             if not packed:
                 rows.append((wl, str(error)))
                 continue
-            platform = timemodel.board_platform(board, fmt, exchange_s=exchange_s, expander=expander)
+            platform = timemodel.board_platform(board, fmt, exchange_s=exchange_s, expander=expander,
+                                                psum_slots=psum_slots)
         rows.append((wl, timemodel.estimate_epoch(platform, layers, fmt, batch, train_size, host)))
     return rows
 
@@ -166,7 +175,8 @@ def format_table(rows):
     return "\n".join(out)
 
 
-def plot_boards(path, boards, layers, batch, train_size, fl, host, exchange_s, packed=False, expander=None):
+def plot_boards(path, boards, layers, batch, train_size, fl, host, exchange_s, packed=False, expander=None,
+                psum_slots=None):
     """PNG of predicted time per epoch vs word length, one line per board (log scale)."""
     import matplotlib
 
@@ -176,14 +186,16 @@ def plot_boards(path, boards, layers, batch, train_size, fl, host, exchange_s, p
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for board in boards:
         rows = [(wl, e) for wl, e in table_rows(board, layers, batch, train_size, fl, host, exchange_s, packed,
-                                                expander=expander) if not isinstance(e, str)]
+                                                expander=expander, psum_slots=psum_slots)
+                if not isinstance(e, str)]
         ax.plot([wl for wl, _ in rows], [e.total_s / 3600 for _, e in rows], marker="o", label=board)
     ax.set_yscale("log")
     ax.set_xlabel("word length WL (bits)")
     ax.set_ylabel("predicted time per epoch (h)")
     ax.set_title(f"LeNet, batch {batch}, {train_size} samples per epoch" + (" (what-if: packed DSPs)"
                                                                             if packed else "")
-                 + ("" if expander is None else f" (expander {'on' if expander else 'off'})"))
+                 + ("" if expander is None else f" (expander {'on' if expander else 'off'})")
+                 + ("" if psum_slots is None else f" ({psum_slots} partial-sum slots)"))
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -202,7 +214,7 @@ def run(args):
     fmt = FixedFormat.parse(args.format)
     exchange_s = args.exchange_ms * 1e-3
     platform = timemodel.board_platform(args.board, fmt, exchange_s=exchange_s, packed=args.packed,
-                                        expander=args.expander)
+                                        expander=args.expander, psum_slots=args.psum_slots)
     layers = model_layers(args.model)
     host = host_model(args)
     estimate = timemodel.estimate_epoch(platform, layers, fmt, args.batch, args.train_size, host)
@@ -212,13 +224,13 @@ def run(args):
     print(f"\ntime per epoch on {args.board} by word length (FL = {fmt.fl}, clipped to WL; FL does not change "
           f"time):")
     print(format_table(table_rows(args.board, layers, args.batch, args.train_size, fmt.fl, host, exchange_s,
-                                  args.packed, expander=args.expander)))
+                                  args.packed, expander=args.expander, psum_slots=args.psum_slots)))
     if args.plot:
         boards = list(TARGETS) if args.plot_boards is None else args.plot_boards.split(",")
         for board in boards:
             if board not in TARGETS:
                 raise ValueError(f"Unknown board {board!r} in --plot-boards; known boards: {', '.join(TARGETS)}")
         path = plot_boards(args.plot, boards, layers, args.batch, args.train_size, fmt.fl, host,
-                           exchange_s, args.packed, args.expander)
+                           exchange_s, args.packed, args.expander, args.psum_slots)
         print(f"\nplot: {path}")
     return 0

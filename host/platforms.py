@@ -83,6 +83,8 @@ class Platform:
         per-tile RUN / READ_RESULT schedule of version 1 (for before/after comparisons).
     expander_whatif : bool
         ``config.expander`` was set against the board target's (a what-if: ``board_platform(expander=...)``).
+    psum_whatif : bool
+        ``config.psum_slots`` was set against the board target's (a what-if: ``board_platform(psum_slots=...)``).
 
     Members
     -------
@@ -99,6 +101,7 @@ class Platform:
     rx_buffer: int = DEFAULT_RX_BUFFER
     tile_loop: bool = True
     expander_whatif: bool = False
+    psum_whatif: bool = False
 
     @property
     def pipelined(self):
@@ -110,12 +113,14 @@ class Platform:
 DEFAULT_EXCHANGE_S = 1e-3
 
 
-def board_platform(name, fmt, *, exchange_s=DEFAULT_EXCHANGE_S, packed=False, expander=None):
+def board_platform(name, fmt, *, exchange_s=DEFAULT_EXCHANGE_S, packed=False, expander=None, psum_slots=None):
     """The :class:`Platform` of board ``name`` (``fxtrain.boards.targets``) running format ``fmt``.
 
     The engine configuration is the board's with ``wl`` set to the format's word length. ``expander``: None
     keeps the board's (``EngineConfig.expander``: convolution mode); True/False overrides it, a what-if when it
-    differs from the board's (``Platform.expander_whatif``). Raises ``ValueError``
+    differs from the board's (``Platform.expander_whatif``). ``psum_slots``: None keeps the board's partial-sum
+    slots (``EngineConfig.psum_slots``); an integer overrides it, a what-if when it differs
+    (``Platform.psum_whatif``). Raises ``ValueError``
     naming the value for an unknown board, a malformed format, a word length above ``MAX_WL`` or above the
     board's multiplier width, or ``packed`` at a word length the DSP blocks cannot split.
     """
@@ -130,6 +135,9 @@ def board_platform(name, fmt, *, exchange_s=DEFAULT_EXCHANGE_S, packed=False, ex
     whatif = expander is not None and bool(expander) != config.expander
     if expander is not None:
         config = replace(config, expander=bool(expander))
+    psum_whatif = psum_slots is not None and psum_slots != config.psum_slots
+    if psum_slots is not None:
+        config = replace(config, psum_slots=psum_slots)      # EngineConfig checks the value
     if packed:
         if fmt.wl > PACKED_WL[target.family]:
             raise ValueError(f"Format {fmt}: two products per DSP block need WL <= {PACKED_WL[target.family]} "
@@ -137,4 +145,5 @@ def board_platform(name, fmt, *, exchange_s=DEFAULT_EXCHANGE_S, packed=False, ex
         config = replace(config, cols=2 * config.cols)
     link = LinkTiming(BITS_PER_UART_BYTE / target.baud, BITS_PER_UART_BYTE * target.uart_divisor / target.uart_freq,
                       float(exchange_s))
-    return Platform(name, target.family, config, target.clk_freq, link, bool(packed), expander_whatif=whatif)
+    return Platform(name, target.family, config, target.clk_freq, link, bool(packed), expander_whatif=whatif,
+                    psum_whatif=psum_whatif)

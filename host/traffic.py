@@ -16,6 +16,10 @@ resident range's ``(start, length)`` in LRU order with its key, except that an A
 the current GEMM (which the schedule never looks up again) is anonymous; every other key keeps its identity, so
 a key the rest of the GEMM may look up is only ever matched with itself.
 
+Partial-sum memory: a K-split on an engine with ``psum_slots >= 1`` goes chunk-outer (groups of tiles, not tile
+rows), which the row-period search does not model: those GEMMs are replayed in full (every item of the planner's
+schedule; exact by construction).
+
 Members
 -------
 Traffic
@@ -69,6 +73,9 @@ class Traffic:
         Convolution mode: ``entries -> number of feature maps of that many B entries written`` (WRITE_B frames).
     expands : collections.Counter
         Convolution mode: ``(count, blocks) -> number of EXPAND exchanges``.
+    psum_runs : collections.Counter
+        Partial-sum memory: ``(k, drain, load, save) -> number of RUN exchanges`` with LOAD or SAVE (the chunk-outer
+        schedule's runs; its CLEAR+DRAIN-only runs, if any, count in ``runs``).
     """
 
     set_rounding: int = 0
@@ -82,6 +89,7 @@ class Traffic:
     run_tiles: Counter = field(default_factory=Counter)
     map_writes: Counter = field(default_factory=Counter)
     expands: Counter = field(default_factory=Counter)
+    psum_runs: Counter = field(default_factory=Counter)
 
     def __iadd__(self, other):
         self.set_rounding += other.set_rounding
@@ -95,6 +103,7 @@ class Traffic:
         self.run_tiles += other.run_tiles
         self.map_writes += other.map_writes
         self.expands += other.expands
+        self.psum_runs += other.psum_runs
         return self
 
     def minus(self, other):
@@ -103,7 +112,7 @@ class Traffic:
                        self.reused - other.reused, self.runs - other.runs, self.read_results - other.read_results,
                        self.tiles - other.tiles, self.macs - other.macs, self.gemms - other.gemms,
                        self.run_tiles - other.run_tiles, self.map_writes - other.map_writes,
-                       self.expands - other.expands)
+                       self.expands - other.expands, self.psum_runs - other.psum_runs)
 
     def copy(self):
         return self.scaled(1)
@@ -116,7 +125,8 @@ class Traffic:
                       self.tiles * factor, self.macs * factor, self.gemms * factor,
                       Counter({k: v * factor for k, v in self.run_tiles.items()}),
                       Counter({k: v * factor for k, v in self.map_writes.items()}),
-                      Counter({k: v * factor for k, v in self.expands.items()}))
+                      Counter({k: v * factor for k, v in self.expands.items()}),
+                      Counter({k: v * factor for k, v in self.psum_runs.items()}))
         return out
 
     def write_frames(self, config, rx_buffer=DEFAULT_RX_BUFFER):
@@ -134,20 +144,20 @@ class Traffic:
     def exchanges(self, config, rx_buffer=DEFAULT_RX_BUFFER):
         """Number of request/response exchanges (frames each way)."""
         return (self.set_rounding + sum(c for _, _, c in self.write_frames(config, rx_buffer))
-                + sum(self.runs.values()) + self.read_results + sum(self.run_tiles.values())
+                + self.n_runs + self.read_results + sum(self.run_tiles.values())
                 + sum(self.expands.values()))
 
     def bytes(self, config, rx_buffer=DEFAULT_RX_BUFFER):
         """``(bytes to the device, bytes from the device)`` on the wire for an engine of ``config``."""
         down = self.set_rounding * request_frame_bytes(ROUNDING_ARGS.size)
-        down += sum(self.runs.values()) * request_frame_bytes(RUN_ARGS.size)
+        down += self.n_runs * request_frame_bytes(RUN_ARGS.size)
         down += self.read_results * request_frame_bytes(0)
         writes = 0
         for _, payload, count in self.write_frames(config, rx_buffer):
             down += count * request_frame_bytes(payload)
             writes += count
         down += sum(self.expands.values()) * request_frame_bytes(EXPAND_ARGS.size)
-        acks = self.set_rounding + writes + sum(self.runs.values()) + sum(self.expands.values())
+        acks = self.set_rounding + writes + self.n_runs + sum(self.expands.values())
         up = acks * response_frame_bytes(0)
         up += self.read_results * response_frame_bytes(result_bytes(config))
         for (_, n), count in self.run_tiles.items():
@@ -155,10 +165,17 @@ class Traffic:
             up += count * response_frame_bytes(n * result_bytes(config))
         return down, up
 
+    @property
+    def n_runs(self):
+        """RUN exchanges (with and without LOAD/SAVE)."""
+        return sum(self.runs.values()) + sum(self.psum_runs.values())
+
     def engine_cycles(self, config):
-        """Cycles the engine is busy (``sim.engine.run_cycles`` summed over the runs, ``run_tiles_cycles`` over
-        the RUN_TILES)."""
+        """Cycles the engine is busy (``sim.engine.run_cycles`` summed over the runs, with their LOAD/SAVE terms,
+        ``run_tiles_cycles`` over the RUN_TILES)."""
         return (sum(count * run_cycles(config, k, drain) for (k, drain), count in self.runs.items())
+                + sum(count * run_cycles(config, k, drain, load=load, save=save)
+                      for (k, drain, load, save), count in self.psum_runs.items())
                 + sum(count * run_tiles_cycles(config, k, n) for (k, n), count in self.run_tiles.items()))
 
     def expand_cycles(self, config):
@@ -174,6 +191,8 @@ def _count(traffic, item):
         traffic.writes[(cmd, item.entries)] += 1
     elif isinstance(item, Reused):
         traffic.reused[item.which] += item.entries
+    elif isinstance(item, Run) and (item.load or item.save):
+        traffic.psum_runs[(item.k, item.drain, item.load, item.save)] += 1
     elif isinstance(item, Run):
         traffic.runs[(item.k, item.drain)] += 1
     elif isinstance(item, ReadResult):
@@ -275,7 +294,7 @@ class DriverReplay:
         a :class:`fxtrain.sim.conv.ConvView` (its ``x_raw`` unused, its ``key`` naming the map's contents) for
         convolution mode, used as the driver uses it (``config.expander`` and the map fits)."""
         plan = _plan(self.config, m, k, n, self.tile_loop)
-        if self.fast and plan.mt > 2:
+        if self.fast and plan.mt > 2 and not self.planner.uses_psum(plan):
             snapshot = copy.deepcopy(self.planner)
             try:
                 return self._gemm_skipping(plan, rounding, b_key, a_view)

@@ -238,7 +238,9 @@ def gemm_cycles(config, m, k, n, chunk=None):
     """Engine cycles of :func:`gemm_via_engine` for an ``M x K x N`` GEMM, runs back to back."""
     config = _check_config(config)
     plan = plan_gemm(config, m, k, n, _check_chunk(config, chunk))
-    per_tile = sum(run_cycles(config, c.length, c.k1 == k) for c in plan.chunks)
+    psum = CommandPlanner(config).uses_psum(plan)            # chunk-outer: middle runs LOAD and/or SAVE
+    per_tile = sum(run_cycles(config, c.length, c.k1 == k, load=psum and c.k0 > 0, save=psum and c.k1 < k)
+                   for c in plan.chunks)
     return len(plan.tiles) * per_tile
 
 
@@ -442,8 +444,9 @@ def gemm_via_engine(model, a, b, shift, mode, chunk=None, planner=None, a_view=N
             else:
                 model.write_b(item.addr, plan.b_block(bp, item.index, item.chunk, item.count))
         elif isinstance(item, Run):
-            model.run(item.a_base, item.b_base, item.k, clear=item.clear,
-                      drain=item.drain, shift=shift, mode=mode)
+            psum = {"load": item.load, "save": item.save, "slot": item.slot} if item.load or item.save else {}
+            model.run(item.a_base, item.b_base, item.k, clear=item.clear, drain=item.drain, shift=shift,
+                      mode=mode, **psum)
         elif isinstance(item, ReadResult):
             rs, cs = plan.tile_slices(item.tm, item.tn)
             c[rs, cs], sat[rs, cs] = model.read_result()

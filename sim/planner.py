@@ -24,6 +24,18 @@ once per tile row, reused for every ``tn``), B chunks by the caller's ``b_key`` 
 and every key carries a content digest, so a stale key costs a re-send, never a wrong result. A consumer that
 fails to execute a command must call :meth:`CommandPlanner.forget` (the device's memories are then unknown).
 
+Partial-sum memory (``EngineConfig.psum_slots >= 1``, ``sim/engine.py``): a K-split goes *chunk-outer*. The tiles
+are cut into groups of at most ``psum_slots`` consecutive tiles of the plain order (:meth:`GemmPlan.psum_groups`;
+fewer when the B memory, less the feature map in convolution mode, cannot hold one chunk of every tile column of
+the group); per group, per chunk, per tile of the group: the A chunk (kept resident across the tile row's
+consecutive tiles), the B chunk, a :class:`Run` with CLEAR (first chunk) or LOAD and DRAIN (last chunk) or SAVE on
+the tile's slot (its index in the group), and after a draining run its READ_RESULT. The partial sums stay exact
+in the slots; the rounded drains come in the plain tile order, so the lanes give every tile the words
+``tiled_gemm`` gives it: bit for bit the plain schedule's result, with every operand chunk sent once per group
+instead of once per tile. Resume (``first_tile``) restarts the group holding ``first_tile`` from its first chunk
+with only its tiles from ``first_tile`` on (a failed group's partial sums are unknown; tiles already read are not
+drained again).
+
 Convolution mode (``a_view``, :mod:`.conv`; only on a device with the expander and when :func:`conv_fits`): A is
 given as a feature map and a geometry. The map is a keyed B-memory range (``("map", view.key)``, the view's
 content digest) written with WRITE_B (:func:`.conv.fmap_pack`) unless resident, so a map written for a layer's
@@ -44,7 +56,8 @@ SetRounding, WriteOperand, Reused, Run, ReadResult, RunTiles
 ResidentMemory
     Address-range allocator with LRU eviction for one operand memory.
 CommandPlanner
-    The schedule of successive GEMMs, with residency and the rounding registers.
+    The schedule of successive GEMMs, with residency and the rounding registers (``uses_psum``, ``psum_groups``:
+    the chunk-outer K-split on an engine with a partial-sum memory).
 WriteMap, Expand, conv_fits
     Convolution mode: a feature map written to the B memory, an EXPAND, and whether a GEMM can use it.
 """
@@ -58,7 +71,7 @@ import numpy as np
 
 from . import conv
 from .gemm import EngineConfig
-from .payloads import RUN_CLEAR, RUN_DRAIN, max_tiles
+from .payloads import RUN_CLEAR, RUN_DRAIN, RUN_LOAD, RUN_SAVE, max_tiles
 
 __all__ = ["Chunk", "TileGroup", "GemmPlan", "plan_gemm", "SetRounding", "WriteOperand", "Reused", "Run",
            "ReadResult", "RunTiles", "ResidentMemory", "CommandPlanner", "WriteMap", "Expand", "conv_fits"]
@@ -139,6 +152,22 @@ class GemmPlan:
     def flags(self, chunk):
         return (RUN_CLEAR if chunk.k0 == 0 else 0) | (RUN_DRAIN if chunk.k1 == self.k else 0)
 
+    def psum_flags(self, chunk):
+        """RUN flags of a chunk in the chunk-outer schedule: CLEAR on the first chunk else LOAD, DRAIN on the
+        last else SAVE."""
+        return ((RUN_CLEAR if chunk.k0 == 0 else RUN_LOAD) | (RUN_DRAIN if chunk.k1 == self.k else RUN_SAVE))
+
+    def psum_groups(self, slots, b_room):
+        """The tile groups ``[(first, count)]`` of the chunk-outer schedule (module docstring): ``count`` at most
+        ``slots`` consecutive tiles of :attr:`tiles`, and, when a group cannot cover every tile column, at most
+        as many as B chunks fit in ``b_room`` entries (``count`` consecutive tiles have at most ``count``
+        columns), so that one chunk of every column of the group stays resident through a chunk pass."""
+        if not isinstance(slots, int) or slots < 1:
+            raise ValueError(f"psum_slots must be a positive integer for a chunk-outer schedule, not {slots!r}")
+        fit = b_room // self.chunks[0].length
+        per = slots if fit >= self.nt else max(1, min(slots, fit))
+        return [(first, min(per, len(self.tiles) - first)) for first in range(0, len(self.tiles), per)]
+
     def pad(self, a, b):
         ap = np.zeros((self.mp, self.k), dtype=np.int64)
         ap[:self.m] = a
@@ -200,10 +229,14 @@ class Reused:
 
 @dataclass(frozen=True)
 class Run:
+    """RUN of ``k`` entries with A at ``a_base``, B at ``b_base`` and RUN ``flags``; ``slot`` is the partial-sum
+    slot a LOAD or SAVE run uses (0 otherwise)."""
+
     a_base: int
     b_base: int
     k: int
     flags: int
+    slot: int = 0
 
     @property
     def clear(self):
@@ -212,6 +245,14 @@ class Run:
     @property
     def drain(self):
         return bool(self.flags & RUN_DRAIN)
+
+    @property
+    def load(self):
+        return bool(self.flags & RUN_LOAD)
+
+    @property
+    def save(self):
+        return bool(self.flags & RUN_SAVE)
 
 
 @dataclass(frozen=True)
@@ -367,6 +408,9 @@ class CommandPlanner:
     config : EngineConfig
     residency : bool
         Keep operands resident (default). ``False`` sends the A and B chunk of every run.
+    psum : bool
+        Play K-split GEMMs chunk-outer through the partial-sum memory when the engine has one (default).
+        ``False`` keeps the plain tile-by-tile schedule.
 
     Members
     -------
@@ -382,9 +426,10 @@ class CommandPlanner:
         Forget residency and the rounding registers (after a reset or any failed command).
     """
 
-    def __init__(self, config, residency=True):
+    def __init__(self, config, residency=True, psum=True):
         self.config = config
         self.residency = bool(residency)
+        self.psum = bool(psum)
         self.a_mem = ResidentMemory(config.depth)
         self.b_mem = ResidentMemory(config.b_depth)
         self.rounding = None
@@ -450,6 +495,9 @@ class CommandPlanner:
         if plan.groups is not None:
             yield from self._tile_loop(plan, b_scope, digest, first_tile, view)
             return
+        if self.uses_psum(plan):
+            yield from self._chunk_outer(plan, b_scope, digest, first_tile, view)
+            return
         for tm, tn in plan.tiles[first_tile:]:
             for chunk in plan.chunks:
                 if view is not None:
@@ -463,6 +511,47 @@ class CommandPlanner:
                 yield item
                 yield Run(a_addr, b_addr, chunk.length, plan.flags(chunk))
             yield ReadResult(tm, tn)
+
+    def uses_psum(self, plan):
+        """Whether :meth:`schedule` plays ``plan`` chunk-outer through the partial-sum memory: a K-split GEMM on
+        an engine with ``psum_slots >= 1`` (and ``psum`` on)."""
+        return self.psum and self.config.psum_slots >= 1 and len(plan.chunks) > 1 and plan.groups is None
+
+    def psum_groups(self, plan, view=None):
+        """The chunk-outer tile groups of ``plan`` (:meth:`GemmPlan.psum_groups`; B room = ``b_depth`` less the
+        feature map of ``view`` when convolution mode is used)."""
+        room = self.config.b_depth - (conv.fmap_entries(self.config, view.geom) if view is not None else 0)
+        return plan.psum_groups(self.config.psum_slots, room)
+
+    def _a_chunk(self, plan, view, tm, chunk, digest):
+        """The A chunk of tile row ``tm``: ``(a_addr, items)`` (an EXPAND with the map before it, a write, or a
+        :class:`Reused`)."""
+        if view is not None:
+            return self._expanded(plan, view, tm, chunk)
+        a_addr, item = self._operand(self.a_mem, "A", ("A", self._gemm_id, tm, chunk.k0), tm, chunk, digest)
+        return a_addr, [item]
+
+    def _chunk_outer(self, plan, b_scope, digest, first_tile, view):
+        """The partial-sum schedule of a K-split (module docstring): per group of tiles, per chunk, per tile of the
+        group: A chunk, B chunk, a RUN with CLEAR or LOAD and DRAIN or SAVE of the tile's slot (its index in the
+        group), and READ_RESULT after its draining run. Resume (``first_tile``): the group holding ``first_tile``
+        starts again from its first chunk with its tiles from ``first_tile`` on (the partial sums of a group
+        that failed are unknown; its tiles already read are not run again, so no drain is repeated), the later
+        groups as planned."""
+        for first, count in self.psum_groups(plan, view):
+            if first + count <= first_tile:
+                continue
+            tiles = [(slot, plan.tiles[first + slot]) for slot in range(count) if first + slot >= first_tile]
+            for chunk in plan.chunks:
+                flags = plan.psum_flags(chunk)
+                for slot, (tm, tn) in tiles:
+                    a_addr, items = self._a_chunk(plan, view, tm, chunk, digest)
+                    yield from items
+                    b_addr, item = self._operand(self.b_mem, "B", b_scope + (tn, chunk.k0), tn, chunk, digest)
+                    yield item
+                    yield Run(a_addr, b_addr, chunk.length, flags, slot)
+                    if flags & RUN_DRAIN:
+                        yield ReadResult(tm, tn)
 
     def _tile_loop(self, plan, b_scope, digest, first_tile, view=None):
         """The RUN_TILES schedule of a GEMM without K-split (module docstring); a group is keyed by its first

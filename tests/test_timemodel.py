@@ -76,17 +76,21 @@ def test_replay_bytes_exchanges_and_cycles_equal_the_driver_on_the_protocol_emul
     _check_replay_against_device(device, config, seed)
 
 
-@pytest.mark.parametrize("rows,cols,depth,b_depth", [(2, 3, 16, 1024), (4, 2, 8, 256), (3, 4, 32, 512)])
-def test_replay_equals_the_driver_in_convolution_mode(rows, cols, depth, b_depth):
+@pytest.mark.parametrize("rows,cols,depth,b_depth,psum_slots", [(2, 3, 16, 1024, 0), (4, 2, 8, 256, 0),
+                                                                (3, 4, 32, 512, 0), (2, 3, 16, 1024, 5),
+                                                                (4, 2, 8, 256, 64)])
+def test_replay_equals_the_driver_in_convolution_mode(rows, cols, depth, b_depth, psum_slots):
     """Convolution mode (device with the expander): for convolutions' forward and weight-gradient GEMMs (maps
     written, reused by key, evicted and re-sent; EXPANDs in the tile loop and the K-split; a map too big: the
     plain fallback) interleaved with plain keyed GEMMs, the replay with data-less views equals the driver's bytes
-    both ways, frames and the engine's busy cycles, and counts the driver's EXPANDs and map entries."""
+    both ways, frames and the engine's busy cycles, and counts the driver's EXPANDs and map entries; with a
+    partial-sum memory too (K-splits chunk-outer with LOAD/SAVE runs)."""
     from fxtrain.sim.conv import ConvGeometry, ConvView, conv_matrix, fmap_entries
 
     seed = 9000 + rows + depth + b_depth
     print(f"seed={seed}")
-    config = EngineConfig(rows=rows, cols=cols, wl=12, depth=depth, max_k_log2=14, b_depth=b_depth, expander=True)
+    config = EngineConfig(rows=rows, cols=cols, wl=12, depth=depth, max_k_log2=14, b_depth=b_depth, expander=True,
+                          psum_slots=psum_slots)
     device = open_device("emu", config=config)
     device.seed(1)
     replay = timemodel.DriverReplay(config)
@@ -120,13 +124,16 @@ def test_replay_equals_the_driver_in_convolution_mode(rows, cols, depth, b_depth
     if depth >= 16:                                                  # one EXPAND fills several tile rows
         assert sum(c * bl for (_, bl), c in traffic.expands.items()) > sum(traffic.expands.values())
     assert replay.skipped_rows > 0
+    assert bool(traffic.psum_runs) == bool(psum_slots)
 
 
-@pytest.mark.parametrize("board,batch", [("icebreaker", 16), ("icebreaker", 7), ("ulx3s-85f", 16)])
-def test_fast_replay_equals_the_full_replay_in_convolution_mode(board, batch):
+@pytest.mark.parametrize("board,batch,psum_slots", [("icebreaker", 16, None), ("icebreaker", 7, None),
+                                                    ("ulx3s-85f", 16, None), ("icebreaker", 16, 64)])
+def test_fast_replay_equals_the_full_replay_in_convolution_mode(board, batch, psum_slots):
     """A LeNet step with the expander (EXPANDs filling several tile rows ahead): the fast replay skips rows and
-    counts exactly what the full replay counts, including the last EXPAND, which fills only the rows left."""
-    config = timemodel.board_platform(board, "16.8", expander=True).config
+    counts exactly what the full replay counts, including the last EXPAND, which fills only the rows left; with
+    partial-sum slots the chunk-outer K-splits are replayed in full, the rest still skips."""
+    config = timemodel.board_platform(board, "16.8", expander=True, psum_slots=psum_slots).config
     gemms = timemodel.training_gemms(timemodel.lenet_layers(), batch)
     fast, full = timemodel.DriverReplay(config), timemodel.DriverReplay(config, fast=False)
     for replay in (fast, full):
@@ -237,6 +244,7 @@ def test_host_model_fit_recovers_a_line_and_needs_two_batch_sizes():
     (["--train-size", "-5"], "Training set size must be a positive integer, not -5"),
     (["--model", "resnet"], "Unknown model 'resnet'"),
     (["--exchange-ms", "-1"], "must be non-negative, not -1"),
+    (["--psum-slots", "-1"], "psum_slots must be an integer from 0 to 65535, not -1"),
 ])
 def test_estimate_cli_rejects_bad_inputs_naming_the_value(args, message, capsys):
     assert main(["estimate", "--no-host", "--plot", ""] + args) == 2
