@@ -3,11 +3,12 @@
 import random
 import struct
 
+from fxtrain.sim.benches.link_bench import without_timing_counters
 from fxtrain.sim.gemm import EngineConfig
 from fxtrain.sim.payloads import RUN_CLEAR, RUN_DRAIN, RUN_LOAD, RUN_SAVE, WRITE_HEADER, run_args
 from fxtrain.sim.protocol import Command, ProtocolEmulator, ResponseParser, Status, decode_result, pack_values
 
-from test_protocol import _run_soc, _without_timing_counters
+from test_protocol import _run_soc
 
 
 def _psum_requests(config, rng):
@@ -64,4 +65,4 @@ def test_rtl_soc_psum_runs_answer_like_the_emulator():
     assert statuses.count("BAD_ARGUMENT") == 5 and statuses.count("OK") == len(statuses) - 5
     results = [r for r in exp_r if r.cmd == Command.READ_RESULT]
     assert len(results) == 3 and any((decode_result(config, r.payload)[1] != 0).any() for r in results)
-    assert _without_timing_counters(got_r) == _without_timing_counters(exp_r)
+    assert without_timing_counters(got_r) == without_timing_counters(exp_r)
