@@ -128,6 +128,8 @@ EngineModel
     The command-level model.
 gemm_via_engine
     The canonical host tiling of a whole GEMM onto an engine model; equals :func:`.gemm.tiled_gemm`.
+play_item
+    One planner schedule item executed on an engine model (what :func:`gemm_via_engine` plays).
 """
 
 from __future__ import annotations
@@ -144,7 +146,8 @@ from .rounding import RoundingMode, check_shift, parse_mode, round_shift
 
 __all__ = ["OPERAND_LATENCY", "ROUNDER_LATENCY", "COUNTER_WIDTH", "COUNTER_NAMES", "RESET_LANE_STATE", "addr_bits",
            "b_addr_bits", "engine_layouts",
-           "run_cycles", "load_cycles", "save_cycles", "gemm_cycles", "run_is_valid", "EngineModel", "gemm_via_engine"]
+           "run_cycles", "load_cycles", "save_cycles", "gemm_cycles", "run_is_valid", "EngineModel", "gemm_via_engine",
+           "play_item"]
 
 OPERAND_LATENCY = 1
 ROUNDER_LATENCY = 2
@@ -432,28 +435,39 @@ def gemm_via_engine(model, a, b, shift, mode, chunk=None, planner=None, a_view=N
     c = np.zeros((plan.mp, plan.np_), dtype=np.int64)
     sat = np.zeros((plan.mp, plan.np_), dtype=bool)
     for item in planner.schedule(plan, (shift, mode), a_view=a_view):
-        if isinstance(item, WriteMap):
-            from .conv import fmap_pack
-            model.write_b(item.addr, fmap_pack(config, item.view.x_raw))
-        elif isinstance(item, Expand):              # as the device's EXPAND (sim.protocol)
-            from .conv import expand_entries
-            model.write_a(item.a_base, expand_entries(config, model.b_mem, item.args(config)))
-        elif isinstance(item, WriteOperand):
-            if item.which == "A":
-                model.write_a(item.addr, plan.a_block(ap, item.index, item.chunk))
-            else:
-                model.write_b(item.addr, plan.b_block(bp, item.index, item.chunk, item.count))
-        elif isinstance(item, Run):
-            psum = {"load": item.load, "save": item.save, "slot": item.slot} if item.load or item.save else {}
-            model.run(item.a_base, item.b_base, item.k, clear=item.clear, drain=item.drain, shift=shift,
-                      mode=mode, **psum)
-        elif isinstance(item, ReadResult):
-            rs, cs = plan.tile_slices(item.tm, item.tn)
-            c[rs, cs], sat[rs, cs] = model.read_result()
-        elif isinstance(item, RunTiles):            # as the device's RUN_TILES (sim.protocol)
-            for t, tile in enumerate(item.group.tiles):
-                model.run(item.a_base, item.b_base + t * item.b_step, item.k, clear=True, drain=True, shift=shift,
-                          mode=mode)
-                rs, cs = plan.tile_slices(*tile)
-                c[rs, cs], sat[rs, cs] = model.read_result()
+        for tile, (out, flags) in play_item(model, plan, ap, bp, item, shift, mode):
+            rs, cs = plan.tile_slices(*tile)
+            c[rs, cs], sat[rs, cs] = out, flags
     return GemmResult(c[:plan.m, :plan.n], sat[:plan.m, :plan.n], list(model.lane_state))
+
+
+def play_item(model, plan, ap, bp, item, shift, mode):
+    """Execute one :class:`.planner.CommandPlanner` schedule item of ``plan`` on ``model`` as the device does
+    (``ap``, ``bp``: the padded operands, :meth:`.planner.GemmPlan.pad`). Returns the tiles it reads, a list of
+    ``((tm, tn), (out, sat))`` (one for READ_RESULT, the group's for RUN_TILES, none otherwise)."""
+    config = model.config
+    if isinstance(item, WriteMap):
+        from .conv import fmap_pack
+        model.write_b(item.addr, fmap_pack(config, item.view.x_raw))
+    elif isinstance(item, Expand):              # as the device's EXPAND (sim.protocol)
+        from .conv import expand_entries
+        model.write_a(item.a_base, expand_entries(config, model.b_mem, item.args(config)))
+    elif isinstance(item, WriteOperand):
+        if item.which == "A":
+            model.write_a(item.addr, plan.a_block(ap, item.index, item.chunk))
+        else:
+            model.write_b(item.addr, plan.b_block(bp, item.index, item.chunk, item.count))
+    elif isinstance(item, Run):
+        psum = {"load": item.load, "save": item.save, "slot": item.slot} if item.load or item.save else {}
+        model.run(item.a_base, item.b_base, item.k, clear=item.clear, drain=item.drain, shift=shift, mode=mode,
+                  **psum)
+    elif isinstance(item, ReadResult):
+        return [((item.tm, item.tn), model.read_result())]
+    elif isinstance(item, RunTiles):            # as the device's RUN_TILES (sim.protocol)
+        reads = []
+        for t, tile in enumerate(item.group.tiles):
+            model.run(item.a_base, item.b_base + t * item.b_step, item.k, clear=True, drain=True, shift=shift,
+                      mode=mode)
+            reads.append((tile, model.read_result()))
+        return reads
+    return []

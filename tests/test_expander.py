@@ -72,6 +72,12 @@ def run_expander(cfg, b_mem, args):
     return writes, done, reads
 
 
+def _config(rows, cols, depth, b_depth):
+    """An engine with the expander (8-bit words on odd widths, 16-bit otherwise)."""
+    return EngineConfig(rows=rows, cols=cols, wl=8 if cols % 2 else 16, depth=depth, max_k_log2=12,
+                        b_depth=b_depth, expander=True)
+
+
 @pytest.mark.parametrize("rows, cols, depth, b_depth, cases", [
     (4, 2, 64, 256, 10), (3, 5, 32, 128, 8), (1, 1, 32, 64, 6), (2, 8, 64, 64, 6), (7, 4, 32, 512, 4)])
 def test_expander_writes_the_model_entries_in_expand_cycles(rows, cols, depth, b_depth, cases):
@@ -81,8 +87,7 @@ def test_expander_writes_the_model_entries_in_expand_cycles(rows, cols, depth, b
     seed = SEED + 1000 * rows + cols
     rng = np.random.default_rng(seed)
     print("seed", seed)
-    cfg = EngineConfig(rows=rows, cols=cols, wl=8 if cols % 2 else 16, depth=depth, max_k_log2=12,
-                       b_depth=b_depth, expander=True)
+    cfg = _config(rows, cols, depth, b_depth)
     for case in range(cases):
         f_base = b_depth - 1 - case if case < 2 else None        # the map wraps past the last B entry
         geom, b_mem, args = random_case(cfg, rng, f_base)
@@ -143,8 +148,7 @@ def test_soc_answers_expand_like_the_emulator_in_expand_cycles(rows, cols, depth
     seed = SEED + 7 * rows + cols
     rng = np.random.default_rng(seed)
     print("seed", seed)
-    cfg = EngineConfig(rows=rows, cols=cols, wl=8 if cols % 2 else 16, depth=depth, max_k_log2=12,
-                       b_depth=b_depth, expander=True)
+    cfg = _config(rows, cols, depth, b_depth)
     for case in range(cases):
         frames = expand_requests(cfg, rng, 10, f_base=b_depth - 2 if case == 0 else None)
         stream = b"".join(frames)

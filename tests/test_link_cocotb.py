@@ -142,22 +142,30 @@ def test_byte_level_throughput(simulator, run_cocotb, tmp_path):
     assert result["bytes_per_cycle_out"] == 1.0
 
 
+def _golden_case(config, frames, tmp_path):
+    """A ``frames.json`` for link_bench's ``byte_stalls``: the request frames and the golden emulator's answers."""
+    from fxtrain.sim.protocol import ProtocolEmulator
+
+    golden = ProtocolEmulator(config, PARAMS["clk_freq"], PARAMS["baud"], PARAMS["frame_timeout"])
+    case = dict(frames=[f.hex() for f in frames], expected=b"".join(golden.feed(f) for f in frames).hex())
+    frames_file = tmp_path / "frames.json"
+    frames_file.write_text(json.dumps(case))
+    return frames_file
+
+
 def test_run_tiles_with_random_stalls(simulator, run_cocotb, tmp_path):
     """RUN_TILES (odd tile counts, K=1, saturating operands, both rounding modes, bad arguments) with random
     valid/ready stalls on the byte streams: responses equal the golden emulator's byte for byte."""
     import random
     import struct
 
-    from fxtrain.sim.protocol import Command, ProtocolEmulator, encode_request
+    from fxtrain.sim.protocol import Command, encode_request
     from fxtrain.sim.benches.link_bench import run_tiles_requests
 
     seed = PARAMS["seed"]
     frames = [encode_request(Command.SET_SEEDS, 1, struct.pack("<2I", 3, 11))]
     frames += run_tiles_requests(CONFIG, random.Random(seed), 2)
-    golden = ProtocolEmulator(CONFIG, PARAMS["clk_freq"], PARAMS["baud"], PARAMS["frame_timeout"])
-    case = dict(frames=[f.hex() for f in frames], expected=b"".join(golden.feed(f) for f in frames).hex())
-    frames_file = tmp_path / "frames.json"
-    frames_file.write_text(json.dumps(case))
+    frames_file = _golden_case(CONFIG, frames, tmp_path)
     soc = AcceleratorSoC(CONFIG, PARAMS["clk_freq"], PARAMS["baud"], frame_timeout=PARAMS["frame_timeout"],
                          byte_stream=True)
     assert run_cocotb(soc, "fxtrain_soc", "fxtrain.sim.benches.link_bench", simulator,
@@ -172,7 +180,7 @@ def test_expand_with_random_stalls(simulator, run_cocotb, tmp_path):
     import numpy as np
 
     from fxtrain.sim.benches.expand_frames import expand_requests
-    from fxtrain.sim.protocol import Command, ProtocolEmulator
+    from fxtrain.sim.protocol import Command
 
     seed = PARAMS["seed"] + 13
     print("seed", seed)
@@ -181,10 +189,7 @@ def test_expand_with_random_stalls(simulator, run_cocotb, tmp_path):
     frames = expand_requests(config, rng, 10, f_base=125) + expand_requests(config, rng, 40)
     # no READ_COUNTERS: the engine's stall counters count host timing, which the emulator lacks
     frames = [f for f in frames if f[1] != Command.READ_COUNTERS]
-    golden = ProtocolEmulator(config, PARAMS["clk_freq"], PARAMS["baud"], PARAMS["frame_timeout"])
-    case = dict(frames=[f.hex() for f in frames], expected=b"".join(golden.feed(f) for f in frames).hex())
-    frames_file = tmp_path / "frames.json"
-    frames_file.write_text(json.dumps(case))
+    frames_file = _golden_case(config, frames, tmp_path)
     soc = AcceleratorSoC(config, PARAMS["clk_freq"], PARAMS["baud"], frame_timeout=PARAMS["frame_timeout"],
                          byte_stream=True)
     params = dict(PARAMS, rows=3, cols=5, wl=8, b_depth=128, frames_file=str(frames_file), seed=seed,

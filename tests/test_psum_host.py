@@ -14,7 +14,7 @@ from fxtrain.host import timemodel
 from fxtrain.host.device import Device
 from fxtrain.host.transport import EmulatorTransport
 from fxtrain.sim.conv import ConvGeometry, ConvView, conv_matrix
-from fxtrain.sim.engine import EngineModel, gemm_via_engine
+from fxtrain.sim.engine import EngineModel, gemm_via_engine, play_item
 from fxtrain.sim.gemm import EngineConfig, tiled_gemm
 
 from conftest import assert_equal_states, lenet_sgd_states
@@ -114,7 +114,7 @@ def test_resume_restarts_the_failed_group_exactly(first_tile):
     for item in planner.schedule(plan, (5, 1)):
         if isinstance(item, ReadResult) and done == first_tile:
             break
-        _play(model, plan, ap, bp, item)
+        play_item(model, plan, ap, bp, item, 5, "stochastic")
         done += isinstance(item, ReadResult)
     model.results.clear()
     model.psum[:] = rng.integers(-(1 << 30), 1 << 30, model.psum.shape)
@@ -127,30 +127,14 @@ def test_resume_restarts_the_failed_group_exactly(first_tile):
     reads = [(i.tm, i.tn) for i in items if isinstance(i, ReadResult)]
     assert reads == plan.tiles[first_tile:]
     for item in items:
-        out = _play(model, plan, ap, bp, item)
-        if out is not None:
-            rs, cs = plan.tile_slices(item.tm, item.tn)
+        for tile, (out, _) in play_item(model, plan, ap, bp, item, 5, "stochastic"):
+            rs, cs = plan.tile_slices(*tile)
             c[rs, cs] = out
     for t in range(first_tile, len(plan.tiles)):
         rs, cs = plan.tile_slices(*plan.tiles[t])
         full = np.zeros((plan.mp, plan.np_), dtype=np.int64)
         full[:m, :n] = want.c
         assert np.array_equal(c[rs, cs], full[rs, cs])
-
-
-def _play(model, plan, ap, bp, item):
-    """One plain (non-convolution) schedule item on the engine model; a READ_RESULT's tile is returned."""
-    if isinstance(item, WriteOperand):
-        if item.which == "A":
-            model.write_a(item.addr, plan.a_block(ap, item.index, item.chunk))
-        else:
-            model.write_b(item.addr, plan.b_block(bp, item.index, item.chunk, item.count))
-    elif isinstance(item, Run):
-        model.run(item.a_base, item.b_base, item.k, item.clear, item.drain, 5, "stochastic", load=item.load,
-                  save=item.save, slot=item.slot)
-    elif isinstance(item, ReadResult):
-        return model.read_result()[0]
-    return None
 
 
 def test_conv_mode_chunk_outer_equals_the_plain_gemm_and_expands_before_every_chunk():
