@@ -15,7 +15,7 @@ buffer (IDENTIFY rx_buffer 0), which therefore never uses convolution mode.
 
 Members
 -------
-send_conv_item(pipe, config, rx_buffer, item, counters) -> bool
+send_conv_item(pipe, config, item, counters) -> bool
     Send a :class:`~fxtrain.sim.planner.WriteMap` / :class:`~fxtrain.sim.planner.Expand` / map
     :class:`~fxtrain.sim.planner.Reused` item down a pipeline; False for any other item.
 with_digest(view) -> ConvView
@@ -26,14 +26,12 @@ layer_view(x_q, fl, geometry, key, transposed) -> ConvView
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import replace
 
 import numpy as np
 
 from ..sim.conv import ConvGeometry, ConvView, fmap_pack
-from ..sim.payloads import WRITE_HEADER, pack_values, value_bytes, write_frames
-from ..sim.planner import Expand, Reused, WriteMap
+from ..sim.planner import Expand, Reused, WriteMap, content_digest
 from ..sim.wire import Command
 
 __all__ = ["send_conv_item", "with_digest", "layer_view", "CONV_COUNTERS"]
@@ -42,30 +40,23 @@ __all__ = ["send_conv_item", "with_digest", "layer_view", "CONV_COUNTERS"]
 CONV_COUNTERS = ("map_entries_sent", "map_entries_reused", "expands", "a_entries_expanded")
 
 
-def _digest(array):
-    return hashlib.blake2b(np.ascontiguousarray(array).tobytes(), digest_size=16).digest()
-
-
 def with_digest(view):
     """``view``, with ``digest`` set to a content digest of its map when it is empty (so that a key reused for
     other contents costs a re-send, never a wrong result)."""
     if view.digest:
         return view
-    return replace(view, digest=_digest(np.asarray(view.x_raw, dtype=np.int64)))
+    return replace(view, digest=content_digest(np.asarray(view.x_raw, dtype=np.int64)))
 
 
 def _add(counters, name, value):
     counters[name] = counters.get(name, 0) + value
 
 
-def send_conv_item(pipe, config, rx_buffer, item, counters):
+def send_conv_item(pipe, config, item, counters):
     """Send one convolution-mode schedule item (module docstring) and count it; False if ``item`` is not one."""
     if isinstance(item, WriteMap):
         entries = fmap_pack(config, item.view.x_raw)
-        vb = value_bytes(config)
-        for start, count in write_frames(config, "B", len(entries), rx_buffer):
-            pipe.send(Command.WRITE_B, WRITE_HEADER.pack(item.addr + start, count)
-                      + pack_values(entries[start:start + count], vb))
+        pipe.send_entries(config, "B", item.addr, entries)
         _add(counters, "map_entries_sent", len(entries))
     elif isinstance(item, Expand):
         pipe.send(Command.EXPAND, item.args(config))
@@ -87,4 +78,4 @@ def layer_view(x_q, fl, geometry, key, transposed):
     x_raw = (x_q.detach().to(torch.float64) * 2.0 ** fl).to(torch.int64).numpy()
     kernel_size, stride, padding = geometry
     geom = ConvGeometry.of(x_raw.shape, kernel_size, stride, padding)
-    return ConvView(x_raw, geom, transposed, key, _digest(x_raw))
+    return ConvView(x_raw, geom, transposed, key, content_digest(x_raw))

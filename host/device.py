@@ -46,7 +46,6 @@ open_device
 
 from __future__ import annotations
 
-import hashlib
 import time
 
 import numpy as np
@@ -58,7 +57,7 @@ from ..sim.payloads import (COUNTER, MAGIC, PROTOCOL_VERSION, ROUNDING_ARGS, RUN
                             WRITE_HEADER, Identity, counter_names, decode_result, decode_tiles, pack_values,
                             result_bytes, run_tiles_args, value_bytes, write_frames)
 from ..sim.planner import (CommandPlanner, ReadResult, ResidentMemory, Reused, Run, RunTiles, SetRounding,
-                           WriteOperand, plan_gemm)
+                           WriteOperand, content_digest, plan_gemm)
 from ..sim.wire import Command, ResponseParser, Status, encode_request
 from .conv_offload import CONV_COUNTERS, send_conv_item, with_digest
 from .pipeline import LinkFault, Pipeline
@@ -99,8 +98,6 @@ IDEMPOTENT = frozenset({Command.IDENTIFY, Command.WRITE_A, Command.WRITE_B, Comm
 NOT_EXECUTED = frozenset({Status.CRC_ERROR, Status.TIMEOUT, Status.UNKNOWN_COMMAND, Status.BAD_LENGTH})
 
 
-def _digest(array):
-    return hashlib.blake2b(np.ascontiguousarray(array).tobytes(), digest_size=16).digest()
 
 
 class Device:
@@ -373,7 +370,7 @@ class Device:
 
     def _resident(self, mem, cmd, key, block, sent_counter, reused_counter=None):
         """Address of ``block`` in ``mem``, written first unless it is resident; recorded only once written."""
-        digest = _digest(block)
+        digest = content_digest(block)
         if not self.residency:
             mem.clear()
         addr = mem.lookup(key, digest)
@@ -549,17 +546,13 @@ class Device:
         cfg = self.config
         pipe = Pipeline(self.transport, self.identity.rx_buffer, self.timeout, self._wire_time, self.counters,
                         self._next_seq)
-        vb = value_bytes(cfg)
         self.planner.rounding = self._rounding
         for item in self.planner.schedule(plan, rounding, b_key=b_key, digest=out.digest, a_view=a_view):
-            if send_conv_item(pipe, cfg, self.identity.rx_buffer, item, self.counters):
+            if send_conv_item(pipe, cfg, item, self.counters):
                 continue
             if isinstance(item, WriteOperand):
                 entries = out.block(item.which, item.index, item.chunk, item.count)
-                cmd = Command.WRITE_A if item.which == "A" else Command.WRITE_B
-                for start, count in write_frames(cfg, item.which, len(entries), self.identity.rx_buffer):
-                    pipe.send(cmd, WRITE_HEADER.pack(item.addr + start, count) +
-                              pack_values(entries[start:start + count], vb))
+                pipe.send_entries(cfg, item.which, item.addr, entries)
                 self.counters["a_entries_sent" if item.which == "A" else "b_entries_sent"] += len(entries)
             elif isinstance(item, Reused):
                 self.counters["b_entries_reused"] += item.entries if item.which == "B" else 0
@@ -601,7 +594,7 @@ class _Output:
         return self.plan.b_block(self.bp, index, chunk, count)
 
     def digest(self, which, index, chunk):
-        return _digest(self.block(which, index, chunk))
+        return content_digest(self.block(which, index, chunk))
 
     def place_tile(self, c, sat):
         rs, cs = self.plan.tile_slices(*self.plan.tiles[self.received])

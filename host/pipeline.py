@@ -13,7 +13,8 @@ Members
 LinkFault
     A pipelined exchange failed; ``why`` says how.
 Pipeline
-    ``send(cmd, payload, expect_len, on_ok)``, ``receive()``, ``flush()``, ``in_flight``.
+    ``send(cmd, payload, expect_len, on_ok)``, ``send_entries(config, which, addr, entries)``, ``receive()``,
+    ``flush()``, ``in_flight``.
 MAX_IN_FLIGHT : int
     Requests in flight at most (half the 8-bit SEQ space, so a SEQ names one request).
 """
@@ -23,6 +24,7 @@ from __future__ import annotations
 import time
 from collections import deque
 
+from ..sim.payloads import WRITE_HEADER, pack_values, value_bytes, write_frames
 from ..sim.wire import Command, ResponseParser, Status, encode_request
 
 __all__ = ["LinkFault", "Pipeline", "MAX_IN_FLIGHT"]
@@ -60,7 +62,7 @@ class Pipeline:
     -------
     in_flight : int
         Requests sent and not answered yet.
-    send, receive, flush
+    send, send_entries, receive, flush
     """
 
     def __init__(self, transport, window, timeout, wire_time, counters, next_seq):
@@ -78,6 +80,14 @@ class Pipeline:
     @property
     def in_flight(self):
         return len(self._flight)
+
+    def send_entries(self, config, which, addr, entries):
+        """Send operand entries (``which`` ``"A"`` or ``"B"``, an ``n x width`` array) from ``addr`` on as WRITE_A /
+        WRITE_B frames cut to fit the window (``sim.payloads.write_frames``)."""
+        cmd = Command.WRITE_A if which == "A" else Command.WRITE_B
+        vb = value_bytes(config)
+        for start, count in write_frames(config, which, len(entries), self.window):
+            self.send(cmd, WRITE_HEADER.pack(addr + start, count) + pack_values(entries[start:start + count], vb))
 
     def send(self, cmd, payload=b"", expect_len=0, on_ok=None):
         """Send a request once the window has room; ``on_ok(payload)`` runs when its OK answer arrives."""

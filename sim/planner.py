@@ -47,6 +47,8 @@ the plain path: the device builds the very A the host would have sent.
 
 Members
 -------
+content_digest
+    The content digest that residency keys carry.
 Chunk, GemmPlan, plan_gemm
     The tiling of one GEMM.
 TileGroup
@@ -64,6 +66,7 @@ WriteMap, Expand, conv_fits
 
 from __future__ import annotations
 
+import hashlib
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -73,8 +76,13 @@ from . import conv
 from .gemm import EngineConfig
 from .payloads import RUN_CLEAR, RUN_DRAIN, RUN_LOAD, RUN_SAVE, max_tiles
 
-__all__ = ["Chunk", "TileGroup", "GemmPlan", "plan_gemm", "SetRounding", "WriteOperand", "Reused", "Run",
+__all__ = ["content_digest", "Chunk", "TileGroup", "GemmPlan", "plan_gemm", "SetRounding", "WriteOperand", "Reused", "Run",
            "ReadResult", "RunTiles", "ResidentMemory", "CommandPlanner", "WriteMap", "Expand", "conv_fits"]
+
+
+def content_digest(array):
+    """The content digest residency keys carry (16-byte BLAKE2b of the array's bytes)."""
+    return hashlib.blake2b(np.ascontiguousarray(array).tobytes(), digest_size=16).digest()
 
 
 @dataclass(frozen=True)
