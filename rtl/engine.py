@@ -124,8 +124,11 @@ class GemmEngine(wiring.Component):
             memory_kind(b_memory, None, config.b_depth)      # validates
         self.b_memory = b_memory
         self.layouts = engine_layouts(config)
+        # shift_setup = 1: the rounders decode the latched shift/mode a cycle ahead (they change only when a run
+        # is accepted, and every rounding of that run comes later than the cycle after; see elaborate)
         self._rounders = [StochasticRounder(config.wl, config.acc_width, shift_max=SHIFT_MAX,
-                                            rand_width=config.lane_width) for _ in range(config.cols)]
+                                            rand_width=config.lane_width, shift_setup=1)
+                          for _ in range(config.cols)]
         latency = self._rounders[0].latency
         if latency != ROUNDER_LATENCY:
             raise ValueError(f"StochasticRounder latency {latency} differs from the model's ROUNDER_LATENCY "
@@ -352,7 +355,13 @@ class GemmEngine(wiring.Component):
             round_valid_q = reg
         m.d.comb += round_valid.eq(round_valid_q)
 
-        # ---- lanes and rounders: column j rounds rows 0..rows-1 through lane j, advance-then-use
+        # ---- lanes and rounders: column j rounds rows 0..rows-1 through lane j, advance-then-use.
+        # The rounders take shift/mode one cycle before each input (shift_setup = 1). Both registers change only
+        # in a run's accept cycle t0 (IDLE); that run's first rounding is presented in t0 + 1 + flush_cycles +
+        # shift_latency or later (>= t0 + 4) and the previous run's last one shift_latency cycles after its last
+        # DRAIN cycle, before TAIL (shift_latency + latency cycles) returns to IDLE: every rounding sees its own
+        # run's parameters in the cycle before it.
+        assert flush_cycles >= 1 and tail_cycles > shift_latency
         m.d.comb += [lanes.seed_lane.eq(self.seed_lane), lanes.seed.eq(self.seed), lanes.seed_load.eq(self.seed_load)]
         for j, rounder in enumerate(rounders):
             m.d.comb += [lanes.advance[j].eq(round_valid),

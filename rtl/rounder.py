@@ -47,9 +47,17 @@ class StochasticRounder(wiring.Component):
     * stage 2 (register after): saturation (those sum bits not all equal to the sign) in parallel with the low
       ``wl`` bits of the arithmetic shift, to ``out``/``sat``/``o_valid``.
 
-    ``acc``, ``rand``, ``shift`` and ``mode`` are all sampled in the cycle ``i_valid`` is high; the result of an
-    input presented in cycle ``t`` is on ``out``/``sat`` with ``o_valid`` high in cycle ``t + 2``. ``out`` and
-    ``sat`` are computed every cycle regardless of ``i_valid`` (``i_valid`` only travels to ``o_valid``).
+    ``acc`` and ``rand`` are sampled in the cycle ``i_valid`` is high, ``shift`` and ``mode`` ``shift_setup``
+    cycles earlier (0: in the same cycle); the result of an input presented in cycle ``t`` is on ``out``/``sat``
+    with ``o_valid`` high in cycle ``t + 2``. ``out`` and ``sat`` are computed every cycle regardless of
+    ``i_valid`` (``i_valid`` only travels to ``o_valid``).
+
+    ``shift_setup = 1`` (the engine's choice: its ``shift`` and ``mode`` are registers that change only when a
+    run is accepted, many cycles before its first rounding) registers ``shift``, ``mode`` and the decoded
+    thermometer mask ``2**shift - 1`` in a stage 0 of their own, so the wide addition of stage 1 starts from
+    flip-flops: one LUT per offset bit (mode, rand bit, two mask bits) before the carry chain, no shift
+    comparison. The latency of ``acc``/``rand``/``i_valid`` to ``out``/``sat``/``o_valid`` stays 2; only the
+    rounding parameters are taken one cycle earlier. Extra cost: ``shift_max + bits(shift) + 1`` flip-flops.
 
     Parameters
     ----------
@@ -62,6 +70,8 @@ class StochasticRounder(wiring.Component):
         cannot be presented. Default ``SHIFT_MAX``.
     rand_width : int
         Width of the random word (at least ``shift_max``; default ``LANE_WIDTH``, 32).
+    shift_setup : int
+        0 or 1: cycles by which ``shift`` and ``mode`` precede the input they apply to (default 0).
 
     Raises
     ------
@@ -88,17 +98,19 @@ class StochasticRounder(wiring.Component):
         The word was clamped.
     latency : int
         2.
-    wl, acc_width, shift_max, rand_width : int
+    wl, acc_width, shift_max, rand_width, shift_setup : int
         The parameters.
     """
 
     latency = 2
 
-    def __init__(self, wl, acc_width, *, shift_max=SHIFT_MAX, rand_width=LANE_WIDTH):
+    def __init__(self, wl, acc_width, *, shift_max=SHIFT_MAX, rand_width=LANE_WIDTH, shift_setup=0):
         _check_int("word length", wl, 2, MAX_WL)
         _check_int("accumulator width", acc_width, wl)
         _check_int("shift_max", shift_max, 0, SHIFT_MAX)
         _check_int("rand_width", rand_width, max(1, shift_max))
+        _check_int("shift_setup", shift_setup, 0, 1)
+        self.shift_setup = shift_setup
         self.wl = wl
         self.acc_width = acc_width
         self.shift_max = shift_max
@@ -118,15 +130,25 @@ class StochasticRounder(wiring.Component):
         m = Module()
         smax = self.shift_max
 
+        # Stage 0 (shift_setup = 1 only): shift, mode and keep (below) registered one cycle ahead of the input.
+        shift, mode = self.shift, self.mode
+        if self.shift_setup:
+            shift, mode = Signal.like(self.shift), Signal()
+            m.d.sync += [shift.eq(self.shift), mode.eq(self.mode)]
+
         # Stage 1: offset and exact sum.
         # keep[i] = (i < shift): the thermometer mask 2**shift - 1 of the discarded bits.
         if smax > 0:
             keep = Signal(smax)
-            m.d.comb += keep.eq(Cat(self.shift > i for i in range(smax)))
+            decoded = Cat(self.shift > i for i in range(smax))
+            if self.shift_setup:
+                m.d.sync += keep.eq(decoded)
+            else:
+                m.d.comb += keep.eq(decoded)
             nearest = keep[1:] if smax > 1 else 0          # 2**(shift-1) - 1, or 0 for shift = 0
             stochastic = self.rand[:smax] & keep            # rand mod 2**shift
             offset = Signal(smax)
-            m.d.comb += offset.eq(Mux(self.mode, stochastic, nearest))
+            m.d.comb += offset.eq(Mux(mode, stochastic, nearest))
             total = self.acc + offset
         else:
             total = self.acc
@@ -142,7 +164,7 @@ class StochasticRounder(wiring.Component):
         shift1 = Signal.like(self.shift)
         mask1 = Signal(width)
         valid1 = Signal()
-        m.d.sync += [sum1.eq(total), shift1.eq(self.shift), mask1.eq(top_mask), valid1.eq(self.i_valid)]
+        m.d.sync += [sum1.eq(total), shift1.eq(shift), mask1.eq(top_mask), valid1.eq(self.i_valid)]
 
         # Stage 2: saturation test (parallel) and the low wl bits of the arithmetic shift.
         sign = sum1[width - 1]

@@ -290,6 +290,26 @@ def test_shift_above_32_acts_as_32():
     assert tiles == want
 
 
+@pytest.mark.parametrize("rows,cols", [(1, 1), (2, 3)])
+def test_rounding_parameters_change_at_every_back_to_back_run(rows, cols):
+    """The rounders decode shift/mode a cycle ahead (StochasticRounder shift_setup = 1): K = 1 and K = 2 drained
+    runs, each accepted in the first idle cycle after the previous one (the shortest gap from one run's last
+    rounding to the next run's parameters) and from accept to the first rounding (1 x 1: FLUSH of one cycle),
+    with shift and mode changed at every run (0 <-> 32 and neighbours), round exactly like the model."""
+    seed = 41 + rows
+    print(f"seed={seed}")
+    rng = random.Random(seed)
+    config = EngineConfig(rows=rows, cols=cols, wl=8, depth=4, max_k_log2=4)
+    ops = [("seed", j, s) for j, s in enumerate(lane_seeds(seed, cols))]
+    ops += [("write_a", i, [rng.randint(-128, 127) for _ in range(rows)]) for i in range(2)]
+    ops += [("write_b", i, [rng.randint(-128, 127) for _ in range(cols)]) for i in range(2)]
+    params = [(0, 0), (32, 1), (1, 0), (31, 1), (7, 1), (0, 1), (32, 0), (6, 0), (7, 1), (5, 0)]
+    ops += [("run", 0, 0, 1 + i % 2, 1, 1, shift, mode) for i, (shift, mode) in enumerate(params)]
+    check_against_model(config, ops, seed)
+    shifted = [op[:6] + ((op[6] + 1) % 33,) + op[7:] if op[0] == "run" else op for op in ops]
+    assert expected_outputs(config, shifted)[0] != expected_outputs(config, ops)[0]    # the shifts matter
+
+
 class _RecordingModel(EngineModel):
     """An EngineModel that also records the host commands it receives, as engine_bench scenario commands."""
 

@@ -402,3 +402,35 @@ def test_rtl_link_counters_carry_across_bytes():
     assert counters["unknown_commands"] >= 256 and counters["bad_lengths"] >= 256   # (a rejected frame's CRC
     assert counters["frames_ok"] == 1                                                 # bytes may start a frame)
     assert without_timing_counters(got_r) == without_timing_counters(exp_r)
+
+
+def test_rtl_set_rounding_right_before_and_after_each_run():
+    """SET_ROUNDING immediately followed by RUN (the engine latches shift/mode at accept and its rounders decode
+    them a cycle ahead), and again right after the RUN, before its READ_RESULT: every tile is rounded with the
+    parameters set before its RUN, not the later ones, by the RTL SoC exactly as by the emulator; shift and mode
+    change at every run (0, 32 and neighbouring shifts)."""
+    seed = 61
+    rng = random.Random(seed)
+    print("seed", seed)
+    lo, hi = -2**15, 2**15 - 1
+    seeds = [rng.randrange(1, 2**32) for _ in range(CONFIG.lanes)]
+    a = [rng.randint(lo, hi) for _ in range(4)]
+    b = [rng.randint(lo, hi) for _ in range(4)]
+    reqs = [encode_request(Command.SET_SEEDS, 1, struct.pack("<2I", *seeds)),
+            encode_request(Command.WRITE_A, 2, WRITE_HEADER.pack(0, 2) + pack_values(a, 2)),
+            encode_request(Command.WRITE_B, 3, WRITE_HEADER.pack(0, 2) + pack_values(b, 2))]
+    params = [(0, 0), (32, 1), (16, 1), (17, 0), (24, 1), (25, 0), (20, 0)]
+    for i, (shift, mode) in enumerate(params):
+        after = params[(i + 1) % len(params)]
+        reqs += [encode_request(Command.SET_ROUNDING, 4, bytes([shift, mode])),
+                 encode_request(Command.RUN, 5, RUN_ARGS.pack(0, 0, 0, 1 + i % 2, 3)),
+                 encode_request(Command.SET_ROUNDING, 6, bytes(after)),
+                 encode_request(Command.READ_RESULT, 7)]
+    stream = b"".join(reqs)
+    emu = ProtocolEmulator(CONFIG, 12_000_000, 3_000_000, frame_timeout=400)
+    exp_r = ResponseParser().feed(emu.feed(stream))
+    got_r = ResponseParser().feed(_run_soc(stream, 400, idle_after=60))
+    assert [Status(r.status).name for r in exp_r] == ["OK"] * len(reqs)
+    tiles = [r.payload for r in exp_r if r.cmd == Command.READ_RESULT]
+    assert len(set(tiles)) == len(params)        # each parameter pair gives another tile: the test can tell
+    assert without_timing_counters(got_r) == without_timing_counters(exp_r)

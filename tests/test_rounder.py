@@ -46,6 +46,27 @@ def test_rounder_matches_round_shift(wl, acc_width, shift_max):
     assert harness.latency == StochasticRounder.latency == 2
 
 
+@pytest.mark.parametrize("wl,acc_width,shift_max", [(16, 52, 32), (8, 19, 12), (4, 8, 1)])
+def test_registered_shift_rounds_with_the_previous_cycles_shift(wl, acc_width, shift_max):
+    """§3, §5, shift_setup = 1 (the engine's rounders): with shift and mode changing at random in every cycle
+    (idle ones included), each input is rounded exactly as round_shift with the shift and mode presented one
+    cycle before it, and the data latency stays 2 (the harness adds its one data register, 3 in all)."""
+    print(f"seed={SEED}")
+    harness = RounderWithLane(wl, acc_width, shift_max, shift_setup=1)
+    assert harness.rounder.latency == 2 and harness.latency == 3
+    results = _play(harness, rounder_program(wl, acc_width, shift_max, SEED + 1, 400))
+    assert rounder_coverage(results)["shifts"] == {0: list(range(shift_max + 1)), 1: list(range(shift_max + 1))}
+
+
+def test_registered_shift_is_not_taken_with_the_input():
+    """shift_setup = 1: fed shift in the same cycle as its input (no data register in the harness), the rounder
+    rounds with the previous cycle's shift, and the bit-exact check catches it."""
+    harness = RounderWithLane(8, 19, 12, shift_setup=1)
+    harness.shift_setup, harness.latency = 0, 2
+    with pytest.raises(AssertionError, match="shift="):
+        _play(harness, rounder_program(8, 19, 12, SEED, 50))
+
+
 def test_check_detects_wrong_latency():
     """§5: the cycle check pins the latency: a harness claiming latency 1 or 3 fails it."""
     for wrong in (1, 3):
@@ -90,3 +111,5 @@ def test_rounder_parameter_validation():
         StochasticRounder(8, 20, shift_max=12, rand_width=8)
     with pytest.raises(ValueError, match="Rounder word length must be an integer from 2 to 16, not True"):
         StochasticRounder(True, 20)
+    with pytest.raises(ValueError, match="Rounder shift_setup must be an integer from 0 to 1, not 2"):
+        StochasticRounder(8, 20, shift_setup=2)

@@ -45,7 +45,12 @@ class RounderWithLane(wiring.Component):
     """Bench design: a rounder whose ``rand`` comes from ``rand_in`` or from its own 32-bit LFSR lane.
 
     ``rand = use_lane ? lane.next_state : rand_in``; the lane advances when ``i_valid & use_lane`` and loads
-    ``seed`` when ``load``. Latency (``latency``) is the rounder's.
+    ``seed`` when ``load``. Latency (``latency``) is the rounder's, plus ``shift_setup``.
+
+    With ``shift_setup = 1`` the rounder takes ``shift``/``mode`` one cycle before its input; the harness then
+    delays ``i_valid``, ``acc`` and ``rand`` by one register (and not ``shift``/``mode``), so at the harness
+    ports all five are again sampled in one cycle and the harness checks that the rounder rounds each input with
+    the parameters presented exactly one cycle before it, whatever they were in the other cycles.
 
     Parameters
     ----------
@@ -53,6 +58,8 @@ class RounderWithLane(wiring.Component):
         As for :class:`fxtrain.rtl.rounder.StochasticRounder`.
     reset_seed : int
         Lane state after reset.
+    shift_setup : int
+        The rounder's ``shift_setup`` (0 or 1).
 
     Members
     -------
@@ -64,16 +71,18 @@ class RounderWithLane(wiring.Component):
         Take the lane's ``next_state`` as the random word (and advance the lane on valid inputs).
     seed : In(32), load : In(1)
         The lane's seed port.
-    latency, lane_width, reset_seed, wl, acc_width, shift_max : int
+    latency, lane_width, reset_seed, wl, acc_width, shift_max, shift_setup : int
         Parameters.
     """
 
     lane_width = LANE_WIDTH
 
-    def __init__(self, wl, acc_width, shift_max, reset_seed=1):
-        self.rounder = StochasticRounder(wl, acc_width, shift_max=shift_max, rand_width=LANE_WIDTH)
+    def __init__(self, wl, acc_width, shift_max, reset_seed=1, shift_setup=0):
+        self.rounder = StochasticRounder(wl, acc_width, shift_max=shift_max, rand_width=LANE_WIDTH,
+                                         shift_setup=shift_setup)
         self.lane = LFSR(LANE_WIDTH, reset_seed=reset_seed)
-        self.latency = self.rounder.latency
+        self.shift_setup = shift_setup
+        self.latency = self.rounder.latency + shift_setup
         self.wl, self.acc_width, self.shift_max, self.reset_seed = wl, acc_width, shift_max, reset_seed
         super().__init__({
             "i_valid": In(1), "acc": In(signed(acc_width)), "rand_in": In(LANE_WIDTH), "use_lane": In(1),
@@ -85,10 +94,13 @@ class RounderWithLane(wiring.Component):
         m = Module()
         m.submodules.rounder = rounder = self.rounder
         m.submodules.lane = lane = self.lane
+        rand = Mux(self.use_lane, lane.next_state, self.rand_in)
+        data = [(rounder.i_valid, self.i_valid), (rounder.acc, self.acc), (rounder.rand, rand)]
+        domain = m.d.sync if self.shift_setup else m.d.comb     # the one-cycle delay of the data (see above)
+        domain += [port.eq(value) for port, value in data]
         m.d.comb += [
             lane.seed.eq(self.seed), lane.load.eq(self.load), lane.advance.eq(self.i_valid & self.use_lane),
-            rounder.i_valid.eq(self.i_valid), rounder.acc.eq(self.acc), rounder.shift.eq(self.shift),
-            rounder.mode.eq(self.mode), rounder.rand.eq(Mux(self.use_lane, lane.next_state, self.rand_in)),
+            rounder.shift.eq(self.shift), rounder.mode.eq(self.mode),
             self.o_valid.eq(rounder.o_valid), self.out.eq(rounder.out), self.sat.eq(rounder.sat),
         ]
         return m
