@@ -53,7 +53,7 @@ class StochasticRounder(wiring.Component):
     ``i_valid`` (``i_valid`` only travels to ``o_valid``).
 
     ``shift_setup = 1`` (the engine's choice: its ``shift`` and ``mode`` are registers that change only when a
-    run is accepted, many cycles before its first rounding) registers ``shift``, ``mode`` and the decoded
+    run is accepted, at least 3 cycles before its first rounding) registers ``shift``, ``mode`` and the decoded
     thermometer mask ``2**shift - 1`` in a stage 0 of their own, so the wide addition of stage 1 starts from
     flip-flops: one LUT per offset bit (mode, rand bit, two mask bits) before the carry chain, no shift
     comparison. The latency of ``acc``/``rand``/``i_valid`` to ``out``/``sat``/``o_valid`` stays 2; only the
