@@ -16,8 +16,8 @@ buffer (IDENTIFY rx_buffer 0), which therefore never uses convolution mode.
 Members
 -------
 send_conv_item(pipe, config, item, counters) -> bool
-    Send a :class:`~fxtrain.sim.planner.WriteMap` / :class:`~fxtrain.sim.planner.Expand` / map
-    :class:`~fxtrain.sim.planner.Reused` item down a pipeline; False for any other item.
+    Send a :class:`~fxtrain.sim.schedule_items.WriteMap` / :class:`~fxtrain.sim.schedule_items.Expand` / map
+    :class:`~fxtrain.sim.schedule_items.Reused` item down a pipeline; False for any other item.
 with_digest(view) -> ConvView
     The view, with the content digest of its map filled in when it has none.
 layer_view(x_q, fl, geometry, key, transposed) -> ConvView
@@ -31,7 +31,8 @@ from dataclasses import replace
 import numpy as np
 
 from ..sim.conv import ConvGeometry, ConvView, fmap_pack
-from ..sim.planner import Expand, Reused, WriteMap, content_digest
+from ..sim.residency import content_digest
+from ..sim.schedule_items import Expand, Reused, WriteMap
 from ..sim.wire import Command
 
 __all__ = ["send_conv_item", "with_digest", "layer_view", "CONV_COUNTERS"]

@@ -35,7 +35,7 @@ Members
 DeviceError, DeviceTimeout, DeviceMismatch
     Errors; messages name the command and the reason.
 ResidentMemory
-    Re-exported from :mod:`fxtrain.sim.planner`.
+    Re-exported from :mod:`fxtrain.sim.residency`.
 Device
     The driver.
 open_device
@@ -56,8 +56,10 @@ from ..sim.lfsr import lane_advance, lane_seeds
 from ..sim.payloads import (COUNTER, MAGIC, PROTOCOL_VERSION, ROUNDING_ARGS, RUN_DRAIN, SEED, run_args,
                             WRITE_HEADER, Identity, counter_names, decode_result, decode_tiles, pack_values,
                             result_bytes, run_tiles_args, value_bytes, write_frames)
-from ..sim.planner import (CommandPlanner, ReadResult, ResidentMemory, Reused, Run, RunTiles, SetRounding,
-                           WriteOperand, content_digest, plan_gemm)
+from ..sim.gemm_plan import plan_gemm
+from ..sim.planner import CommandPlanner
+from ..sim.residency import ResidentMemory, content_digest
+from ..sim.schedule_items import ReadResult, Reused, Run, RunTiles, SetRounding, WriteOperand
 from ..sim.wire import Command, ResponseParser, Status, encode_request
 from .conv_offload import CONV_COUNTERS, send_conv_item, with_digest
 from .pipeline import LinkFault, Pipeline

@@ -40,8 +40,9 @@ from ..sim.engine import run_cycles
 from ..sim.gemm import EngineConfig
 from ..sim.payloads import (DEFAULT_RX_BUFFER, ROUNDING_ARGS, RUN_ARGS, RUN_TILES_ARGS, WRITE_HEADER, entry_bytes,
                             result_bytes, run_tiles_cycles, write_frames)
-from ..sim.planner import (CommandPlanner, Expand, ReadResult, Reused, Run, RunTiles, SetRounding, WriteMap,
-                           WriteOperand, plan_gemm)
+from ..sim.gemm_plan import plan_gemm
+from ..sim.planner import CommandPlanner
+from ..sim.schedule_items import Expand, ReadResult, Reused, Run, RunTiles, SetRounding, WriteMap, WriteOperand
 from ..sim.wire import Command, request_frame_bytes, response_frame_bytes
 
 __all__ = ["Traffic", "DriverReplay", "shape_keys"]

@@ -14,7 +14,9 @@ from fxtrain.sim.gemm import EngineConfig, tiled_gemm
 
 from conftest import assert_equal_states, lenet_sgd_states
 from fxtrain.sim.lfsr import lane_seeds
-from fxtrain.sim.planner import CommandPlanner, Expand, Reused, WriteMap, WriteOperand, conv_fits, plan_gemm
+from fxtrain.sim.gemm_plan import plan_gemm
+from fxtrain.sim.planner import CommandPlanner, conv_fits
+from fxtrain.sim.schedule_items import Expand, Reused, WriteMap, WriteOperand
 
 
 def random_geometry(rng, cols):

@@ -20,7 +20,9 @@ from fxtrain.sim.gemm import EngineConfig, tiled_gemm
 from conftest import assert_equal_states, lenet_sgd_states
 from fxtrain.sim.lfsr import lane_advance, lane_seeds
 from fxtrain.sim.payloads import RUN_CLEAR, RUN_DRAIN, RUN_LOAD, RUN_SAVE
-from fxtrain.sim.planner import CommandPlanner, Expand, ReadResult, Run, WriteOperand, plan_gemm
+from fxtrain.sim.gemm_plan import plan_gemm
+from fxtrain.sim.planner import CommandPlanner
+from fxtrain.sim.schedule_items import Expand, ReadResult, Run, WriteOperand
 from fxtrain.sim.protocol import Command, ProtocolEmulator
 
 CFG = EngineConfig(rows=3, cols=2, wl=12, depth=16, b_depth=256, max_k_log2=12, psum_slots=4)

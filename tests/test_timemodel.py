@@ -388,7 +388,7 @@ def test_resnet20_step_traffic_is_predicted():
     commands per step at batch 32, which the tile-by-tile replay took minutes for): every output tile is run and
     read once, and the MACs are those of the GEMM list."""
     from fxtrain.host.models import ResNet20
-    from fxtrain.sim.planner import plan_gemm
+    from fxtrain.sim.gemm_plan import plan_gemm
 
     layers = timemodel.layer_geometry(ResNet20(), (1, 28, 28))
     gemms = timemodel.training_gemms(layers, 8)
