@@ -63,7 +63,7 @@ def check_cycles(board, batch, out):
 
 def check_bytes(spec, board, batch, out, sim_config=None):
     """One LeNet step through the driver on ``spec`` after a warm-up step; bytes, exchanges, busy cycles."""
-    from fxtrain.host.device import open_device
+    from fxtrain.host.device_spec import open_device
     from fxtrain.host.layers import FixedConfig
 
     config = sim_config or get_target(board).config

@@ -10,7 +10,7 @@ import pytest
 
 from fxtrain.host import timemodel
 from fxtrain.host.cli import main
-from fxtrain.host.device import open_device
+from fxtrain.host.device_spec import open_device
 from fxtrain.host.emulator import FastEmulator
 from fxtrain.sim.benches.engine_bench import busy_cycles_in_amaranth_sim
 from fxtrain.sim.gemm import EngineConfig
