@@ -186,19 +186,31 @@ def device_rounding():
             "weight_grad": (fixed.shifts["grad_weight"], fixed.rounding)}
 
 
-def test_rtl_engine_busy_counter_equals_predicted_cycles():
-    """The GemmEngine RTL (Amaranth simulator) counts, in its busy counter, exactly the predicted cycles of the
-    runs of a K-split GEMM (K = 2*depth + 3) and of a K = 1 GEMM (a RUN_TILES)."""
-    config = EngineConfig(rows=2, cols=3, wl=8, depth=8, max_k_log2=8)
+@pytest.mark.parametrize("psum_slots", [0, 2])
+def test_rtl_engine_busy_counter_equals_predicted_cycles(psum_slots):
+    """The GemmEngine RTL (Amaranth simulator) counts, in its busy counter, exactly the time model's predicted
+    cycles (``Traffic.engine_cycles``) of the runs the planner issues, played in its order: a K-split GEMM
+    (K = 2*depth + 3) and a K = 1 GEMM (a RUN_TILES). With a partial-sum memory the K-split goes chunk-outer over
+    two slots, so its CLEAR+SAVE, LOAD+SAVE and LOAD+DRAIN runs check the model's LOAD/SAVE cycle terms
+    (``sim.engine.load_cycles``/``save_cycles`` in ``run_cycles``) against the RTL."""
+    from collections import Counter
+
+    from fxtrain.sim.benches.engine_bench import schedule_runs
+
+    config = EngineConfig(rows=2, cols=3, wl=8, depth=8, max_k_log2=8, b_depth=32, psum_slots=psum_slots)
     replay = timemodel.DriverReplay(config)
-    traffic = replay.gemm(3, 2 * config.depth + 3, 4)
-    traffic += replay.gemm(1, 1, 1)
-    runs = []
-    for (k, drain), count in sorted(traffic.runs.items()):
-        runs += [(k, drain)] * count
-    for (k, n), count in sorted(traffic.run_tiles.items()):    # RUN_TILES: n clear+drain runs each
-        runs += [(k, True)] * (n * count)
-    assert traffic.run_tiles and busy_cycles_in_amaranth_sim(config, runs) == traffic.engine_cycles(config)
+    shapes = [(5, 2 * config.depth + 3, 4), (1, 1, 1)]
+    traffic = replay.gemm(*shapes[0])
+    traffic += replay.gemm(*shapes[1])
+    runs = [run for shape in shapes for run in schedule_runs(config, *shape)]
+    psum_runs = Counter((r.k, r.drain, r.load, r.save) for r in runs if r.load or r.save)
+    assert traffic.run_tiles and psum_runs == traffic.psum_runs
+    if psum_slots:
+        assert {key[1:] for key in psum_runs} == {(False, False, True), (False, True, True), (True, True, False)}
+        assert {r.slot for r in runs if r.save} == {0, 1}
+    else:
+        assert not psum_runs
+    assert busy_cycles_in_amaranth_sim(config, runs) == traffic.engine_cycles(config)
 
 
 @pytest.mark.slow
