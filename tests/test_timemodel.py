@@ -4,6 +4,7 @@ emulator and the RTL count: GEMM shapes of a LeNet step, bytes on the wire, exch
 
 import copy
 import random
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ from fxtrain.host import timemodel
 from fxtrain.host.cli import main
 from fxtrain.host.device_spec import open_device
 from fxtrain.host.emulator import FastEmulator
-from fxtrain.sim.benches.engine_bench import busy_cycles_in_amaranth_sim
+from fxtrain.sim.benches.engine_bench import busy_cycles_in_amaranth_sim, schedule_runs
 from fxtrain.sim.gemm import EngineConfig
 
 
@@ -193,10 +194,6 @@ def test_rtl_engine_busy_counter_equals_predicted_cycles(psum_slots):
     (K = 2*depth + 3) and a K = 1 GEMM (a RUN_TILES). With a partial-sum memory the K-split goes chunk-outer over
     two slots, so its CLEAR+SAVE, LOAD+SAVE and LOAD+DRAIN runs check the model's LOAD/SAVE cycle terms
     (``sim.engine.load_cycles``/``save_cycles`` in ``run_cycles``) against the RTL."""
-    from collections import Counter
-
-    from fxtrain.sim.benches.engine_bench import schedule_runs
-
     config = EngineConfig(rows=2, cols=3, wl=8, depth=8, max_k_log2=8, b_depth=32, psum_slots=psum_slots)
     replay = timemodel.DriverReplay(config)
     shapes = [(5, 2 * config.depth + 3, 4), (1, 1, 1)]
