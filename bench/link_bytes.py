@@ -77,7 +77,7 @@ def _conv_breakdown(cfg, rx_buffer, gemms, what="convolution-mode"):
                   (sum(t.expands.values()) * (request_frame_bytes(EXPAND_ARGS.size) + 8), f"{name} EXPAND frames"),
                   ((t.read_results + sum(n * c for (_, n), c in t.run_tiles.items())) * result_bytes(cfg),
                    f"{name} results" + (" (patches, col2im on the host)" if g.kind == "input_grad" and g.layer in convs
-                                        else ""))]
+                                        and g.conv is None else ""))]
     terms.sort(reverse=True)
     top = ", ".join(f"{label} {x:,} ({100 * x / total:.0f} %)" for x, label in terms[:5])
     return f"Where the {what} step's {total:,} bytes go (largest terms): {top}."
@@ -127,7 +127,7 @@ def main(argv=None):
                       for replay, (rx, _, c) in zip(replays, cases)]
             minimum = v * (g.m * g.k + g.k * g.n + g.m * g.n)
             conv_min = minimum if g.conv is None else v * (g.k * g.n + g.m * g.n + (
-                g.conv.words if g.kind == "forward" else 0))
+                g.conv.words if g.kind in ("forward", "input_grad") else 0))
             down_min += v * (g.m * g.k + g.k * g.n)
             up_min += v * g.m * g.n
             for i, x in enumerate(counts + [minimum, conv_min]):

@@ -55,6 +55,28 @@ Iterator steps (``step_m``/``step_p``)::
 
 Cycles (the RTL's contract, ``tests/test_protocol.py``): :func:`expand_cycles`.
 
+Map windows
+-----------
+A map that does not fit the B memory next to the GEMM's B blocks can still feed the forward orientation one
+*window* at a time (:func:`window_images`, :func:`map_window`): the rows ``r0 .. r1 − 1`` of ``im2col(X)`` read
+only images ``⌊r0 / (OH·OW)⌋ .. ⌈r1 / (OH·OW)⌉ − 1``, so the host writes those images as a map of their own (the
+geometry with ``n`` = their count) and EXPANDs from row ``r0 − n0·OH·OW`` of it: the same A entries, so no bit
+changes. Windows of consecutive EXPANDs may share an image at their border, which is then written twice.
+
+The input gradient as a convolution (``docs/numerics.md`` §7.1)
+---------------------------------------------------------------
+For a stride-1 convolution ``g`` with ``O`` output channels and padding ``PH <= KH − 1``, ``PW <= KW − 1``, the
+input gradient is itself a forward convolution: ``dX = im2col(dY, KH x KW, stride 1, padding (KH−1−PH,
+KW−1−PW)) · flip(W)`` (:func:`input_grad_geometry`), where the map ``dY`` is the output gradient as an
+``(N, O, OH, OW)`` feature map (:func:`gradient_map`) and ``flip(W)[(o·KH + ky)·KW + kx, c] =
+W[o, c, KH−1−ky, KW−1−kx]`` (:func:`flip_kernel`, ``O·KH·KW x C``). Its GEMM has ``M = N·H·W`` rows and ``C``
+columns (:func:`input_grad_map`: row ``(n·H + y)·W + x`` is ``dX[n, :, y, x]``), so the device answers with
+``dX`` itself instead of ``N·OH·OW x C·KH·KW`` patches for the host to fold (col2im), and its A comes from
+the ``dY`` map by EXPAND like any forward GEMM. It is a numerics choice of the layers (:data:`INPUT_GRADS`, one
+rounding per ``dX`` element instead of one per patch element), not a transport: the default stays the patch GEMM
+``dY · W`` with col2im on the host, which other convolutions (stride > 1, wider padding; :func:`input_grad_geometry`
+returns None) always use.
+
 Members
 -------
 ConvGeometry
@@ -77,6 +99,14 @@ expand_cycles(config, count, blocks)
     Executor cycles of one EXPAND.
 ConvView
     An A operand given as a feature map and a geometry (what the layers pass to ``backend.gemm``).
+window_images(geom, row0, row1) -> (n0, n1); map_window(view, n0, n1) -> ConvView
+    The images that rows ``row0 .. row1 − 1`` of the forward matrix read, and the view of just those images.
+INPUT_GRADS
+    ``("patches", "convolution")``: the two ways a convolution's input gradient is computed.
+input_grad_geometry(geom, out_channels) -> ConvGeometry or None
+    The convolution whose forward GEMM is the input gradient of ``geom`` (None: patches and col2im).
+gradient_map(dy, geom, out_channels), flip_kernel(w), input_grad_map(c, geom)
+    Its map, its B operand, and its result as ``(N, C, H, W)``.
 """
 
 from __future__ import annotations
@@ -87,7 +117,7 @@ import numpy as np
 
 __all__ = ["ConvGeometry", "conv_matrix", "address", "fmap_words_per_entry", "fmap_entries", "fmap_pack",
            "EXPAND_ARGS", "EXPAND_TRANSPOSED", "EXPAND_LATENCY", "expand_args", "expand_ok", "expand_entries",
-           "expand_cycles", "ConvView"]
+           "expand_cycles", "ConvView", "window_images", "map_window", "INPUT_GRADS", "input_grad_geometry", "gradient_map", "flip_kernel", "input_grad_map"]
 
 # field limits of EXPAND_ARGS (16-bit sizes, 8-bit kernel/stride/padding)
 _LIMITS = {"n": 0xFFFF, "c": 0xFFFF, "h": 0x7FFF, "w": 0x7FFF, "kh": 0xFF, "kw": 0xFF, "sh": 0xFF, "sw": 0xFF,
@@ -267,15 +297,14 @@ def _p_state(geom, p):
 def expand_args(config, geom, *, transposed, row0, k0, count, blocks=1, a_base, f_base):
     """The EXPAND payload that writes ``blocks`` A chunks of ``count`` entries at ``a_base`` for virtual rows
     ``row0 + b·rows ..`` and columns ``k0 .. k0 + count − 1`` of ``conv_matrix(x, geom, transposed)``, the map
-    at B entry ``f_base``."""
+    at B entry ``f_base``. ``row0`` may be any row (the walk starts from its iterator state): a map window's
+    first tile row starts inside it (:func:`map_window`)."""
     rows_total, cols_total = (geom.patch, geom.positions) if transposed else (geom.positions, geom.patch)
     for name, value, hi in (("row0", row0, rows_total - 1), ("k0", k0, cols_total - 1),
                             ("count", count, cols_total - k0), ("blocks", blocks, 0xFFFF)):
         low = 1 if name in ("count", "blocks") else 0
         if not isinstance(value, (int, np.integer)) or not low <= value <= hi:
             raise ValueError(f"EXPAND {name} must be an integer from {low} to {hi}, not {value!r}")
-    if row0 % config.rows:
-        raise ValueError(f"EXPAND row0 {row0} is not the first row of a tile row of {config.rows}")
     m, p = (k0, row0) if transposed else (row0, k0)
     fields = dict(a_base=a_base, f_base=f_base, count=count, blocks=blocks,
                   flags=EXPAND_TRANSPOSED if transposed else 0, n=geom.n, c=geom.c, h=geom.h, w=geom.w,
@@ -385,3 +414,74 @@ class ConvView:
     def matrix(self):
         return conv_matrix(self.x_raw, self.geom, self.transposed)
 
+
+
+def window_images(geom, row0, row1):
+    """``(n0, n1)``: the images ``n0 .. n1 − 1`` that rows ``row0 .. row1 − 1`` of ``im2col`` (forward
+    orientation) read."""
+    if not 0 <= row0 < row1 <= geom.positions:
+        raise ValueError(f"Rows {row0} .. {row1 - 1} are not rows of the {geom.positions}-row matrix")
+    per_image = geom.out_h * geom.out_w
+    return row0 // per_image, -(-row1 // per_image)
+
+
+def map_window(view, n0, n1):
+    """The forward-orientation :class:`ConvView` of images ``n0 .. n1 − 1`` of ``view``: its map holds just those
+    images (``x_raw[n0:n1]``, None when ``view`` has none), its key is ``(view.key, n0, n1)`` with the same digest
+    (the whole map's), and its row ``r`` is row ``r + n0·OH·OW`` of ``view``'s matrix."""
+    g = view.geom
+    if view.transposed:
+        raise ValueError("A map window is defined for the forward orientation only")
+    if not 0 <= n0 < n1 <= g.n:
+        raise ValueError(f"Images {n0} .. {n1 - 1} are not images of the {g.n}-image map")
+    geom = ConvGeometry(n1 - n0, g.c, g.h, g.w, g.kh, g.kw, g.sh, g.sw, g.ph, g.pw)
+    x_raw = None if view.x_raw is None else view.x_raw[n0:n1]
+    return ConvView(x_raw, geom, False, (view.key, n0, n1), view.digest)
+
+
+#: How a convolution's input gradient is computed (``docs/numerics.md`` §7.1, the layers' ``FixedConfig.input_grad``):
+#: the patch GEMM ``dY · W`` folded by col2im on the host (the default), or, for a stride-1 convolution, one
+#: convolution of ``dY`` with the flipped kernel (:func:`input_grad_geometry`; other convolutions keep patches).
+INPUT_GRADS = ("patches", "convolution")
+
+
+def input_grad_geometry(geom, out_channels):
+    """The geometry of the forward convolution that computes the input gradient of convolution ``geom`` with
+    ``out_channels`` output channels (module docstring): the map ``dY`` ``(N, O, OH, OW)``, the same kernel, stride
+    1, padding ``(KH − 1 − PH, KW − 1 − PW)``; its output is ``H x W``. None when ``geom`` has a stride above 1 or
+    a padding wider than ``kernel − 1`` (those keep the patch GEMM and col2im on the host)."""
+    if geom.sh != 1 or geom.sw != 1 or geom.ph > geom.kh - 1 or geom.pw > geom.kw - 1:
+        return None
+    return ConvGeometry(geom.n, out_channels, geom.out_h, geom.out_w, geom.kh, geom.kw, 1, 1,
+                        geom.kh - 1 - geom.ph, geom.kw - 1 - geom.pw)
+
+
+def gradient_map(dy, geom, out_channels):
+    """The output gradient ``dy`` (``N·OH·OW x O``, rows ``(n·OH + oy)·OW + ox`` as the forward GEMM's result) as
+    the ``(N, O, OH, OW)`` feature map of :func:`input_grad_geometry` (a C-contiguous numpy array)."""
+    dy = np.asarray(dy)
+    shape = (geom.n, geom.out_h, geom.out_w, out_channels)
+    if dy.shape != (geom.positions, out_channels):
+        raise ValueError(f"Output gradient shape {dy.shape} does not match the convolution's "
+                         f"{(geom.positions, out_channels)}")
+    return np.ascontiguousarray(dy.reshape(shape).transpose(0, 3, 1, 2))
+
+
+def flip_kernel(w):
+    """The B operand (``O·KH·KW x C``) of the input-gradient convolution, from the weights ``w``
+    (``O, C, KH, KW``): ``B[(o·KH + ky)·KW + kx, c] = w[o, c, KH−1−ky, KW−1−kx]``."""
+    w = np.asarray(w)
+    if w.ndim != 4:
+        raise ValueError(f"Convolution weights must have shape (O, C, KH, KW), not {w.shape}")
+    o, c, kh, kw = w.shape
+    return np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(0, 2, 3, 1).reshape(o * kh * kw, c))
+
+
+def input_grad_map(result, geom):
+    """The input-gradient GEMM's result (``N·H·W x C``, rows ``(n·H + y)·W + x``) as ``dX`` ``(N, C, H, W)``, for
+    the layer's convolution ``geom`` (a C-contiguous numpy array)."""
+    result = np.asarray(result)
+    if result.shape != (geom.n * geom.h * geom.w, geom.c):
+        raise ValueError(f"Input-gradient result shape {result.shape} does not match the input "
+                         f"{(geom.n * geom.h * geom.w, geom.c)}")
+    return np.ascontiguousarray(result.reshape(geom.n, geom.h, geom.w, geom.c).transpose(0, 3, 1, 2))

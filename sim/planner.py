@@ -43,7 +43,11 @@ forward GEMM serves its weight-gradient GEMM too. A chunks become :class:`Expand
 the tile loop one EXPAND fills ``blocks`` consecutive tile rows' chunks (as many as the A depth holds, each then
 keyed as its tile row), in the K-split one EXPAND per (tile row, chunk). The map is looked up again before every
 EXPAND (LRU may have evicted it since), so the schedule is correct whatever the residency. Result bits are those of
-the plain path: the device builds the very A the host would have sent.
+the plain path: the device builds the very A the host would have sent. When the whole map does not fit next to
+the GEMM's B blocks but the GEMM is a forward-orientation tile loop (no K-split), the map goes in *windows*
+(:func:`conv_window_room`, :func:`.conv.map_window`): each EXPAND gets the images its tile rows read as a map of
+their own (keyed by the image range), as many tile rows per EXPAND (at most what the A memory holds) as such a
+window fits the B memory.
 
 Members
 -------
@@ -60,8 +64,9 @@ ResidentMemory
 CommandPlanner
     The schedule of successive GEMMs, with residency and the rounding registers (``uses_psum``, ``psum_groups``:
     the chunk-outer K-split on an engine with a partial-sum memory).
-WriteMap, Expand, conv_fits
-    Convolution mode: a feature map written to the B memory, an EXPAND, and whether a GEMM can use it.
+WriteMap, Expand, conv_fits, conv_window_room
+    Convolution mode: a feature map written to the B memory, an EXPAND, whether a GEMM can use the whole map,
+    and how many tile rows a map window can serve.
 """
 
 from __future__ import annotations
@@ -77,7 +82,8 @@ from .gemm import EngineConfig
 from .payloads import RUN_CLEAR, RUN_DRAIN, RUN_LOAD, RUN_SAVE, max_tiles
 
 __all__ = ["content_digest", "Chunk", "TileGroup", "GemmPlan", "plan_gemm", "SetRounding", "WriteOperand", "Reused", "Run",
-           "ReadResult", "RunTiles", "ResidentMemory", "CommandPlanner", "WriteMap", "Expand", "conv_fits"]
+           "ReadResult", "RunTiles", "ResidentMemory", "CommandPlanner", "WriteMap", "Expand", "conv_fits",
+           "conv_window_room"]
 
 
 def content_digest(array):
@@ -336,6 +342,26 @@ def conv_fits(config, plan, view):
     return conv.fmap_entries(config, view.geom) + largest <= config.b_depth
 
 
+def conv_window_room(config, plan, view):
+    """The B entries a map window may take when ``plan``'s A comes from ``view`` in windows (module docstring):
+    the B memory less the GEMM's largest B block, provided the window of every single tile row fits it; 0 when
+    windows cannot be used (no expander, the transposed orientation, a K-split, or a tile row whose images do not
+    fit). Each EXPAND then serves as many tile rows as its window fits (:meth:`CommandPlanner._window_blocks`)."""
+    if view is None or view.transposed or not config.expander or plan.groups is None:
+        return 0
+    room = config.b_depth - max(grp.count for grp in plan.groups) * plan.k
+    widest = max(n1 - n0 for n0, n1 in (conv.window_images(view.geom, tm * config.rows,
+                                                           min((tm + 1) * config.rows, plan.m))
+                                         for tm in range(-(-plan.m // config.rows))))
+    return room if _window_entries(config, view.geom, widest) <= room else 0
+
+
+def _window_entries(config, geom, images):
+    """B entries of a window of ``images`` images of ``geom``'s map."""
+    return conv.fmap_entries(config, conv.ConvGeometry(images, geom.c, geom.h, geom.w, geom.kh, geom.kw, geom.sh,
+                                                       geom.sw, geom.ph, geom.pw))
+
+
 class ResidentMemory:
     """Which keyed address ranges of a ``depth``-entry operand memory hold valid data (LRU eviction).
 
@@ -475,22 +501,40 @@ class CommandPlanner:
         addr = self.b_mem.allocate(key, view.digest, entries)
         return addr, WriteMap(addr, entries, view)
 
-    def _expanded(self, plan, view, tm, chunk, blocks=1):
+    def _expanded(self, plan, view, tm, chunk, blocks=1, window=0):
         """The A chunk of tile row ``tm``: ``(a_addr, items)``, the items the map (unless resident) and an
         :class:`Expand` of ``blocks`` tile rows from ``tm`` (each recorded under its row's key), or a
-        :class:`Reused` when the chunk is resident."""
+        :class:`Reused` when the chunk is resident. ``window`` (B entries, :func:`conv_window_room`): the map is
+        the window of the images the rows read (:func:`.conv.map_window`), with fewer rows if needed to fit."""
         key = ("A", self._gemm_id, tm, chunk.k0)
         if not self.residency:
             self.a_mem.clear()
         addr = self.a_mem.lookup(key, None)
         if addr is not None:
             return addr, [Reused("A", chunk.length)]
+        row0 = tm * self.config.rows
+        if window:
+            blocks = self._window_blocks(plan, view, tm, blocks, window)
+            n0, n1 = conv.window_images(view.geom, row0, min(row0 + blocks * self.config.rows, plan.m))
+            view = conv.map_window(view, n0, n1)
+            row0 -= n0 * view.geom.out_h * view.geom.out_w
         f_base, map_item = self._map(view)
         addr = self.a_mem.reserve(key, chunk.length * blocks)
         for b in range(blocks):
             self.a_mem.commit(("A", self._gemm_id, tm + b, chunk.k0), None, addr + b * chunk.length, chunk.length)
-        expand = Expand(addr, f_base, tm * self.config.rows, chunk.k0, chunk.length, blocks, view)
+        expand = Expand(addr, f_base, row0, chunk.k0, chunk.length, blocks, view)
         return addr, [expand] if map_item is None else [map_item, expand]
+
+    def _window_blocks(self, plan, view, tm, blocks, room):
+        """The most tile rows (at most ``blocks``, at least 1) from ``tm`` whose map window fits ``room``
+        entries (:func:`conv_window_room` guarantees one does)."""
+        rows = self.config.rows
+        while blocks > 1:
+            n0, n1 = conv.window_images(view.geom, tm * rows, min((tm + blocks) * rows, plan.m))
+            if _window_entries(self.config, view.geom, n1 - n0) <= room:
+                break
+            blocks -= 1
+        return blocks
 
     def schedule(self, plan, rounding, *, b_key=None, digest=None, first_tile=0, a_view=None):
         if rounding is None or rounding != self.rounding:
@@ -499,9 +543,11 @@ class CommandPlanner:
         self._gemm_id += 1
         b_scope = ("B", b_key, (plan.k, plan.n)) if b_key is not None else ("B-call", self._gemm_id)
         view = a_view if conv_fits(self.config, plan, a_view) else None
+        window = 0 if view is not None else conv_window_room(self.config, plan, a_view)
         self._map_used = False            # a resident map is reported (Reused) once per GEMM
         if plan.groups is not None:
-            yield from self._tile_loop(plan, b_scope, digest, first_tile, view)
+            yield from self._tile_loop(plan, b_scope, digest, first_tile, view or (a_view if window else None),
+                                       window)
             return
         if self.uses_psum(plan):
             yield from self._chunk_outer(plan, b_scope, digest, first_tile, view)
@@ -561,17 +607,18 @@ class CommandPlanner:
                     if flags & RUN_DRAIN:
                         yield ReadResult(tm, tn)
 
-    def _tile_loop(self, plan, b_scope, digest, first_tile, view=None):
+    def _tile_loop(self, plan, b_scope, digest, first_tile, view=None, window=0):
         """The RUN_TILES schedule of a GEMM without K-split (module docstring); a group is keyed by its first
         column and size, so a group resident from an earlier call with the same ``b_key`` is reused. In
-        convolution mode one EXPAND fills as many tile rows' A chunks as the A memory holds."""
+        convolution mode one EXPAND fills as many tile rows' A chunks as the A memory holds (with map windows of
+        at most ``window`` B entries: as many as such a window serves)."""
         (chunk,) = plan.chunks
         for group in plan.groups:
             if group.first < first_tile:
                 continue
             if view is not None:
                 blocks = min(plan.mt - group.tm, self.config.depth // chunk.length, 0xFFFF)
-                a_addr, items = self._expanded(plan, view, group.tm, chunk, blocks)
+                a_addr, items = self._expanded(plan, view, group.tm, chunk, blocks, window)
                 yield from items
             else:
                 a_addr, item = self._operand(self.a_mem, "A", ("A", self._gemm_id, group.tm, 0), group.tm, chunk,
