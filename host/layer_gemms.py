@@ -7,12 +7,12 @@ takes the quantized input map itself (not its im2col matrix) so that:
 * the forward and weight-gradient GEMMs carry a ConvView of their A (:mod:`.conv_offload`: a device with the
   expander receives the map once instead of the im2col matrices; the same bits);
 * with ``FixedConfig.input_grad = "convolution"``, the input gradient of a stride-1 convolution is **one
-  convolution** of the output gradient ``dY`` with the flipped kernel (``docs/numerics.md`` §7.1, :func:`fxtrain.sim.conv.input_grad_geometry`): the backend rounds
-  each element of ``dX`` once and returns ``N·H·W x C`` words, and the GEMM's A carries a ConvView of the ``dY``
-  map, so a device with the expander receives ``dY`` once and generates the patches itself. By default, and for
-  strided or over-padded convolutions, the input gradient is the patch GEMM ``dY · W``, whose rounded ``N·OH·OW x C·KH·KW`` patches the host
-  folds in float (col2im, :func:`fxtrain.host.im2col.col2im`; exact: sums of at most ``KH·KW`` values on one
-  grid).
+  convolution** of the output gradient ``dY`` with the flipped kernel (``docs/numerics.md`` §7.1,
+  :func:`fxtrain.sim.conv.input_grad_geometry`): the backend rounds each element of ``dX`` once and returns
+  ``N·H·W x C`` words, and the GEMM's A carries a ConvView of the ``dY`` map, so a device with the expander
+  receives ``dY`` once and generates the patches itself. By default, and for strided or over-padded convolutions,
+  the input gradient is the patch GEMM ``dY · W``, whose rounded ``N·OH·OW x C·KH·KW`` patches the host folds in
+  float (col2im, :func:`fxtrain.host.im2col.col2im`; exact: sums of at most ``KH·KW`` values on one grid).
 
 The approximate-training methods (:mod:`fxtrain.host.methods.approx`) replace these functions with their own and
 send plain GEMMs (patches and col2im for a convolution's input gradient).

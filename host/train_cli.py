@@ -132,7 +132,8 @@ def run(args) -> int:
     torch.set_num_threads(args.threads)
     cfg = TrainConfig(model=args.model, data=args.data, backend=args.backend, weights=args.weights,
                       activations=args.activations, gradients=args.gradients, rounding=args.rounding,
-                      master_weights=args.master_weights, input_grad=args.input_grad, epochs=args.epochs, batch_size=args.batch_size,
+                      master_weights=args.master_weights, input_grad=args.input_grad, epochs=args.epochs,
+                      batch_size=args.batch_size,
                       lr=args.lr, momentum=args.momentum, schedule=args.schedule, warmup=args.warmup,
                       init=args.init, shift_augment=args.shift_augment, seed=args.seed, train_limit=args.train_limit,
                       test_limit=args.test_limit, out_dir=args.out, name=args.name, resume=args.resume,

@@ -117,7 +117,8 @@ import numpy as np
 
 __all__ = ["ConvGeometry", "conv_matrix", "address", "fmap_words_per_entry", "fmap_entries", "fmap_pack",
            "EXPAND_ARGS", "EXPAND_TRANSPOSED", "EXPAND_LATENCY", "expand_args", "expand_ok", "expand_entries",
-           "expand_cycles", "ConvView", "window_images", "map_window", "INPUT_GRADS", "input_grad_geometry", "gradient_map", "flip_kernel", "input_grad_map"]
+           "expand_cycles", "ConvView", "window_images", "map_window", "INPUT_GRADS", "input_grad_geometry",
+           "gradient_map", "flip_kernel", "input_grad_map"]
 
 # field limits of EXPAND_ARGS (16-bit sizes, 8-bit kernel/stride/padding)
 _LIMITS = {"n": 0xFFFF, "c": 0xFFFF, "h": 0x7FFF, "w": 0x7FFF, "kh": 0xFF, "kw": 0xFF, "sh": 0xFF, "sw": 0xFF,

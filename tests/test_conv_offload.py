@@ -110,10 +110,10 @@ def test_no_expander_or_a_map_too_big_falls_back_to_sending_a():
 @pytest.mark.parametrize("geom", [ConvGeometry(3, 3, 8, 8, 3, 3, 1, 1, 1, 1), ConvGeometry(6, 2, 7, 7, 3, 3),
                                   ConvGeometry(4, 2, 9, 9, 3, 3, 2, 2, 1, 1)])
 def test_a_map_too_big_for_the_b_memory_goes_in_windows_and_results_stay_exact(geom):
-    """A forward map larger than the B memory goes in windows (stride 1 and 2, one or several images each): each EXPAND gets the images its tile
-    rows read as a map keyed by the image range, as many tile rows per EXPAND as the worst-case window allows; no
-    A is written and the golden model, and the driver over the protocol emulator, equal the plain GEMM; the
-    transposed orientation (a K-split) falls back to sending A."""
+    """A forward map larger than the B memory goes in windows (stride 1 and 2, one or several images each): each
+    EXPAND gets the images its tile rows read as a map keyed by the image range, no window larger than the room
+    next to the B block; no A is written and the golden model, and the driver over the protocol emulator, equal
+    the plain GEMM; the transposed orientation (a K-split) falls back to sending A."""
     rng = np.random.default_rng(geom.words)
     print("seed", geom.words)
     cfg = EngineConfig(rows=2, cols=2, depth=32, b_depth=256, expander=True)

@@ -87,9 +87,9 @@ def test_replay_bytes_exchanges_and_cycles_equal_the_driver_on_the_protocol_emul
 def test_replay_equals_the_driver_in_convolution_mode(rows, cols, depth, b_depth, psum_slots):
     """Convolution mode (device with the expander): for convolutions' forward and weight-gradient GEMMs (maps
     written, reused by key, evicted and re-sent; EXPANDs in the tile loop and the K-split; a map too big: map
-    windows in the tile loop, the plain fallback in a K-split) interleaved with plain keyed GEMMs, the replay with data-less views equals the driver's bytes
-    both ways, frames and the engine's busy cycles, and counts the driver's EXPANDs and map entries; with a
-    partial-sum memory too (K-splits chunk-outer with LOAD/SAVE runs)."""
+    windows in the tile loop, the plain fallback in a K-split) interleaved with plain keyed GEMMs, the replay with
+    data-less views equals the driver's bytes both ways, frames and the engine's busy cycles, and counts the
+    driver's EXPANDs and map entries; with a partial-sum memory too (K-splits chunk-outer with LOAD/SAVE runs)."""
     from fxtrain.sim.conv import ConvGeometry, ConvView, conv_matrix, fmap_entries
 
     seed = 9000 + rows + depth + b_depth
