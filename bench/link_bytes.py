@@ -25,7 +25,7 @@ from dataclasses import replace
 
 from fxtrain.host import timemodel
 from fxtrain.host.traffic import shape_keys
-from fxtrain.sim.conv import INPUT_GRADS
+from fxtrain.sim.input_grad import INPUT_GRADS
 from fxtrain.sim.payloads import value_bytes
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..sim.conv import INPUT_GRADS
+from ..sim.input_grad import INPUT_GRADS
 from ..sim.fixedpoint import MAX_WL, FixedFormat
 from . import timemodel
 

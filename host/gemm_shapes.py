@@ -143,7 +143,7 @@ def training_gemms(layers, batch, rounding=None, input_grad="patches"):
     (the table of :mod:`fxtrain.host.layers`): forward ``(B*P x F_in) @ (F_in x F_out)``, input gradient
     ``(B*P x F_out) @ (F_out x F_in)`` (not for the first layer, whose input needs no gradient), weight gradient
     ``(F_in x B*P) @ (B*P x F_out)``; backward issues the input gradient before the weight gradient. The input
-    gradient of a stride-1 convolution is the convolution of :func:`fxtrain.sim.conv.input_grad_geometry`
+    gradient of a stride-1 convolution is the convolution of :func:`fxtrain.sim.input_grad.input_grad_geometry`
     instead when ``input_grad`` is ``"convolution"`` (:attr:`fxtrain.host.layers.FixedConfig.input_grad`),
     ``(B*H*W x F_out*kh*kw) @ (F_out*kh*kw x C_in)`` with its ``conv`` geometry (the map ``dY``), as
     :class:`fxtrain.host.layer_gemms.OffloadedConv` sends it; ``"patches"`` (the default) keeps the patch GEMM.
@@ -151,7 +151,8 @@ def training_gemms(layers, batch, rounding=None, input_grad="patches"):
     ``rounding`` maps a GEMM kind to its ``(shift, mode)``; by default each kind is taken to have its own
     (one SET_ROUNDING whenever the kind changes, at most 17 bytes more than needed per GEMM).
     """
-    from ..sim.conv import INPUT_GRADS, ConvGeometry, input_grad_geometry
+    from ..sim.conv import ConvGeometry
+    from ..sim.input_grad import INPUT_GRADS, input_grad_geometry
 
     rounding = rounding or {}
     if input_grad not in INPUT_GRADS:

@@ -8,7 +8,7 @@ takes the quantized input map itself (not its im2col matrix) so that:
   expander receives the map once instead of the im2col matrices; the same bits);
 * with ``FixedConfig.input_grad = "convolution"``, the input gradient of a stride-1 convolution is **one
   convolution** of the output gradient ``dY`` with the flipped kernel (``docs/numerics.md`` §7.1,
-  :func:`fxtrain.sim.conv.input_grad_geometry`): the backend rounds each element of ``dX`` once and returns
+  :func:`fxtrain.sim.input_grad.input_grad_geometry`): the backend rounds each element of ``dX`` once and returns
   ``N·H·W x C`` words, and the GEMM's A carries a ConvView of the ``dY`` map, so a device with the expander
   receives ``dY`` once and generates the patches itself. By default, and for strided or over-padded convolutions,
   the input gradient is the patch GEMM ``dY · W``, whose rounded ``N·OH·OW x C·KH·KW`` patches the host folds in
@@ -33,7 +33,7 @@ from dataclasses import replace
 
 import torch
 
-from ..sim.conv import flip_kernel, gradient_map, input_grad_geometry, input_grad_map
+from ..sim.input_grad import flip_kernel, gradient_map, input_grad_geometry, input_grad_map
 from .conv_offload import layer_view
 from .im2col import col2im, im2col
 

@@ -67,7 +67,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from ..sim.conv import INPUT_GRADS
+from ..sim.input_grad import INPUT_GRADS
 from ..sim.fixedpoint import FixedFormat
 from ..sim.gemm import EngineConfig
 from ..sim.rounding import SHIFT_MAX, RoundingMode

@@ -13,7 +13,7 @@ import sys
 
 import torch
 
-from ..sim.conv import INPUT_GRADS
+from ..sim.input_grad import INPUT_GRADS
 from ..sim.rounding import ROUNDING_MODES
 from .backend import backend_specs
 from .layers import DEFAULT_FORMATS

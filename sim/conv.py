@@ -63,19 +63,8 @@ only images ``⌊r0 / (OH·OW)⌋ .. ⌈r1 / (OH·OW)⌉ − 1``, so the host wr
 geometry with ``n`` = their count) and EXPANDs from row ``r0 − n0·OH·OW`` of it: the same A entries, so no bit
 changes. Windows of consecutive EXPANDs may share an image at their border, which is then written twice.
 
-The input gradient as a convolution (``docs/numerics.md`` §7.1)
----------------------------------------------------------------
-For a stride-1 convolution ``g`` with ``O`` output channels and padding ``PH <= KH − 1``, ``PW <= KW − 1``, the
-input gradient is itself a forward convolution: ``dX = im2col(dY, KH x KW, stride 1, padding (KH−1−PH,
-KW−1−PW)) · flip(W)`` (:func:`input_grad_geometry`), where the map ``dY`` is the output gradient as an
-``(N, O, OH, OW)`` feature map (:func:`gradient_map`) and ``flip(W)[(o·KH + ky)·KW + kx, c] =
-W[o, c, KH−1−ky, KW−1−kx]`` (:func:`flip_kernel`, ``O·KH·KW x C``). Its GEMM has ``M = N·H·W`` rows and ``C``
-columns (:func:`input_grad_map`: row ``(n·H + y)·W + x`` is ``dX[n, :, y, x]``), so the device answers with
-``dX`` itself instead of ``N·OH·OW x C·KH·KW`` patches for the host to fold (col2im), and its A comes from
-the ``dY`` map by EXPAND like any forward GEMM. It is a numerics choice of the layers (:data:`INPUT_GRADS`, one
-rounding per ``dX`` element instead of one per patch element), not a transport: the default stays the patch GEMM
-``dY · W`` with col2im on the host, which other convolutions (stride > 1, wider padding; :func:`input_grad_geometry`
-returns None) always use.
+The input gradient of a convolution as a convolution of ``dY`` (``docs/numerics.md`` §7.1) is
+:mod:`.input_grad`.
 
 Members
 -------
@@ -101,12 +90,6 @@ ConvView
     An A operand given as a feature map and a geometry (what the layers pass to ``backend.gemm``).
 window_images(geom, row0, row1) -> (n0, n1); map_window(view, n0, n1) -> ConvView
     The images that rows ``row0 .. row1 − 1`` of the forward matrix read, and the view of just those images.
-INPUT_GRADS
-    ``("patches", "convolution")``: the two ways a convolution's input gradient is computed.
-input_grad_geometry(geom, out_channels) -> ConvGeometry or None
-    The convolution whose forward GEMM is the input gradient of ``geom`` (None: patches and col2im).
-gradient_map(dy, geom, out_channels), flip_kernel(w), input_grad_map(c, geom)
-    Its map, its B operand, and its result as ``(N, C, H, W)``.
 """
 
 from __future__ import annotations
@@ -117,8 +100,7 @@ import numpy as np
 
 __all__ = ["ConvGeometry", "conv_matrix", "address", "fmap_words_per_entry", "fmap_entries", "fmap_pack",
            "EXPAND_ARGS", "EXPAND_TRANSPOSED", "EXPAND_LATENCY", "expand_args", "expand_ok", "expand_entries",
-           "expand_cycles", "ConvView", "window_images", "map_window", "INPUT_GRADS", "input_grad_geometry",
-           "gradient_map", "flip_kernel", "input_grad_map"]
+           "expand_cycles", "ConvView", "window_images", "map_window"]
 
 # field limits of EXPAND_ARGS (16-bit sizes, 8-bit kernel/stride/padding)
 _LIMITS = {"n": 0xFFFF, "c": 0xFFFF, "h": 0x7FFF, "w": 0x7FFF, "kh": 0xFF, "kw": 0xFF, "sh": 0xFF, "sw": 0xFF,
@@ -438,51 +420,3 @@ def map_window(view, n0, n1):
     geom = ConvGeometry(n1 - n0, g.c, g.h, g.w, g.kh, g.kw, g.sh, g.sw, g.ph, g.pw)
     x_raw = None if view.x_raw is None else view.x_raw[n0:n1]
     return ConvView(x_raw, geom, False, (view.key, n0, n1), view.digest)
-
-
-#: How a convolution's input gradient is computed (``docs/numerics.md`` §7.1, the layers' ``FixedConfig.input_grad``):
-#: the patch GEMM ``dY · W`` folded by col2im on the host (the default), or, for a stride-1 convolution, one
-#: convolution of ``dY`` with the flipped kernel (:func:`input_grad_geometry`; other convolutions keep patches).
-INPUT_GRADS = ("patches", "convolution")
-
-
-def input_grad_geometry(geom, out_channels):
-    """The geometry of the forward convolution that computes the input gradient of convolution ``geom`` with
-    ``out_channels`` output channels (module docstring): the map ``dY`` ``(N, O, OH, OW)``, the same kernel, stride
-    1, padding ``(KH − 1 − PH, KW − 1 − PW)``; its output is ``H x W``. None when ``geom`` has a stride above 1 or
-    a padding wider than ``kernel − 1`` (those keep the patch GEMM and col2im on the host)."""
-    if geom.sh != 1 or geom.sw != 1 or geom.ph > geom.kh - 1 or geom.pw > geom.kw - 1:
-        return None
-    return ConvGeometry(geom.n, out_channels, geom.out_h, geom.out_w, geom.kh, geom.kw, 1, 1,
-                        geom.kh - 1 - geom.ph, geom.kw - 1 - geom.pw)
-
-
-def gradient_map(dy, geom, out_channels):
-    """The output gradient ``dy`` (``N·OH·OW x O``, rows ``(n·OH + oy)·OW + ox`` as the forward GEMM's result) as
-    the ``(N, O, OH, OW)`` feature map of :func:`input_grad_geometry` (a C-contiguous numpy array)."""
-    dy = np.asarray(dy)
-    shape = (geom.n, geom.out_h, geom.out_w, out_channels)
-    if dy.shape != (geom.positions, out_channels):
-        raise ValueError(f"Output gradient shape {dy.shape} does not match the convolution's "
-                         f"{(geom.positions, out_channels)}")
-    return np.ascontiguousarray(dy.reshape(shape).transpose(0, 3, 1, 2))
-
-
-def flip_kernel(w):
-    """The B operand (``O·KH·KW x C``) of the input-gradient convolution, from the weights ``w``
-    (``O, C, KH, KW``): ``B[(o·KH + ky)·KW + kx, c] = w[o, c, KH−1−ky, KW−1−kx]``."""
-    w = np.asarray(w)
-    if w.ndim != 4:
-        raise ValueError(f"Convolution weights must have shape (O, C, KH, KW), not {w.shape}")
-    o, c, kh, kw = w.shape
-    return np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(0, 2, 3, 1).reshape(o * kh * kw, c))
-
-
-def input_grad_map(result, geom):
-    """The input-gradient GEMM's result (``N·H·W x C``, rows ``(n·H + y)·W + x``) as ``dX`` ``(N, C, H, W)``, for
-    the layer's convolution ``geom`` (a C-contiguous numpy array)."""
-    result = np.asarray(result)
-    if result.shape != (geom.n * geom.h * geom.w, geom.c):
-        raise ValueError(f"Input-gradient result shape {result.shape} does not match the input "
-                         f"{(geom.n * geom.h * geom.w, geom.c)}")
-    return np.ascontiguousarray(result.reshape(geom.n, geom.h, geom.w, geom.c).transpose(0, 3, 1, 2))

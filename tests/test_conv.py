@@ -7,9 +7,10 @@ import torch
 
 from fxtrain.host.layers import im2col
 from fxtrain.sim.conv import (EXPAND_ARGS, ConvGeometry, ConvView, address, conv_matrix, expand_args, expand_cycles,
-                              expand_entries, expand_ok, flip_kernel, fmap_entries, fmap_pack, fmap_words_per_entry,
-                              gradient_map, input_grad_geometry, input_grad_map, map_window, window_images)
+                              expand_entries, expand_ok, fmap_entries, fmap_pack, fmap_words_per_entry, map_window,
+                              window_images)
 from fxtrain.sim.gemm import EngineConfig
+from fxtrain.sim.input_grad import flip_kernel, gradient_map, input_grad_geometry, input_grad_map
 from fxtrain.sim.protocol import Command, ProtocolEmulator, ResponseParser, Status, encode_request
 
 SEED = 20261201

@@ -8,7 +8,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from fxtrain.sim.conv import EXPAND_ARGS, ConvGeometry, ConvView, conv_matrix, fmap_entries, input_grad_geometry
+from fxtrain.sim.conv import EXPAND_ARGS, ConvGeometry, ConvView, conv_matrix, fmap_entries
+from fxtrain.sim.input_grad import input_grad_geometry
 from fxtrain.sim.engine import EngineModel, gemm_via_engine
 from fxtrain.sim.gemm import EngineConfig, tiled_gemm
 
