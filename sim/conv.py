@@ -61,7 +61,9 @@ A map that does not fit the B memory next to the GEMM's B blocks can still feed 
 *window* at a time (:func:`window_images`, :func:`map_window`): the rows ``r0 .. r1 − 1`` of ``im2col(X)`` read
 only images ``⌊r0 / (OH·OW)⌋ .. ⌈r1 / (OH·OW)⌉ − 1``, so the host writes those images as a map of their own (the
 geometry with ``n`` = their count) and EXPANDs from row ``r0 − n0·OH·OW`` of it: the same A entries, so no bit
-changes. Windows of consecutive EXPANDs may share an image at their border, which is then written twice.
+changes. Windows of consecutive EXPANDs may share an image at their border, which is then written twice. The
+transposed orientation windows its columns the same way (a K chunk of the weight-gradient GEMM: its positions'
+images).
 
 The input gradient of a convolution as a convolution of ``dY`` (``docs/numerics.md`` §7.1) is
 :mod:`.input_grad`.
@@ -89,7 +91,7 @@ expand_cycles(config, count, blocks)
 ConvView
     An A operand given as a feature map and a geometry (what the layers pass to ``backend.gemm``).
 window_images(geom, row0, row1) -> (n0, n1); map_window(view, n0, n1) -> ConvView
-    The images that rows ``row0 .. row1 − 1`` of the forward matrix read, and the view of just those images.
+    The images that output positions ``row0 .. row1 − 1`` read, and the view of just those images.
 """
 
 from __future__ import annotations
@@ -400,8 +402,8 @@ class ConvView:
 
 
 def window_images(geom, row0, row1):
-    """``(n0, n1)``: the images ``n0 .. n1 − 1`` that rows ``row0 .. row1 − 1`` of ``im2col`` (forward
-    orientation) read."""
+    """``(n0, n1)``: the images ``n0 .. n1 − 1`` that output positions ``row0 .. row1 − 1`` read (rows of
+    ``im2col``, columns of its transpose)."""
     if not 0 <= row0 < row1 <= geom.positions:
         raise ValueError(f"Rows {row0} .. {row1 - 1} are not rows of the {geom.positions}-row matrix")
     per_image = geom.out_h * geom.out_w
@@ -409,14 +411,13 @@ def window_images(geom, row0, row1):
 
 
 def map_window(view, n0, n1):
-    """The forward-orientation :class:`ConvView` of images ``n0 .. n1 − 1`` of ``view``: its map holds just those
+    """The :class:`ConvView` of images ``n0 .. n1 − 1`` of ``view``, in its orientation: its map holds just those
     images (``x_raw[n0:n1]``, None when ``view`` has none), its key is ``(view.key, n0, n1)`` with the same digest
-    (the whole map's), and its row ``r`` is row ``r + n0·OH·OW`` of ``view``'s matrix."""
+    (the whole map's), and its output position ``m`` (a row of the forward matrix, a column of the transposed
+    one) is position ``m + n0·OH·OW`` of ``view``'s matrix."""
     g = view.geom
-    if view.transposed:
-        raise ValueError("A map window is defined for the forward orientation only")
     if not 0 <= n0 < n1 <= g.n:
         raise ValueError(f"Images {n0} .. {n1 - 1} are not images of the {g.n}-image map")
     geom = ConvGeometry(n1 - n0, g.c, g.h, g.w, g.kh, g.kw, g.sh, g.sw, g.ph, g.pw)
     x_raw = None if view.x_raw is None else view.x_raw[n0:n1]
-    return ConvView(x_raw, geom, False, (view.key, n0, n1), view.digest)
+    return ConvView(x_raw, geom, view.transposed, (view.key, n0, n1), view.digest)

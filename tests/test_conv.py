@@ -173,8 +173,8 @@ def test_input_gradient_convolution_only_for_stride_one_and_padding_below_the_ke
 
 def test_map_window_expands_the_rows_of_the_whole_map_from_any_row():
     """A window of the images that rows r0 .. r1-1 read, EXPANDed from row r0 - n0*OH*OW (not a tile-row
-    boundary), writes exactly rows r0 .. of the whole map's matrix; windows are refused for the transposed
-    orientation and for rows or images outside the map."""
+    boundary), writes exactly rows r0 .. of the whole map's matrix; a transposed window is the transposed matrix of
+    its images; rows or images outside the map are refused."""
     rng = np.random.default_rng(SEED + 11)
     print("seed", SEED + 11)
     cfg = EngineConfig(rows=5, cols=4, depth=512, b_depth=4096, expander=True)
@@ -203,8 +203,8 @@ def test_map_window_expands_the_rows_of_the_whole_map_from_any_row():
         want[:rows_in_window] = whole[r0:r0 + rows_in_window]
         got_rows = np.concatenate([got[b * geom.patch:(b + 1) * geom.patch].T for b in range(blocks)])
         assert (got_rows[:r1 - r0] == want[:r1 - r0]).all(), (geom, r0, blocks)
-    with pytest.raises(ValueError, match="forward orientation only"):
-        map_window(ConvView(x, geom, True, "L"), 0, 1)
+    transposed = map_window(ConvView(x, geom, True, "L"), 0, 1)
+    assert transposed.transposed and (transposed.matrix() == conv_matrix(x[:1], transposed.geom, True)).all()
     with pytest.raises(ValueError, match=r"Images 0 \.\. 9 are not images"):
         map_window(view, 0, 10)
     with pytest.raises(ValueError, match="are not rows of the"):

@@ -140,6 +140,38 @@ def test_a_map_too_big_for_the_b_memory_goes_in_windows_and_results_stay_exact(g
     assert dev.counters["a_entries_sent"] == 0 and dev.counters["map_entries_sent"] >= fmap_entries(cfg, geom)
 
 
+@pytest.mark.parametrize("geom", [ConvGeometry(3, 3, 8, 8, 3, 3, 1, 1, 1, 1), ConvGeometry(6, 2, 7, 7, 3, 3),
+                                  ConvGeometry(4, 2, 9, 9, 3, 3, 2, 2, 1, 1)])
+def test_a_weight_gradient_k_split_takes_map_windows_chunk_outer_and_stays_exact(geom):
+    """The transposed (weight-gradient) GEMM with a map larger than the B memory, K-split and played chunk-outer
+    through partial sums: every chunk's EXPANDs read the window of the images its positions cover (one window per
+    chunk pass, shared by the group's tiles), no A is written, and the golden model and the driver equal the plain
+    GEMM; without partial sums it falls back to sending A."""
+    rng = np.random.default_rng(geom.words + 1)
+    print("seed", geom.words + 1)
+    cfg = EngineConfig(rows=2, cols=2, depth=32, b_depth=256, expander=True, psum_slots=8)
+    x = rng.integers(-300, 300, (geom.n, geom.c, geom.h, geom.w))
+    view = view_of(x, geom, True)
+    a = conv_matrix(x, geom, True)
+    b = rng.integers(-300, 300, (a.shape[1], 3))
+    plan = plan_gemm(cfg, *a.shape, 3)
+    assert len(plan.chunks) > 1 and not conv_fits(cfg, plan, view)
+    room = conv_window_room(cfg, plan, view, chunk_outer=True)
+    assert room > 0 and conv_window_room(cfg, plan, view) == 0
+    items = list(CommandPlanner(cfg).schedule(plan, None, a_view=view))
+    maps = [i for i in items if isinstance(i, WriteMap)]
+    assert maps and all(i.view.transposed and i.entries <= room for i in maps)
+    assert not any(isinstance(i, WriteOperand) and i.which == "A" for i in items)
+    got = _golden(cfg, a, b, view, CommandPlanner(cfg))
+    want = tiled_gemm(cfg, a, b, 7, "stochastic", lane_seeds(3, cfg.lanes, cfg.lane_width))
+    assert np.array_equal(got.c, want.c) and np.array_equal(got.saturated, want.saturated)
+    dev, exact = _device(cfg), ExactEmulator(replace(cfg, expander=False, psum_slots=0), seed=5)
+    assert np.array_equal(dev.gemm(a, b, 7, "stochastic", a_view=view).c, exact.gemm(a, b, 7, "stochastic").c)
+    assert dev.counters["a_entries_sent"] == 0 and dev.counters["expands"] > 0
+    plain = list(CommandPlanner(replace(cfg, psum_slots=0)).schedule(plan, None, a_view=view))
+    assert not any(isinstance(i, WriteMap) for i in plain)
+
+
 class _EvictingPlanner(CommandPlanner):
     """A planner whose map is overwritten (junk in the model's B memory, forgotten by the planner) after every
     EXPAND, as another operand's write could do."""
