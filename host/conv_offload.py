@@ -21,7 +21,8 @@ send_conv_item(pipe, config, item, counters) -> bool
 with_digest(view) -> ConvView
     The view, with the content digest of its map filled in when it has none.
 layer_view(x_q, fl, geometry, key, transposed) -> ConvView
-    The view a convolution layer passes: ``x_q`` (N, C, H, W) on the activation grid of ``fl`` fractional bits.
+    The view a convolution layer passes: ``x_q`` (N, C, H, W) on the activation grid of ``fl`` fractional bits
+    (no digest yet).
 """
 
 from __future__ import annotations
@@ -73,10 +74,11 @@ def send_conv_item(pipe, config, item, counters):
 def layer_view(x_q, fl, geometry, key, transposed):
     """The :class:`ConvView` of a convolution layer's input ``x_q`` (a float tensor (N, C, H, W) on the grid of
     ``fl`` fractional bits, so ``x_q * 2**fl`` are the raw integers im2col reads), ``geometry`` the layer's
-    ``(kernel_size, stride, padding)`` pairs, ``key`` its residency key; one digest for both orientations."""
+    ``(kernel_size, stride, padding)`` pairs, ``key`` its residency key. The digest is left for the driver to fill
+    in (:func:`with_digest`) when it uses the view: the emulators, which ignore views, never pay for it."""
     import torch
 
     x_raw = (x_q.detach().to(torch.float64) * 2.0 ** fl).to(torch.int64).numpy()
     kernel_size, stride, padding = geometry
     geom = ConvGeometry.of(x_raw.shape, kernel_size, stride, padding)
-    return ConvView(x_raw, geom, transposed, key, content_digest(x_raw))
+    return ConvView(x_raw, geom, transposed, key)

@@ -40,15 +40,22 @@ serves its weight-gradient GEMM too. A chunks become :class:`.schedule_items.Exp
 the tile loop one EXPAND fills ``blocks`` consecutive tile rows' chunks (as many as the A depth holds, each then
 keyed as its tile row), in the K-split one EXPAND per (tile row, chunk). The map is looked up again before every
 EXPAND (LRU may have evicted it since), so the schedule is correct whatever the residency. Result bits are those of
-the plain path: the device builds the very A the host would have sent.
+the plain path: the device builds the very A the host would have sent. When the whole map does not fit next to
+the GEMM's B blocks but the GEMM is a forward-orientation tile loop (no K-split), the map goes in *windows*
+(:func:`conv_window_room`, :func:`.conv.map_window`): each EXPAND gets the images its tile rows read as a map of
+their own (keyed by the image range), as many tile rows per EXPAND (at most what the A memory holds) as such a
+window fits the B memory. A transposed (weight-gradient) K-split played chunk-outer takes windows too: a chunk's K
+range is a range of output positions, whose images are the window every tile of the group shares in that chunk
+pass (its B room is left free by the tile groups).
 
 Members
 -------
 CommandPlanner
     The schedule of successive GEMMs, with residency and the rounding registers (``uses_psum``, ``psum_groups``:
     the chunk-outer K-split on an engine with a partial-sum memory).
-conv_fits
-    Convolution mode: whether a GEMM can take its A from a feature map.
+conv_fits, conv_window_room
+    Convolution mode: whether a GEMM can take its A from the whole feature map, and how many B entries its map
+    windows may take.
 """
 
 from __future__ import annotations
@@ -58,7 +65,7 @@ from .payloads import RUN_DRAIN
 from .residency import ResidentMemory
 from .schedule_items import Expand, ReadResult, Reused, Run, RunTiles, SetRounding, WriteMap, WriteOperand
 
-__all__ = ["CommandPlanner", "conv_fits"]
+__all__ = ["CommandPlanner", "conv_fits", "conv_window_room"]
 
 
 def conv_fits(config, plan, view):
@@ -79,6 +86,40 @@ def conv_fits(config, plan, view):
         largest = max(c.length for c in plan.chunks)
     return conv.fmap_entries(config, view.geom) + largest <= config.b_depth
 
+
+def conv_window_room(config, plan, view, chunk_outer=False):
+    """The B entries the map windows may take when ``plan``'s A comes from ``view`` in windows (module docstring);
+    0 when windows cannot be used (no expander, a window that cannot fit).
+
+    * Forward orientation, tile loop: the B memory less the GEMM's largest B block, provided the window of every
+      single tile row fits it; each EXPAND then serves as many tile rows as its window fits
+      (:meth:`CommandPlanner._window_blocks`).
+    * Transposed orientation, a K-split played ``chunk_outer`` (partial sums): a chunk's K range is a range of
+      output positions, so its window is the images they read, shared by every tile of the group in that chunk
+      pass; the room is the widest chunk's window, provided one B chunk fits beside it (the tile groups then
+      leave it free, :meth:`CommandPlanner.psum_groups`). A K-split without partial sums would change window at
+      every run: no windows."""
+    if view is None or not config.expander:
+        return 0
+    if view.transposed:
+        if not chunk_outer:
+            return 0
+        widest = max(n1 - n0 for n0, n1 in (conv.window_images(view.geom, c.k0, c.k1) for c in plan.chunks))
+        need = _window_entries(config, view.geom, widest)
+        return need if need + max(c.length for c in plan.chunks) <= config.b_depth else 0
+    if plan.groups is None:
+        return 0
+    room = config.b_depth - max(grp.count for grp in plan.groups) * plan.k
+    widest = max(n1 - n0 for n0, n1 in (conv.window_images(view.geom, tm * config.rows,
+                                                           min((tm + 1) * config.rows, plan.m))
+                                         for tm in range(-(-plan.m // config.rows))))
+    return room if _window_entries(config, view.geom, widest) <= room else 0
+
+
+def _window_entries(config, geom, images):
+    """B entries of a window of ``images`` images of ``geom``'s map."""
+    return conv.fmap_entries(config, conv.ConvGeometry(images, geom.c, geom.h, geom.w, geom.kh, geom.kw, geom.sh,
+                                                       geom.sw, geom.ph, geom.pw))
 
 
 class CommandPlanner:
@@ -148,22 +189,44 @@ class CommandPlanner:
         addr = self.b_mem.allocate(key, view.digest, entries)
         return addr, WriteMap(addr, entries, view)
 
-    def _expanded(self, plan, view, tm, chunk, blocks=1):
+    def _expanded(self, plan, view, tm, chunk, blocks=1, window=0):
         """The A chunk of tile row ``tm``: ``(a_addr, items)``, the items the map (unless resident) and an
         :class:`Expand` of ``blocks`` tile rows from ``tm`` (each recorded under its row's key), or a
-        :class:`Reused` when the chunk is resident."""
+        :class:`Reused` when the chunk is resident. ``window`` (B entries, :func:`conv_window_room`): the map is
+        the window of the images the rows read (:func:`.conv.map_window`), with fewer rows if needed to fit."""
         key = ("A", self._gemm_id, tm, chunk.k0)
         if not self.residency:
             self.a_mem.clear()
         addr = self.a_mem.lookup(key, None)
         if addr is not None:
             return addr, [Reused("A", chunk.length)]
+        row0, k0 = tm * self.config.rows, chunk.k0
+        if window and view.transposed:      # the chunk's positions (K) read the window's images
+            n0, n1 = conv.window_images(view.geom, chunk.k0, chunk.k1)
+            view = conv.map_window(view, n0, n1)
+            k0 -= n0 * view.geom.out_h * view.geom.out_w
+        elif window:
+            blocks = self._window_blocks(plan, view, tm, blocks, window)
+            n0, n1 = conv.window_images(view.geom, row0, min(row0 + blocks * self.config.rows, plan.m))
+            view = conv.map_window(view, n0, n1)
+            row0 -= n0 * view.geom.out_h * view.geom.out_w
         f_base, map_item = self._map(view)
         addr = self.a_mem.reserve(key, chunk.length * blocks)
         for b in range(blocks):
             self.a_mem.commit(("A", self._gemm_id, tm + b, chunk.k0), None, addr + b * chunk.length, chunk.length)
-        expand = Expand(addr, f_base, tm * self.config.rows, chunk.k0, chunk.length, blocks, view)
+        expand = Expand(addr, f_base, row0, k0, chunk.length, blocks, view)
         return addr, [expand] if map_item is None else [map_item, expand]
+
+    def _window_blocks(self, plan, view, tm, blocks, room):
+        """The most tile rows (at most ``blocks``, at least 1) from ``tm`` whose map window fits ``room``
+        entries (:func:`conv_window_room` guarantees one does)."""
+        rows = self.config.rows
+        while blocks > 1:
+            n0, n1 = conv.window_images(view.geom, tm * rows, min((tm + blocks) * rows, plan.m))
+            if _window_entries(self.config, view.geom, n1 - n0) <= room:
+                break
+            blocks -= 1
+        return blocks
 
     def schedule(self, plan, rounding, *, b_key=None, digest=None, first_tile=0, a_view=None):
         if rounding is None or rounding != self.rounding:
@@ -172,12 +235,14 @@ class CommandPlanner:
         self._gemm_id += 1
         b_scope = ("B", b_key, (plan.k, plan.n)) if b_key is not None else ("B-call", self._gemm_id)
         view = a_view if conv_fits(self.config, plan, a_view) else None
+        window = 0 if view is not None else conv_window_room(self.config, plan, a_view, self.uses_psum(plan))
+        view = view or (a_view if window else None)
         self._map_used = False            # a resident map is reported (Reused) once per GEMM
         if plan.groups is not None:
-            yield from self._tile_loop(plan, b_scope, digest, first_tile, view)
+            yield from self._tile_loop(plan, b_scope, digest, first_tile, view, window)
             return
         if self.uses_psum(plan):
-            yield from self._chunk_outer(plan, b_scope, digest, first_tile, view)
+            yield from self._chunk_outer(plan, b_scope, digest, first_tile, view, window)
             return
         for tm, tn in plan.tiles[first_tile:]:
             for chunk in plan.chunks:
@@ -198,35 +263,36 @@ class CommandPlanner:
         an engine with ``psum_slots >= 1`` (and ``psum`` on)."""
         return self.psum and self.config.psum_slots >= 1 and len(plan.chunks) > 1 and plan.groups is None
 
-    def psum_groups(self, plan, view=None):
+    def psum_groups(self, plan, view=None, window=0):
         """The chunk-outer tile groups of ``plan`` (:meth:`.gemm_plan.GemmPlan.psum_groups`; B room = ``b_depth``
-        less the feature map of ``view`` when convolution mode is used)."""
-        room = self.config.b_depth - (conv.fmap_entries(self.config, view.geom) if view is not None else 0)
-        return plan.psum_groups(self.config.psum_slots, room)
+        less the feature map of ``view`` when convolution mode is used, or less ``window`` entries for its map
+        windows)."""
+        used = window or (conv.fmap_entries(self.config, view.geom) if view is not None else 0)
+        return plan.psum_groups(self.config.psum_slots, self.config.b_depth - used)
 
-    def _a_chunk(self, plan, view, tm, chunk, digest):
-        """The A chunk of tile row ``tm``: ``(a_addr, items)`` (an EXPAND with the map before it, a write, or a
-        :class:`Reused`)."""
+    def _a_chunk(self, plan, view, tm, chunk, digest, window=0):
+        """The A chunk of tile row ``tm``: ``(a_addr, items)`` (an EXPAND with the map or its window before it, a
+        write, or a :class:`Reused`)."""
         if view is not None:
-            return self._expanded(plan, view, tm, chunk)
+            return self._expanded(plan, view, tm, chunk, window=window)
         a_addr, item = self._operand(self.a_mem, "A", ("A", self._gemm_id, tm, chunk.k0), tm, chunk, digest)
         return a_addr, [item]
 
-    def _chunk_outer(self, plan, b_scope, digest, first_tile, view):
+    def _chunk_outer(self, plan, b_scope, digest, first_tile, view, window=0):
         """The partial-sum schedule of a K-split (module docstring): per group of tiles, per chunk, per tile of the
         group: A chunk, B chunk, a RUN with CLEAR or LOAD and DRAIN or SAVE of the tile's slot (its index in the
         group), and READ_RESULT after its draining run. Resume (``first_tile``): the group holding ``first_tile``
         starts again from its first chunk with its tiles from ``first_tile`` on (the partial sums of a group
         that failed are unknown; its tiles already read are not run again, so no drain is repeated), the later
         groups as planned."""
-        for first, count in self.psum_groups(plan, view):
+        for first, count in self.psum_groups(plan, view, window):
             if first + count <= first_tile:
                 continue
             tiles = [(slot, plan.tiles[first + slot]) for slot in range(count) if first + slot >= first_tile]
             for chunk in plan.chunks:
                 flags = plan.psum_flags(chunk)
                 for slot, (tm, tn) in tiles:
-                    a_addr, items = self._a_chunk(plan, view, tm, chunk, digest)
+                    a_addr, items = self._a_chunk(plan, view, tm, chunk, digest, window)
                     yield from items
                     b_addr, item = self._operand(self.b_mem, "B", b_scope + (tn, chunk.k0), tn, chunk, digest)
                     yield item
@@ -234,17 +300,18 @@ class CommandPlanner:
                     if flags & RUN_DRAIN:
                         yield ReadResult(tm, tn)
 
-    def _tile_loop(self, plan, b_scope, digest, first_tile, view=None):
+    def _tile_loop(self, plan, b_scope, digest, first_tile, view=None, window=0):
         """The RUN_TILES schedule of a GEMM without K-split (module docstring); a group is keyed by its first
         column and size, so a group resident from an earlier call with the same ``b_key`` is reused. In
-        convolution mode one EXPAND fills as many tile rows' A chunks as the A memory holds."""
+        convolution mode one EXPAND fills as many tile rows' A chunks as the A memory holds (with map windows of
+        at most ``window`` B entries: as many as such a window serves)."""
         (chunk,) = plan.chunks
         for group in plan.groups:
             if group.first < first_tile:
                 continue
             if view is not None:
                 blocks = min(plan.mt - group.tm, self.config.depth // chunk.length, 0xFFFF)
-                a_addr, items = self._expanded(plan, view, group.tm, chunk, blocks)
+                a_addr, items = self._expanded(plan, view, group.tm, chunk, blocks, window)
                 yield from items
             else:
                 a_addr, item = self._operand(self.a_mem, "A", ("A", self._gemm_id, group.tm, 0), group.tm, chunk,
