@@ -9,8 +9,11 @@ its forward GEMM only), and convolution mode with the partial-sum memory (K-spli
 chunk sent once per group of ``psum_slots`` tiles: the board's slots, or ``--psum-slots`` as a what-if where the
 board has none).
 
-Usage: ``python bench/link_bytes.py [--board icebreaker] [--batch 64] [--train-size 60000]`` prints a Markdown
-table (quoted in ``docs/time-model.md`` §2.1). The counts are the time model's replay of the driver's planner
+Usage: ``python bench/link_bytes.py [--board icebreaker] [--batch 64] [--train-size 60000] [--input-grad
+convolution] [--baud 12000000]`` prints a Markdown table (quoted in ``docs/time-model.md`` §2.1-2.4);
+``--input-grad convolution`` takes the layers' option of that name (a stride-1 convolution's input gradient as one
+convolution of dY, its map sent by EXPAND), ``--baud`` is a what-if link rate for the epoch times (both
+directions at ``10 / baud`` seconds per byte). The counts are the time model's replay of the driver's planner
 (``host/traffic.py``), which ``tests/test_timemodel.py`` checks against the driver's counters (convolution mode
 included).
 """
@@ -22,6 +25,7 @@ from dataclasses import replace
 
 from fxtrain.host import timemodel
 from fxtrain.host.traffic import shape_keys
+from fxtrain.sim.input_grad import INPUT_GRADS
 from fxtrain.sim.payloads import value_bytes
 
 
@@ -77,7 +81,7 @@ def _conv_breakdown(cfg, rx_buffer, gemms, what="convolution-mode"):
                   (sum(t.expands.values()) * (request_frame_bytes(EXPAND_ARGS.size) + 8), f"{name} EXPAND frames"),
                   ((t.read_results + sum(n * c for (_, n), c in t.run_tiles.items())) * result_bytes(cfg),
                    f"{name} results" + (" (patches, col2im on the host)" if g.kind == "input_grad" and g.layer in convs
-                                        else ""))]
+                                        and g.conv is None else ""))]
     terms.sort(reverse=True)
     top = ", ".join(f"{label} {x:,} ({100 * x / total:.0f} %)" for x, label in terms[:5])
     return f"Where the {what} step's {total:,} bytes go (largest terms): {top}."
@@ -89,23 +93,33 @@ def main(argv=None):
     parser.add_argument("--format", default="16.8")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--train-size", type=int, default=60000)
+    parser.add_argument("--input-grad", default="patches", choices=INPUT_GRADS)
+    parser.add_argument("--baud", type=int, default=None, help="what-if link rate (both directions)")
     parser.add_argument("--psum-slots", type=int, default=64, help="partial-sum slots of the last column where "
                         "the board has none (a what-if, named so in the header; default 64)")
     args = parser.parse_args(argv)
     layers = timemodel.lenet_layers()
-    gemms = timemodel.training_gemms(layers, args.batch)
+    gemms = timemodel.training_gemms(layers, args.batch, input_grad=args.input_grad)
+
+    def at_baud(p):
+        if args.baud is None:
+            return p
+        return replace(p, link=replace(p.link, down_byte_s=10 / args.baud, up_byte_s=10 / args.baud))
+
     for board in args.board or ["icebreaker", "ulx3s-85f"]:
-        platform = timemodel.board_platform(board, args.format, expander=False, psum_slots=0)  # the plain columns
-        conv_platform = timemodel.board_platform(board, args.format, expander=True, psum_slots=0)
+        platform = at_baud(timemodel.board_platform(board, args.format, expander=False, psum_slots=0))  # plain
+        conv_platform = at_baud(timemodel.board_platform(board, args.format, expander=True, psum_slots=0))
         board_slots = timemodel.board_platform(board, args.format).config.psum_slots
-        psum_platform = timemodel.board_platform(board, args.format, expander=True,
-                                                 psum_slots=board_slots or args.psum_slots)
+        psum_platform = at_baud(timemodel.board_platform(board, args.format, expander=True,
+                                                         psum_slots=board_slots or args.psum_slots))
         cfg = platform.config
         v = value_bytes(cfg)
         steps = args.train_size / args.batch
         print(f"\n{board}: engine {cfg.rows}x{cfg.cols}, depth {cfg.depth}, B depth {cfg.b_depth}, "
               f"format {args.format} ({v} bytes/word), "
-              f"batch {args.batch}; bytes per training step (both directions), steady state\n")
+              f"batch {args.batch}, {args.input_grad} input gradients"
+              + ("" if args.baud is None else f", what-if link {args.baud:,} baud both ways")
+              + "; bytes per training step (both directions), steady state\n")
         conv_name = "conv mode" + ("" if timemodel.board_platform(board, args.format).config.expander
                                    else " (what-if)")
         psum_name = (f"conv + psum ({psum_platform.config.psum_slots} slots"
@@ -127,7 +141,7 @@ def main(argv=None):
                       for replay, (rx, _, c) in zip(replays, cases)]
             minimum = v * (g.m * g.k + g.k * g.n + g.m * g.n)
             conv_min = minimum if g.conv is None else v * (g.k * g.n + g.m * g.n + (
-                g.conv.words if g.kind == "forward" else 0))
+                g.conv.words if g.kind in ("forward", "input_grad") else 0))
             down_min += v * (g.m * g.k + g.k * g.n)
             up_min += v * g.m * g.n
             for i, x in enumerate(counts + [minimum, conv_min]):
@@ -147,13 +161,13 @@ def main(argv=None):
         print("\n" + _conv_breakdown(conv_platform.config, conv_platform.rx_buffer, gemms))
         print("\n" + _conv_breakdown(psum_platform.config, psum_platform.rx_buffer, gemms,
                                      "convolution-mode + partial-sum"))
-        seq = timemodel.estimate_epoch(replace(platform, rx_buffer=0, tile_loop=False), layers, args.format,
-                                       args.batch, args.train_size)
-        v1 = timemodel.estimate_epoch(replace(platform, tile_loop=False), layers, args.format, args.batch,
-                                      args.train_size)
-        piped = timemodel.estimate_epoch(platform, layers, args.format, args.batch, args.train_size)
-        conv = timemodel.estimate_epoch(conv_platform, layers, args.format, args.batch, args.train_size)
-        psum = timemodel.estimate_epoch(psum_platform, layers, args.format, args.batch, args.train_size)
+        def epoch(p):
+            return timemodel.estimate_epoch(p, layers, args.format, args.batch, args.train_size,
+                                            input_grad=args.input_grad)
+
+        seq = epoch(replace(platform, rx_buffer=0, tile_loop=False))
+        v1 = epoch(replace(platform, tile_loop=False))
+        piped, conv, psum = epoch(platform), epoch(conv_platform), epoch(psum_platform)
         print(f"\nEpoch without host time: v1 one request at a time {seq.total_s / 3600:.2f} h "
               f"(latency {100 * seq.exchange_s / seq.total_s:.1f} %), v1 pipelined {v1.total_s / 3600:.2f} h, "
               f"RUN_TILES {piped.total_s / 3600:.2f} h "

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fxtrain.host.device import open_device
+from fxtrain.host.device_spec import open_device
 from fxtrain.sim.gemm import EngineConfig, tiled_gemm
 from fxtrain.sim.lfsr import lane_seeds
 

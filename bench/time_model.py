@@ -1,8 +1,10 @@
 """Verify the time-per-epoch model (``host/timemodel.py``) against what the RTL, the driver and the host measure.
 
 1. Engine cycles: every GEMM of one LeNet training step (batch scaled down, ``--cycles-batch``) is replayed into
-   its engine runs; the runs are played on the ``GemmEngine`` RTL in the Amaranth simulator and the RTL's own
-   ``busy`` counter is compared with the prediction (goal: exact).
+   its engine runs; the runs are played on the ``GemmEngine`` RTL in the Amaranth simulator in the planner's order
+   and the RTL's own ``busy`` counter is compared with the prediction (goal: exact). The same for the K-split GEMMs
+   that a board with a partial-sum memory (``--psum-board``, ``--psum-batch``) plays chunk-outer, so the LOAD/SAVE
+   cycle terms are checked too (``--cycles-only``: these two checks alone).
 2. Bytes on the wire: one LeNet training step goes through the host driver (``Device``) over a transport
    (``emu``: the protocol emulator; ``sim:verilator``: the SoC RTL, when ``--sim`` is given); bytes both ways
    and exchanges counted by the driver are compared with the prediction (goal: exact). With ``sim:verilator``
@@ -31,39 +33,59 @@ from pathlib import Path
 from fxtrain.boards.targets import TARGETS, get_target
 from fxtrain.host import timemodel
 from fxtrain.host.estimate_cli import format_seconds
-from fxtrain.sim.benches.engine_bench import busy_cycles_in_amaranth_sim
+from fxtrain.sim.benches.engine_bench import busy_cycles_in_amaranth_sim, schedule_runs
 from fxtrain.sim.gemm import EngineConfig
+from fxtrain.sim.gemm_plan import plan_gemm
+from fxtrain.sim.planner import CommandPlanner
 
 MARK_BEGIN = "<!-- bench:time_model -->"
 MARK_END = "<!-- /bench:time_model -->"
 
 
-def check_cycles(board, batch, out):
+def check_cycles(board, batch, out, psum_only=False):
+    """Every GEMM of one LeNet training step (``psum_only``: only the K-splits played chunk-outer through the
+    partial-sum memory) played on ``GemmEngine`` in the Amaranth simulator, runs in the planner's order; the
+    RTL's busy counter vs the time model's cycles."""
     config = get_target(board).config
+    if psum_only and not config.psum_slots:
+        raise SystemExit(f"Board {board} has no partial-sum memory (psum_slots = 0)")
     layers = timemodel.lenet_layers()
     replay = timemodel.DriverReplay(config)
-    out.append(f"### Engine cycles: predicted vs the RTL's busy counter\n\nBoard geometry `{board}` "
-               f"({config.rows}x{config.cols}, depth {config.depth}, WL {config.wl}); one LeNet training step at "
-               f"batch {batch} (scaled down from 64: the Amaranth simulator runs ~10^4 cycles/s; cycles per tile "
-               f"do not depend on the batch, the number of tiles grows linearly with it). Each GEMM's runs are "
-               f"played on `GemmEngine` in the Amaranth simulator.\n")
-    out.append("| layer | GEMM | M x K x N | tiles | runs | predicted cycles | RTL busy counter | equal |")
-    out.append("|---|---|---|---:|---:|---:|---:|---|")
+    planner = CommandPlanner(config)
+    if psum_only:
+        out.append(f"\n### Engine cycles of the partial-sum (LOAD/SAVE) runs: predicted vs the RTL's busy counter\n\n"
+                   f"Board geometry `{board}` ({config.rows}x{config.cols}, depth {config.depth}, WL {config.wl}, "
+                   f"{config.psum_slots} partial-sum slots); the GEMMs of one LeNet training step at batch {batch} "
+                   f"that are K-split (K > depth) and so go chunk-outer (CLEAR+SAVE, LOAD+SAVE, LOAD+DRAIN runs over "
+                   f"the slots), each played on `GemmEngine` in the Amaranth simulator in the planner's order.\n")
+    else:
+        out.append(f"### Engine cycles: predicted vs the RTL's busy counter\n\nBoard geometry `{board}` "
+                   f"({config.rows}x{config.cols}, depth {config.depth}, WL {config.wl}); one LeNet training step at "
+                   f"batch {batch} (scaled down from 64: the Amaranth simulator runs ~10^4 cycles/s; cycles per tile "
+                   f"do not depend on the batch, the number of tiles grows linearly with it). Each GEMM's runs (a "
+                   f"RUN_TILES as its tiles' runs) are played on `GemmEngine` in the Amaranth simulator in the "
+                   f"planner's order.\n")
+    out.append("| layer | GEMM | M x K x N | tiles | runs | LOAD/SAVE runs | predicted cycles | RTL busy counter "
+               "| equal |")
+    out.append("|---|---|---|---:|---:|---:|---:|---:|---|")
     all_equal = True
     for g in timemodel.training_gemms(layers, batch):
+        if psum_only and not planner.uses_psum(plan_gemm(config, g.m, g.k, g.n)):
+            continue
         traffic = replay.gemm(g.m, g.k, g.n, g.rounding, (g.layer, g.kind) if g.b_weights else None)
-        runs = [run for run, count in sorted(traffic.runs.items()) for _ in range(count)]
+        runs = schedule_runs(config, g.m, g.k, g.n, g.rounding)
         predicted = traffic.engine_cycles(config)
         measured = busy_cycles_in_amaranth_sim(config, runs)
         all_equal &= predicted == measured
         out.append(f"| {g.layer} | {g.kind} | {g.m} x {g.k} x {g.n} | {traffic.tiles} | {len(runs)} | "
-                   f"{predicted:,} | {measured:,} | {'yes' if predicted == measured else '**NO**'} |")
+                   f"{sum(traffic.psum_runs.values())} | {predicted:,} | {measured:,} | "
+                   f"{'yes' if predicted == measured else '**NO**'} |")
     return all_equal
 
 
 def check_bytes(spec, board, batch, out, sim_config=None):
     """One LeNet step through the driver on ``spec`` after a warm-up step; bytes, exchanges, busy cycles."""
-    from fxtrain.host.device import open_device
+    from fxtrain.host.device_spec import open_device
     from fxtrain.host.layers import FixedConfig
 
     config = sim_config or get_target(board).config
@@ -158,6 +180,11 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--board", default="icebreaker", help="geometry for the cycle and byte checks")
     parser.add_argument("--cycles-batch", type=int, default=1)
+    parser.add_argument("--psum-board", default="ulx3s-12f",
+                        help="board (with partial-sum slots) whose chunk-outer K-split GEMMs are played on the RTL")
+    parser.add_argument("--psum-batch", type=int, default=9,
+                        help="batch of the partial-sum cycle check (9: conv1's and conv2's weight gradients K-split)")
+    parser.add_argument("--cycles-only", action="store_true", help="only the two RTL cycle checks, printed, no doc")
     parser.add_argument("--bytes-batch", type=int, default=2)
     parser.add_argument("--sim", action="store_true", help="also count through sim:verilator (the SoC RTL)")
     parser.add_argument("--sim-batch", type=int, default=1)
@@ -174,6 +201,11 @@ def main(argv=None):
     out = [f"Command: `python bench/time_model.py {' '.join(argv if argv is not None else sys.argv[1:])}`"
            f" (run {time.strftime('%Y-%m-%d %H:%M')} UTC, 2-core machine)\n"]
     ok = True
+    if args.cycles_only:
+        ok &= check_cycles(args.board, args.cycles_batch, out)
+        ok &= check_cycles(args.psum_board, args.psum_batch, out, psum_only=True)
+        print("\n".join(out))
+        return 0 if ok else 1
     if args.host_only:
         host, _ = check_host(args.host_fit, args.host_test, args.host_steps, out)
         board_table(host, 64, 60000, out)
@@ -181,6 +213,7 @@ def main(argv=None):
         return 0
     if not args.sim_only:
         ok &= check_cycles(args.board, args.cycles_batch, out)
+        ok &= check_cycles(args.psum_board, args.psum_batch, out, psum_only=True)
         print("\n".join(out), flush=True)
         ok &= check_bytes("emu", args.board, args.bytes_batch, out)
         print("\n".join(out[-8:]), flush=True)

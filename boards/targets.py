@@ -17,7 +17,7 @@ blocks); ``fxtrain build --list`` prints them with the multipliers used / availa
 =================  =================  ===========  ========  ==========  ==========  ================================
 name               device             DSP blocks   engine    sync clock  UART clock  UART
 =================  =================  ===========  ========  ==========  ==========  ================================
-icebreaker         iCE40UP5K-SG48     8 SB_MAC16   4 x 2     18 MHz      18 MHz      FT2232H channel B, 3 Mbaud
+icebreaker         iCE40UP5K-SG48     8 SB_MAC16   4 x 2     19.125 MHz  19.125 MHz  FT2232H channel B, 4.8 Mbaud
 ulx3s-12f          LFE5U-12F-6BG381   28 MULT18    7 x 4     60 MHz      30 MHz      FT231X, 3 Mbaud
 ulx3s-25f          LFE5U-25F-6BG381   28 MULT18    7 x 4     60 MHz      30 MHz      FT231X, 3 Mbaud
 ulx3s-45f          LFE5U-45F-6BG381   72 MULT18    8 x 8     60 MHz      30 MHz      FT231X, 3 Mbaud
@@ -35,9 +35,11 @@ clock that makes the bridge's fastest rate):
   output and the engine clock that divided by an integer in the fabric. With the UART in its own 48 MHz domain
   (12 Mbaud, divisor 4, engine 48 / 3 = 16 MHz) the design closed timing before RUN_TILES (``docs/boards.md``),
   but with RUN_TILES it needs 5,384 of the 5,280 logic cells and does not place, so the default is the
-  single-clock design at 3 Mbaud: UART and engine both at 18 MHz from the PLL (12 * 48 / 32; 6 cycles per bit),
-  no clock crossing. ``--clock 16 --uart-clock 48 --baud 12000000`` builds the 12 Mbaud variant once the
-  device has room.
+  single-clock design, no clock crossing, at the fastest FT2232H rate that 4 cycles per bit of a closing engine
+  clock make: 4.8 Mbaud (12 MHz / 2.5) from 19.125 MHz (PLL 12 * 51 / 32; 4.78 Mbaud, 0.4 % off), 5,218 logic
+  cells, fmax 21.37 MHz (2026-12-01; it was 3 Mbaud at 18 MHz, 6 cycles per bit, until then). 6 Mbaud would
+  need a 24 MHz engine clock, above its fmax. ``--clock 16 --uart-clock 48 --baud 12000000`` builds the 12 Mbaud
+  variant once the device has room.
 * ULX3S-12F: the 12F is the 25F die; 7 x 4 uses all 28 MULT18X18D. Tall rather than wide for the same reason
   as on the iCEBreaker (fewer rounders and lanes); it routes at 70.5 MHz. 60 MHz = 25 * 12 / 5 (65 MHz leaves
   8 % margin and was not built); the UART clock is 30 MHz (VCO 600 MHz / 20, 10 cycles per bit at the
@@ -342,7 +344,7 @@ TARGETS = {t.name: t for t in (
                 # the 52-bit ones of MAX_K_LOG2 = 20 (5,353 of 5,280 logic cells; 5,260 with 16, docs/boards.md);
                 # LeNet's largest K at batch 64 is 36,864
                 EngineConfig(rows=4, cols=2, wl=16, depth=512, b_depth=32768, max_k_log2=16),
-                18_000_000, 3_000_000, 18_000_000, BRIDGES["FT2232H"],
+                19_125_000, 4_800_000, 19_125_000, BRIDGES["FT2232H"],
                 description="1BitSquared iCEBreaker, iCE40UP5K, 12 MHz oscillator, FT2232H UART"),
     _ulx3s("12f", ULX3S_12F_Platform, 7, 4, 60),
     _ulx3s("25f", ULX3S_25F_Platform, 7, 4, 60),

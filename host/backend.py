@@ -115,7 +115,7 @@ def _open_float(rest, config, seed, options):
 
 def _open_device(spec):
     def open_(rest, config, seed, options):
-        from .device import open_device
+        from .device_spec import open_device
 
         device = open_device(spec(rest), config=config, **options)
         try:
@@ -165,7 +165,7 @@ def open_backend(spec: str, *, config: "EngineConfig | None" = None, seed: int =
     """The backend named by ``spec`` (module docstring), seeded with ``seed``; None for ``"float"``.
 
     ``config`` is the engine of an emulator (default ``EngineConfig()``) or the one a simulated SoC is built with;
-    ``options`` go to :func:`fxtrain.host.device.open_device` (``timeout``, ``expect``, ``build_root``, ...).
+    ``options`` go to :func:`fxtrain.host.device_spec.open_device` (``timeout``, ``expect``, ``build_root``, ...).
     Raises ValueError for an unknown spec, naming the known ones, and whatever opening it raises
     (``fxtrain.host.transport.TransportError`` for a port or simulator that cannot be opened,
     ``fxtrain.host.device.DeviceError`` for a device that does not answer).

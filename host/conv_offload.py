@@ -16,12 +16,13 @@ buffer (IDENTIFY rx_buffer 0), which therefore never uses convolution mode.
 Members
 -------
 send_conv_item(pipe, config, item, counters) -> bool
-    Send a :class:`~fxtrain.sim.planner.WriteMap` / :class:`~fxtrain.sim.planner.Expand` / map
-    :class:`~fxtrain.sim.planner.Reused` item down a pipeline; False for any other item.
+    Send a :class:`~fxtrain.sim.schedule_items.WriteMap` / :class:`~fxtrain.sim.schedule_items.Expand` / map
+    :class:`~fxtrain.sim.schedule_items.Reused` item down a pipeline; False for any other item.
 with_digest(view) -> ConvView
     The view, with the content digest of its map filled in when it has none.
 layer_view(x_q, fl, geometry, key, transposed) -> ConvView
-    The view a convolution layer passes: ``x_q`` (N, C, H, W) on the activation grid of ``fl`` fractional bits.
+    The view a convolution layer passes: ``x_q`` (N, C, H, W) on the activation grid of ``fl`` fractional bits
+    (no digest yet).
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ from dataclasses import replace
 import numpy as np
 
 from ..sim.conv import ConvGeometry, ConvView, fmap_pack
-from ..sim.planner import Expand, Reused, WriteMap, content_digest
+from ..sim.residency import content_digest
+from ..sim.schedule_items import Expand, Reused, WriteMap
 from ..sim.wire import Command
 
 __all__ = ["send_conv_item", "with_digest", "layer_view", "CONV_COUNTERS"]
@@ -72,10 +74,11 @@ def send_conv_item(pipe, config, item, counters):
 def layer_view(x_q, fl, geometry, key, transposed):
     """The :class:`ConvView` of a convolution layer's input ``x_q`` (a float tensor (N, C, H, W) on the grid of
     ``fl`` fractional bits, so ``x_q * 2**fl`` are the raw integers im2col reads), ``geometry`` the layer's
-    ``(kernel_size, stride, padding)`` pairs, ``key`` its residency key; one digest for both orientations."""
+    ``(kernel_size, stride, padding)`` pairs, ``key`` its residency key. The digest is left for the driver to fill
+    in (:func:`with_digest`) when it uses the view: the emulators, which ignore views, never pay for it."""
     import torch
 
     x_raw = (x_q.detach().to(torch.float64) * 2.0 ** fl).to(torch.int64).numpy()
     kernel_size, stride, padding = geometry
     geom = ConvGeometry.of(x_raw.shape, kernel_size, stride, padding)
-    return ConvView(x_raw, geom, transposed, key, content_digest(x_raw))
+    return ConvView(x_raw, geom, transposed, key)

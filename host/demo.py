@@ -45,7 +45,7 @@ def run(args):
     shift = 2 * fmt.fl - out_fl
     device = None
     if args.device is not None:
-        from .device import open_device   # imported only when asked for: it pulls in the transports
+        from .device_spec import open_device   # imported only when asked for: it pulls in the transports
         device = open_device(args.device, config=EngineConfig(wl=fmt.wl) if args.device == "emu" else None)
     try:
         config = EngineConfig(wl=fmt.wl) if device is None else device.config

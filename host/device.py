@@ -5,99 +5,58 @@
 
 GEMMs of any shape are tiled by the one GEMM planner, :mod:`fxtrain.sim.planner` (padding, tiles ``tm`` outer /
 ``tn`` inner, K chunks of ``depth`` with clear/drain flags, RUN_TILES groups when K fits one chunk, operand
-residency with LRU eviction and content digests), which ``fxtrain.sim.engine.gemm_via_engine`` plays on the golden model, so results equal
-``fxtrain.sim.gemm.tiled_gemm`` bit for bit. A B chunk stays resident across ``gemm`` calls when the caller names
-B's contents with ``b_key`` (e.g. a layer's weights at one optimiser step); a stale ``b_key`` can cost time but
-never a wrong result.
+residency with LRU eviction and content digests), which ``fxtrain.sim.engine.gemm_via_engine`` plays on the golden
+model, so results equal ``fxtrain.sim.gemm.tiled_gemm`` bit for bit. A B chunk stays resident across ``gemm`` calls
+when the caller names B's contents with ``b_key`` (e.g. a layer's weights at one optimiser step); a stale ``b_key``
+can cost time but never a wrong result.
 
 Pipelining (``docs/protocol.md`` §2.2, §5.1). When the device reports a receive buffer and the driver manages the
 lanes (after ``seed``/``reset``), ``gemm`` sends the planner's whole schedule without waiting, within the buffer
 (:mod:`.pipeline`), and waits once at the end. The planner records residency as it plans; a GEMM whose answers all
 arrived OK and in order proves every frame arrived intact. At the first missing, corrupted, out-of-order or
 not-OK answer the driver forgets all beliefs (below) and finishes the GEMM from the first tile whose result it has
-not received with the one-request-at-a-time path of the recovery rules below.
+not received with the one-request-at-a-time path of the recovery rules (:mod:`.recovery`).
 
-Recovery (``docs/protocol.md`` §5.2). The driver's beliefs about the device (which operand chunks are resident, the
-rounding registers, the lanes' position) are recorded only after the device acknowledged the command that
-established them, and all of them are dropped whenever an attempt fails (no answer, a corrupted answer, an error
-status) or the link is resynchronised: a mangled frame may have written operand entries or lanes anywhere before its
-CRC was checked (the rounding registers change only through a CRC-checked SET_ROUNDING, so only a failed
-SET_ROUNDING or SOFT_RESET drops that belief). Everything a RUN depends on is confirmed again, and re-sent where
-needed, right before it is sent; a RUN the device did not execute is re-sent that way, a RUN that may have executed
-restarts its tile from the CLEAR run, and a RUN_TILES without a valid answer is redone whole (its tiles are
-placed only from an intact answer). The lanes are kept at the golden model's position (seeds advanced by ``rows``
-per acknowledged drain, re-loaded with SET_SEEDS after any failure), and a ``gemm`` that raises leaves them where
-they were before it. So every ``gemm`` either equals the golden model bit for bit or raises :class:`DeviceError` (up
-to CRC-16 collisions of corrupted frames).
+Recovery (``docs/protocol.md`` §5.2; the rules and the one-request-at-a-time path: :mod:`.recovery`). The driver's
+beliefs about the device (residency, rounding registers, the lanes' position) are recorded only after the device
+acknowledged, and all are dropped (:meth:`Device._forget`) on any failed attempt or resynchronisation. So every
+``gemm`` either equals the golden model bit for bit or raises :class:`DeviceError` (up to CRC-16 collisions of
+corrupted frames), and a ``gemm`` that raises leaves the lanes where they were before it.
 
 Members
 -------
-DeviceError, DeviceTimeout, DeviceMismatch
-    Errors; messages name the command and the reason.
+DeviceError, DeviceTimeout, DeviceMismatch, IDEMPOTENT, NOT_EXECUTED
+    Errors (messages name the command and the reason) and retry rules, re-exported from :mod:`.device_errors`.
 ResidentMemory
-    Re-exported from :mod:`fxtrain.sim.planner`.
+    Re-exported from :mod:`fxtrain.sim.residency`.
 Device
     The driver.
-open_device
-    A :class:`Device` from a device spec string: ``emu``, ``sim:verilator`` (free-running harness),
-    ``sim:verilator-cocotb``, ``sim:icarus``, ``serial:PORT@BAUD`` (unseeded;
-    :func:`fxtrain.host.backend.open_backend` opens and seeds one from a backend spec).
+
+A :class:`Device` is opened from a device spec string by :func:`fxtrain.host.device_spec.open_device`.
 """
 
 from __future__ import annotations
 
 import time
 
-import numpy as np
-
 from ..sim.engine import RESET_LANE_STATE
 from ..sim.gemm import EngineConfig, GemmResult, check_gemm
+from ..sim.gemm_plan import plan_gemm
 from ..sim.lfsr import lane_advance, lane_seeds
-from ..sim.payloads import (COUNTER, MAGIC, PROTOCOL_VERSION, ROUNDING_ARGS, RUN_DRAIN, SEED, run_args,
-                            WRITE_HEADER, Identity, counter_names, decode_result, decode_tiles, pack_values,
-                            result_bytes, run_tiles_args, value_bytes, write_frames)
-from ..sim.planner import (CommandPlanner, ReadResult, ResidentMemory, Reused, Run, RunTiles, SetRounding,
-                           WriteOperand, content_digest, plan_gemm)
+from ..sim.payloads import (COUNTER, MAGIC, PROTOCOL_VERSION, ROUNDING_ARGS, SEED, Identity, counter_names,
+                            result_bytes, run_args, run_tiles_args)
+from ..sim.planner import CommandPlanner
+from ..sim.residency import ResidentMemory
+from ..sim.schedule_items import ReadResult, Reused, Run, RunTiles, SetRounding, WriteOperand
 from ..sim.wire import Command, ResponseParser, Status, encode_request
 from .conv_offload import CONV_COUNTERS, send_conv_item, with_digest
+from .device_errors import (IDEMPOTENT, NOT_EXECUTED, DeviceError, DeviceMismatch, DeviceTimeout, NotExecuted,
+                            Unanswered)
+from .gemm_output import GemmOutput
 from .pipeline import LinkFault, Pipeline
-from .psum_driver import chunk_outer
+from .recovery import one_at_a_time
 
-__all__ = ["DeviceError", "DeviceTimeout", "DeviceMismatch", "ResidentMemory", "Device", "open_device", "IDEMPOTENT",
-           "NOT_EXECUTED"]
-
-
-class DeviceError(RuntimeError):
-    pass
-
-
-class DeviceTimeout(DeviceError):
-    pass
-
-
-class DeviceMismatch(DeviceError):
-    pass
-
-
-class _NotExecuted(DeviceError):
-    """One attempt failed and the device reported that it did not execute the request."""
-
-
-class _Unanswered(DeviceError):
-    """One attempt got no valid answer: the device may or may not have executed the request."""
-
-
-#: Commands the driver may re-send after a lost or corrupted response. Any command (RUN included) is re-sent
-#: when the device answered a status of :data:`NOT_EXECUTED`; SOFT_RESET is never re-sent.
-IDEMPOTENT = frozenset({Command.IDENTIFY, Command.WRITE_A, Command.WRITE_B, Command.SET_ROUNDING,
-                        Command.SET_SEEDS, Command.READ_RESULT, Command.READ_COUNTERS, Command.EXPAND})
-
-
-#: Statuses that mean the request frame was mangled on the way and not executed (the host only sends well-formed
-#: frames). An answer with one of them is accepted whatever its CMD/SEQ echo (those may be the mangled bytes).
-NOT_EXECUTED = frozenset({Status.CRC_ERROR, Status.TIMEOUT, Status.UNKNOWN_COMMAND, Status.BAD_LENGTH})
-
-
+__all__ = ["DeviceError", "DeviceTimeout", "DeviceMismatch", "ResidentMemory", "Device", "IDEMPOTENT", "NOT_EXECUTED"]
 
 
 class Device:
@@ -214,7 +173,7 @@ class Device:
     def _attempt(self, cmd, payload, expect_len):
         """Send one request once and return the response payload.
 
-        Raises :class:`_NotExecuted` (the device said the frame was mangled), :class:`_Unanswered` (no answer, or
+        Raises :class:`NotExecuted` (the device said the frame was mangled), :class:`Unanswered` (no answer, or
         one that failed its CRC) or :class:`DeviceError` (an error status for a frame that arrived intact). Every
         failure first drops the driver's beliefs (:meth:`_forget`)."""
         seq = self._seq
@@ -227,11 +186,11 @@ class Device:
         response = self._await(cmd, seq, len(frame) + (expect_len or 0))
         if response is None or not response.crc_ok:
             self._forget()
-            raise _Unanswered(f"no answer within {self.timeout} s" if response is None
+            raise Unanswered(f"no answer within {self.timeout} s" if response is None
                               else "the response failed its CRC")
         if response.status in NOT_EXECUTED and cmd is not Command.SOFT_RESET:
             self._forget()
-            raise _NotExecuted(f"the device answered {Status(response.status).name}")
+            raise NotExecuted(f"the device answered {Status(response.status).name}")
         if response.status != Status.OK:
             self._forget()
             try:
@@ -259,7 +218,7 @@ class Device:
                 self._resync()
             try:
                 return self._attempt(cmd, payload, expect_len)
-            except (_NotExecuted, _Unanswered) as error:
+            except (NotExecuted, Unanswered) as error:
                 why = error
         error = DeviceTimeout if str(why).startswith("no answer") else DeviceError
         raise error(f"{cmd.name} failed on {self.transport.name} after {attempt + 1} attempt(s): {why}")
@@ -356,149 +315,6 @@ class Device:
     def __exit__(self, *exc):
         self.close()
 
-    def _write_entries(self, cmd, addr, entries):
-        """Write ``entries`` at ``addr``; True if no attempt failed after the first frame's acknowledgement (so
-        every entry holds what the acknowledged frames wrote)."""
-        vb = value_bytes(self.config)
-        which = "A" if cmd == Command.WRITE_A else "B"
-        epoch = None
-        for start, count in write_frames(self.config, which, len(entries), self.identity.rx_buffer):
-            payload = WRITE_HEADER.pack(addr + start, count) + pack_values(entries[start:start + count], vb)
-            self._exchange(cmd, payload, expect_len=0)
-            epoch = self._epoch if epoch is None else epoch
-        return epoch == self._epoch
-
-    def _resident(self, mem, cmd, key, block, sent_counter, reused_counter=None):
-        """Address of ``block`` in ``mem``, written first unless it is resident; recorded only once written."""
-        digest = content_digest(block)
-        if not self.residency:
-            mem.clear()
-        addr = mem.lookup(key, digest)
-        if addr is not None:
-            if reused_counter:
-                self.counters[reused_counter] += len(block)
-            return addr
-        for _ in range(1 + self.retries):
-            addr = mem.reserve(key, len(block))
-            intact = self._write_entries(cmd, addr, block)
-            self.counters[sent_counter] += len(block)
-            if intact:
-                mem.commit(key, digest, addr, len(block))
-                return addr
-        raise DeviceError(f"{cmd.name} of {len(block)} entries on {self.transport.name}: a link error hit every "
-                          f"one of {1 + self.retries} attempts")
-
-    def _run(self, shift, mode, a_key, a_block, b_key, b_block, flags, slot=0):
-        """One RUN (partial-sum ``slot``) whose operands, rounding registers and lanes are confirmed right before
-        it is sent.
-
-        Re-sent (after confirming everything again) while the device reports it did not execute it; raises
-        :class:`_Unanswered` when it may have executed (the caller restarts the tile)."""
-        why = None
-        for attempt in range(1 + self.retries):
-            if attempt:
-                self.counters["retries"] += 1
-                if why is not None:
-                    self._resync()
-            addrs = self._confirm(shift, mode, a_key, a_block, b_key, b_block, rounding=bool(flags & RUN_DRAIN))
-            if addrs is None:
-                why = None               # a link error after something was confirmed: confirm everything again
-                continue
-            a_addr, b_addr = addrs
-            try:
-                self._attempt(Command.RUN, run_args(a_addr, b_addr, len(a_block), flags, slot), 0)
-            except _NotExecuted as error:
-                why = error
-                continue
-            self.counters["runs"] += 1
-            if flags & RUN_DRAIN:
-                self._lane_advances += self.config.rows
-            return
-        raise DeviceError(f"RUN failed on {self.transport.name} after {attempt + 1} attempt(s): "
-                          f"{why or 'a link error while confirming its operands every time'}")
-
-    def _confirm(self, shift, mode, a_key, a_block, b_key, b_block, rounding):
-        """Confirm what a RUN or RUN_TILES needs right before it is sent: lanes and rounding registers (when
-        ``rounding``: the run drains), then the A and B blocks (resident or written). Returns ``(a_addr, b_addr)``,
-        or None when a link error happened on the way (the device's state is then unknown again)."""
-        epoch = self._epoch
-        if rounding:
-            self._sync_lanes()
-            self._sync_rounding(shift, mode)
-        a_addr = self._resident(self._a_mem, Command.WRITE_A, a_key, a_block, "a_entries_sent")
-        b_addr = self._resident(self._b_mem, Command.WRITE_B, b_key, b_block, "b_entries_sent", "b_entries_reused")
-        return None if self._epoch != epoch else (a_addr, b_addr)
-
-    def _tile(self, shift, mode, runs):
-        """The runs of one output tile, then its READ_RESULT; restarted from its first (CLEAR) run when a RUN
-        went unanswered. Returns ``(c, saturated)`` of the tile."""
-        cfg = self.config
-        result_len = result_bytes(cfg)
-        for attempt in range(1 + self.retries):
-            if attempt:
-                self.counters["retries"] += 1
-                self._resync()
-            try:
-                for run in runs:
-                    self._run(shift, mode, *run)
-            except _Unanswered as error:
-                why = error
-                continue
-            return decode_result(cfg, self._exchange(Command.READ_RESULT, expect_len=result_len))
-        raise DeviceError(f"RUN failed on {self.transport.name}: unanswered in each of {attempt + 1} attempts "
-                          f"at its tile ({why})")
-
-    def _tile_group(self, shift, mode, a_key, a_block, b_key, b_block, n_tiles):
-        """One RUN_TILES whose operands, rounding registers and lanes are confirmed right before it is sent;
-        redone whole (after confirming everything again) when it failed in any way. Returns its ``n_tiles``
-        tiles ``[(c, saturated), ...]``."""
-        why = None
-        k = len(a_block)
-        for attempt in range(1 + self.retries):
-            if attempt:
-                self.counters["retries"] += 1
-                if why is not None:
-                    self._resync()
-            addrs = self._confirm(shift, mode, a_key, a_block, b_key, b_block, rounding=True)
-            if addrs is None:
-                why = None               # a link error after something was confirmed: confirm everything again
-                continue
-            a_addr, b_addr = addrs
-            try:
-                payload = self._attempt(Command.RUN_TILES, run_tiles_args(a_addr, b_addr, k, k, n_tiles),
-                                        n_tiles * result_bytes(self.config))
-            except (_NotExecuted, _Unanswered) as error:
-                why = error
-                continue
-            self.counters["runs"] += n_tiles
-            self._lane_advances += n_tiles * self.config.rows
-            return decode_tiles(self.config, payload)
-        raise DeviceError(f"RUN_TILES failed on {self.transport.name} after {attempt + 1} attempt(s): "
-                          f"{why or 'a link error while confirming its operands every time'}")
-
-    def _one_at_a_time(self, plan, out, shift, mode, b_scope):
-        """The tiles not received yet, one exchange at a time (the recovery rules of the module docstring)."""
-        if plan.groups is not None:
-            (chunk,) = plan.chunks
-            for group in plan.groups:
-                if group.first < out.received:
-                    continue
-                tiles = self._tile_group(shift, mode, ("A", self._gemm_id, group.tm, 0),
-                                         plan.a_block(out.ap, group.tm, chunk),
-                                         b_scope + ("tiles", group.tn0, group.count),
-                                         plan.b_block(out.bp, group.tn0, chunk, group.count), group.count)
-                for tile in tiles:
-                    out.place_tile(*tile)
-            return
-        if self.planner.uses_psum(plan):
-            chunk_outer(self, plan, out, shift, mode, b_scope)
-            return
-        for tm, tn in plan.tiles[out.received:]:
-            runs = [(("A", self._gemm_id, tm, chunk.k0), plan.a_block(out.ap, tm, chunk),
-                     b_scope + (tn, chunk.k0), plan.b_block(out.bp, tn, chunk), plan.flags(chunk))
-                    for chunk in plan.chunks]
-            out.place_tile(*self._tile(shift, mode, runs))
-
     def gemm(self, a, b, shift, mode, *, b_key=None, a_view=None):
         """``round(A @ B)`` on the device: ``.c`` (M x N raw int64) and ``.saturated`` (M x N bool).
 
@@ -512,7 +328,7 @@ class Device:
         cfg = self.config
         a, b, shift, mode = check_gemm(cfg, a, b, shift, mode, "device")
         plan = plan_gemm(cfg, a.shape[0], a.shape[1], b.shape[1])
-        out = _Output(plan, *plan.pad(a, b))
+        out = GemmOutput(plan, *plan.pad(a, b))
         self._gemm_id += 1
         b_scope = ("B", b_key, b.shape) if b_key is not None else ("B-call", self._gemm_id)
         advances = self._lane_advances
@@ -527,7 +343,7 @@ class Device:
                     self._lane_advances = advances + out.received * cfg.rows
                     self._rounding = None          # the pipelined SET_ROUNDING may or may not have executed
                     self._resync()                 # forgets residency (both bookkeepings) and the lanes' sync
-            self._one_at_a_time(plan, out, shift, mode, b_scope)
+            one_at_a_time(self, plan, out, shift, mode, b_scope)
         except BaseException:
             self._lane_advances = advances   # as if this call never happened: the next one re-seeds the lanes
             self._forget()
@@ -577,80 +393,3 @@ class Device:
         seq = self._seq
         self._seq = (self._seq + 1) & 0xFF
         return seq
-
-
-class _Output:
-    """The padded operands and the result of one GEMM; tiles arrive in the plan's order."""
-
-    def __init__(self, plan, ap, bp):
-        self.plan, self.ap, self.bp = plan, ap, bp
-        self.c = np.zeros((plan.mp, plan.np_), dtype=np.int64)
-        self.sat = np.zeros((plan.mp, plan.np_), dtype=bool)
-        self.received = 0
-
-    def block(self, which, index, chunk, count=1):
-        if which == "A":
-            return self.plan.a_block(self.ap, index, chunk)
-        return self.plan.b_block(self.bp, index, chunk, count)
-
-    def digest(self, which, index, chunk):
-        return content_digest(self.block(which, index, chunk))
-
-    def place_tile(self, c, sat):
-        rs, cs = self.plan.tile_slices(*self.plan.tiles[self.received])
-        self.c[rs, cs], self.sat[rs, cs] = c, sat
-        self.received += 1
-
-    def place(self, payload):
-        """Place the tiles of a READ_RESULT (one) or RUN_TILES (several) payload."""
-        for tile in decode_tiles(self.plan.config, payload):
-            self.place_tile(*tile)
-
-
-def _parse_config(config):
-    if config is None:
-        return EngineConfig()
-    if not isinstance(config, EngineConfig):
-        raise TypeError(f"config must be an EngineConfig, not {config!r}")
-    return config
-
-
-def open_device(spec, *, config=None, expect=None, timeout=None, retries=3, **transport_options):
-    """A :class:`Device` for ``spec``.
-
-    ``emu`` (the protocol emulator over the engine model, ``config`` or the default ``EngineConfig``),
-    ``sim:verilator`` (the SoC's RTL in the free-running Verilator harness; ``config`` defaults to
-    ``EngineConfig()`` like ``emu``), ``sim:verilator-cocotb`` / ``sim:icarus`` (the same RTL behind the cocotb
-    bridge; ``config`` defaults to a 2x2 engine of depth 32),
-    ``serial:PORT@BAUD`` (a board; PORT may be a pyserial URL, BAUD defaults to 3000000).
-    """
-    from .transport import SIMULATION_BACKENDS, EmulatorTransport, SerialTransport, SimulationTransport
-
-    if not isinstance(spec, str):
-        raise TypeError(f"Device spec must be a string, not {spec!r}")
-    kind, _, rest = spec.partition(":")
-    if kind == "emu" and rest == "":
-        from ..sim.protocol import ProtocolEmulator
-        transport = EmulatorTransport(ProtocolEmulator(_parse_config(config), **transport_options))
-        default_timeout = 1.0
-    elif kind == "sim" and rest in SIMULATION_BACKENDS:
-        transport = SimulationTransport(rest, config, **transport_options)
-        default_timeout = 60.0
-    elif kind == "serial" and rest:
-        port, _, baud = rest.rpartition("@") if "@" in rest else (rest, "", "3000000")
-        try:
-            baud = int(baud)
-        except ValueError:
-            raise ValueError(f"Baud rate in device spec {spec!r} must be an integer, not {baud!r}") from None
-        transport = SerialTransport(port, baud)
-        default_timeout = 2.0
-    else:
-        raise ValueError(f"Device spec must be 'emu', 'sim:verilator', 'sim:verilator-cocotb', 'sim:icarus' or "
-                         f"'serial:PORT@BAUD', not {spec!r}")
-    try:
-        return Device(transport, expect=expect, timeout=default_timeout if timeout is None else timeout,
-                      retries=retries)
-    except BaseException:
-        transport.close()
-        raise
-

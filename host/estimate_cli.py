@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..sim.input_grad import INPUT_GRADS
 from ..sim.fixedpoint import MAX_WL, FixedFormat
 from . import timemodel
 
@@ -48,6 +49,10 @@ def add_arguments(parser):
                         help="partial-sum memory slots (K-split GEMMs chunk-outer, every operand chunk sent once "
                         "per group of N tiles): default the board's; a what-if where it differs (named so in the "
                         "output)")
+    parser.add_argument("--input-grad", default="patches", choices=INPUT_GRADS,
+                        help="a convolution's input gradient as the layers compute it (fxtrain train "
+                        "--input-grad): the patch GEMM (default) or one convolution of dY (stride 1; its dY map "
+                        "goes by EXPAND on a device with the expander)")
     parser.add_argument("--plot", default="time-per-epoch.png", help="PNG of time per epoch vs word length for "
                         "every board (default ./time-per-epoch.png; '' for none)")
     parser.add_argument("--plot-boards", default=None, help="comma-separated boards of the plot (default all)")
@@ -141,9 +146,10 @@ def value_bytes_text(config):
 
 
 def table_rows(board, layers, batch, train_size, fl, host, exchange_s, packed=False, wls=TABLE_WLS, expander=None,
-               psum_slots=None):
+               psum_slots=None, input_grad="patches"):
     """``[(wl, EpochEstimate or error text)]`` over word lengths for one board (FL clipped to WL); ``expander``
-    and ``psum_slots`` as :func:`fxtrain.host.platforms.board_platform`."""
+    and ``psum_slots`` as :func:`fxtrain.host.platforms.board_platform`, ``input_grad`` as
+    :func:`fxtrain.host.timemodel.training_gemms`."""
     rows = []
     for wl in wls:
         fmt = FixedFormat(wl, min(fl, wl))
@@ -156,7 +162,7 @@ def table_rows(board, layers, batch, train_size, fl, host, exchange_s, packed=Fa
                 continue
             platform = timemodel.board_platform(board, fmt, exchange_s=exchange_s, expander=expander,
                                                 psum_slots=psum_slots)
-        rows.append((wl, timemodel.estimate_epoch(platform, layers, fmt, batch, train_size, host)))
+        rows.append((wl, timemodel.estimate_epoch(platform, layers, fmt, batch, train_size, host, input_grad)))
     return rows
 
 
@@ -176,7 +182,7 @@ def format_table(rows):
 
 
 def plot_boards(path, boards, layers, batch, train_size, fl, host, exchange_s, packed=False, expander=None,
-                psum_slots=None):
+                psum_slots=None, input_grad="patches"):
     """PNG of predicted time per epoch vs word length, one line per board (log scale)."""
     import matplotlib
 
@@ -186,7 +192,7 @@ def plot_boards(path, boards, layers, batch, train_size, fl, host, exchange_s, p
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for board in boards:
         rows = [(wl, e) for wl, e in table_rows(board, layers, batch, train_size, fl, host, exchange_s, packed,
-                                                expander=expander, psum_slots=psum_slots)
+                                                expander=expander, psum_slots=psum_slots, input_grad=input_grad)
                 if not isinstance(e, str)]
         ax.plot([wl for wl, _ in rows], [e.total_s / 3600 for _, e in rows], marker="o", label=board)
     ax.set_yscale("log")
@@ -195,7 +201,8 @@ def plot_boards(path, boards, layers, batch, train_size, fl, host, exchange_s, p
     ax.set_title(f"LeNet, batch {batch}, {train_size} samples per epoch" + (" (what-if: packed DSPs)"
                                                                             if packed else "")
                  + ("" if expander is None else f" (expander {'on' if expander else 'off'})")
-                 + ("" if psum_slots is None else f" ({psum_slots} partial-sum slots)"))
+                 + ("" if psum_slots is None else f" ({psum_slots} partial-sum slots)")
+                 + ("" if input_grad == "patches" else f" ({input_grad} input gradients)"))
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -217,20 +224,22 @@ def run(args):
                                         expander=args.expander, psum_slots=args.psum_slots)
     layers = model_layers(args.model)
     host = host_model(args)
-    estimate = timemodel.estimate_epoch(platform, layers, fmt, args.batch, args.train_size, host)
+    estimate = timemodel.estimate_epoch(platform, layers, fmt, args.batch, args.train_size, host, args.input_grad)
     print(format_breakdown(estimate))
+    print(f"  (a convolution's input gradient: {args.input_grad}, fxtrain train --input-grad)")
     print(f"  (host per step: {host.fixed_s * 1e3:.1f} ms + {host.per_sample_s * 1e3:.2f} ms x batch; exchange "
           f"latency {args.exchange_ms:g} ms, an assumption)")
     print(f"\ntime per epoch on {args.board} by word length (FL = {fmt.fl}, clipped to WL; FL does not change "
           f"time):")
     print(format_table(table_rows(args.board, layers, args.batch, args.train_size, fmt.fl, host, exchange_s,
-                                  args.packed, expander=args.expander, psum_slots=args.psum_slots)))
+                                  args.packed, expander=args.expander, psum_slots=args.psum_slots,
+                                  input_grad=args.input_grad)))
     if args.plot:
         boards = list(TARGETS) if args.plot_boards is None else args.plot_boards.split(",")
         for board in boards:
             if board not in TARGETS:
                 raise ValueError(f"Unknown board {board!r} in --plot-boards; known boards: {', '.join(TARGETS)}")
         path = plot_boards(args.plot, boards, layers, args.batch, args.train_size, fmt.fl, host,
-                           exchange_s, args.packed, args.expander, args.psum_slots)
+                           exchange_s, args.packed, args.expander, args.psum_slots, args.input_grad)
         print(f"\nplot: {path}")
     return 0

@@ -71,8 +71,9 @@ class GemmShape:
     ``b_weights`` says whether ``B`` is (an orientation of) the layer's weight matrix, which the layers send with
     a ``b_key`` so a device keeps it resident until the weights change. ``rounding`` is the ``(shift, mode)`` of
     the GEMM when known (``None``: assume it differs from the previous GEMM's, costing one SET_ROUNDING).
-    ``conv``: the :class:`fxtrain.sim.conv.ConvGeometry` of a convolution's forward or weight-gradient GEMM,
-    whose A the layers also pass as a feature map (convolution mode); None otherwise.
+    ``conv``: the :class:`fxtrain.sim.conv.ConvGeometry` of a convolution's forward or weight-gradient GEMM (the
+    input map ``X``) or of its input-gradient convolution (the map ``dY``), whose A the layers also pass as a
+    feature map (convolution mode); None otherwise.
 
     Members
     -------
@@ -135,32 +136,45 @@ def layer_geometry(model, input_shape):
     return records
 
 
-def training_gemms(layers, batch, rounding=None):
+def training_gemms(layers, batch, rounding=None, input_grad="patches"):
     """The GEMMs of one training step of ``batch`` samples, forward in layer order, then backward in reverse.
 
     Per layer with ``P`` output positions per sample, ``F_in`` inputs (``C_in*kh*kw``) and ``F_out`` outputs
     (the table of :mod:`fxtrain.host.layers`): forward ``(B*P x F_in) @ (F_in x F_out)``, input gradient
     ``(B*P x F_out) @ (F_out x F_in)`` (not for the first layer, whose input needs no gradient), weight gradient
-    ``(F_in x B*P) @ (B*P x F_out)``; backward issues the input gradient before the weight gradient.
+    ``(F_in x B*P) @ (B*P x F_out)``; backward issues the input gradient before the weight gradient. The input
+    gradient of a stride-1 convolution is the convolution of :func:`fxtrain.sim.input_grad.input_grad_geometry`
+    instead when ``input_grad`` is ``"convolution"`` (:attr:`fxtrain.host.layers.FixedConfig.input_grad`),
+    ``(B*H*W x F_out*kh*kw) @ (F_out*kh*kw x C_in)`` with its ``conv`` geometry (the map ``dY``), as
+    :class:`fxtrain.host.layer_gemms.OffloadedConv` sends it; ``"patches"`` (the default) keeps the patch GEMM.
 
     ``rounding`` maps a GEMM kind to its ``(shift, mode)``; by default each kind is taken to have its own
     (one SET_ROUNDING whenever the kind changes, at most 17 bytes more than needed per GEMM).
     """
+    from ..sim.conv import ConvGeometry
+    from ..sim.input_grad import INPUT_GRADS, input_grad_geometry
+
     rounding = rounding or {}
+    if input_grad not in INPUT_GRADS:
+        raise ValueError(f"input_grad must be one of {INPUT_GRADS}, not {input_grad!r}")
     if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
         raise ValueError(f"Batch size must be a positive integer, not {batch!r}")
+
     forward, backward = [], []
     for layer in layers:
         rows = batch * layer.positions
-        geom = None
+        geom = grad_geom = None
         if layer.conv is not None:
-            from ..sim.conv import ConvGeometry
             c, h, w, *kernel = layer.conv
             geom = ConvGeometry(batch, c, h, w, *kernel)
+            grad_geom = input_grad_geometry(geom, layer.out_features) if input_grad == "convolution" else None
         forward.append(GemmShape(layer.name, "forward", rows, layer.in_features, layer.out_features, True,
                                  rounding.get("forward", "forward"), geom))
         step = []
-        if not layer.first:
+        if not layer.first and grad_geom is not None:
+            step.append(GemmShape(layer.name, "input_grad", grad_geom.positions, grad_geom.patch, geom.c, True,
+                                  rounding.get("input_grad", "input_grad"), grad_geom))
+        elif not layer.first:
             step.append(GemmShape(layer.name, "input_grad", rows, layer.out_features, layer.in_features, True,
                                   rounding.get("input_grad", "input_grad")))
         step.append(GemmShape(layer.name, "weight_grad", layer.in_features, rows, layer.out_features, False,

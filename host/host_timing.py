@@ -70,14 +70,15 @@ class TimedBackend:
         return result
 
 
-def time_training_steps(backend, batch, steps, *, seed=0, warmup=1, threads=None):
+def time_training_steps(backend, batch, steps, *, seed=0, warmup=1, threads=None, input_grad="patches"):
     """Wall-clock of ``steps`` LeNet training steps of ``batch`` random 28 x 28 images on ``backend``.
 
     The model is ``fxtrain.host.models`` LeNet converted by ``fxtrain.host.convert.convert`` (default formats),
     trained by SGD on cross-entropy; data are already in memory. ``backend`` may be a :class:`TimedBackend`
     (to read its ``calls`` afterwards). ``threads`` sets torch's intra-op threads for the measurement (restored
     afterwards; on a shared machine, spinning OpenMP threads inflate CPU time, so host measurements use 1).
-    Returns one :class:`StepTiming` per step after the warm-up steps.
+    ``input_grad``: the layers' ``FixedConfig.input_grad``. Returns one :class:`StepTiming` per step after the
+    warm-up steps.
     """
     import torch
 
@@ -85,7 +86,7 @@ def time_training_steps(backend, batch, steps, *, seed=0, warmup=1, threads=None
     from .models import build_model
 
     timed = backend if isinstance(backend, TimedBackend) else TimedBackend(backend)
-    model = convert(build_model("lenet", seed), timed)
+    model = convert(build_model("lenet", seed), timed, input_grad=input_grad)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
     generator = torch.Generator().manual_seed(seed)
     x = torch.randn((batch, 1, 28, 28), generator=generator)

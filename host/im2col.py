@@ -6,6 +6,8 @@ Members
 -------
 im2col
     Patches of ``x`` (B x C x H x W) as a (B*OH*OW) x (C*KH*KW) matrix.
+col2im
+    Its adjoint: patches (B*OH*OW) x (C*KH*KW) added back into a B x C x H x W map.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["im2col"]
+__all__ = ["im2col", "col2im"]
 
 
 def im2col(x: torch.Tensor, kernel_size, stride, padding) -> torch.Tensor:
@@ -39,7 +41,12 @@ class _Im2col(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
-        shape, kernel_size, stride, padding = ctx.geometry
-        batch, _, height, width = shape
-        cols = grad.reshape(batch, -1, grad.shape[1]).transpose(1, 2)  # B x (C*KH*KW) x (OH*OW)
-        return F.fold(cols, (height, width), kernel_size, stride=stride, padding=padding), None, None, None
+        return col2im(grad, *ctx.geometry), None, None, None
+
+
+def col2im(patches: torch.Tensor, shape, kernel_size, stride, padding) -> torch.Tensor:
+    """The ``shape`` (B x C x H x W) map whose im2col adjoint ``patches`` is: every patch element added at the
+    position it was read from (``F.fold``; overlapping patches add, the padding is dropped)."""
+    batch, _, height, width = shape
+    cols = patches.reshape(batch, -1, patches.shape[1]).transpose(1, 2)  # B x (C*KH*KW) x (OH*OW)
+    return F.fold(cols, (height, width), tuple(kernel_size), stride=tuple(stride), padding=tuple(padding))

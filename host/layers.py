@@ -11,19 +11,24 @@ input gradient            dY_q, gradients             W_q, weights        ``grad
 weight gradient           im2col(x_q)ᵀ, activations   dY_q, gradients     ``grad_weight_out``: fl_a + fl_g − fl_o
 ========================  ==========================  ==================  ====================================
 
-A convolution's forward and weight-gradient GEMMs also get a ConvView of A (raw ``x_q``, the geometry, a key
-per forward pass, a digest; :mod:`fxtrain.host.conv_offload`) on the exact path, so a device with the expander
-receives ``x_q`` once instead of the im2col matrices; the results are the same bits.
+With ``FixedConfig.input_grad = "convolution"`` the input gradient of a **stride-1 convolution** (padding at most
+kernel − 1) is instead one convolution of the output gradient with the flipped kernel,
+``im2col(dY_q, padding KH−1−PH) · flip(W_q)`` (``docs/numerics.md`` §7.1), same format and shift: each element of
+``dX`` is rounded once and the backend returns ``dX`` itself (``N·H·W x C``) rather than ``N·OH·OW x C·KH·KW``
+patches. Other convolutions keep ``dY_q · W_q`` and col2im on the host. The autograd functions are in :mod:`fxtrain.host.layer_gemms`.
+
+A convolution's forward, weight-gradient and (stride 1) input-gradient GEMMs also get a ConvView of A (raw
+``x_q`` or ``dY_q``, the geometry, a key per forward pass, a digest; :mod:`fxtrain.host.conv_offload`) on the
+exact path, so a device with the expander receives the map once instead of the im2col matrices; the results are
+the same bits.
 
 Operands are quantized on the host (:mod:`fxtrain.host.quantize`) to their formats with the configured rounding
 mode; results are rounded **by the backend** (``docs/numerics.md`` §3, §5, §6) to their output formats, whose
-word length is the engine's. The input gradient of a convolution is ``dY·W`` followed by col2im, done by
-autograd as the backward of :func:`im2col` (a strided view, far faster than ``F.unfold`` on CPU), in float on the
-host: overlapping patches add there. For a
-linear layer im2col is the identity. Activations are quantized once, before im2col, and passed straight through
-in the backward pass. Bias, the loss, pooling, batch-norm and activations stay in float32 on the host.
+word length is the engine's. For a linear layer im2col is the identity. Activations are quantized once, before
+im2col, and passed straight through in the backward pass. Bias, the loss, pooling, batch-norm and activations stay
+in float32 on the host.
 
-All three GEMMs go through one function, :func:`_offload_gemm`. A layer's ``approx`` hook (set by
+All GEMMs go through one function, :func:`fxtrain.host.layer_gemms.offload_gemm`. A layer's ``approx`` hook (set by
 :mod:`fxtrain.host.methods`: column-row sampling, gradient approximation) sends smaller GEMMs, or none, through the
 same function while training; evaluation is always exact.
 
@@ -57,17 +62,18 @@ im2col
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 
+from ..sim.input_grad import INPUT_GRADS
 from ..sim.fixedpoint import FixedFormat
 from ..sim.gemm import EngineConfig
 from ..sim.rounding import SHIFT_MAX, RoundingMode
 from .backend import Backend
-from .conv_offload import layer_view
 from .im2col import im2col
+from .layer_gemms import OffloadedConv, OffloadedMatmul, offload_gemm
 from .quantize import check_mode, quantize_raw
 
 __all__ = ["DEFAULT_FORMATS", "FixedConfig", "Offload", "FixedLinear", "FixedConv2d", "im2col"]
@@ -93,6 +99,11 @@ class FixedConfig:
         ``"fixed"`` or ``"float"`` (module docstring).
     wl : int
         The engine's word length (default ``EngineConfig().wl``); :class:`Offload` refuses a backend with another.
+    input_grad : str
+        A convolution's input gradient (``docs/numerics.md`` §7.1): ``"patches"`` (default: the patch GEMM
+        ``dY · W``, each patch element rounded, folded by col2im on the host) or ``"convolution"`` (stride-1
+        convolutions: one GEMM of the ``dY`` map with the flipped kernel, each ``dX`` element rounded once; a
+        device with the expander receives ``dY`` once and returns ``dX``; other convolutions keep patches).
 
     Members
     -------
@@ -109,6 +120,7 @@ class FixedConfig:
     rounding: "RoundingMode | str" = RoundingMode.STOCHASTIC
     master_weights: str = "fixed"
     wl: int = EngineConfig.wl
+    input_grad: str = "patches"
 
     def __post_init__(self):
         wl = self.wl
@@ -130,6 +142,8 @@ class FixedConfig:
         self.rounding = check_mode(self.rounding)
         if self.master_weights not in ("fixed", "float"):
             raise ValueError(f"master_weights must be 'fixed' or 'float', not {self.master_weights!r}")
+        if self.input_grad not in INPUT_GRADS:
+            raise ValueError(f"input_grad must be one of {INPUT_GRADS}, not {self.input_grad!r}")
         self.shifts = {
             "forward": self._shift("forward", self.activations, self.weights, self.forward_out),
             "grad_input": self._shift("input-gradient", self.gradients, self.weights, self.grad_input_out),
@@ -147,7 +161,8 @@ class FixedConfig:
     def describe(self) -> str:
         return (f"weights {self.weights}, activations {self.activations}, gradients {self.gradients}, "
                 f"outputs {self.forward_out}/{self.grad_input_out}/{self.grad_weight_out}, "
-                f"{self.rounding} rounding, {self.master_weights} master weights")
+                f"{self.rounding} rounding, {self.master_weights} master weights"
+                + ("" if self.input_grad == "patches" else f", {self.input_grad} input gradients"))
 
 
 class Offload:
@@ -187,66 +202,6 @@ class Offload:
         return fixed
 
 
-def _offload_gemm(backend, a_raw, b_raw, shift, mode, b_key=None, a_view=None):
-    """``round(a_raw @ b_raw)`` on the backend; operands and result are float tensors holding raw integers.
-
-    The one call site of ``backend.gemm`` (module docstring). ``a_view``: the ConvView of ``a_raw`` (convolution
-    mode, :mod:`.conv_offload`), passed only when given. Returns ``(c_raw, saturated_count)``.
-    """
-    extra = {} if a_view is None else {"a_view": a_view}
-    if backend.accepts_torch:
-        result = backend.gemm(a_raw, b_raw, shift, mode, b_key=b_key, **extra)
-        c = result.c
-    else:
-        result = backend.gemm(a_raw.to(torch.int64).numpy(), b_raw.to(torch.int64).numpy(), shift, mode,
-                              b_key=b_key, **extra)
-        c = torch.from_numpy(result.c)
-    count = getattr(result, "saturated_count", None)
-    return c.to(torch.float32), int(result.saturated.sum()) if count is None else count
-
-
-class _OffloadedMatmul(torch.autograd.Function):
-    """``y = A @ Wᵀ`` with A (M x K) already on the activation grid, W (N x K) the float weight (for its
-    gradient and version) and ``w_raw`` its raw quantized value; the three GEMMs of the module table go to the
-    backend. ``layer`` supplies the config, the key and the counters. ``conv``: ``(x_q, (kernel_size, stride,
-    padding))`` of a convolution, whose ConvView goes with A to the forward and weight-gradient GEMMs (one key per
-    forward pass, so the map sent for the forward GEMM serves the weight gradient)."""
-
-    @staticmethod
-    def forward(ctx, a, weight, w_raw, layer, conv=None):
-        cfg = layer.fixed
-        # exact: ``a`` is on the activation grid; float64 is what the emulators' exact GEMM takes, and the weight
-        # gradient GEMM reuses it
-        a_raw = a.to(torch.float64).mul_(2.0 ** cfg.activations.fl)
-        version = weight._version
-        view = None
-        if conv is not None:
-            layer._forwards += 1
-            view = layer_view(conv[0], cfg.activations.fl, conv[1], (layer.key, "x", layer._forwards), False)
-        c_raw = layer._gemm("forward", a_raw, w_raw.t(), cfg.forward_out, b_key=(layer.key, version, "Wt"),
-                            a_view=view)
-        ctx.view = view
-        ctx.layer = layer
-        ctx.version = version
-        ctx.save_for_backward(a_raw, w_raw)
-        return c_raw
-
-    @staticmethod
-    def backward(ctx, grad_out):
-        layer = ctx.layer
-        cfg = layer.fixed
-        a_raw, w_raw = ctx.saved_tensors
-        g_raw = layer._quantize_gradient(grad_out)
-        grad_a = grad_w = None
-        if ctx.needs_input_grad[0]:
-            grad_a = layer._gemm("grad_input", g_raw, w_raw, cfg.grad_input_out,
-                                 b_key=(layer.key, ctx.version, "W"))
-        if ctx.needs_input_grad[1]:
-            view = None if ctx.view is None else replace(ctx.view, transposed=True)
-            grad_w = layer._gemm("grad_weight", a_raw.t(), g_raw, cfg.grad_weight_out, a_view=view).t()
-        return grad_a, grad_w, None, None, None
-
-
 class _QuantizeActivation(torch.autograd.Function):
     """Forward: quantize to the activation format; backward: straight through."""
 
@@ -282,8 +237,8 @@ class _FixedMixin:
     def _gemm(self, role, a_raw, b_raw, out_fmt, b_key=None, a_view=None):
         m, k = a_raw.shape
         n = b_raw.shape[1]
-        c_raw, sat = _offload_gemm(self.offload.backend, a_raw, b_raw, self.fixed.shifts[role], self.fixed.rounding,
-                                   b_key, a_view)
+        c_raw, sat = offload_gemm(self.offload.backend, a_raw, b_raw, self.fixed.shifts[role], self.fixed.rounding,
+                                  b_key, a_view)
         self.stats["gemms"] += 1
         self.stats["macs"] += m * k * n
         self.stats["outputs"] += m * n
@@ -298,13 +253,10 @@ class _FixedMixin:
         self.stats["gradients"] += g_raw.numel()
         return g_raw
 
-    def _matmul(self, a, weight, w_raw, conv=None):
-        """The three GEMMs of ``a @ weightᵀ``: exact, or through the layer's ``approx`` (an approximate-training
-        method of :mod:`fxtrain.host.methods`, set by ``Methods.attach``) while training. ``conv``: as
-        :class:`_OffloadedMatmul` (exact path only; the approximate methods send plain GEMMs)."""
-        if self.approx is not None and self.training and torch.is_grad_enabled():
-            return self.approx.apply(a, weight, w_raw, self)
-        return _OffloadedMatmul.apply(a, weight, w_raw, self, conv)
+    def _approximate(self):
+        """Whether this call goes through the layer's ``approx`` (an approximate-training method of
+        :mod:`fxtrain.host.methods`, set by ``Methods.attach``): while training only; evaluation is exact."""
+        return self.approx is not None and self.training and torch.is_grad_enabled()
 
     def extra_repr(self):
         return f"{super().extra_repr()}, key={self.key!r}, {self.fixed.describe()}"
@@ -354,7 +306,8 @@ class FixedLinear(_FixedMixin, nn.Linear):
     def forward(self, x):
         lead = x.shape[:-1]
         a = self._quantized_input(x).reshape(-1, self.in_features)
-        y = self._matmul(a, self.weight, self._weight_raw()).reshape(*lead, self.out_features)
+        function = self.approx if self._approximate() else OffloadedMatmul
+        y = function.apply(a, self.weight, self._weight_raw(), self).reshape(*lead, self.out_features)
         return y if self.bias is None else y + self.bias
 
 
@@ -410,11 +363,14 @@ class FixedConv2d(_FixedMixin, nn.Conv2d):
             raise ValueError(f"FixedConv2d input {height}x{width} with padding {self.padding} is smaller than the "
                              f"kernel {self.kernel_size}")
         x_q = self._quantized_input(x)
-        a = im2col(x_q, self.kernel_size, self.stride, self.padding)
+        geometry = (self.kernel_size, self.stride, self.padding)
         w_raw = self._weight_raw().reshape(self.out_channels, -1)
+        weight = self.weight.reshape(self.out_channels, -1)
         self.sample_positions = out_h * out_w
-        y = self._matmul(a, self.weight.reshape(self.out_channels, -1), w_raw,
-                         conv=(x_q, (self.kernel_size, self.stride, self.padding)))
+        if self._approximate():
+            y = self.approx.apply(im2col(x_q, *geometry), weight, w_raw, self)
+        else:
+            y = OffloadedConv.apply(x_q, weight, w_raw, self, geometry)
         y = y.reshape(batch, out_h * out_w, self.out_channels).transpose(1, 2)
         y = y.reshape(batch, self.out_channels, out_h, out_w)
         return y if self.bias is None else y + self.bias.view(1, -1, 1, 1)

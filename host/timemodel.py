@@ -190,26 +190,27 @@ class EpochEstimate:
         return self.compute_s / self.total_s if self.total_s else 0.0
 
 
-def step_traffic(config, layers, batch, rounding=None, gemms=None, tile_loop=True):
+def step_traffic(config, layers, batch, rounding=None, gemms=None, tile_loop=True, input_grad="patches"):
     """Traffic of one training step in steady state (after a previous step, whose operands are stale: the weights
-    changed), ``rounding`` as in :func:`training_gemms`. ``gemms``: the step's :class:`GemmShape` list when it is
-    not :func:`training_gemms` (an approximate-training method's, :func:`fxtrain.host.methods.gemms.method_gemms`);
-    ``layers`` and ``rounding`` are then unused. ``tile_loop``: as :class:`DriverReplay`."""
+    changed), ``rounding`` and ``input_grad`` as in :func:`training_gemms`. ``gemms``: the step's
+    :class:`GemmShape` list when it is not :func:`training_gemms` (an approximate-training method's,
+    :func:`fxtrain.host.methods.gemms.method_gemms`); ``layers``, ``rounding`` and ``input_grad`` are then unused.
+    ``tile_loop``: as :class:`DriverReplay`."""
     rounding = tuple(sorted((rounding or {}).items()))
     gemms = None if gemms is None else tuple(gemms)
-    return _step_traffic(config, tuple(layers), batch, rounding, gemms, bool(tile_loop))
+    return _step_traffic(config, tuple(layers), batch, rounding, gemms, bool(tile_loop), input_grad)
 
 
 @lru_cache(maxsize=64)
-def _step_traffic(config, layers, batch, rounding, gemms=None, tile_loop=True):
+def _step_traffic(config, layers, batch, rounding, gemms=None, tile_loop=True, input_grad="patches"):
     replay = DriverReplay(config, tile_loop)
     if gemms is None:
-        gemms = training_gemms(list(layers), batch, dict(rounding))
+        gemms = training_gemms(list(layers), batch, dict(rounding), input_grad)
     replay.step(gemms, step_id=0)
     return replay.step(gemms, step_id=1)
 
 
-def estimate_step(platform, layers, batch, host=HostModel(), gemms=None):
+def estimate_step(platform, layers, batch, host=HostModel(), gemms=None, input_grad="patches"):
     """:class:`StepEstimate` of one training step of ``batch`` samples of a model of ``layers``.
 
     Pipelined (the device reports a receive buffer, ``docs/protocol.md`` §2.2)::
@@ -221,10 +222,11 @@ def estimate_step(platform, layers, batch, host=HostModel(), gemms=None):
     other) and the driver waits for the device once per GEMM; otherwise every request waits for its response and
     nothing overlaps: ``T = (cycles + expand_cycles) / f_clk + bytes_down * t_down + bytes_up * t_up + exchanges *
     t_exchange + T_host``
-    (``docs/time-model.md``). ``gemms``: as :func:`step_traffic` (an approximate-training method's step).
+    (``docs/time-model.md``). ``gemms``: as :func:`step_traffic` (an approximate-training method's step);
+    ``input_grad``: as :func:`training_gemms`.
     """
     config = platform.config
-    traffic = step_traffic(config, layers, batch, gemms=gemms, tile_loop=platform.tile_loop)
+    traffic = step_traffic(config, layers, batch, gemms=gemms, tile_loop=platform.tile_loop, input_grad=input_grad)
     cycles = traffic.engine_cycles(config)
     expand = traffic.expand_cycles(config)
     down, up = traffic.bytes(config, platform.rx_buffer)
@@ -236,14 +238,15 @@ def estimate_step(platform, layers, batch, host=HostModel(), gemms=None):
                         traffic, cycles, down, up, exchanges, waits, expand / platform.clk_freq, expand)
 
 
-def estimate_epoch(platform, layers, fmt, batch, train_size, host=HostModel()):
-    """:class:`EpochEstimate` of one epoch of ``train_size`` samples in batches of ``batch``."""
+def estimate_epoch(platform, layers, fmt, batch, train_size, host=HostModel(), input_grad="patches"):
+    """:class:`EpochEstimate` of one epoch of ``train_size`` samples in batches of ``batch`` (``input_grad``: as
+    :func:`training_gemms`)."""
     for name, value in (("Batch size", batch), ("Training set size", train_size)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"{name} must be a positive integer, not {value!r}")
     steps, remainder = divmod(train_size, batch)
-    full = estimate_step(platform, layers, batch, host) if steps else None
-    partial = estimate_step(platform, layers, remainder, host) if remainder else None
+    full = estimate_step(platform, layers, batch, host, input_grad=input_grad) if steps else None
+    partial = estimate_step(platform, layers, remainder, host, input_grad=input_grad) if remainder else None
     if full is None:
         full, steps = partial, 1
         partial, remainder = None, 0

@@ -40,8 +40,9 @@ from ..sim.engine import run_cycles
 from ..sim.gemm import EngineConfig
 from ..sim.payloads import (DEFAULT_RX_BUFFER, ROUNDING_ARGS, RUN_ARGS, RUN_TILES_ARGS, WRITE_HEADER, entry_bytes,
                             result_bytes, run_tiles_cycles, write_frames)
-from ..sim.planner import (CommandPlanner, Expand, ReadResult, Reused, Run, RunTiles, SetRounding, WriteMap,
-                           WriteOperand, plan_gemm)
+from ..sim.gemm_plan import plan_gemm
+from ..sim.planner import CommandPlanner, conv_fits, conv_window_room
+from ..sim.schedule_items import Expand, ReadResult, Reused, Run, RunTiles, SetRounding, WriteMap, WriteOperand
 from ..sim.wire import Command, request_frame_bytes, response_frame_bytes
 
 __all__ = ["Traffic", "DriverReplay", "shape_keys"]
@@ -294,7 +295,10 @@ class DriverReplay:
         a :class:`fxtrain.sim.conv.ConvView` (its ``x_raw`` unused, its ``key`` naming the map's contents) for
         convolution mode, used as the driver uses it (``config.expander`` and the map fits)."""
         plan = _plan(self.config, m, k, n, self.tile_loop)
-        if self.fast and plan.mt > 2 and not self.planner.uses_psum(plan):
+        # map windows (sim.planner.conv_window_room) change from row to row in a way the residency signature does
+        # not show: such a GEMM is replayed row by row
+        windowed = conv_window_room(self.config, plan, a_view) and not conv_fits(self.config, plan, a_view)
+        if self.fast and plan.mt > 2 and not self.planner.uses_psum(plan) and not windowed:
             snapshot = copy.deepcopy(self.planner)
             try:
                 return self._gemm_skipping(plan, rounding, b_key, a_view)
@@ -385,8 +389,8 @@ class DriverReplay:
 
     def step(self, gemms, step_id=0):
         """The :class:`Traffic` of a list of :class:`GemmShape`; weights keyed by ``(layer, kind, step_id)``, a
-        convolution's feature map (``GemmShape.conv``) by ``(layer, step_id)`` (its forward and weight-gradient
-        GEMMs share it, as the layers' views do)."""
+        convolution's feature map (``GemmShape.conv``) by ``(layer, "x" or "dy", step_id)`` (its forward and
+        weight-gradient GEMMs share ``X``, as the layers' views do; the input-gradient convolution reads ``dY``)."""
         total = Traffic()
         for g in gemms:
             total += self.gemm(g.m, g.k, g.n, g.rounding, *shape_keys(g, step_id))
@@ -399,5 +403,6 @@ def shape_keys(g, step_id, conv=True):
     key = (g.layer, g.kind, step_id) if g.b_weights else None
     view = None
     if g.conv is not None and conv:
-        view = ConvView(None, g.conv, g.kind == "weight_grad", (g.layer, "x", step_id), b"")
+        name = "dy" if g.kind == "input_grad" else "x"  # the input-gradient convolution's map is dY
+        view = ConvView(None, g.conv, g.kind == "weight_grad", (g.layer, name, step_id), b"")
     return key, view

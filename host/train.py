@@ -95,6 +95,8 @@ class TrainConfig:
         ``"stochastic"`` or ``"nearest"`` (a :class:`~fxtrain.sim.rounding.RoundingMode` is stored as its name).
     master_weights : str
         ``"fixed"`` or ``"float"`` (:mod:`fxtrain.host.layers`).
+    input_grad : str
+        ``"patches"`` or ``"convolution"``: a convolution's input gradient (``FixedConfig.input_grad``).
     epochs, batch_size : int
     lr, momentum : float
         SGD parameters (``lr`` is the peak learning rate of the schedule).
@@ -137,6 +139,7 @@ class TrainConfig:
     gradients: str = DEFAULT_FORMATS["gradients"]
     rounding: str = "stochastic"
     master_weights: str = "fixed"
+    input_grad: str = "patches"
     epochs: int = 15
     batch_size: int = 32
     lr: float = 0.05
@@ -185,7 +188,9 @@ class TrainConfig:
         suffix = self.methods.run_suffix
         if self.backend == "float":
             return f"{self.model}-float{suffix}"
-        return f"{self.model}-{backend}-{self.rounding}-w{self.weights}a{self.activations}g{self.gradients}{suffix}"
+        grad = "" if self.input_grad == "patches" else f"-dx{self.input_grad}"
+        return (f"{self.model}-{backend}-{self.rounding}-w{self.weights}a{self.activations}g{self.gradients}{grad}"
+                f"{suffix}")
 
     @property
     def output_dir(self) -> Path:
@@ -209,7 +214,7 @@ def build(cfg: TrainConfig, seed: "int | None" = None, backend_spec: "str | None
     if backend is not None:
         try:
             fixed = FixedConfig(cfg.weights, cfg.activations, cfg.gradients, rounding=cfg.rounding,
-                                master_weights=cfg.master_weights, wl=backend.config.wl)
+                                master_weights=cfg.master_weights, wl=backend.config.wl, input_grad=cfg.input_grad)
             offload = get_offload(convert(model, backend, fixed, seed=seed))
         except BaseException:
             backend.close()

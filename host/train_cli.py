@@ -13,6 +13,7 @@ import sys
 
 import torch
 
+from ..sim.input_grad import INPUT_GRADS
 from ..sim.rounding import ROUNDING_MODES
 from .backend import backend_specs
 from .layers import DEFAULT_FORMATS
@@ -44,6 +45,10 @@ def add_arguments(parser):
                         help="rounding of operands and GEMM results (default stochastic)")
     parser.add_argument("--master-weights", default=_DEFAULTS.master_weights, choices=("fixed", "float"),
                         help="keep weights on the fixed-point grid (paper, default) or a float32 master copy")
+    parser.add_argument("--input-grad", default=_DEFAULTS.input_grad, choices=INPUT_GRADS,
+                        help="a convolution's input gradient: the patch GEMM dY.W folded on the host (default), or "
+                        "one convolution of dY with the flipped kernel, rounded once per element (stride 1; a "
+                        "device with the expander then receives dY once and returns dX, docs/numerics.md 7.1)")
     parser.add_argument("--epochs", type=int, default=_DEFAULTS.epochs, help=f"default {_DEFAULTS.epochs}")
     parser.add_argument("--batch-size", type=int, default=_DEFAULTS.batch_size,
                         help=f"default {_DEFAULTS.batch_size}")
@@ -127,7 +132,8 @@ def run(args) -> int:
     torch.set_num_threads(args.threads)
     cfg = TrainConfig(model=args.model, data=args.data, backend=args.backend, weights=args.weights,
                       activations=args.activations, gradients=args.gradients, rounding=args.rounding,
-                      master_weights=args.master_weights, epochs=args.epochs, batch_size=args.batch_size,
+                      master_weights=args.master_weights, input_grad=args.input_grad, epochs=args.epochs,
+                      batch_size=args.batch_size,
                       lr=args.lr, momentum=args.momentum, schedule=args.schedule, warmup=args.warmup,
                       init=args.init, shift_augment=args.shift_augment, seed=args.seed, train_limit=args.train_limit,
                       test_limit=args.test_limit, out_dir=args.out, name=args.name, resume=args.resume,

@@ -2,6 +2,10 @@
 
 Golden model: :class:`fxtrain.sim.protocol.ProtocolEmulator` (the executor answers every byte sequence like it).
 
+The request decoding (header and argument checks) is ``rtl/command_args.py``, the response path (result buffer,
+payload, ``RESPOND``/``SENDING``, the RUN_TILES tile walker) ``rtl/command_response.py``, the EXPAND part
+``rtl/expand_command.py`` and the link counters' storage ``rtl/link_memory.py``.
+
 Members
 -------
 engine_signature
@@ -15,17 +19,18 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
-from amaranth.lib import data, memory, stream, wiring
+from amaranth.hdl import Cat, Module, Mux, Signal
+from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..sim.engine import COUNTER_NAMES, addr_bits, b_addr_bits, engine_layouts
 from ..sim.gemm import EngineConfig
-from ..sim.payloads import (COUNTER, LINK_COUNTERS, ROUNDING_ARGS, RUN_ARGS, RUN_CLEAR, RUN_DRAIN, RUN_LOAD, RUN_SAVE,
-                            RUN_TILES_ARGS, SEED, WRITE_HEADER, Identity, entry_bytes, max_tiles,
-                            request_length_range, result_bytes, result_row_bytes, value_bytes)
+from ..sim.payloads import (COUNTER, LINK_COUNTERS, ROUNDING_ARGS, RUN_ARGS, RUN_DRAIN, RUN_TILES_ARGS, SEED,
+                            WRITE_HEADER, Identity, entry_bytes, max_tiles, result_bytes, result_row_bytes)
 from ..sim.wire import Command, Status
 from ..sim.conv import EXPAND_ARGS
+from .command_args import arguments, header_checks
+from .command_response import respond_states, response_payload, result_buffer, tile_walker
 from .expand_command import expand_execute, expand_setup, expand_state, expand_wiring
 from .framing import EventKind, event_layout
 from .link_memory import link_memory
@@ -93,10 +98,12 @@ class CommandExecutor(wiring.Component):
     (at most one row every ``result_row_bytes + 1`` cycles: the row register is refilled the cycle after
     its last byte left). Other response bytes follow at one per cycle while the output is ready.
 
-    Structure (``elaborate``): the registers in one namespace (``_registers``), the argument views and checks
-    (``_arguments``), the storage (``_result_buffer``, ``link_memory.link_memory``, ``_response_payload``), the frame FSM
-    in parts (``_receive_states``, ``_execute_state``, ``_run_states``, ``_tiles_check_state``,
-    ``_respond_states``) and the ``_tile_walker`` that runs beside it during a RUN_TILES answer. With
+    Structure (``elaborate``): the registers in one namespace (``_registers``), the header and argument views and
+    checks (``rtl/command_args.py``: ``header_checks``, ``arguments``), the storage (``rtl/command_response.py``:
+    ``result_buffer``, ``response_payload``; ``link_memory.link_memory``), the frame FSM in parts
+    (``_receive_states``, ``_execute_state``, ``_run_states``, ``_tiles_check_state`` here, ``respond_states`` in
+    ``rtl/command_response.py``) and the ``tile_walker`` (``rtl/command_response.py``) that runs beside it during a
+    RUN_TILES answer. With
     ``config.expander`` the EXPAND part (``rtl/expand_command.py``: argument check, the ``EXPAND`` state of
     ``sim.conv.expand_cycles`` cycles, the walker ``rtl/expander.py``) is added; the payload shift register then
     holds EXPAND's 63 argument bytes. Without it EXPAND is an unknown command and none of it exists.
@@ -142,13 +149,13 @@ class CommandExecutor(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         r = self._registers(m)
-        self._result_buffer(m, r)
-        self._header_checks(m, r)
-        self._arguments(m, r)
+        result_buffer(self, m, r)
+        header_checks(self, m, r)
+        arguments(self, m, r)
         r.lk = link_memory(m, self.identity)
         if self.config.expander:
             r.x = expand_setup(self, m, r)
-        self._response_payload(m, r)
+        response_payload(self, m, r)
         m.d.comb += [self.tx_cmd.eq(r.cmd), self.tx_seq.eq(r.seq), self.tx_status.eq(r.status),
                      self.tx_length.eq(r.resp_len)]
         with m.FSM():
@@ -156,10 +163,10 @@ class CommandExecutor(wiring.Component):
             self._execute_state(m, r)
             self._run_states(m, r)
             self._tiles_check_state(m, r)
-            self._respond_states(m, r)
+            respond_states(self, m, r)
             if self.config.expander:
                 expand_state(self, m, r)
-        self._tile_walker(m, r)
+        tile_walker(self, m, r)
         if self.config.expander:
             expand_wiring(self, m, r)
         return m
@@ -382,229 +389,3 @@ class CommandExecutor(wiring.Component):
                              r.row_full.eq(0), r.staged.eq(0)]
             with m.Else():
                 m.d.sync += [r.b_cur.eq(r.b_next), r.t_left.eq(r.t_next), r.b_fits.eq(r.b_next_fits)]
-
-    def _respond_states(self, m, r):
-        """``RESPOND`` starts the encoder; ``SENDING`` feeds it the payload (result rows: the result buffer, or in
-        tile mode the engine, through the row register) until it is done, then acts on an OK SOFT_RESET."""
-        cfg, eng = self.config, self.engine
-        rrb = result_row_bytes(cfg)
-        n_link = len(LINK_COUNTERS)
-        # in RESPOND/SENDING the link memory reads the next payload byte and the result buffer, from registers only,
-        # row res_row + 1 (tile mode: res_row, the row the walker staged); elsewhere both read address 0
-        read_ahead = [r.pidx_next.eq(r.pidx), r.res_rd.eq(Mux(r.tiles, r.res_row, r.res_row + 1))]
-        with m.State("RESPOND"):
-            m.d.comb += [self.tx_start.eq(1)] + read_ahead
-            m.d.sync += r.row_reg.eq(r.row_of(r.res_r.data))      # row 0, read in the cycle of respond()
-            m.next = "SENDING"
-        with m.State("SENDING"):
-            # a link memory byte is valid once it was read for this pidx (not during an increment)
-            payload_valid = Mux(r.source == 3, ~r.tiles | r.row_full, (r.source != 0) & r.rd_ok)
-            m.d.comb += [self.tx_payload.valid.eq(payload_valid)] + read_ahead
-            with m.If(self.tx_payload.ready & payload_valid):
-                m.d.comb += r.pidx_next.eq(r.pidx + 1)
-                with m.If(r.source == 3):
-                    m.d.sync += [r.bidx.eq(r.bidx + 1), r.row_reg.eq(r.row_reg >> 8)]
-                    with m.If(r.bidx == rrb - 1):
-                        m.d.sync += r.bidx.eq(0)
-                        with m.If(r.tiles):
-                            m.d.sync += r.row_full.eq(0)
-                        with m.Else():
-                            # the read port shows row res_row + 1 (addressed last cycle, rows have >= 2 bytes)
-                            m.d.sync += r.row_reg.eq(r.row_of(r.res_r.data))
-                            m.d.comb += r.res_row_next.eq(r.res_row + 1)
-            with m.If(~self.tx_busy):          # (after RUN_TILES' last byte the engine is idle)
-                with m.If((r.cmd == Command.SOFT_RESET) & (r.status == Status.OK)):
-                    m.d.comb += eng.counters_clear.eq(1)
-                    m.d.sync += self.engine_reset.eq(1)     # a register: it fans out to the whole engine
-                    m.d.sync += [r.shift.eq(0), r.mode.eq(0)]
-                    m.d.sync += r.lk["zeroed"].eq((1 << n_link) - 1)
-                m.d.sync += r.tiles.eq(0)
-                m.next = "IDLE"
-
-    def _tile_walker(self, m, r):
-        """RUN_TILES after its OK answer started: offers the engine one clear+drain run per tile (B base
-        ``b_cur``, advanced by ``b_step``) while ``t_left`` is not 0, and passes each drained row through the
-        result buffer (written at ``res_row``, read back two cycles later) into the row register once that is
-        empty, so the last tile stays in the buffer (READ_RESULT repeats it) and the row register keeps its two
-        sources. The engine's two result banks, the staged row and the row register are the buffer between the
-        engine and the link: the engine computes the next tile while a tile is sent and waits (``stall_out``) when
-        both banks are full; the encoder waits for the row register, so no byte is lost or invented."""
-        eng = self.engine
-        with m.If(r.tiles & (r.t_left != 0)):
-            m.d.comb += eng.run.valid.eq(1)
-            with m.If(eng.run.ready):
-                m.d.sync += [r.t_left.eq(r.t_next), r.b_cur.eq(r.b_next)]
-        m.d.sync += r.staged_read.eq(r.staged)
-        with m.If(r.tiles & ~r.staged):
-            m.d.comb += eng.result.ready.eq(1)
-            with m.If(eng.result.valid):
-                m.d.comb += r.res_w.en.eq(1)
-                m.d.sync += r.staged.eq(1)
-        with m.If(r.tiles & r.staged & r.staged_read & ~r.row_full):
-            m.d.sync += [r.row_reg.eq(r.row_of(r.res_r.data)), r.row_full.eq(1), r.staged.eq(0),
-                         r.staged_read.eq(0)]
-            m.d.comb += r.res_row_next.eq(Mux(r.res_row == self.config.rows - 1, 0, r.res_row + 1))
-
-    def _result_buffer(self, m, r):
-        """The result buffer: one drained tile in block RAM, row r = cols values then cols saturation flags;
-        written as the engine's result rows arrive at ``res_row``; read synchronously at ``res_rd``: row 0
-        outside RESPOND/SENDING (the row register's first load, in RESPOND), ``res_row + 1`` in them (tile mode:
-        ``res_row``, the row the walker staged), from registers only (no decision of the cycle reaches the port).
-        Row ``rows`` is a spare that the read-ahead reaches after the last row (never sent)."""
-        cfg, eng = self.config, self.engine
-        rows, cols, wl = cfg.rows, cfg.cols, cfg.wl
-        res_mem = memory.Memory(shape=unsigned(cols * wl + cols), depth=rows + 1, init=[],
-                                attrs={"ram_style": "block"})
-        m.submodules.result_buffer = res_mem
-        r.res_w = res_mem.write_port()
-        r.res_r = res_mem.read_port()             # synchronous (block RAM)
-        r.res_row = Signal(range(rows + 1))
-        r.res_row_next = Signal.like(r.res_row)
-        r.res_rd = Signal(range(rows + 2))
-        m.d.comb += [r.res_row_next.eq(r.res_row), r.res_rd.eq(0), r.res_r.addr.eq(r.res_rd)]
-        m.d.sync += r.res_row.eq(r.res_row_next)
-        m.d.comb += [r.res_w.addr.eq(r.res_row),
-                     r.res_w.data.eq(Cat(eng.result.payload.data.as_value(), eng.result.payload.sat))]
-
-    def _header_checks(self, m, r):
-        """``known`` (CMD is a command) and ``len_ok`` (LEN in its range), from the decoder's header."""
-        cfg = self.config
-        r.known = Signal()
-        r.len_ok = Signal()
-        with m.Switch(self.cmd):
-            for c in Command:
-                limits = request_length_range(cfg, c)
-                if limits is None:
-                    continue               # a command this device does not have (EXPAND without an expander)
-                lo, hi = limits
-                with m.Case(c):
-                    m.d.comb += [r.known.eq(1), r.len_ok.eq((self.length >= lo) & (self.length <= hi))]
-
-    def _arguments(self, m, r):
-        """Views of the received arguments through the ``sim.payloads`` layouts, their checks, and the engine's
-        write/run/seed payloads driven from them (a run's from RUN's arguments, or in tile mode from RUN_TILES'
-        with the walker's B base)."""
-        cfg, eng = self.config, self.engine
-        rows, cols, wl = cfg.rows, cfg.cols, cfg.wl
-        vb = value_bytes(cfg)
-        aw, bw = addr_bits(cfg), b_addr_bits(cfg)
-        sh = r.sh
-        sh_bytes = len(sh) // 8
-        # a memory of 2**n entries (A: n = aw, B: n = bw): a base below it has no bits above n - 1 and a count up
-        # to it none above n: the sums are checked in n + 2 bits
-        r.is_a = is_a = r.cmd == Command.WRITE_A
-        r.e_len = Mux(is_a, entry_bytes(cfg, "A"), entry_bytes(cfg, "B"))
-        w_args = data.View(WRITE_HEADER.as_struct(), r.wargs)
-        w_addr, w_count = w_args.addr, w_args.count
-        r.w_len_ok = (w_count != 0) & (r.length == WRITE_HEADER.size + Mux(
-            is_a, w_count * entry_bytes(cfg, "A"), w_count * entry_bytes(cfg, "B")))
-
-        def fits(base, count, n):               # base + count <= 2**n (the A memory: n = aw, B: n = bw)
-            return (base[n:] == 0) & (count[n + 1:] == 0) & (base[:n] + count[:n + 1] <= (1 << n))
-
-        r.fits = fits
-        r.w_addr_ok = Mux(is_a, fits(w_addr, w_count, aw), fits(w_addr, w_count, bw))
-        # w_ok: the WRITE's LEN/COUNT/ADDR checks, registered: the arguments are complete at least one cycle
-        # before the first WRITE_ENTRY (an entry is at least one byte after them), and the register keeps the
-        # length multiply and the address adders off the path into the engine's write valid (the iCE40 SPRAM's
-        # address multiplexer, rtl/operand_memory.py; it was the critical path at 17.2 MHz)
-        r.w_ok = Signal()
-        m.d.sync += r.w_ok.eq(r.w_len_ok & r.w_addr_ok)
-        run_args = data.View(RUN_ARGS.as_struct(), sh[-8 * RUN_ARGS.size:])
-        r_a, r.r_b, r_k, r.r_flags = run_args.a_base, run_args.b_base, run_args.k, run_args.flags
-        r_b = r.r_b
-        # run_ok and tiles_ok are registers: sh and wargs last change with a DATA event and EXECUTE comes at least
-        # two cycles later (the END event is taken at least one cycle after it), so they are settled there, and
-        # the argument checks' carry chains end at flip-flops
-        r.run_ok = Signal()
-        m.d.sync += r.run_ok.eq((r_k != 0) & fits(r_a, r_k, aw) & fits(r_b, r_k, bw)
-                                & self._flags_ok(r.r_flags, run_args.slot))
-        head = RUN_TILES_ARGS.size - RUN_ARGS.size          # B_STEP: the first payload bytes, kept in wargs
-        r.rt = rt = data.View(RUN_TILES_ARGS.as_struct(), Cat(r.wargs[:8 * head], sh[-8 * RUN_ARGS.size:]))
-        # RUN_TILES' last 9 bytes are RUN's fields (sim.payloads): A_BASE, B_BASE, K (RUN's K low half) and FLAGS
-        # reach the engine through RUN's view; the B ranges are checked by TILES_CHECK
-        step_ok = (rt.b_step[bw + 1:] == 0) & (rt.b_step[:bw + 1] <= (1 << bw))
-        # (b_cur keeps bw + 1 bits: B_BASE's upper bits are checked here)
-        r.tiles_ok = Signal()
-        m.d.sync += r.tiles_ok.eq((rt.n_tiles != 0) & (rt.n_tiles <= max_tiles(cfg)) & (rt.k != 0)
-                                  & fits(rt.a_base, rt.k, aw) & (rt.b_base[bw:] == 0) & step_ok
-                                  & (rt.flags == (RUN_CLEAR | RUN_DRAIN)))
-        r.b_next, r.t_next = Signal.like(r.b_cur), Signal.like(r.t_left)
-        m.d.comb += [r.b_next.eq(r.b_cur + rt.b_step[:bw + 1]), r.t_next.eq(r.t_left - 1)]
-        r.b_base_fits, r.b_next_fits = fits(rt.b_base, rt.k, bw), fits(r.b_next, rt.k, bw)  # TILES_CHECK's b_fits
-        # LEN of the answer, n_tiles * result_bytes, by shifts and adds (no multiplier: they are all the array's)
-        rb = result_bytes(cfg)
-        r.tiles_len = sum(rt.n_tiles << i for i in range(rb.bit_length()) if rb >> i & 1)[:16]
-        rounding_args = data.View(ROUNDING_ARGS.as_struct(), sh[-8 * ROUNDING_ARGS.size:])
-        r.r_shift, r.r_mode = rounding_args.shift, rounding_args.mode
-
-        def values_of(n):
-            return Cat(*[sh[8 * sh_bytes - 8 * vb * n + 8 * vb * i:][:wl] for i in range(n)])
-
-        m.d.comb += [
-            eng.a_write.payload.addr.eq((w_addr + r.widx)[:aw]),
-            eng.a_write.payload.data.eq(values_of(rows)),
-            eng.b_write.payload.addr.eq((w_addr + r.widx)[:bw]),
-            eng.b_write.payload.data.eq(values_of(cols)),
-            eng.run.payload.a_base.eq(r_a[:aw]),
-            eng.run.payload.b_base.eq(r.b_cur[:bw]),
-            eng.run.payload.k.eq(r_k[:aw + 1]),
-            eng.run.payload.clear.eq((r.r_flags & RUN_CLEAR) != 0),
-            eng.run.payload.drain.eq((r.r_flags & RUN_DRAIN) != 0),
-            *([eng.run.payload.load.eq((r.r_flags & RUN_LOAD) != 0), eng.run.payload.save.eq((r.r_flags & RUN_SAVE) != 0),
-               eng.run.payload.slot.eq(run_args.slot)] if cfg.psum_slots else []),
-            eng.seed_lane.eq(r.lane),
-            eng.seed.eq(sh[-8 * SEED.size:]),
-        ]
-
-    def _flags_ok(self, flags, slot):
-        """:func:`fxtrain.sim.payloads.run_flags_ok` in gates: the four flag bits only, LOAD not with CLEAR, SAVE
-        not with DRAIN, a LOAD or SAVE run's slot below ``psum_slots`` (without slots: CLEAR and DRAIN only)."""
-        if not self.config.psum_slots:
-            return flags <= (RUN_CLEAR | RUN_DRAIN)
-        load, save = (flags & RUN_LOAD) != 0, (flags & RUN_SAVE) != 0
-        return ((flags <= (RUN_CLEAR | RUN_DRAIN | RUN_LOAD | RUN_SAVE)) & ~(load & ((flags & RUN_CLEAR) != 0))
-                & ~(save & ((flags & RUN_DRAIN) != 0)) & (~(load | save) | (slot < self.config.psum_slots)))
-
-    def _response_payload(self, m, r):
-        """The response payload byte: IDENTIFY ROM, counters (link memory, then the engine's) or result rows (the
-        low byte of the row register); drives the link memory's read address. Sets ``r.rd_ok`` (the link byte at
-        ``pidx`` is valid) and ``r.row_of`` (a result buffer row as its payload bytes)."""
-        cfg, eng, lk = self.config, self.engine, r.lk
-        cols, wl = cfg.cols, cfg.wl
-        vb = value_bytes(cfg)
-        n_link = len(LINK_COUNTERS)
-        lk_r, zeroed, inc_idx, inc_step = lk["lk_r"], lk["zeroed"], lk["inc_idx"], lk["inc_step"]
-        inc_busy, id_base, rd_zero = lk["inc_busy"], lk["id_base"], lk["rd_zero"]
-        r.pidx = pidx = Signal(range(max(len(lk["ident_bytes"]), 4 * (n_link + len(COUNTER_NAMES))) + 1))
-        r.pidx_next = pidx_next = Signal.like(pidx)   # 0 outside RESPOND/SENDING (so no command decision
-        m.d.comb += pidx_next.eq(0)                    # reaches the link memory's read address)
-        m.d.sync += pidx.eq(pidx_next)
-        eng_vec = Cat(*[eng.counters[n] for n in COUNTER_NAMES])
-
-        def row_of(row):
-            return Cat(*[row[wl * j:wl * (j + 1)].as_signed().as_unsigned() if vb * 8 == wl else
-                         Cat(row[wl * j:wl * (j + 1)], *([row[wl * (j + 1) - 1]] * (vb * 8 - wl)))
-                         for j in range(cols)],
-                       row[cols * wl:], Const(0, 8 * ((cols + 7) // 8) - cols))
-
-        r.row_of = row_of
-        r.rd_ok = rd_ok = Signal()     # the link memory read last cycle was the payload byte at pidx
-        # link memory read address: the increment's while it runs, else the payload byte after this cycle
-        with m.If(inc_busy):
-            m.d.comb += lk_r.addr.eq(inc_idx * 4 + inc_step[:2])
-        with m.Elif(r.source == 1):
-            m.d.comb += lk_r.addr.eq(id_base + pidx_next)
-        with m.Else():
-            m.d.comb += lk_r.addr.eq(pidx_next)
-        m.d.sync += [rd_ok.eq(~inc_busy),
-                     rd_zero.eq(zeroed.bit_select(Mux(inc_busy, inc_idx, pidx_next[2:]), 1) & (r.source != 1))]
-        link_byte = Mux(rd_zero, 0, lk_r.data)
-        with m.Switch(r.source):
-            with m.Case(1):
-                m.d.comb += self.tx_payload.payload.eq(lk_r.data)
-            with m.Case(2):
-                m.d.comb += self.tx_payload.payload.eq(
-                    Mux(pidx < 4 * n_link, link_byte, eng_vec.word_select((pidx - 4 * n_link)[:len(pidx)], 8)))
-            with m.Case(3):
-                m.d.comb += self.tx_payload.payload.eq(r.row_reg[:8])

@@ -55,6 +55,19 @@ Iterator steps (``step_m``/``step_p``)::
 
 Cycles (the RTL's contract, ``tests/test_protocol.py``): :func:`expand_cycles`.
 
+Map windows
+-----------
+A map that does not fit the B memory next to the GEMM's B blocks can still feed the forward orientation one
+*window* at a time (:func:`window_images`, :func:`map_window`): the rows ``r0 .. r1 − 1`` of ``im2col(X)`` read
+only images ``⌊r0 / (OH·OW)⌋ .. ⌈r1 / (OH·OW)⌉ − 1``, so the host writes those images as a map of their own (the
+geometry with ``n`` = their count) and EXPANDs from row ``r0 − n0·OH·OW`` of it: the same A entries, so no bit
+changes. Windows of consecutive EXPANDs may share an image at their border, which is then written twice. The
+transposed orientation windows its columns the same way (a K chunk of the weight-gradient GEMM: its positions'
+images).
+
+The input gradient of a convolution as a convolution of ``dY`` (``docs/numerics.md`` §7.1) is
+:mod:`.input_grad`.
+
 Members
 -------
 ConvGeometry
@@ -77,6 +90,8 @@ expand_cycles(config, count, blocks)
     Executor cycles of one EXPAND.
 ConvView
     An A operand given as a feature map and a geometry (what the layers pass to ``backend.gemm``).
+window_images(geom, row0, row1) -> (n0, n1); map_window(view, n0, n1) -> ConvView
+    The images that output positions ``row0 .. row1 − 1`` read, and the view of just those images.
 """
 
 from __future__ import annotations
@@ -87,7 +102,7 @@ import numpy as np
 
 __all__ = ["ConvGeometry", "conv_matrix", "address", "fmap_words_per_entry", "fmap_entries", "fmap_pack",
            "EXPAND_ARGS", "EXPAND_TRANSPOSED", "EXPAND_LATENCY", "expand_args", "expand_ok", "expand_entries",
-           "expand_cycles", "ConvView"]
+           "expand_cycles", "ConvView", "window_images", "map_window"]
 
 # field limits of EXPAND_ARGS (16-bit sizes, 8-bit kernel/stride/padding)
 _LIMITS = {"n": 0xFFFF, "c": 0xFFFF, "h": 0x7FFF, "w": 0x7FFF, "kh": 0xFF, "kw": 0xFF, "sh": 0xFF, "sw": 0xFF,
@@ -267,15 +282,14 @@ def _p_state(geom, p):
 def expand_args(config, geom, *, transposed, row0, k0, count, blocks=1, a_base, f_base):
     """The EXPAND payload that writes ``blocks`` A chunks of ``count`` entries at ``a_base`` for virtual rows
     ``row0 + b·rows ..`` and columns ``k0 .. k0 + count − 1`` of ``conv_matrix(x, geom, transposed)``, the map
-    at B entry ``f_base``."""
+    at B entry ``f_base``. ``row0`` may be any row (the walk starts from its iterator state): a map window's
+    first tile row starts inside it (:func:`map_window`)."""
     rows_total, cols_total = (geom.patch, geom.positions) if transposed else (geom.positions, geom.patch)
     for name, value, hi in (("row0", row0, rows_total - 1), ("k0", k0, cols_total - 1),
                             ("count", count, cols_total - k0), ("blocks", blocks, 0xFFFF)):
         low = 1 if name in ("count", "blocks") else 0
         if not isinstance(value, (int, np.integer)) or not low <= value <= hi:
             raise ValueError(f"EXPAND {name} must be an integer from {low} to {hi}, not {value!r}")
-    if row0 % config.rows:
-        raise ValueError(f"EXPAND row0 {row0} is not the first row of a tile row of {config.rows}")
     m, p = (k0, row0) if transposed else (row0, k0)
     fields = dict(a_base=a_base, f_base=f_base, count=count, blocks=blocks,
                   flags=EXPAND_TRANSPOSED if transposed else 0, n=geom.n, c=geom.c, h=geom.h, w=geom.w,
@@ -385,3 +399,25 @@ class ConvView:
     def matrix(self):
         return conv_matrix(self.x_raw, self.geom, self.transposed)
 
+
+
+def window_images(geom, row0, row1):
+    """``(n0, n1)``: the images ``n0 .. n1 − 1`` that output positions ``row0 .. row1 − 1`` read (rows of
+    ``im2col``, columns of its transpose)."""
+    if not 0 <= row0 < row1 <= geom.positions:
+        raise ValueError(f"Rows {row0} .. {row1 - 1} are not rows of the {geom.positions}-row matrix")
+    per_image = geom.out_h * geom.out_w
+    return row0 // per_image, -(-row1 // per_image)
+
+
+def map_window(view, n0, n1):
+    """The :class:`ConvView` of images ``n0 .. n1 − 1`` of ``view``, in its orientation: its map holds just those
+    images (``x_raw[n0:n1]``, None when ``view`` has none), its key is ``(view.key, n0, n1)`` with the same digest
+    (the whole map's), and its output position ``m`` (a row of the forward matrix, a column of the transposed
+    one) is position ``m + n0·OH·OW`` of ``view``'s matrix."""
+    g = view.geom
+    if not 0 <= n0 < n1 <= g.n:
+        raise ValueError(f"Images {n0} .. {n1 - 1} are not images of the {g.n}-image map")
+    geom = ConvGeometry(n1 - n0, g.c, g.h, g.w, g.kh, g.kw, g.sh, g.sw, g.ph, g.pw)
+    x_raw = None if view.x_raw is None else view.x_raw[n0:n1]
+    return ConvView(x_raw, geom, view.transposed, (view.key, n0, n1), view.digest)

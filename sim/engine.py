@@ -141,7 +141,9 @@ import numpy as np
 from .gemm import EngineConfig, GemmResult, check_gemm
 from .lfsr import check_lfsr, lane_advance, lane_words
 from .pe import check_operands
-from .planner import CommandPlanner, Expand, ReadResult, Run, RunTiles, WriteMap, WriteOperand, plan_gemm
+from .gemm_plan import plan_gemm
+from .planner import CommandPlanner
+from .schedule_items import Expand, ReadResult, Run, RunTiles, WriteMap, WriteOperand
 from .rounding import RoundingMode, check_shift, parse_mode, round_shift
 
 __all__ = ["OPERAND_LATENCY", "ROUNDER_LATENCY", "COUNTER_WIDTH", "COUNTER_NAMES", "RESET_LANE_STATE", "addr_bits",
@@ -443,7 +445,7 @@ def gemm_via_engine(model, a, b, shift, mode, chunk=None, planner=None, a_view=N
 
 def play_item(model, plan, ap, bp, item, shift, mode):
     """Execute one :class:`.planner.CommandPlanner` schedule item of ``plan`` on ``model`` as the device does
-    (``ap``, ``bp``: the padded operands, :meth:`.planner.GemmPlan.pad`). Returns the tiles it reads, a list of
+    (``ap``, ``bp``: the padded operands, :meth:`.gemm_plan.GemmPlan.pad`). Returns the tiles it reads, a list of
     ``((tm, tn), (out, sat))`` (one for READ_RESULT, the group's for RUN_TILES, none otherwise)."""
     config = model.config
     if isinstance(item, WriteMap):

@@ -3,318 +3,69 @@
 the golden model plays it (:func:`fxtrain.sim.engine.gemm_via_engine`) and the time model counts it
 (:class:`fxtrain.host.traffic.DriverReplay`).
 
-Plan (:class:`GemmPlan`): ``A`` is zero-padded to ``Mp = rows * ceil(M / rows)`` rows and ``B`` to
-``Np = cols * ceil(N / cols)`` columns; output tiles go ``tm`` outer, ``tn`` inner; K is split into chunks of at
-most ``chunk`` (default ``depth``) entries; a tile's first run has ``clear``, its last ``drain`` and the runs in
-between neither, so a K-split keeps accumulating at full width and only the complete sum is rounded.
+The tiling of a GEMM (padding, tiles ``tm`` outer / ``tn`` inner, K chunks with clear/drain flags, RUN_TILES
+groups when K fits one chunk, chunk-outer groups) is :mod:`.gemm_plan`; the items of a schedule are
+:mod:`.schedule_items`; residency bookkeeping is :mod:`.residency`.
 
-Tile loop (``docs/protocol.md`` §3, RUN_TILES): when K fits one chunk (``K <= chunk``), the tiles of a tile row go
-to the device in *groups* of consecutive columns ``tn0 .. tn0 + count - 1`` (:attr:`GemmPlan.groups`; ``count`` at
-most ``b_depth // K`` so that the group's B chunks lie one after another in B memory, and at most
-``sim.payloads.max_tiles`` so that one response carries them): the group's B entries are written as one block
-(unless resident), then one RUN_TILES runs every tile of the group and answers with their results. A K-split
-(``K > chunk``) keeps the per-tile RUN / READ_RESULT schedule below.
+Tile loop (``docs/protocol.md`` §3, RUN_TILES): when K fits one chunk, each group of tiles
+(:attr:`.gemm_plan.GemmPlan.groups`) goes as its B entries written as one block (unless resident), then one
+RUN_TILES that runs every tile of the group and answers with their results. A K-split (``K > chunk``) keeps the
+per-tile RUN / READ_RESULT schedule below.
 
 Schedule (:class:`CommandPlanner`): per run, the A chunk (columns ``k0..k1`` of tile row ``tm``) and the B chunk
-(rows ``k0..k1`` of tile column ``tn``) are written unless already resident, then the run; after a tile's last
-run its result is read. Residency is the planner's belief of the operand memories: each memory is managed as
-keyed address ranges with LRU eviction (:class:`ResidentMemory`; A's of ``depth`` entries, B's of ``b_depth``);
-A chunks are keyed by ``(gemm, tm, k0)`` (sent
-once per tile row, reused for every ``tn``), B chunks by the caller's ``b_key`` (across calls) or by the call,
-and every key carries a content digest, so a stale key costs a re-send, never a wrong result. A consumer that
-fails to execute a command must call :meth:`CommandPlanner.forget` (the device's memories are then unknown).
+(rows ``k0..k1`` of tile column ``tn``) are written unless already resident, then the run; after a tile's last run
+its result is read. Residency is the planner's belief of the operand memories: each memory is managed as keyed
+address ranges with LRU eviction (:class:`.residency.ResidentMemory`; A's of ``depth`` entries, B's of ``b_depth``);
+A chunks are keyed by ``(gemm, tm, k0)`` (sent once per tile row, reused for every ``tn``), B chunks by the caller's
+``b_key`` (across calls) or by the call, and every key carries a content digest, so a stale key costs a re-send,
+never a wrong result. A consumer that fails to execute a command must call :meth:`CommandPlanner.forget` (the
+device's memories are then unknown).
 
 Partial-sum memory (``EngineConfig.psum_slots >= 1``, ``sim/engine.py``): a K-split goes *chunk-outer*. The tiles
-are cut into groups of at most ``psum_slots`` consecutive tiles of the plain order (:meth:`GemmPlan.psum_groups`;
-fewer when the B memory, less the feature map in convolution mode, cannot hold one chunk of every tile column of
-the group); per group, per chunk, per tile of the group: the A chunk (kept resident across the tile row's
-consecutive tiles), the B chunk, a :class:`Run` with CLEAR (first chunk) or LOAD and DRAIN (last chunk) or SAVE on
-the tile's slot (its index in the group), and after a draining run its READ_RESULT. The partial sums stay exact
-in the slots; the rounded drains come in the plain tile order, so the lanes give every tile the words
-``tiled_gemm`` gives it: bit for bit the plain schedule's result, with every operand chunk sent once per group
-instead of once per tile. Resume (``first_tile``) restarts the group holding ``first_tile`` from its first chunk
-with only its tiles from ``first_tile`` on (a failed group's partial sums are unknown; tiles already read are not
-drained again).
+are cut into groups of at most ``psum_slots`` consecutive tiles of the plain order
+(:meth:`.gemm_plan.GemmPlan.psum_groups`; fewer when the B memory, less the feature map in convolution mode, cannot
+hold one chunk of every tile column of the group); per group, per chunk, per tile of the group: the A chunk (kept
+resident across the tile row's consecutive tiles), the B chunk, a :class:`.schedule_items.Run` with CLEAR (first
+chunk) or LOAD and DRAIN (last chunk) or SAVE on the tile's slot (its index in the group), and after a draining run
+its READ_RESULT. The partial sums stay exact in the slots; the rounded drains come in the plain tile order, so the
+lanes give every tile the words ``tiled_gemm`` gives it: bit for bit the plain schedule's result, with every operand
+chunk sent once per group instead of once per tile. Resume (``first_tile``) restarts the group holding
+``first_tile`` from its first chunk with only its tiles from ``first_tile`` on (a failed group's partial sums are
+unknown; tiles already read are not drained again).
 
 Convolution mode (``a_view``, :mod:`.conv`; only on a device with the expander and when :func:`conv_fits`): A is
-given as a feature map and a geometry. The map is a keyed B-memory range (``("map", view.key)``, the view's
-content digest) written with WRITE_B (:func:`.conv.fmap_pack`) unless resident, so a map written for a layer's
-forward GEMM serves its weight-gradient GEMM too. A chunks become :class:`Expand` items instead of A writes: in
+given as a feature map and a geometry. The map is a keyed B-memory range (``("map", view.key)``, the view's content
+digest) written with WRITE_B (:func:`.conv.fmap_pack`) unless resident, so a map written for a layer's forward GEMM
+serves its weight-gradient GEMM too. A chunks become :class:`.schedule_items.Expand` items instead of A writes: in
 the tile loop one EXPAND fills ``blocks`` consecutive tile rows' chunks (as many as the A depth holds, each then
 keyed as its tile row), in the K-split one EXPAND per (tile row, chunk). The map is looked up again before every
 EXPAND (LRU may have evicted it since), so the schedule is correct whatever the residency. Result bits are those of
-the plain path: the device builds the very A the host would have sent.
+the plain path: the device builds the very A the host would have sent. When the whole map does not fit next to
+the GEMM's B blocks but the GEMM is a forward-orientation tile loop (no K-split), the map goes in *windows*
+(:func:`conv_window_room`, :func:`.conv.map_window`): each EXPAND gets the images its tile rows read as a map of
+their own (keyed by the image range), as many tile rows per EXPAND (at most what the A memory holds) as such a
+window fits the B memory. A transposed (weight-gradient) K-split played chunk-outer takes windows too: a chunk's K
+range is a range of output positions, whose images are the window every tile of the group shares in that chunk
+pass (its B room is left free by the tile groups).
 
 Members
 -------
-content_digest
-    The content digest that residency keys carry.
-Chunk, GemmPlan, plan_gemm
-    The tiling of one GEMM.
-TileGroup
-    Consecutive output tiles of one tile row that one RUN_TILES computes.
-SetRounding, WriteOperand, Reused, Run, ReadResult, RunTiles
-    Schedule items (``Reused`` is no command: it reports entries found resident).
-ResidentMemory
-    Address-range allocator with LRU eviction for one operand memory.
 CommandPlanner
     The schedule of successive GEMMs, with residency and the rounding registers (``uses_psum``, ``psum_groups``:
     the chunk-outer K-split on an engine with a partial-sum memory).
-WriteMap, Expand, conv_fits
-    Convolution mode: a feature map written to the B memory, an EXPAND, and whether a GEMM can use it.
+conv_fits, conv_window_room
+    Convolution mode: whether a GEMM can take its A from the whole feature map, and how many B entries its map
+    windows may take.
 """
 
 from __future__ import annotations
 
-import hashlib
-from collections import OrderedDict
-from dataclasses import dataclass
-
-import numpy as np
-
 from . import conv
-from .gemm import EngineConfig
-from .payloads import RUN_CLEAR, RUN_DRAIN, RUN_LOAD, RUN_SAVE, max_tiles
+from .payloads import RUN_DRAIN
+from .residency import ResidentMemory
+from .schedule_items import Expand, ReadResult, Reused, Run, RunTiles, SetRounding, WriteMap, WriteOperand
 
-__all__ = ["content_digest", "Chunk", "TileGroup", "GemmPlan", "plan_gemm", "SetRounding", "WriteOperand", "Reused", "Run",
-           "ReadResult", "RunTiles", "ResidentMemory", "CommandPlanner", "WriteMap", "Expand", "conv_fits"]
-
-
-def content_digest(array):
-    """The content digest residency keys carry (16-byte BLAKE2b of the array's bytes)."""
-    return hashlib.blake2b(np.ascontiguousarray(array).tobytes(), digest_size=16).digest()
-
-
-@dataclass(frozen=True)
-class Chunk:
-    """K entries ``k0 .. k1 - 1`` of a GEMM (one run of a tile)."""
-
-    k0: int
-    k1: int
-
-    @property
-    def length(self):
-        return self.k1 - self.k0
-
-
-@dataclass(frozen=True)
-class TileGroup:
-    """Output tiles ``(tm, tn0) .. (tm, tn0 + count - 1)``; ``first`` is the index of the first in the plan's
-    tile order."""
-
-    tm: int
-    tn0: int
-    count: int
-    first: int
-
-    @property
-    def tiles(self):
-        return [(self.tm, tn) for tn in range(self.tn0, self.tn0 + self.count)]
-
-
-class GemmPlan:
-    """The tiling of one ``M x K x N`` GEMM on an engine of ``config`` (module docstring).
-
-    Members
-    -------
-    m, k, n, mt, nt, mp, np_ : int
-        Shape, tile counts and padded sizes.
-    chunks : tuple of Chunk
-    tiles : list of (tm, tn)
-        Output tiles in order.
-    groups : list of TileGroup or None
-        The RUN_TILES groups covering ``tiles`` in order (module docstring), or ``None`` for a K-split or when
-        ``tile_loop`` is off.
-    flags(chunk) -> int
-        RUN flags of a chunk (``RUN_CLEAR`` on the first, ``RUN_DRAIN`` on the last).
-    pad(a, b) -> (ap, bp); a_block(ap, tm, chunk); b_block(bp, tn, chunk, count=1)
-        Operand entries of a chunk (``k x rows`` columns of an A tile, ``k x cols`` rows of a B tile; ``count``
-        consecutive B tiles one after another).
-    tile_slices(tm, tn) -> (rows slice, cols slice)
-        Where a tile's result goes in the padded ``Mp x Np`` output.
-    """
-
-    def __init__(self, config, m, k, n, chunk=None, tile_loop=True):
-        if not isinstance(config, EngineConfig):
-            raise TypeError(f"config must be an EngineConfig, not {config!r}")
-        for name, value in (("M", m), ("K", k), ("N", n)):
-            if not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"GEMM dimension {name} must be a positive integer, not {value!r}")
-        if k > config.max_k:
-            raise ValueError(f"K = {k} exceeds the engine's maximum K {config.max_k}")
-        chunk = config.depth if chunk is None else chunk
-        if not isinstance(chunk, int) or not 1 <= chunk <= config.depth:
-            raise ValueError(f"K chunk must be an integer from 1 to the depth {config.depth}, not {chunk!r}")
-        self.config = config
-        self.m, self.k, self.n = int(m), int(k), int(n)
-        self.mt, self.nt = -(-self.m // config.rows), -(-self.n // config.cols)
-        self.mp, self.np_ = self.mt * config.rows, self.nt * config.cols
-        self.chunks = tuple(Chunk(k0, min(self.k, k0 + chunk)) for k0 in range(0, self.k, chunk))
-        self.tiles = [(tm, tn) for tm in range(self.mt) for tn in range(self.nt)]
-        self.groups = None
-        if tile_loop and len(self.chunks) == 1:
-            per = min(self.nt, config.b_depth // self.k, max_tiles(config))
-            self.groups = [TileGroup(tm, tn0, min(per, self.nt - tn0), tm * self.nt + tn0)
-                           for tm in range(self.mt) for tn0 in range(0, self.nt, per)]
-
-    def flags(self, chunk):
-        return (RUN_CLEAR if chunk.k0 == 0 else 0) | (RUN_DRAIN if chunk.k1 == self.k else 0)
-
-    def psum_flags(self, chunk):
-        """RUN flags of a chunk in the chunk-outer schedule: CLEAR on the first chunk else LOAD, DRAIN on the
-        last else SAVE."""
-        return ((RUN_CLEAR if chunk.k0 == 0 else RUN_LOAD) | (RUN_DRAIN if chunk.k1 == self.k else RUN_SAVE))
-
-    def psum_groups(self, slots, b_room):
-        """The tile groups ``[(first, count)]`` of the chunk-outer schedule (module docstring): ``count`` at most
-        ``slots`` consecutive tiles of :attr:`tiles`, and, when a group cannot cover every tile column, at most
-        as many as B chunks fit in ``b_room`` entries (``count`` consecutive tiles have at most ``count``
-        columns), so that one chunk of every column of the group stays resident through a chunk pass."""
-        if not isinstance(slots, int) or slots < 1:
-            raise ValueError(f"psum_slots must be a positive integer for a chunk-outer schedule, not {slots!r}")
-        fit = b_room // self.chunks[0].length
-        per = slots if fit >= self.nt else max(1, min(slots, fit))
-        return [(first, min(per, len(self.tiles) - first)) for first in range(0, len(self.tiles), per)]
-
-    def pad(self, a, b):
-        ap = np.zeros((self.mp, self.k), dtype=np.int64)
-        ap[:self.m] = a
-        bp = np.zeros((self.k, self.np_), dtype=np.int64)
-        bp[:, :self.n] = b
-        return ap, bp
-
-    def a_block(self, ap, tm, chunk):
-        rows = self.config.rows
-        return ap[tm * rows:(tm + 1) * rows, chunk.k0:chunk.k1].T
-
-    def b_block(self, bp, tn, chunk, count=1):
-        cols = self.config.cols
-        if count == 1:
-            return bp[chunk.k0:chunk.k1, tn * cols:(tn + 1) * cols]
-        return np.concatenate([bp[chunk.k0:chunk.k1, t * cols:(t + 1) * cols] for t in range(tn, tn + count)])
-
-    def tile_slices(self, tm, tn):
-        rows, cols = self.config.rows, self.config.cols
-        return slice(tm * rows, (tm + 1) * rows), slice(tn * cols, (tn + 1) * cols)
-
-
-def plan_gemm(config, m, k, n, chunk=None, tile_loop=True):
-    """The :class:`GemmPlan` of an ``M x K x N`` GEMM (K chunks of ``chunk``, default the depth; RUN_TILES
-    groups unless ``tile_loop`` is off)."""
-    return GemmPlan(config, m, k, n, chunk, tile_loop)
-
-
-@dataclass(frozen=True)
-class SetRounding:
-    """Set the rounding registers to ``rounding`` (the ``(shift, mode)`` the planner was given)."""
-
-    rounding: object
-
-
-@dataclass(frozen=True)
-class WriteOperand:
-    """Write the entries of operand ``which`` (``"A"``: tile row ``index``; ``"B"``: tile columns ``index ..
-    index + count - 1``, one after another) of ``chunk`` at ``addr``."""
-
-    which: str
-    addr: int
-    index: int
-    chunk: Chunk
-    count: int = 1
-
-    @property
-    def entries(self):
-        return self.chunk.length * self.count
-
-
-@dataclass(frozen=True)
-class Reused:
-    """``entries`` entries of operand ``which`` were found resident (nothing is sent)."""
-
-    which: str
-    entries: int
-
-
-@dataclass(frozen=True)
-class Run:
-    """RUN of ``k`` entries with A at ``a_base``, B at ``b_base`` and RUN ``flags``; ``slot`` is the partial-sum
-    slot a LOAD or SAVE run uses (0 otherwise)."""
-
-    a_base: int
-    b_base: int
-    k: int
-    flags: int
-    slot: int = 0
-
-    @property
-    def clear(self):
-        return bool(self.flags & RUN_CLEAR)
-
-    @property
-    def drain(self):
-        return bool(self.flags & RUN_DRAIN)
-
-    @property
-    def load(self):
-        return bool(self.flags & RUN_LOAD)
-
-    @property
-    def save(self):
-        return bool(self.flags & RUN_SAVE)
-
-
-@dataclass(frozen=True)
-class ReadResult:
-    tm: int
-    tn: int
-
-
-@dataclass(frozen=True)
-class RunTiles:
-    """RUN_TILES of ``group``: its tiles run with A at ``a_base`` and B at ``b_base + t * b_step``."""
-
-    a_base: int
-    b_base: int
-    b_step: int
-    k: int
-    group: TileGroup
-
-    @property
-    def n_tiles(self):
-        return self.group.count
-
-
-@dataclass(frozen=True)
-class WriteMap:
-    """Write the feature map of ``view`` (``conv.fmap_pack``: ``entries`` B entries) at B address ``addr``."""
-
-    addr: int
-    entries: int
-    view: object
-
-
-@dataclass(frozen=True)
-class Expand:
-    """EXPAND: ``blocks`` A chunks of ``count`` entries at ``a_base`` for virtual rows from ``row0`` and columns
-    from ``k0`` of ``view``'s matrix, the map at B entry ``f_base`` (``conv.expand_args``)."""
-
-    a_base: int
-    f_base: int
-    row0: int
-    k0: int
-    count: int
-    blocks: int
-    view: object
-
-    @property
-    def entries(self):
-        return self.count * self.blocks
-
-    def args(self, config):
-        """The EXPAND payload."""
-        return conv.expand_args(config, self.view.geom, transposed=self.view.transposed, row0=self.row0,
-                                k0=self.k0, count=self.count, blocks=self.blocks, a_base=self.a_base,
-                                f_base=self.f_base)
+__all__ = ["CommandPlanner", "conv_fits", "conv_window_room"]
 
 
 def conv_fits(config, plan, view):
@@ -336,76 +87,39 @@ def conv_fits(config, plan, view):
     return conv.fmap_entries(config, view.geom) + largest <= config.b_depth
 
 
-class ResidentMemory:
-    """Which keyed address ranges of a ``depth``-entry operand memory hold valid data (LRU eviction).
+def conv_window_room(config, plan, view, chunk_outer=False):
+    """The B entries the map windows may take when ``plan``'s A comes from ``view`` in windows (module docstring);
+    0 when windows cannot be used (no expander, a window that cannot fit).
 
-    A range should be recorded only once the device has acknowledged the write that filled it: :meth:`reserve`
-    finds the addresses (forgetting every range the write will overwrite), :meth:`commit` records them
-    afterwards; :meth:`allocate` does both at once (the planner, whose consumer forgets everything when any
-    command of a schedule fails).
+    * Forward orientation, tile loop: the B memory less the GEMM's largest B block, provided the window of every
+      single tile row fits it; each EXPAND then serves as many tile rows as its window fits
+      (:meth:`CommandPlanner._window_blocks`).
+    * Transposed orientation, a K-split played ``chunk_outer`` (partial sums): a chunk's K range is a range of
+      output positions, so its window is the images they read, shared by every tile of the group in that chunk
+      pass; the room is the widest chunk's window, provided one B chunk fits beside it (the tile groups then
+      leave it free, :meth:`CommandPlanner.psum_groups`). A K-split without partial sums would change window at
+      every run: no windows."""
+    if view is None or not config.expander:
+        return 0
+    if view.transposed:
+        if not chunk_outer:
+            return 0
+        widest = max(n1 - n0 for n0, n1 in (conv.window_images(view.geom, c.k0, c.k1) for c in plan.chunks))
+        need = _window_entries(config, view.geom, widest)
+        return need if need + max(c.length for c in plan.chunks) <= config.b_depth else 0
+    if plan.groups is None:
+        return 0
+    room = config.b_depth - max(grp.count for grp in plan.groups) * plan.k
+    widest = max(n1 - n0 for n0, n1 in (conv.window_images(view.geom, tm * config.rows,
+                                                           min((tm + 1) * config.rows, plan.m))
+                                         for tm in range(-(-plan.m // config.rows))))
+    return room if _window_entries(config, view.geom, widest) <= room else 0
 
-    Members
-    -------
-    lookup(key, digest) -> address or None
-        Address of a resident range with this key and content digest (and marks it recently used).
-    reserve(key, length) -> address
-        Addresses for ``length`` entries under ``key``: forgets ``key``'s old range and evicts least recently
-        used ranges until a gap fits. Records nothing.
-    commit(key, digest, start, length)
-        Records ``key`` at ``start``.
-    allocate(key, digest, length) -> address
-        ``reserve`` then ``commit``.
-    clear()
-        Forget everything (after a reset, a failed command or a resynchronisation).
-    """
 
-    def __init__(self, depth):
-        self.depth = depth
-        self._ranges = OrderedDict()      # key -> (start, length, digest), least recently used first
-
-    def lookup(self, key, digest):
-        entry = self._ranges.get(key)
-        if entry is None or entry[2] != digest:
-            return None
-        self._ranges.move_to_end(key)
-        return entry[0]
-
-    def _gap(self, length):
-        spans = sorted((s, s + n) for s, n, _ in self._ranges.values())
-        pos = 0
-        for start, end in spans:
-            if start - pos >= length:
-                return pos
-            pos = max(pos, end)
-        return pos if self.depth - pos >= length else None
-
-    def reserve(self, key, length):
-        if not 1 <= length <= self.depth:
-            raise ValueError(f"Cannot allocate {length} entries in a memory of depth {self.depth}")
-        self._ranges.pop(key, None)
-        while (start := self._gap(length)) is None:
-            self._ranges.popitem(last=False)
-        return start
-
-    def commit(self, key, digest, start, length):
-        if start < 0 or start + length > self.depth:
-            raise ValueError(f"Range {start}+{length} does not fit a memory of depth {self.depth}")
-        for other, (s, n, _) in list(self._ranges.items()):
-            if other != key and s < start + length and start < s + n:
-                del self._ranges[other]          # overwritten by this write
-        self._ranges.pop(key, None)
-        self._ranges[key] = (start, length, digest)
-
-    def allocate(self, key, digest, length):
-        start = self.reserve(key, length)
-        self.commit(key, digest, start, length)
-        return start
-
-    def clear(self):
-        self._ranges.clear()
-
-    def __len__(self):
-        return len(self._ranges)
+def _window_entries(config, geom, images):
+    """B entries of a window of ``images`` images of ``geom``'s map."""
+    return conv.fmap_entries(config, conv.ConvGeometry(images, geom.c, geom.h, geom.w, geom.kh, geom.kw, geom.sh,
+                                                       geom.sw, geom.ph, geom.pw))
 
 
 class CommandPlanner:
@@ -475,22 +189,44 @@ class CommandPlanner:
         addr = self.b_mem.allocate(key, view.digest, entries)
         return addr, WriteMap(addr, entries, view)
 
-    def _expanded(self, plan, view, tm, chunk, blocks=1):
+    def _expanded(self, plan, view, tm, chunk, blocks=1, window=0):
         """The A chunk of tile row ``tm``: ``(a_addr, items)``, the items the map (unless resident) and an
         :class:`Expand` of ``blocks`` tile rows from ``tm`` (each recorded under its row's key), or a
-        :class:`Reused` when the chunk is resident."""
+        :class:`Reused` when the chunk is resident. ``window`` (B entries, :func:`conv_window_room`): the map is
+        the window of the images the rows read (:func:`.conv.map_window`), with fewer rows if needed to fit."""
         key = ("A", self._gemm_id, tm, chunk.k0)
         if not self.residency:
             self.a_mem.clear()
         addr = self.a_mem.lookup(key, None)
         if addr is not None:
             return addr, [Reused("A", chunk.length)]
+        row0, k0 = tm * self.config.rows, chunk.k0
+        if window and view.transposed:      # the chunk's positions (K) read the window's images
+            n0, n1 = conv.window_images(view.geom, chunk.k0, chunk.k1)
+            view = conv.map_window(view, n0, n1)
+            k0 -= n0 * view.geom.out_h * view.geom.out_w
+        elif window:
+            blocks = self._window_blocks(plan, view, tm, blocks, window)
+            n0, n1 = conv.window_images(view.geom, row0, min(row0 + blocks * self.config.rows, plan.m))
+            view = conv.map_window(view, n0, n1)
+            row0 -= n0 * view.geom.out_h * view.geom.out_w
         f_base, map_item = self._map(view)
         addr = self.a_mem.reserve(key, chunk.length * blocks)
         for b in range(blocks):
             self.a_mem.commit(("A", self._gemm_id, tm + b, chunk.k0), None, addr + b * chunk.length, chunk.length)
-        expand = Expand(addr, f_base, tm * self.config.rows, chunk.k0, chunk.length, blocks, view)
+        expand = Expand(addr, f_base, row0, k0, chunk.length, blocks, view)
         return addr, [expand] if map_item is None else [map_item, expand]
+
+    def _window_blocks(self, plan, view, tm, blocks, room):
+        """The most tile rows (at most ``blocks``, at least 1) from ``tm`` whose map window fits ``room``
+        entries (:func:`conv_window_room` guarantees one does)."""
+        rows = self.config.rows
+        while blocks > 1:
+            n0, n1 = conv.window_images(view.geom, tm * rows, min((tm + blocks) * rows, plan.m))
+            if _window_entries(self.config, view.geom, n1 - n0) <= room:
+                break
+            blocks -= 1
+        return blocks
 
     def schedule(self, plan, rounding, *, b_key=None, digest=None, first_tile=0, a_view=None):
         if rounding is None or rounding != self.rounding:
@@ -499,12 +235,14 @@ class CommandPlanner:
         self._gemm_id += 1
         b_scope = ("B", b_key, (plan.k, plan.n)) if b_key is not None else ("B-call", self._gemm_id)
         view = a_view if conv_fits(self.config, plan, a_view) else None
+        window = 0 if view is not None else conv_window_room(self.config, plan, a_view, self.uses_psum(plan))
+        view = view or (a_view if window else None)
         self._map_used = False            # a resident map is reported (Reused) once per GEMM
         if plan.groups is not None:
-            yield from self._tile_loop(plan, b_scope, digest, first_tile, view)
+            yield from self._tile_loop(plan, b_scope, digest, first_tile, view, window)
             return
         if self.uses_psum(plan):
-            yield from self._chunk_outer(plan, b_scope, digest, first_tile, view)
+            yield from self._chunk_outer(plan, b_scope, digest, first_tile, view, window)
             return
         for tm, tn in plan.tiles[first_tile:]:
             for chunk in plan.chunks:
@@ -525,35 +263,36 @@ class CommandPlanner:
         an engine with ``psum_slots >= 1`` (and ``psum`` on)."""
         return self.psum and self.config.psum_slots >= 1 and len(plan.chunks) > 1 and plan.groups is None
 
-    def psum_groups(self, plan, view=None):
-        """The chunk-outer tile groups of ``plan`` (:meth:`GemmPlan.psum_groups`; B room = ``b_depth`` less the
-        feature map of ``view`` when convolution mode is used)."""
-        room = self.config.b_depth - (conv.fmap_entries(self.config, view.geom) if view is not None else 0)
-        return plan.psum_groups(self.config.psum_slots, room)
+    def psum_groups(self, plan, view=None, window=0):
+        """The chunk-outer tile groups of ``plan`` (:meth:`.gemm_plan.GemmPlan.psum_groups`; B room = ``b_depth``
+        less the feature map of ``view`` when convolution mode is used, or less ``window`` entries for its map
+        windows)."""
+        used = window or (conv.fmap_entries(self.config, view.geom) if view is not None else 0)
+        return plan.psum_groups(self.config.psum_slots, self.config.b_depth - used)
 
-    def _a_chunk(self, plan, view, tm, chunk, digest):
-        """The A chunk of tile row ``tm``: ``(a_addr, items)`` (an EXPAND with the map before it, a write, or a
-        :class:`Reused`)."""
+    def _a_chunk(self, plan, view, tm, chunk, digest, window=0):
+        """The A chunk of tile row ``tm``: ``(a_addr, items)`` (an EXPAND with the map or its window before it, a
+        write, or a :class:`Reused`)."""
         if view is not None:
-            return self._expanded(plan, view, tm, chunk)
+            return self._expanded(plan, view, tm, chunk, window=window)
         a_addr, item = self._operand(self.a_mem, "A", ("A", self._gemm_id, tm, chunk.k0), tm, chunk, digest)
         return a_addr, [item]
 
-    def _chunk_outer(self, plan, b_scope, digest, first_tile, view):
+    def _chunk_outer(self, plan, b_scope, digest, first_tile, view, window=0):
         """The partial-sum schedule of a K-split (module docstring): per group of tiles, per chunk, per tile of the
         group: A chunk, B chunk, a RUN with CLEAR or LOAD and DRAIN or SAVE of the tile's slot (its index in the
         group), and READ_RESULT after its draining run. Resume (``first_tile``): the group holding ``first_tile``
         starts again from its first chunk with its tiles from ``first_tile`` on (the partial sums of a group
         that failed are unknown; its tiles already read are not run again, so no drain is repeated), the later
         groups as planned."""
-        for first, count in self.psum_groups(plan, view):
+        for first, count in self.psum_groups(plan, view, window):
             if first + count <= first_tile:
                 continue
             tiles = [(slot, plan.tiles[first + slot]) for slot in range(count) if first + slot >= first_tile]
             for chunk in plan.chunks:
                 flags = plan.psum_flags(chunk)
                 for slot, (tm, tn) in tiles:
-                    a_addr, items = self._a_chunk(plan, view, tm, chunk, digest)
+                    a_addr, items = self._a_chunk(plan, view, tm, chunk, digest, window)
                     yield from items
                     b_addr, item = self._operand(self.b_mem, "B", b_scope + (tn, chunk.k0), tn, chunk, digest)
                     yield item
@@ -561,17 +300,18 @@ class CommandPlanner:
                     if flags & RUN_DRAIN:
                         yield ReadResult(tm, tn)
 
-    def _tile_loop(self, plan, b_scope, digest, first_tile, view=None):
+    def _tile_loop(self, plan, b_scope, digest, first_tile, view=None, window=0):
         """The RUN_TILES schedule of a GEMM without K-split (module docstring); a group is keyed by its first
         column and size, so a group resident from an earlier call with the same ``b_key`` is reused. In
-        convolution mode one EXPAND fills as many tile rows' A chunks as the A memory holds."""
+        convolution mode one EXPAND fills as many tile rows' A chunks as the A memory holds (with map windows of
+        at most ``window`` B entries: as many as such a window serves)."""
         (chunk,) = plan.chunks
         for group in plan.groups:
             if group.first < first_tile:
                 continue
             if view is not None:
                 blocks = min(plan.mt - group.tm, self.config.depth // chunk.length, 0xFFFF)
-                a_addr, items = self._expanded(plan, view, group.tm, chunk, blocks)
+                a_addr, items = self._expanded(plan, view, group.tm, chunk, blocks, window)
                 yield from items
             else:
                 a_addr, item = self._operand(self.a_mem, "A", ("A", self._gemm_id, group.tm, 0), group.tm, chunk,

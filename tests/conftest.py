@@ -90,10 +90,10 @@ def platform_instances():
     return lambda elaboratable, platform: walk(Fragment.get(elaboratable, platform))
 
 
-def lenet_sgd_states(backends, steps):
+def lenet_sgd_states(backends, steps, **options):
     """The state dicts of LeNet after ``steps`` SGD steps (batch 4, lr 0.05, random images and labels from a fixed
     generator) with every GEMM on each of ``backends`` in turn, from the same initial weights; for tests that
-    compare backends bit for bit."""
+    compare backends bit for bit. ``options``: FixedConfig fields for ``convert``."""
     import torch
 
     from fxtrain.host.convert import convert
@@ -102,7 +102,7 @@ def lenet_sgd_states(backends, steps):
     states = []
     for backend in backends:
         torch.manual_seed(0)
-        model = convert(LeNet(), backend, seed=2)
+        model = convert(LeNet(), backend, seed=2, **options)
         opt = torch.optim.SGD(model.parameters(), lr=0.05)
         data = torch.Generator().manual_seed(1)
         for _ in range(steps):

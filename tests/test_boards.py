@@ -104,16 +104,16 @@ def test_identify_payload_matches_build_parameters(builds, name):
 def test_pll_output_is_the_constrained_clock(builds):
     """ULX3S-12F: the EHXPLLL makes the engine clock on CLKOP (25 MHz -> 60 MHz: 25 * 12 / 5, VCO 600 MHz) and
     the UART clock on CLKOS (600 / 20 = 30 MHz); iCEBreaker: the SB_PLL40 makes its one clock, engine and UART
-    (12 MHz -> 18 MHz: 12 * 48 / (1 * 2**5), VCO 576 MHz). nextpnr times
+    (12 MHz -> 19.125 MHz: 12 * 51 / (1 * 2**5), VCO 612 MHz). nextpnr times
     each domain's clock net at its frequency and the report carries the dividers the solver chose."""
     report = _report(builds, "ulx3s-12f-ci-2x2")
     assert report.pll == {"clki_div": 5, "clkfb_div": 12, "clkop_div": 10, "freq": 60_000_000, "clkos_div": 20}
     assert 25_000_000 * report.pll["clkfb_div"] // report.pll["clki_div"] == report.clk_freq
     assert report.clk_freq * report.pll["clkop_div"] // report.pll["clkos_div"] == report.uart_freq
     report = _report(builds, "icebreaker")
-    assert report.pll == {"divr": 0, "divf": 47, "divq": 5, "filter_range": 1, "freq": 18_000_000}
-    assert 12_000_000 * (report.pll["divf"] + 1) // ((report.pll["divr"] + 1) << report.pll["divq"]) == 18_000_000
-    assert (report.uart_freq, report.clk_freq) == (18_000_000, 18_000_000)
+    assert report.pll == {"divr": 0, "divf": 50, "divq": 5, "filter_range": 1, "freq": 19_125_000}
+    assert 12_000_000 * (report.pll["divf"] + 1) // ((report.pll["divr"] + 1) << report.pll["divq"]) == 19_125_000
+    assert (report.uart_freq, report.clk_freq) == (19_125_000, 19_125_000)
     for report in (_report(builds, "ulx3s-12f-ci-2x2"), _report(builds, "icebreaker")):
         domains = report.domain_clocks
         assert domains["sync"]["required_mhz"] == pytest.approx(report.clk_freq / 1e6, rel=1e-4)
@@ -209,7 +209,7 @@ def test_cli_refuses_bad_geometry_clock_and_baud_rate(capsys):
               "the 25 MHz UART clock cannot make 3000000 baud: Baud rate 3000000 cannot be made from a 25000000 Hz "
               "clock: the nearest divisor 8 gives 3125000 baud, 4.17 % off (tolerance 2.0 %)"),
              (["--board", "icebreaker", "--uart-clock", "48"],
-              "engine clock 18 MHz and UART clock 48 MHz do not (ratio 2.667)"),
+              "engine clock 19.125 MHz and UART clock 48 MHz do not (ratio 2.51)"),
              (["--board", "ulx3s-12f", "--uart-clock", "51"],
               "cannot make 60 MHz and 51 MHz together from 25 MHz"),
              (["--board", "ulx3s-12f", "--rows", "0"], "rows must be an integer from 1 to 32, not 0")]

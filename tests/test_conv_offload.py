@@ -8,13 +8,16 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from fxtrain.sim.conv import ConvGeometry, ConvView, conv_matrix, fmap_entries
+from fxtrain.sim.conv import EXPAND_ARGS, ConvGeometry, ConvView, conv_matrix, fmap_entries
+from fxtrain.sim.input_grad import input_grad_geometry
 from fxtrain.sim.engine import EngineModel, gemm_via_engine
 from fxtrain.sim.gemm import EngineConfig, tiled_gemm
 
 from conftest import assert_equal_states, lenet_sgd_states
 from fxtrain.sim.lfsr import lane_seeds
-from fxtrain.sim.planner import CommandPlanner, Expand, Reused, WriteMap, WriteOperand, conv_fits, plan_gemm
+from fxtrain.sim.gemm_plan import plan_gemm
+from fxtrain.sim.planner import CommandPlanner, conv_fits, conv_window_room
+from fxtrain.sim.schedule_items import Expand, Reused, WriteMap, WriteOperand
 
 
 def random_geometry(rng, cols):
@@ -83,24 +86,91 @@ def test_tile_loop_expands_as_many_tile_rows_as_the_a_depth_holds_and_the_map_se
 
 
 def test_no_expander_or_a_map_too_big_falls_back_to_sending_a():
-    """Without the expander, or with a map that does not fit next to the B blocks, the schedule is the plain one
-    (A written, no EXPAND) and conv_fits says so; a view of another shape is refused."""
+    """Without the expander, or with a map of which not even one tile row's window fits next to the B blocks, the
+    schedule is the plain one (A written, no EXPAND) and conv_fits / conv_window_room say so; a view of another
+    shape is refused."""
     geom = ConvGeometry(3, 3, 8, 8, 3, 3, 1, 1, 1, 1)
     x = np.ones((3, 3, 8, 8), dtype=np.int64)
     plan = plan_gemm(EngineConfig(rows=2, cols=2, depth=32, b_depth=1024), geom.positions, geom.patch, 4)
     assert not conv_fits(EngineConfig(rows=2, cols=2, depth=32, b_depth=1024), plan, view_of(x, geom, False))
-    small = EngineConfig(rows=2, cols=2, depth=32, b_depth=256, expander=True)   # map: 288 entries + B 27*2
-    assert fmap_entries(small, geom) == 288
-    assert not conv_fits(small, plan_gemm(small, geom.positions, geom.patch, 4), view_of(x, geom, False))
-    for cfg in (replace(small, expander=False), small):
+    tiny = EngineConfig(rows=2, cols=2, depth=32, b_depth=128, expander=True)   # image: 96 entries + B 27*2
+    assert fmap_entries(tiny, geom) == 288
+    tiny_plan = plan_gemm(tiny, geom.positions, geom.patch, 4)
+    assert not conv_fits(tiny, tiny_plan, view_of(x, geom, False))
+    assert conv_window_room(tiny, tiny_plan, view_of(x, geom, False)) == 0
+    for cfg in (replace(tiny, expander=False, b_depth=1024), tiny):
         items = list(CommandPlanner(cfg).schedule(plan_gemm(cfg, geom.positions, geom.patch, 4), None,
                                                   a_view=view_of(x, geom, False)))
         assert not any(isinstance(i, (Expand, WriteMap)) for i in items)
         assert any(isinstance(i, WriteOperand) and i.which == "A" for i in items)
-    big = replace(small, b_depth=512)
+    big = replace(tiny, b_depth=512)
     assert conv_fits(big, plan_gemm(big, geom.positions, geom.patch, 4), view_of(x, geom, False))
     with pytest.raises(ValueError, match="does not match"):
         conv_fits(big, plan_gemm(big, geom.positions, geom.patch + 1, 4), view_of(x, geom, False))
+
+
+@pytest.mark.parametrize("geom", [ConvGeometry(3, 3, 8, 8, 3, 3, 1, 1, 1, 1), ConvGeometry(6, 2, 7, 7, 3, 3),
+                                  ConvGeometry(4, 2, 9, 9, 3, 3, 2, 2, 1, 1)])
+def test_a_map_too_big_for_the_b_memory_goes_in_windows_and_results_stay_exact(geom):
+    """A forward map larger than the B memory goes in windows (stride 1 and 2, one or several images each): each
+    EXPAND gets the images its tile rows read as a map keyed by the image range, no window larger than the room
+    next to the B block; no A is written and the golden model, and the driver over the protocol emulator, equal
+    the plain GEMM; the transposed orientation (a K-split) falls back to sending A."""
+    rng = np.random.default_rng(geom.words)
+    print("seed", geom.words)
+    cfg = EngineConfig(rows=2, cols=2, depth=32, b_depth=256, expander=True)
+    x = rng.integers(-300, 300, (geom.n, geom.c, geom.h, geom.w))
+    view = view_of(x, geom, False)
+    plan = plan_gemm(cfg, geom.positions, geom.patch, 4)
+    room = conv_window_room(cfg, plan, view)
+    assert not conv_fits(cfg, plan, view) and room == 256 - plan.k * max(g.count for g in plan.groups)
+    items = list(CommandPlanner(cfg).schedule(plan, None, a_view=view))
+    maps = [i for i in items if isinstance(i, WriteMap)]
+    assert maps and all(i.view.key[0] == "L" and i.view.geom.n == i.view.key[2] - i.view.key[1] for i in maps)
+    assert all(i.entries <= room for i in maps)
+    assert not any(isinstance(i, WriteOperand) and i.which == "A" for i in items)
+    a = conv_matrix(x, geom)
+    b = rng.integers(-300, 300, (geom.patch, 4))
+    got = _golden(cfg, a, b, view, CommandPlanner(cfg))
+    want = tiled_gemm(cfg, a, b, 7, "stochastic", lane_seeds(3, cfg.lanes, cfg.lane_width))
+    assert np.array_equal(got.c, want.c) and np.array_equal(got.saturated, want.saturated)
+    at = conv_matrix(x, geom, True)
+    assert conv_window_room(cfg, plan_gemm(cfg, *at.shape, 4), view_of(x, geom, True)) == 0
+    dev, exact = _device(cfg), ExactEmulator(replace(cfg, expander=False), seed=5)
+    assert np.array_equal(dev.gemm(a, b, 7, "stochastic", a_view=view).c, exact.gemm(a, b, 7, "stochastic").c)
+    assert dev.counters["a_entries_sent"] == 0 and dev.counters["map_entries_sent"] >= fmap_entries(cfg, geom)
+
+
+@pytest.mark.parametrize("geom", [ConvGeometry(3, 3, 8, 8, 3, 3, 1, 1, 1, 1), ConvGeometry(6, 2, 7, 7, 3, 3),
+                                  ConvGeometry(4, 2, 9, 9, 3, 3, 2, 2, 1, 1)])
+def test_a_weight_gradient_k_split_takes_map_windows_chunk_outer_and_stays_exact(geom):
+    """The transposed (weight-gradient) GEMM with a map larger than the B memory, K-split and played chunk-outer
+    through partial sums: every chunk's EXPANDs read the window of the images its positions cover (one window per
+    chunk pass, shared by the group's tiles), no A is written, and the golden model and the driver equal the plain
+    GEMM; without partial sums it falls back to sending A."""
+    rng = np.random.default_rng(geom.words + 1)
+    print("seed", geom.words + 1)
+    cfg = EngineConfig(rows=2, cols=2, depth=32, b_depth=256, expander=True, psum_slots=8)
+    x = rng.integers(-300, 300, (geom.n, geom.c, geom.h, geom.w))
+    view = view_of(x, geom, True)
+    a = conv_matrix(x, geom, True)
+    b = rng.integers(-300, 300, (a.shape[1], 3))
+    plan = plan_gemm(cfg, *a.shape, 3)
+    assert len(plan.chunks) > 1 and not conv_fits(cfg, plan, view)
+    room = conv_window_room(cfg, plan, view, chunk_outer=True)
+    assert room > 0 and conv_window_room(cfg, plan, view) == 0
+    items = list(CommandPlanner(cfg).schedule(plan, None, a_view=view))
+    maps = [i for i in items if isinstance(i, WriteMap)]
+    assert maps and all(i.view.transposed and i.entries <= room for i in maps)
+    assert not any(isinstance(i, WriteOperand) and i.which == "A" for i in items)
+    got = _golden(cfg, a, b, view, CommandPlanner(cfg))
+    want = tiled_gemm(cfg, a, b, 7, "stochastic", lane_seeds(3, cfg.lanes, cfg.lane_width))
+    assert np.array_equal(got.c, want.c) and np.array_equal(got.saturated, want.saturated)
+    dev, exact = _device(cfg), ExactEmulator(replace(cfg, expander=False, psum_slots=0), seed=5)
+    assert np.array_equal(dev.gemm(a, b, 7, "stochastic", a_view=view).c, exact.gemm(a, b, 7, "stochastic").c)
+    assert dev.counters["a_entries_sent"] == 0 and dev.counters["expands"] > 0
+    plain = list(CommandPlanner(replace(cfg, psum_slots=0)).schedule(plan, None, a_view=view))
+    assert not any(isinstance(i, WriteMap) for i in plain)
 
 
 class _EvictingPlanner(CommandPlanner):
@@ -143,6 +213,7 @@ def test_a_map_evicted_between_expands_is_written_again_and_results_stay_exact(t
 
 # -- the driver over the protocol emulator --
 
+from fxtrain.host.conv_offload import with_digest  # noqa: E402
 from fxtrain.host.device import Device  # noqa: E402
 from fxtrain.host.emulator import ExactEmulator  # noqa: E402
 from fxtrain.host.transport import EmulatorTransport  # noqa: E402
@@ -254,16 +325,30 @@ def test_a_5x5_convolution_sends_a_fraction_of_the_bytes():
 def test_lenet_training_steps_on_a_device_with_the_expander_equal_the_exact_emulator():
     """Three SGD steps of LeNet (batch 4) with every GEMM on a Device over the ProtocolEmulator with the expander
     give the same weights, bit for bit, as on the exact emulator; the convolutions went through conv mode (maps
-    and EXPANDs instead of A; only the linear layers write A)."""
+    and EXPANDs instead of A; only the linear layers write A): per step the maps of conv1's and conv2's inputs
+    and of conv2's output gradient (input_grad="convolution": its input gradient is a convolution of dY)."""
+
+    class Recording(ProtocolEmulator):
+        """Records the map geometry (n, c, h, w, kh, ph) of every EXPAND it executes."""
+        geometries = set()
+
+        def _expand(self, args):
+            a = EXPAND_ARGS.unpack(args)
+            self.geometries.add(ConvGeometry(a["n"], a["c"], a["h"], a["w"], a["kh"], a["kw"], a["sh"], a["sw"],
+                                             a["ph"], a["pw"]))
+            return super()._expand(args)
 
     cfg = EngineConfig(rows=4, cols=2, wl=16, depth=512, b_depth=16384, expander=True)
-    device = Device(EmulatorTransport(ProtocolEmulator(cfg)))
+    device = Device(EmulatorTransport(Recording(cfg)))
     device.seed(11)
-    got, want = lenet_sgd_states((device, ExactEmulator(replace(cfg, expander=False), seed=11)), steps=3)
+    got, want = lenet_sgd_states((device, ExactEmulator(replace(cfg, expander=False), seed=11)), steps=3,
+                                 input_grad="convolution")
     assert_equal_states(got, want)
     c = device.counters
     print({k: c[k] for k in ("bytes_sent", "map_entries_sent", "map_entries_reused", "expands", "a_entries_sent")})
     assert c["expands"] > 0 and c["map_entries_sent"] > 0 and c["a_entries_sent"] < c["map_entries_sent"]
+    conv1, conv2 = ConvGeometry(4, 1, 28, 28, 5, 5), ConvGeometry(4, 6, 12, 12, 5, 5)
+    assert Recording.geometries == {conv1, conv2, input_grad_geometry(conv2, 16)}
 
 
 class _RecordingEmulator(ExactEmulator):
@@ -280,8 +365,9 @@ class _RecordingEmulator(ExactEmulator):
 
 def test_fixed_conv2d_passes_views_of_exactly_its_a_operands_and_approximate_methods_pass_none():
     """FixedConv2d (stride 2, padding 1) hands the forward and weight-gradient GEMMs a ConvView whose matrix is
-    the A operand it sends, with one key and digest for both and a new key per forward pass; the input gradient
-    and linear layers get none, and with an approximate method attached no GEMM gets one."""
+    the A operand it sends, with one key and digest for both and a new key per forward pass; its input gradient
+    (patches) and linear layers get none; a stride-1 layer's input gradient gets a view of the dY map with
+    input_grad="convolution"; with an approximate method attached no GEMM gets one."""
     import torch
 
     from fxtrain.host.layers import FixedConfig, FixedConv2d, Offload
@@ -297,11 +383,25 @@ def test_fixed_conv2d_passes_views_of_exactly_its_a_operands_and_approximate_met
         layer(x).sum().backward()
         (a_fwd, fwd), (_, grad_in), (a_wg, wg) = backend.calls
         assert grad_in is None and fwd is not None and wg is not None
-        assert not fwd.transposed and wg.transposed and fwd.key == wg.key and fwd.digest == wg.digest
+        assert not fwd.transposed and wg.transposed and fwd.key == wg.key
+        assert with_digest(fwd).digest == with_digest(wg).digest != b""
         assert np.array_equal(fwd.matrix(), a_fwd) and np.array_equal(wg.matrix(), a_wg)
         assert fwd.geom == ConvGeometry(2, 3, 7, 7, 3, 3, 2, 2, 1, 1)
         keys.append(fwd.key)
     assert keys[0] != keys[1]
+    # stride 1 with input_grad="convolution": the input gradient is a convolution of the dY map (its own key), A
+    # exactly its im2col; by default (patches) it gets no view
+    for input_grad in ("patches", "convolution"):
+        layer1 = FixedConv2d(3, 4, 3, padding=1, fixed=FixedConfig(wl=16, input_grad=input_grad),
+                             offload=Offload(backend, seed=1))
+        backend.calls.clear()
+        layer1(x).sum().backward()
+        (_, fwd), (a_in, grad_in), _ = backend.calls
+        if input_grad == "patches":
+            assert grad_in is None and a_in.shape == (2 * 49, 4)
+            continue
+        assert grad_in.geom == input_grad_geometry(fwd.geom, 4) == ConvGeometry(2, 4, 7, 7, 3, 3, 1, 1, 1, 1)
+        assert not grad_in.transposed and grad_in.key != fwd.key and np.array_equal(grad_in.matrix(), a_in)
     layer.approx = LayerApprox(Methods(MethodConfig(sampling="topk", sample_ratio=0.5), seed=2), 0, True)
     backend.calls.clear()
     layer(x).sum().backward()

@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from fxtrain.host import device as device_module
+from fxtrain.host import device_spec as device_module
 from fxtrain.host.cli import main
 
 

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from fxtrain.host.backend import Backend, open_backend
-from fxtrain.host.device import Device, DeviceError, DeviceMismatch, DeviceTimeout, ResidentMemory, open_device
+from fxtrain.host.device import Device, DeviceError, DeviceMismatch, DeviceTimeout, ResidentMemory
+from fxtrain.host.device_spec import open_device
 from fxtrain.host.transport import EmulatorTransport, Transport, TransportError
 from fxtrain.sim.gemm import EngineConfig, tiled_gemm
 from fxtrain.sim.lfsr import lane_seeds

@@ -11,8 +11,9 @@ from fxtrain.host.device import Device
 from fxtrain.host.transport import EmulatorTransport
 from fxtrain.sim.gemm import EngineConfig
 from fxtrain.sim.payloads import RUN_ARGS, RUN_TILES_ARGS, WRITE_HEADER, FieldLayout, run_tiles_args, write_frames
-from fxtrain.sim.planner import (CommandPlanner, ReadResult, Reused, Run, RunTiles, SetRounding, WriteOperand,
-                                 plan_gemm)
+from fxtrain.sim.gemm_plan import plan_gemm
+from fxtrain.sim.planner import CommandPlanner
+from fxtrain.sim.schedule_items import ReadResult, Reused, Run, RunTiles, SetRounding, WriteOperand
 from fxtrain.sim.protocol import ProtocolEmulator
 from fxtrain.sim.wire import MAX_LENGTH
 

@@ -1,5 +1,5 @@
 """The host side of the partial-sum memory: the planner's chunk-outer schedule (``sim/planner.py``), the driver
-(``host/device.py``, ``host/psum_driver.py``) and the time model's replay (``host/traffic.py``). Results equal
+(``host/device.py``, ``host/recovery.py``) and the time model's replay (``host/traffic.py``). Results equal
 ``tiled_gemm`` and the plain schedule bit for bit, every operand chunk crosses once per group, a resume restarts
 the failed group exactly, and the replay counts what the driver sends."""
 
@@ -20,7 +20,9 @@ from fxtrain.sim.gemm import EngineConfig, tiled_gemm
 from conftest import assert_equal_states, lenet_sgd_states
 from fxtrain.sim.lfsr import lane_advance, lane_seeds
 from fxtrain.sim.payloads import RUN_CLEAR, RUN_DRAIN, RUN_LOAD, RUN_SAVE
-from fxtrain.sim.planner import CommandPlanner, Expand, ReadResult, Run, WriteOperand, plan_gemm
+from fxtrain.sim.gemm_plan import plan_gemm
+from fxtrain.sim.planner import CommandPlanner
+from fxtrain.sim.schedule_items import Expand, ReadResult, Run, WriteOperand
 from fxtrain.sim.protocol import Command, ProtocolEmulator
 
 CFG = EngineConfig(rows=3, cols=2, wl=12, depth=16, b_depth=256, max_k_log2=12, psum_slots=4)
@@ -300,7 +302,7 @@ def test_driver_and_replay_on_the_verilator_soc_with_partial_sums(build_root):
     """Through the SoC's Verilog in Verilator with 3 partial-sum slots (``sim:verilator``): random GEMMs with
     K-splits go chunk-outer with LOAD/SAVE RUNs, results equal tiled_gemm bit for bit, and the replay's bytes,
     frames and busy cycles (the RTL's LOAD/SAVE cycles) equal the driver's and the RTL's counters."""
-    from fxtrain.host.device import open_device
+    from fxtrain.host.device_spec import open_device
     from fxtrain.host.transport import SIM_CONFIG
     from fxtrain.sim.runner import simulator_available
     from tests.test_timemodel import _check_replay_against_device

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from fxtrain.host.cli import main
+from fxtrain.host.layers import FixedConfig
 from fxtrain.host.train import TrainConfig, build, evaluate, train
 
 TINY = dict(train_limit=96, test_limit=48, batch_size=16, lr=0.1, progress=False, plot=False, seed=3)
@@ -112,6 +113,23 @@ def test_cli_reports_bad_options_clearly(tmp_path, capsys):
     assert "nodata does not exist" in capsys.readouterr().err
     assert main(["train", "--weights", "20.8", "--out", str(tmp_path / "x")]) == 2
     assert "at most 16" in capsys.readouterr().err
+
+
+def test_cli_input_grad_option_reaches_the_layers_and_the_run_name(tmp_path, capsys):
+    """--input-grad convolution trains on the emulator with every FixedConfig holding it (named in the run's
+    description, its default name and metrics.json); an unknown value is refused naming the choices."""
+    out = tmp_path / "dx"
+    assert main(["train", "--backend", "emu", "--epochs", "1", "--train-limit", "32", "--test-limit", "16",
+                 "--batch-size", "16", "--input-grad", "convolution", "--out", str(out), "--no-progress",
+                 "--no-plot"]) == 0
+    assert "convolution input gradients" in capsys.readouterr().out
+    assert json.loads((out / "metrics.json").read_text())["config"]["input_grad"] == "convolution"
+    assert TrainConfig(input_grad="convolution").run_name.endswith("-dxconvolution")
+    with pytest.raises(SystemExit):
+        main(["train", "--input-grad", "fold"])
+    assert "invalid choice: 'fold'" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="input_grad must be one of"):
+        FixedConfig(input_grad="fold")
 
 
 def test_cli_float_run_writes_outputs(tmp_path, capsys):

@@ -1,6 +1,6 @@
 """The approximate training GEMMs of one layer: column-row sampling and weight-gradient approximation.
 
-:class:`ApproxMatmul` replaces :class:`fxtrain.host.layers._OffloadedMatmul` for a layer with an ``approx``
+:class:`ApproxMatmul` replaces :class:`fxtrain.host.layer_gemms.OffloadedMatmul` for a layer with an ``approx``
 (:class:`LayerApprox`) in training mode; every GEMM it sends goes through ``layer._gemm`` and so through the one
 backend call site, with the smaller shape it really has. With ``A`` (``M x K``, im2col) and ``W`` (``N x K``):
 

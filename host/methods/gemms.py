@@ -47,6 +47,7 @@ def method_gemms(model, input_shape, batch: int, cfg: MethodConfig, *, epoch: in
 
     layers, sized = _geometry(model, input_shape, cfg, epoch)
     modules = dict(sized.named_modules())
+    # layers with an approximate method send the patch GEMM for a convolution's input gradient
     gemms = training_gemms(layers, batch)
     convs = [g.name for g in layers if g.kind == "conv"]
     out = []

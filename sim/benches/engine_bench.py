@@ -27,6 +27,8 @@ psum_scenario
     The command list of an engine with a partial-sum memory.
 expected_outputs
     Model results, run cycles and final counters of a command list.
+schedule_runs
+    The engine runs of a GEMM in the planner's order (LOAD/SAVE runs included).
 busy_cycles_in_amaranth_sim
     Plays a list of runs on ``GemmEngine`` in the Amaranth simulator and returns its busy counter.
 """
@@ -40,7 +42,7 @@ from ..gemm import EngineConfig
 from ..lfsr import lane_seeds
 from ..runner import bench_params
 
-__all__ = ["engine_scenario", "psum_scenario", "expected_outputs", "busy_cycles_in_amaranth_sim"]
+__all__ = ["engine_scenario", "psum_scenario", "expected_outputs", "schedule_runs", "busy_cycles_in_amaranth_sim"]
 
 
 def engine_scenario(config, seed, runs=8):
@@ -369,22 +371,56 @@ if cocotb is not None:
                     float(params.get("result_ready_probability", 0.05)), 1)
 
 
+def schedule_runs(config, m, k, n, rounding=(0, 0)):
+    """The engine runs of an ``M x K x N`` GEMM in the order the one planner issues them
+    (:class:`fxtrain.sim.planner.CommandPlanner`, as the driver sends them): its
+    :class:`~fxtrain.sim.schedule_items.Run` items (a K-split on an engine with a partial-sum memory: chunk-outer,
+    with LOAD/SAVE and slots), each RUN_TILES as its ``n_tiles`` CLEAR+DRAIN runs (B base stepped by ``b_step``)."""
+    from ..gemm_plan import plan_gemm
+    from ..payloads import RUN_CLEAR, RUN_DRAIN
+    from ..planner import CommandPlanner
+    from ..schedule_items import Run, RunTiles
+
+    runs = []
+    for item in CommandPlanner(config).schedule(plan_gemm(config, m, k, n), rounding):
+        if isinstance(item, Run):
+            runs.append(item)
+        elif isinstance(item, RunTiles):
+            runs += [Run(item.a_base, item.b_base + t * item.b_step, item.k, RUN_CLEAR | RUN_DRAIN)
+                     for t in range(item.n_tiles)]
+    return runs
+
+
 def busy_cycles_in_amaranth_sim(config, runs):
-    """The RTL's busy counter after playing ``[(k, drain), ...]`` (clearing runs from address 0, results always
-    accepted) back to back on ``GemmEngine(config)`` in the Amaranth simulator."""
+    """The RTL's busy counter after playing ``runs`` back to back on ``GemmEngine(config)`` in the Amaranth
+    simulator (results always accepted, operand memories as reset). A run is ``(k, drain)`` (a clearing run from
+    address 0) or a :class:`fxtrain.sim.schedule_items.Run` (its addresses, flags and partial-sum slot)."""
     from amaranth.sim import Simulator
 
     from ...rtl.engine import GemmEngine
+    from ..schedule_items import Run
 
     dut = GemmEngine(config)
     sim = Simulator(dut)
     sim.add_clock(1e-6)
     seen = {}
 
+    def payload(run):
+        if not isinstance(run, Run):
+            k, drain = run
+            return {"a_base": 0, "b_base": 0, "k": k, "clear": 1, "drain": int(drain)}
+        fields = {"a_base": run.a_base, "b_base": run.b_base, "k": run.k, "clear": int(run.clear),
+                  "drain": int(run.drain)}
+        if config.psum_slots:
+            fields.update(load=int(run.load), save=int(run.save), slot=run.slot)
+        elif run.load or run.save:
+            raise ValueError(f"{run} needs an engine with a partial-sum memory (psum_slots = 0)")
+        return fields
+
     async def host(ctx):
         ctx.set(dut.result.ready, 1)
-        for k, drain in runs:
-            ctx.set(dut.run.payload, {"a_base": 0, "b_base": 0, "k": k, "clear": 1, "drain": int(drain)})
+        for run in runs:
+            ctx.set(dut.run.payload, payload(run))
             ctx.set(dut.run.valid, 1)
             await ctx.tick().until(dut.run.ready)
             ctx.set(dut.run.valid, 0)

@@ -51,11 +51,13 @@ def _random_case(config, rng, f_base, geom):
     while blocks * count > config.depth:
         count, blocks = max(1, count // 2), max(1, blocks // 2)
     a_base = int(rng.integers(0, config.depth - blocks * count + 1))
-    args = expand_args(config, geom, transposed=transposed, row0=tm0 * config.rows, k0=k0, count=count,
+    # half the cases start inside a tile row (a map window's first EXPAND, sim.conv.map_window)
+    row0 = min(tm0 * config.rows + int(rng.integers(0, config.rows)) * int(rng.integers(0, 2)), v.shape[0] - 1)
+    args = expand_args(config, geom, transposed=transposed, row0=row0, k0=k0, count=count,
                        blocks=blocks, a_base=a_base, f_base=f_base)
-    vp = np.zeros((mt * config.rows, v.shape[1]), dtype=np.int64)
+    vp = np.zeros(((mt + 1) * config.rows, v.shape[1]), dtype=np.int64)
     vp[:v.shape[0]] = v
-    nonzero = vp[tm0 * config.rows:(tm0 + blocks) * config.rows, k0:k0 + count].any()
+    nonzero = vp[row0:row0 + blocks * config.rows, k0:k0 + count].any()
     return geom, x, transposed, args, nonzero
 
 
