@@ -21,7 +21,7 @@ icebreaker         iCE40UP5K-SG48     8 SB_MAC16   4 x 2     19.125 MHz  19.125 
 ulx3s-12f          LFE5U-12F-6BG381   28 MULT18    7 x 4     60 MHz      30 MHz      FT231X, 3 Mbaud
 ulx3s-25f          LFE5U-25F-6BG381   28 MULT18    7 x 4     60 MHz      30 MHz      FT231X, 3 Mbaud
 ulx3s-45f          LFE5U-45F-6BG381   72 MULT18    8 x 8     60 MHz      30 MHz      FT231X, 3 Mbaud
-ulx3s-85f          LFE5U-85F-6BG381   156 MULT18   12 x 12   60 MHz      30 MHz      FT231X, 3 Mbaud
+ulx3s-85f          LFE5U-85F-6BG381   156 MULT18   8 x 8     55 MHz      30 MHz      FT231X, 3 Mbaud
 icesugar-pro       LFE5U-25F-6BG256   28 MULT18    7 x 4     60 MHz      30 MHz      DAPLink USB-UART, 1 Mbaud
 =================  =================  ===========  ========  ==========  ==========  ================================
 
@@ -47,10 +47,16 @@ clock that makes the bridge's fastest rate):
   ECP5 build is limited to about 66-78 MHz by the host link's response path (the result buffer's block RAM
   read port through the response multiplexer into the CRC, ``rtl/command.py``), not by the array.
 * ULX3S-25F and iCESugar-Pro: the 12F's default on the same die (not built here).
-* ULX3S-45F: 8 x 8 (64 of 72) routes at 66.6 MHz at a 100 MHz constraint, critical path in the host link
-  (as above), hence 60 MHz; 9 x 8 (all 72) was not built.
-* ULX3S-85F: 12 x 12 (144 of 156) is the goal geometry; no routed bitstream exists yet (``docs/boards.md``),
-  so neither it nor its 60 MHz is a measured default.
+* ULX3S-45F: 8 x 8 (64 of 72) routes at 66.51 MHz at a 100 MHz constraint (2026-12-01, with the rounder's
+  registered shift decode; 76.2-83.4 MHz in earlier runs of a smaller design), critical path in the host link
+  (the executor's argument checks -> the link memory's ``pidx`` -> ``res_row``), hence 60 MHz (the next PLL
+  clocks, 62.5 and 65 MHz, leave 6 % and 2 % margin); 9 x 8 (all 72) was not built.
+* ULX3S-85F: 8 x 8 (64 of 156), the largest array that routed on the part: 63.73 MHz at a 55 MHz constraint
+  (met; 55 = 25 * 11 / 5, VCO 660 MHz, UART 660 / 22 = 30 MHz), 63.83 at 50, 59.73 at 60 (0.45 % short), all
+  2026-12-01 (``docs/boards.md``). 12 x 12 (144 of 156, the issue's goal) did not route:
+  router1 (1,813 s) and router2 (6 iterations, 18,680 wires still overused) did not converge, and neither did
+  router2 for 11 x 11 or 10 x 10 at 60 MHz (10 x 10 stalled at about 4,000-6,000 overused wires): routing
+  congestion, not timing, stops it. ``--rows 12 --cols 12`` builds the goal geometry for further attempts.
 
 B memory depth (``EngineConfig.b_depth``; the weights stay resident there across calls, ``docs/engine.md``):
 
@@ -349,7 +355,7 @@ TARGETS = {t.name: t for t in (
     _ulx3s("12f", ULX3S_12F_Platform, 7, 4, 60),
     _ulx3s("25f", ULX3S_25F_Platform, 7, 4, 60),
     _ulx3s("45f", ULX3S_45F_Platform, 8, 8, 60),
-    _ulx3s("85f", ULX3S_85F_Platform, 12, 12, 60),
+    _ulx3s("85f", ULX3S_85F_Platform, 8, 8, 55),
     BoardTarget("icesugar-pro", ICESugarProPlatform, "ecp5",
                 EngineConfig(rows=7, cols=4, wl=16, depth=512, b_depth=ECP5_B_DEPTH, psum_slots=ecp5_psum_slots(7, 4)),
                 60_000_000, 1_000_000, 30_000_000, BRIDGES["DAPLink"],
