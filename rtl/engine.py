@@ -124,12 +124,7 @@ class GemmEngine(wiring.Component):
             memory_kind(b_memory, None, config.b_depth)      # validates
         self.b_memory = b_memory
         self.layouts = engine_layouts(config)
-        # shift_setup = 1: the rounders decode the latched shift/mode a cycle ahead (they change only when a run
-        # is accepted, and every rounding of that run comes later than the cycle after; see elaborate)
-        self._rounders = [StochasticRounder(config.wl, config.acc_width, shift_max=SHIFT_MAX,
-                                            rand_width=config.lane_width, shift_setup=1)
-                          for _ in range(config.cols)]
-        latency = self._rounders[0].latency
+        latency = StochasticRounder.latency
         if latency != ROUNDER_LATENCY:
             raise ValueError(f"StochasticRounder latency {latency} differs from the model's ROUNDER_LATENCY "
                              f"{ROUNDER_LATENCY}; update fxtrain.sim.engine")
@@ -190,7 +185,13 @@ class GemmEngine(wiring.Component):
                      b_mem.w_data.eq(self.b_write.payload.data), b_mem.w_en.eq(self.b_write.valid & ~b_reading)]
 
         m.submodules.lanes = lanes = LFSRLanes(cols, cfg.lane_width, reset_seed=RESET_LANE_STATE)
-        rounders = self._rounders
+        # shift_setup = 1: the rounders decode the latched shift/mode a cycle ahead (timing; see the rounders'
+        # hook-up below), except on iCE40, whose UP5K has no logic cells left for the registers and whose clock is
+        # not limited by the rounder
+        family = getattr(platform, "family", None)
+        shift_setup = 0 if isinstance(family, str) and family.lower() == "ice40" else 1
+        rounders = [StochasticRounder(cfg.wl, cfg.acc_width, shift_max=SHIFT_MAX, rand_width=cfg.lane_width,
+                                      shift_setup=shift_setup) for _ in range(cols)]
         for j, rounder in enumerate(rounders):
             m.submodules[f"rounder_{j}"] = rounder
 
@@ -356,7 +357,7 @@ class GemmEngine(wiring.Component):
         m.d.comb += round_valid.eq(round_valid_q)
 
         # ---- lanes and rounders: column j rounds rows 0..rows-1 through lane j, advance-then-use.
-        # The rounders take shift/mode one cycle before each input (shift_setup = 1). Both registers change only
+        # With shift_setup = 1 the rounders take shift/mode one cycle before each input. Both registers change only
         # in a run's accept cycle t0 (IDLE); that run's first rounding is presented in t0 + 1 + flush_cycles +
         # shift_latency or later (>= t0 + 4) and the previous run's last one shift_latency cycles after its last
         # DRAIN cycle, before TAIL (shift_latency + latency cycles) returns to IDLE: every rounding sees its own

@@ -52,8 +52,8 @@ class StochasticRounder(wiring.Component):
     with ``o_valid`` high in cycle ``t + 2``. ``out`` and ``sat`` are computed every cycle regardless of
     ``i_valid`` (``i_valid`` only travels to ``o_valid``).
 
-    ``shift_setup = 1`` (the engine's choice: its ``shift`` and ``mode`` are registers that change only when a
-    run is accepted, at least 3 cycles before its first rounding) registers ``shift``, ``mode`` and the decoded
+    ``shift_setup = 1`` (the engine's choice, except on iCE40: its ``shift`` and ``mode`` are registers changing
+    only when a run is accepted, at least 3 cycles before its first rounding) registers ``shift``, ``mode`` and the decoded
     thermometer mask ``2**shift - 1`` in a stage 0 of their own, so the wide addition of stage 1 starts from
     flip-flops: one LUT per offset bit (mode, rand bit, two mask bits) before the carry chain, no shift
     comparison. The latency of ``acc``/``rand``/``i_valid`` to ``out``/``sat``/``o_valid`` stays 2; only the
