@@ -15,7 +15,8 @@ With ``FixedConfig.input_grad = "convolution"`` the input gradient of a **stride
 kernel − 1) is instead one convolution of the output gradient with the flipped kernel,
 ``im2col(dY_q, padding KH−1−PH) · flip(W_q)`` (``docs/numerics.md`` §7.1), same format and shift: each element of
 ``dX`` is rounded once and the backend returns ``dX`` itself (``N·H·W x C``) rather than ``N·OH·OW x C·KH·KW``
-patches. Other convolutions keep ``dY_q · W_q`` and col2im on the host. The autograd functions are in :mod:`fxtrain.host.layer_gemms`.
+patches. Other convolutions keep ``dY_q · W_q`` and col2im on the host. The autograd functions are in
+:mod:`fxtrain.host.layer_gemms`.
 
 A convolution's forward, weight-gradient and (stride 1) input-gradient GEMMs also get a ConvView of A (raw
 ``x_q`` or ``dY_q``, the geometry, a key per forward pass, a digest; :mod:`fxtrain.host.conv_offload`) on the

@@ -41,7 +41,7 @@ from ..sim.gemm import EngineConfig
 from ..sim.payloads import (DEFAULT_RX_BUFFER, ROUNDING_ARGS, RUN_ARGS, RUN_TILES_ARGS, WRITE_HEADER, entry_bytes,
                             result_bytes, run_tiles_cycles, write_frames)
 from ..sim.gemm_plan import plan_gemm
-from ..sim.planner import CommandPlanner, conv_fits, conv_window_room
+from ..sim.planner import CommandPlanner
 from ..sim.schedule_items import Expand, ReadResult, Reused, Run, RunTiles, SetRounding, WriteMap, WriteOperand
 from ..sim.wire import Command, request_frame_bytes, response_frame_bytes
 
@@ -297,7 +297,7 @@ class DriverReplay:
         plan = _plan(self.config, m, k, n, self.tile_loop)
         # map windows (sim.planner.conv_window_room) change from row to row in a way the residency signature does
         # not show: such a GEMM is replayed row by row
-        windowed = conv_window_room(self.config, plan, a_view) and not conv_fits(self.config, plan, a_view)
+        windowed = self.planner.conv_source(plan, a_view)[1] > 0
         if self.fast and plan.mt > 2 and not self.planner.uses_psum(plan) and not windowed:
             snapshot = copy.deepcopy(self.planner)
             try:

@@ -96,7 +96,7 @@ window_images(geom, row0, row1) -> (n0, n1); map_window(view, n0, n1) -> ConvVie
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -418,6 +418,5 @@ def map_window(view, n0, n1):
     g = view.geom
     if not 0 <= n0 < n1 <= g.n:
         raise ValueError(f"Images {n0} .. {n1 - 1} are not images of the {g.n}-image map")
-    geom = ConvGeometry(n1 - n0, g.c, g.h, g.w, g.kh, g.kw, g.sh, g.sw, g.ph, g.pw)
     x_raw = None if view.x_raw is None else view.x_raw[n0:n1]
-    return ConvView(x_raw, geom, view.transposed, (view.key, n0, n1), view.digest)
+    return ConvView(x_raw, replace(g, n=n1 - n0), view.transposed, (view.key, n0, n1), view.digest)

@@ -60,6 +60,8 @@ conv_fits, conv_window_room
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from . import conv
 from .payloads import RUN_DRAIN
 from .residency import ResidentMemory
@@ -110,16 +112,18 @@ def conv_window_room(config, plan, view, chunk_outer=False):
     if plan.groups is None:
         return 0
     room = config.b_depth - max(grp.count for grp in plan.groups) * plan.k
-    widest = max(n1 - n0 for n0, n1 in (conv.window_images(view.geom, tm * config.rows,
-                                                           min((tm + 1) * config.rows, plan.m))
-                                         for tm in range(-(-plan.m // config.rows))))
+    widest = max(n1 - n0 for n0, n1 in (_row_window(config, plan, view.geom, tm, 1) for tm in range(plan.mt)))
     return room if _window_entries(config, view.geom, widest) <= room else 0
+
+
+def _row_window(config, plan, geom, tm, blocks):
+    """``(n0, n1)``: the images that tile rows ``tm .. tm + blocks − 1`` of a forward-orientation GEMM read."""
+    return conv.window_images(geom, tm * config.rows, min((tm + blocks) * config.rows, plan.m))
 
 
 def _window_entries(config, geom, images):
     """B entries of a window of ``images`` images of ``geom``'s map."""
-    return conv.fmap_entries(config, conv.ConvGeometry(images, geom.c, geom.h, geom.w, geom.kh, geom.kw, geom.sh,
-                                                       geom.sw, geom.ph, geom.pw))
+    return conv.fmap_entries(config, replace(geom, n=images))
 
 
 class CommandPlanner:
@@ -143,7 +147,9 @@ class CommandPlanner:
         returns a content digest of an operand chunk (``None``: contents are what the keys say). Residency is
         recorded when a write is yielded: a consumer that fails to execute it must call :meth:`forget`.
         ``first_tile`` skips the tiles before it (a host resuming a GEMM after a failure). ``a_view``: A as a
-        :class:`.conv.ConvView` (convolution mode, module docstring; used iff :func:`conv_fits`).
+        :class:`.conv.ConvView` (convolution mode, module docstring; used as :meth:`conv_source` says).
+    conv_source(plan, a_view) -> (view, window)
+        Whether the A of ``plan`` comes from the whole map, from map windows, or is sent.
     forget()
         Forget residency and the rounding registers (after a reset or any failed command).
     """
@@ -207,7 +213,7 @@ class CommandPlanner:
             k0 -= n0 * view.geom.out_h * view.geom.out_w
         elif window:
             blocks = self._window_blocks(plan, view, tm, blocks, window)
-            n0, n1 = conv.window_images(view.geom, row0, min(row0 + blocks * self.config.rows, plan.m))
+            n0, n1 = _row_window(self.config, plan, view.geom, tm, blocks)
             view = conv.map_window(view, n0, n1)
             row0 -= n0 * view.geom.out_h * view.geom.out_w
         f_base, map_item = self._map(view)
@@ -220,9 +226,8 @@ class CommandPlanner:
     def _window_blocks(self, plan, view, tm, blocks, room):
         """The most tile rows (at most ``blocks``, at least 1) from ``tm`` whose map window fits ``room``
         entries (:func:`conv_window_room` guarantees one does)."""
-        rows = self.config.rows
         while blocks > 1:
-            n0, n1 = conv.window_images(view.geom, tm * rows, min((tm + blocks) * rows, plan.m))
+            n0, n1 = _row_window(self.config, plan, view.geom, tm, blocks)
             if _window_entries(self.config, view.geom, n1 - n0) <= room:
                 break
             blocks -= 1
@@ -234,9 +239,7 @@ class CommandPlanner:
             self.rounding = rounding
         self._gemm_id += 1
         b_scope = ("B", b_key, (plan.k, plan.n)) if b_key is not None else ("B-call", self._gemm_id)
-        view = a_view if conv_fits(self.config, plan, a_view) else None
-        window = 0 if view is not None else conv_window_room(self.config, plan, a_view, self.uses_psum(plan))
-        view = view or (a_view if window else None)
+        view, window = self.conv_source(plan, a_view)
         self._map_used = False            # a resident map is reported (Reused) once per GEMM
         if plan.groups is not None:
             yield from self._tile_loop(plan, b_scope, digest, first_tile, view, window)
@@ -257,6 +260,15 @@ class CommandPlanner:
                 yield item
                 yield Run(a_addr, b_addr, chunk.length, plan.flags(chunk))
             yield ReadResult(tm, tn)
+
+    def conv_source(self, plan, a_view):
+        """``(view, window)``: where ``plan``'s A comes from in convolution mode: ``(a_view, 0)`` from its whole map
+        (:func:`conv_fits`), ``(a_view, room)`` from map windows of at most ``room`` B entries
+        (:func:`conv_window_room`), else ``(None, 0)`` (A is sent)."""
+        if conv_fits(self.config, plan, a_view):
+            return a_view, 0
+        window = conv_window_room(self.config, plan, a_view, self.uses_psum(plan))
+        return (a_view, window) if window else (None, 0)
 
     def uses_psum(self, plan):
         """Whether :meth:`schedule` plays ``plan`` chunk-outer through the partial-sum memory: a K-split GEMM on

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from fxtrain.host.transport import EmulatorTransport
 from fxtrain.sim.runner import SIMULATORS, run_bench, simulator_available
 
 
@@ -121,3 +122,29 @@ def assert_equal_states(got, want):
 
     for (name, a), b in zip(got.items(), want.values()):
         assert torch.equal(a, b), name
+
+
+
+class CorruptNthRequest(EmulatorTransport):
+    """Flips one bit of the ``nth`` request frame of command ``cmd``, first try only: ``where="crc"`` a bit of the
+    frame's last (CRC) byte, so the device answers CRC_ERROR; ``"payload"`` a bit of its middle byte (frames longer
+    than 6 bytes)."""
+
+    def __init__(self, emulator, cmd, nth, where="crc"):
+        super().__init__(emulator)
+        if where not in ("crc", "payload"):
+            raise ValueError(f"where must be 'crc' or 'payload', not {where!r}")
+        self.cmd, self.left, self.hit, self.where = int(cmd), nth, False, where
+
+    def write(self, data):
+        data = bytearray(data)
+        min_len = 2 if self.where == "crc" else 6
+        if len(data) > min_len and data[0] == 0xA5 and data[1] == self.cmd and not self.hit:
+            self.left -= 1
+            if self.left < 0:
+                if self.where == "crc":
+                    data[-1] ^= 0x10
+                else:
+                    data[len(data) // 2] ^= 0x08
+                self.hit = True
+        super().write(bytes(data))

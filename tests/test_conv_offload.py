@@ -13,7 +13,7 @@ from fxtrain.sim.input_grad import input_grad_geometry
 from fxtrain.sim.engine import EngineModel, gemm_via_engine
 from fxtrain.sim.gemm import EngineConfig, tiled_gemm
 
-from conftest import assert_equal_states, lenet_sgd_states
+from conftest import CorruptNthRequest, assert_equal_states, lenet_sgd_states
 from fxtrain.sim.lfsr import lane_seeds
 from fxtrain.sim.gemm_plan import plan_gemm
 from fxtrain.sim.planner import CommandPlanner, conv_fits, conv_window_room
@@ -273,21 +273,6 @@ def test_device_falls_back_when_the_map_does_not_fit_next_to_the_b_blocks():
     assert dev.counters["expands"] == 0 and dev.counters["a_entries_sent"] > 0
 
 
-class _CorruptOne(EmulatorTransport):
-    """Flips a CRC bit of the ``nth`` request frame of command ``cmd`` (the device answers CRC_ERROR)."""
-
-    def __init__(self, emulator, cmd, nth):
-        super().__init__(emulator)
-        self.cmd, self.left, self.hit = int(cmd), nth, False
-
-    def write(self, data):
-        data = bytearray(data)
-        if len(data) > 2 and data[0] == 0xA5 and data[1] == self.cmd and not self.hit:
-            self.left -= 1
-            if self.left < 0:
-                data[-1] ^= 0x10
-                self.hit = True
-        super().write(bytes(data))
 
 
 @pytest.mark.parametrize("cmd,nth", [(Command.EXPAND, 0), (Command.EXPAND, 3), (Command.WRITE_B, 0)])
@@ -296,7 +281,7 @@ def test_a_corrupted_expand_or_map_frame_is_recovered_exactly(cmd, nth):
     path); both GEMMs and a later one that needs the map again equal the exact emulator."""
     rng = np.random.default_rng(3)
     geom = ConvGeometry(2, 3, 7, 7, 3, 3, 2, 2, 1, 1)
-    dev = _device(DEV_CONFIG, _CorruptOne, cmd=cmd, nth=nth)
+    dev = _device(DEV_CONFIG, CorruptNthRequest, cmd=cmd, nth=nth, where="crc")
     exact = ExactEmulator(replace(DEV_CONFIG, expander=False), seed=5)
     gemms = _conv_gemms(rng, geom, DEV_CONFIG.cols)
     for a, b, view in gemms + gemms:

@@ -17,7 +17,7 @@ from fxtrain.sim.conv import ConvGeometry, ConvView, conv_matrix
 from fxtrain.sim.engine import EngineModel, gemm_via_engine, play_item
 from fxtrain.sim.gemm import EngineConfig, tiled_gemm
 
-from conftest import assert_equal_states, lenet_sgd_states
+from conftest import CorruptNthRequest, assert_equal_states, lenet_sgd_states
 from fxtrain.sim.lfsr import lane_advance, lane_seeds
 from fxtrain.sim.payloads import RUN_CLEAR, RUN_DRAIN, RUN_LOAD, RUN_SAVE
 from fxtrain.sim.gemm_plan import plan_gemm
@@ -163,21 +163,6 @@ def _device(cfg, transport=EmulatorTransport, **kwargs):
     return dev
 
 
-class _CorruptNth(EmulatorTransport):
-    """Flips a payload bit of the ``nth`` request frame of command ``cmd`` (first try only)."""
-
-    def __init__(self, emulator, cmd, nth):
-        super().__init__(emulator)
-        self.cmd, self.left, self.hit = int(cmd), nth, False
-
-    def write(self, data):
-        data = bytearray(data)
-        if len(data) > 6 and data[0] == 0xA5 and data[1] == self.cmd and not self.hit:
-            self.left -= 1
-            if self.left < 0:
-                data[len(data) // 2] ^= 0x08
-                self.hit = True
-        super().write(bytes(data))
 
 
 class _CorruptAnswer(EmulatorTransport):
@@ -223,7 +208,7 @@ def test_device_chunk_outer_equals_the_exact_result_and_recovers_from_corrupted_
     GEMM (lanes carried), with fewer B bytes than the plain schedule."""
     rng = np.random.default_rng(77)
     cfg = replace(CFG, psum_slots=3)
-    dev = (_device(cfg) if cmd is None else _device(cfg, _CorruptNth, cmd=cmd, nth=nth))
+    dev = (_device(cfg) if cmd is None else _device(cfg, CorruptNthRequest, cmd=cmd, nth=nth, where="payload"))
     dev.pipelined = pipelined
     state = lane_seeds(5, cfg.lanes, cfg.lane_width)
     for m, k, n in [(7, 40, 9), (1, 17, 1), (10, 33, 4)]:
