@@ -71,6 +71,7 @@ from ..sim.rounding import SHIFT_MAX
 from .array import SystolicArray
 from .lfsr import LFSRLanes
 from .operand_memory import OperandMemory, memory_kind
+from .platform_family import platform_family
 from .rounder import StochasticRounder
 
 __all__ = ["GemmEngine", "ARRAY_NAME"]
@@ -188,8 +189,7 @@ class GemmEngine(wiring.Component):
         # shift_setup = 1: the rounders decode the latched shift/mode a cycle ahead (timing; see the rounders'
         # hook-up below), except on iCE40, whose UP5K has no logic cells left for the registers and whose clock is
         # not limited by the rounder
-        family = getattr(platform, "family", None)
-        shift_setup = 0 if isinstance(family, str) and family.lower() == "ice40" else 1
+        shift_setup = 0 if platform_family(platform) == "ice40" else 1
         rounders = [StochasticRounder(cfg.wl, cfg.acc_width, shift_max=SHIFT_MAX, rand_width=cfg.lane_width,
                                       shift_setup=shift_setup) for _ in range(cols)]
         for j, rounder in enumerate(rounders):

@@ -36,6 +36,8 @@ from amaranth.hdl import ClockSignal, Const, Instance, Module, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
+from .platform_family import platform_family
+
 __all__ = ["MULTIPLIER_KINDS", "multiplier_kind", "RegisteredMultiplier"]
 
 MULTIPLIER_KINDS = ("generic", "mult18x18d")
@@ -46,7 +48,7 @@ def multiplier_kind(kind, platform):
     """``kind`` itself, or for ``"auto"``: ``"mult18x18d"`` on an ECP5 platform, ``"generic"`` otherwise (no
     platform, i.e. simulation, or iCE40)."""
     if kind == "auto":
-        return "mult18x18d" if getattr(platform, "family", None) == "ecp5" else "generic"
+        return "mult18x18d" if platform_family(platform) == "ecp5" else "generic"
     if kind not in MULTIPLIER_KINDS:
         raise ValueError(f"Multiplier kind must be 'auto' or one of {MULTIPLIER_KINDS}, not {kind!r}")
     return kind

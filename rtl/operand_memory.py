@@ -47,6 +47,8 @@ from amaranth.hdl import ClockSignal, Const, Instance, Module, Mux, Signal
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
+from .platform_family import platform_family
+
 __all__ = ["MEMORY_KINDS", "SPRAM_DEPTH", "SPRAM_WIDTH", "ICE40UP5K_SPRAMS", "spram_count", "memory_kind",
            "OperandMemory"]
 
@@ -69,8 +71,7 @@ def memory_kind(kind, platform, depth):
     name such as a board target's ``"ice40"``) for a memory of at least ``SPRAM_AUTO_MIN_DEPTH`` entries,
     ``"generic"`` otherwise (no platform, i.e. simulation, ECP5, small memories)."""
     if kind == "auto":
-        family = platform if isinstance(platform, str) else getattr(platform, "family", None)
-        ice40 = isinstance(family, str) and family.lower() == "ice40"     # Amaranth's SiliconBlue platform: "iCE40"
+        ice40 = platform_family(platform) == "ice40"
         return "spram" if ice40 and depth >= SPRAM_AUTO_MIN_DEPTH else "generic"
     if kind not in MEMORY_KINDS:
         raise ValueError(f"Operand memory kind must be 'auto' or one of {MEMORY_KINDS}, not {kind!r}")
